@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.db import models
+from django.utils import timezone
+
+from workspaces.models import ApiKey, Workspace
+
+
+class RequestLog(models.Model):
+    """One row per proxied request (success or failure, auth failures excepted).
+
+    Narrow on purpose: bodies live in RequestBody. Rows are written in batches by
+    ``analytics.ingest.write_log_batch`` and never edited afterwards.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True)
+    endpoint = models.CharField(max_length=200, blank=True)
+    method = models.CharField(max_length=8, default="POST")
+    status_code = models.PositiveSmallIntegerField()
+    success = models.BooleanField()
+    is_stream = models.BooleanField(default=False)
+    latency_ms = models.FloatField(default=0)
+    ttft_ms = models.FloatField(null=True, blank=True, help_text="Time to first token (streams).")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    # NULL means "unknown model, no price", which is different from a free call.
+    cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
+    currency = models.CharField(max_length=3, default="USD")
+    cache_status = models.CharField(max_length=16, default="DISABLED")
+    retry_count = models.PositiveSmallIntegerField(default=0)
+    trace_id = models.CharField(max_length=128, blank=True)
+    span_id = models.CharField(max_length=128, blank=True)
+    parent_span_id = models.CharField(max_length=128, blank=True)
+    span_name = models.CharField(max_length=200, blank=True)
+    user = models.CharField(max_length=128, blank=True)
+    metadata = models.JSONField(default=dict)
+    metadata_changes = models.JSONField(
+        default=list, blank=True, help_text="What lenient validation changed in the request metadata."
+    )
+    error_message = models.TextField(blank=True)
+    client_runtime = models.CharField(max_length=64, blank=True)
+    sdk_version = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Log lists: newest first within a workspace and time window (keyset pagination).
+            models.Index(fields=["workspace", "-created_at", "-id"], name="log_ws_time"),
+            # Users page and `user=` filter.
+            models.Index(fields=["workspace", "user", "-created_at"], name="log_ws_user_time"),
+            # Trace view and feedback attachment.
+            models.Index(fields=["workspace", "trace_id"], name="log_ws_trace"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.status_code} {self.model}"
+
+
+class RequestBody(models.Model):
+    """Request/response bodies, kept apart from the narrow log row; skipped for
+    ``x-portkey-debug: false`` requests and workspaces with ``store_bodies`` off."""
+
+    log = models.OneToOneField(RequestLog, on_delete=models.CASCADE, primary_key=True, related_name="body")
+    request_headers = models.JSONField(default=dict, help_text="Sensitive headers are redacted before storage.")
+    request_body = models.TextField(blank=True)
+    response_body = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"body of {self.log_id}"
+
+
+class ModelPrice(models.Model):
+    """Price per million tokens, loaded from analytics/pricing.json and editable in admin."""
+
+    model = models.CharField(max_length=200, unique=True, help_text="Model name as sent by clients.")
+    input_per_million = models.DecimalField(max_digits=12, decimal_places=6)
+    output_per_million = models.DecimalField(max_digits=12, decimal_places=6)
+    currency = models.CharField(max_length=3, default="USD")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model"]
+
+    def __str__(self) -> str:
+        return self.model
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
+        return (self.input_per_million * prompt_tokens + self.output_per_million * completion_tokens) / Decimal(
+            1_000_000
+        )

@@ -1,0 +1,221 @@
+"""Portico settings, read strictly from the environment (see .env.example for every variable)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("PORTICO_VAR_DIR") or BASE_DIR / "var")
+
+DEBUG = env_bool("DEBUG", False)
+# pytest sets PYTEST_VERSION; the suite gets development defaults for the keys below.
+TESTING = "PYTEST_VERSION" in os.environ
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if not (DEBUG or TESTING):
+        raise ImproperlyConfigured(
+            "Environment variable SECRET_KEY is required when DEBUG is off "
+            "(set DEBUG=true for local development, or a long random SECRET_KEY)."
+        )
+    SECRET_KEY = "django-insecure-portico-local-development-only"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "workspaces",
+    "analytics",
+    "gateway",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict:
+    url = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'portico.sqlite3'}"
+    try:
+        db = dj_database_url.parse(url, conn_max_age=0 if url.startswith("sqlite") else 60)
+    except Exception as exc:  # the library raises several types for a bad URL
+        raise ImproperlyConfigured(f"Environment variable DATABASE_URL is invalid: {exc}") from None
+    engine = db.get("ENGINE", "")
+    if engine.endswith("sqlite3"):
+        Path(db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+        # WAL lets dashboard reads run while the log writer commits; IMMEDIATE avoids
+        # "database is locked" upgrades when two writers meet.
+        db["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    elif engine.endswith("postgresql"):
+        db["CONN_HEALTH_CHECKS"] = True
+    else:
+        raise ImproperlyConfigured(
+            f"Environment variable DATABASE_URL uses an unsupported engine ({engine}): use postgres:// or sqlite://."
+        )
+    return db
+
+
+DATABASES = {"default": _database()}
+IS_POSTGRES = DATABASES["default"]["ENGINE"].endswith("postgresql")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        f"Environment variable REDIS_URL={REDIS_URL!r} is invalid: expected redis://, rediss:// or unix://."
+    )
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Celery: with no Redis the app runs embedded and tasks execute in-process.
+CELERY_BROKER_URL = REDIS_URL or "memory://"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
+CELERY_TIMEZONE = "UTC"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+
+# --- Security (production mode) -------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG and not TESTING:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
+    CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Portico --------------------------------------------------------------------------
+# Headers copied into metadata under their lower-cased names (Portkey's HEADERS_TO_METADATA).
+HEADERS_TO_METADATA = [h.lower() for h in env_list("HEADERS_TO_METADATA")]
+METADATA_PRECEDENCE = env_choice("METADATA_PRECEDENCE", "workspace_first", ("workspace_first", "request_first"))
+METADATA_VALIDATION = env_choice("METADATA_VALIDATION", "strict", ("strict", "lenient"))
+METADATA_MAX_KEYS = env_int("METADATA_MAX_KEYS", 64, minimum=1, maximum=10_000)
+METADATA_MAX_VALUE_LENGTH = 128
+
+
+def _fernet_keys() -> list[str]:
+    keys = env_list("PORTICO_ENCRYPTION_KEY")
+    if not keys:
+        if not (DEBUG or TESTING):
+            raise ImproperlyConfigured(
+                "Environment variable PORTICO_ENCRYPTION_KEY is required when DEBUG is off "
+                "(generate one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())')."
+            )
+        # Local development only: derive a stable key so a fresh clone needs no setup.
+        return [base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()]
+    for key in keys:
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                "Environment variable PORTICO_ENCRYPTION_KEY is invalid: expected comma-separated "
+                "Fernet keys (32 url-safe base64-encoded bytes each)."
+            ) from None
+    return keys
+
+
+# First key encrypts; all keys decrypt (rotation: prepend the new key).
+PORTICO_ENCRYPTION_KEYS = _fernet_keys()
+
+# Custom upstream hosts (x-portkey-custom-host) are refused unless allowed here or per workspace.
+PORTICO_ALLOW_CUSTOM_HOSTS = env_bool("PORTICO_ALLOW_CUSTOM_HOSTS", False)
+# API key / provider snapshots are cached per process for this long: a revocation takes
+# effect within this many seconds.
+GATEWAY_AUTH_CACHE_TTL = env_float("GATEWAY_AUTH_CACHE_TTL", 5.0)
+GATEWAY_UPSTREAM_TIMEOUT = env_float("GATEWAY_UPSTREAM_TIMEOUT", 600.0, minimum=0.001)
+GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024, minimum=1024)
+# Log hand-off: records are batched in memory and flushed every interval or at batch size.
+LOG_FLUSH_INTERVAL_MS = env_int("LOG_FLUSH_INTERVAL_MS", 50, minimum=1, maximum=60_000)
+LOG_BATCH_SIZE = env_int("LOG_BATCH_SIZE", 500, minimum=1, maximum=100_000)
+LOG_STREAM_KEY = env_str("LOG_STREAM_KEY", "portico:logs")
+LOG_SPOOL_DIR = Path(env_str("LOG_SPOOL_DIR") or VAR_DIR / "spool")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
+    },
+}

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from workspaces import crypto
+from workspaces.metadata_schema import format_errors, metadata_errors, schema_errors
+
+slug_validator = RegexValidator(
+    r"^[a-z0-9][a-z0-9_-]{0,62}$", "Use lower-case letters, digits, '-' and '_' (at most 63 characters)."
+)
+
+
+def _check_defaults(field: str, metadata: object, schemas: list[tuple[str, dict]]) -> dict[str, list[str]]:
+    """Field errors for default metadata that breaks the format rules or a schema's constraints."""
+    if not isinstance(metadata, dict):
+        return {field: ['Default metadata must be a JSON object, e.g. {"environment": "production"}.']}
+    messages = [msg for _, msg in format_errors(metadata)]
+    if not messages:
+        for owner, schema in schemas:
+            messages += [
+                f"{msg} ({owner} schema)" for _, msg in metadata_errors(metadata, schema, check_required=False)
+            ]
+    return {field: messages} if messages else {}
+
+
+class Workspace(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    default_metadata = models.JSONField(default=dict, blank=True, help_text="Merged into every request's metadata.")
+    metadata_schema = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="JSON Schema subset: object, string properties, required, enum, pattern, maxLength, default.",
+    )
+    log_retention_days = models.PositiveIntegerField(default=30)
+    store_bodies = models.BooleanField(default=True, help_text="Store request/response bodies with logs.")
+    allow_custom_hosts = models.BooleanField(
+        default=False, help_text="Allow x-portkey-custom-host requests (provider key sent by the client)."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def clean(self) -> None:
+        errors = {}
+        if problems := schema_errors(self.metadata_schema):
+            errors["metadata_schema"] = problems
+        else:
+            errors.update(
+                _check_defaults("default_metadata", self.default_metadata, [("workspace", self.metadata_schema)])
+            )
+            if self.pk and self.metadata_schema:
+                # A schema change must not strand existing API keys with defaults it now rejects.
+                for key in self.api_keys.all():
+                    bad = metadata_errors(key.default_metadata or {}, self.metadata_schema, check_required=False)
+                    if bad:
+                        errors.setdefault("metadata_schema", []).append(
+                            f"API key '{key.name}' has default metadata this schema rejects: {bad[0][1]}"
+                        )
+        if errors:
+            raise ValidationError(errors)
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        ADMIN = "admin"
+        MEMBER = "member"
+        VIEWER = "viewer"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "workspace"], name="unique_membership")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace} ({self.role})"
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role in (self.Role.OWNER, self.Role.ADMIN)
+
+
+class ApiKey(models.Model):
+    class Scope(models.TextChoices):
+        INFERENCE = "inference", "Inference (/v1 gateway)"
+        LOGS_READ = "logs.read", "Read logs and analytics"
+        ADMIN = "admin", "Administer the workspace"
+
+    DEFAULT_SCOPES = [Scope.INFERENCE.value, Scope.LOGS_READ.value]
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=200)
+    # Public lookup prefix ("pk-" + 8 chars) and the keyed hash of the whole key; the key
+    # itself is never stored.
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_key = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list, blank=True)
+    default_metadata = models.JSONField(default=dict, blank=True)
+    metadata_schema = models.JSONField(default=dict, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def clean(self) -> None:
+        errors = {}
+        valid_scopes = set(self.Scope.values)
+        if not isinstance(self.scopes, list) or any(s not in valid_scopes for s in self.scopes):
+            errors["scopes"] = [f"Scopes must be a list drawn from: {', '.join(sorted(valid_scopes))}."]
+        if problems := schema_errors(self.metadata_schema):
+            errors["metadata_schema"] = problems
+        else:
+            schemas = [("API key", self.metadata_schema)]
+            if self.workspace_id:
+                schemas.append(("workspace", self.workspace.metadata_schema))
+            errors.update(_check_defaults("default_metadata", self.default_metadata, schemas))
+        if errors:
+            raise ValidationError(errors)
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    @property
+    def is_usable(self) -> bool:
+        return self.is_active and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class Provider(models.Model):
+    class Kind(models.TextChoices):
+        OPENAI = "openai", "OpenAI-compatible"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="providers")
+    slug = models.CharField(
+        max_length=63, validators=[slug_validator], help_text="Clients select it with x-portkey-provider: @slug."
+    )
+    name = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
+    base_url = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    encrypted_secret = models.TextField(blank=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "slug"], name="unique_provider_slug")]
+
+    def __str__(self) -> str:
+        return f"@{self.slug}"
+
+    def set_secret(self, secret: str) -> None:
+        self.encrypted_secret = crypto.encrypt_secret(secret) if secret else ""
+
+    def get_secret(self) -> str:
+        return crypto.decrypt_secret(self.encrypted_secret) if self.encrypted_secret else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.encrypted_secret)
