@@ -1,0 +1,486 @@
+"""The gateway's own ASGI callable for ``/v1/...``: the lean hot path of DESIGN.md.
+
+It reads the raw ASGI scope, authenticates from a per-process cache, resolves metadata,
+forwards to the provider over one pooled aiohttp session and hands a log record to the
+LogBuffer. No Django request cycle, no middleware, no database query when caches are warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from datetime import UTC, datetime
+
+import aiohttp
+import orjson
+from django.conf import settings
+
+from gateway import proxy
+from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, provider_cache
+from gateway.errors import GatewayError
+from gateway.logbuffer import get_log_buffer
+from gateway.metadata import resolve_metadata
+from gateway.pricing import cost_of
+
+log = logging.getLogger("portico.gateway")
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+INFERENCE_SCOPE = "inference"
+# Endpoints whose JSON body is read for model/stream/user and whose streams carry usage.
+_GENERATION = {"/chat/completions", "/completions"}
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+class RequestContext:
+    """Everything known about one request; becomes its log record."""
+
+    __slots__ = (
+        "api_key_id",
+        "body",
+        "cache_status",
+        "client_headers",
+        "doc",
+        "endpoint",
+        "error_message",
+        "is_stream",
+        "log_id",
+        "metadata",
+        "metadata_changes",
+        "method",
+        "model",
+        "parent_span_id",
+        "provider",
+        "response_body",
+        "snapshot",
+        "span_id",
+        "span_name",
+        "started",
+        "started_wall",
+        "status",
+        "store_body",
+        "trace_id",
+        "ttft_ms",
+        "usage",
+    )
+
+    def __init__(self, method: str, endpoint: str, headers: dict[str, str]) -> None:
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
+        self.log_id = str(uuid.uuid4())
+        self.method = method
+        self.endpoint = endpoint
+        self.client_headers = headers
+        self.snapshot: KeySnapshot | None = None
+        self.api_key_id: int | None = None
+        self.provider = ""
+        self.model = ""
+        self.status = 500
+        self.is_stream = False
+        self.body = b""
+        self.doc: dict | None = None
+        self.response_body = b""
+        self.metadata: dict[str, str] = {}
+        self.metadata_changes: list[str] = []
+        self.error_message = ""
+        self.ttft_ms: float | None = None
+        self.usage = proxy.UsageTracker()
+        self.cache_status = "DISABLED"
+        self.store_body = headers.get("x-portkey-debug", "").lower() != "false"
+        self.trace_id, self.span_id = _trace_ids(headers)
+        self.parent_span_id = headers.get("x-portkey-parent-span-id", "")[:128]
+        self.span_name = headers.get("x-portkey-span-name", "")[:200]
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-portkey-trace-id", self.trace_id.encode("latin-1", "replace")),
+            (b"x-portkey-provider", self.provider.encode("latin-1", "replace")),
+            (b"x-portkey-retry-attempt-count", b"0"),
+            (b"x-portkey-cache-status", self.cache_status.encode()),
+            (b"x-portico-log-id", self.log_id.encode()),
+        ]
+
+
+def _trace_ids(headers: dict[str, str]) -> tuple[str, str]:
+    """Portkey headers win over W3C traceparent; a trace id is generated when none is sent."""
+    trace_id = headers.get("x-portkey-trace-id", "")[:128]
+    span_id = headers.get("x-portkey-span-id", "")[:128]
+    match = _TRACEPARENT.match(headers.get("traceparent", "").strip().lower())
+    if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:
+        trace_id = trace_id or match.group(1)
+        span_id = span_id or match.group(2)
+    return trace_id or str(uuid.uuid4()), span_id
+
+
+def _decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in raw}
+
+
+def _client_key(headers: dict[str, str]) -> tuple[str | None, bool]:
+    """The Portico key and whether it came in Authorization (then it is not a provider key)."""
+    key = headers.get("x-portkey-api-key")
+    if key:
+        return key.strip(), False
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip(), True
+    return None, False
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
+class GatewayApp:
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        self._start_lock: asyncio.Lock | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+    async def startup(self) -> None:
+        if self.session is not None:
+            return
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            skip_auto_headers=("User-Agent",),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        await get_log_buffer().start()
+
+    async def shutdown(self) -> None:
+        await get_log_buffer().close()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def lifespan(self, scope: dict, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _ensure_started(self) -> None:
+        # Servers without lifespan support (and tests) start the app on first use.
+        if self.session is None:
+            if self._start_lock is None:
+                self._start_lock = asyncio.Lock()
+            async with self._start_lock:
+                await self.startup()
+
+    # --- requests --------------------------------------------------------------------
+    async def __call__(self, scope: dict, receive, send) -> None:
+        await self._ensure_started()
+        headers = _decode_headers(scope["headers"])
+        path = scope["path"]
+        endpoint = path[3:] if path.startswith("/v1") else path
+        ctx = RequestContext(scope["method"], endpoint, headers)
+        try:
+            await self._handle(ctx, scope, receive, send)
+        except GatewayError as err:
+            ctx.status = err.status
+            ctx.error_message = err.message
+            await self._send_error(ctx, send, err)
+            if not err.log:
+                return
+        except Exception:
+            log.exception("gateway error on %s %s", scope["method"], path)
+            ctx.status = 500
+            ctx.error_message = "internal gateway error"
+            err = GatewayError(500, "Internal gateway error; the request was logged.", type="server_error")
+            await self._send_error(ctx, send, err)
+        if ctx.snapshot is not None:
+            await self._emit_log(ctx)
+
+    async def _send_error(self, ctx: RequestContext, send, err: GatewayError) -> None:
+        body = err.body()
+        ctx.response_body = body
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        try:
+            await send(
+                {"type": "http.response.start", "status": err.status, "headers": headers + ctx.response_headers()}
+            )
+            await send({"type": "http.response.body", "body": body})
+        except Exception:  # the client is gone or the response already started
+            log.debug("could not send error response", exc_info=True)
+
+    async def _handle(self, ctx: RequestContext, scope: dict, receive, send) -> None:
+        headers = ctx.client_headers
+        key, key_in_bearer = _client_key(headers)
+        ctx.snapshot = snapshot = await authenticate(key)
+        ctx.api_key_id = snapshot.key_id
+        ctx.store_body = ctx.store_body and snapshot.store_bodies
+        ctx.body = await self._read_body(receive)
+        ctx.provider = headers.get("x-portkey-provider", "")
+        if INFERENCE_SCOPE not in snapshot.scopes:
+            raise GatewayError(
+                403, "This API key does not have the inference scope.", type="permission_error", code="forbidden"
+            )
+        if "x-portkey-config" in headers:
+            raise GatewayError(
+                400,
+                "x-portkey-config (routing configs) is not supported by this gateway yet.",
+                param="x-portkey-config",
+            )
+        base_url, secret = await self._resolve_provider(ctx, snapshot, key_in_bearer)
+        self._parse_body(ctx)
+        resolved = resolve_metadata(
+            header_value=headers.get("x-portkey-metadata", "").encode() or None,
+            body_user=ctx.doc.get("user") if ctx.doc else None,
+            mapped_headers={h: headers[h] for h in settings.HEADERS_TO_METADATA if h in headers},
+            baggage=headers.get("baggage"),
+            policy=snapshot.policy,
+            strict=settings.METADATA_VALIDATION == "strict",
+            request_first=settings.METADATA_PRECEDENCE == "request_first",
+            max_keys=settings.METADATA_MAX_KEYS,
+        )
+        ctx.metadata, ctx.metadata_changes = resolved.metadata, resolved.changes
+        await self._forward(ctx, scope, receive, send, base_url, secret)
+
+    async def _read_body(self, receive) -> bytes:
+        chunks = []
+        size = 0
+        limit = settings.GATEWAY_MAX_BODY_BYTES
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(499, "Client closed the request.", code="client_closed")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(413, f"Request body is larger than {limit} bytes.", code="body_too_large")
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _resolve_provider(
+        self, ctx: RequestContext, snapshot: KeySnapshot, key_in_bearer: bool
+    ) -> tuple[str, str]:
+        name = ctx.provider.strip()
+        if not name:
+            raise GatewayError(
+                400, "Either x-portkey-config or x-portkey-provider header is required", param="x-portkey-provider"
+            )
+        if name.lower() == "openai":
+            custom_host = ctx.client_headers.get("x-portkey-custom-host", "").strip()
+            if custom_host and not (settings.PORTICO_ALLOW_CUSTOM_HOSTS or snapshot.allow_custom_hosts):
+                raise GatewayError(
+                    403,
+                    "Custom hosts are not allowed for this workspace (x-portkey-custom-host).",
+                    type="permission_error",
+                    param="x-portkey-custom-host",
+                )
+            # The caller's own provider key travels in Authorization, unless Authorization
+            # carried the Portico key itself.
+            secret = "" if key_in_bearer else _bearer(ctx.client_headers)
+            return (custom_host.rstrip("/") or OPENAI_BASE_URL), secret
+        slug = name[1:] if name.startswith("@") else name
+        provider: ProviderSnapshot | None = await provider_cache.get((snapshot.workspace_id, slug))
+        if provider is None:
+            raise GatewayError(
+                400,
+                f"Invalid provider passed: '{name}' is not a provider of workspace '{snapshot.workspace_slug}'.",
+                param="x-portkey-provider",
+            )
+        return provider.base_url, provider.secret
+
+    def _parse_body(self, ctx: RequestContext) -> None:
+        if ctx.method != "POST" or not ctx.body:
+            return
+        content_type = ctx.client_headers.get("content-type", "application/json")
+        if "json" not in content_type:
+            return
+        try:
+            doc = orjson.loads(ctx.body)
+        except orjson.JSONDecodeError as exc:
+            raise GatewayError(
+                400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
+            ) from None
+        if not isinstance(doc, dict):
+            raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+        ctx.doc = doc
+        model = doc.get("model")
+        ctx.model = model[:200] if isinstance(model, str) else ""
+        ctx.is_stream = doc.get("stream") is True
+
+    async def _forward(self, ctx: RequestContext, scope: dict, receive, send, base_url: str, secret: str) -> None:
+        hide_usage = False
+        body = ctx.body
+        if ctx.is_stream and ctx.endpoint in _GENERATION and ctx.doc is not None:
+            hide_usage = proxy.inject_stream_usage(ctx.doc)
+            if hide_usage:
+                body = orjson.dumps(ctx.doc)
+        url = base_url + ctx.endpoint
+        if scope.get("query_string"):
+            url += "?" + scope["query_string"].decode("latin-1")
+        timeout_ms = ctx.client_headers.get("x-portkey-request-timeout", "").strip()
+        if timeout_ms:
+            if not timeout_ms.isdigit() or int(timeout_ms) <= 0:
+                raise GatewayError(
+                    400,
+                    "x-portkey-request-timeout must be a positive integer (milliseconds).",
+                    param="x-portkey-request-timeout",
+                )
+            timeout = aiohttp.ClientTimeout(total=int(timeout_ms) / 1000)
+        else:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.GATEWAY_UPSTREAM_TIMEOUT)
+        try:
+            resp = await self.session.request(
+                ctx.method,
+                url,
+                data=body or None,
+                headers=proxy.upstream_headers(ctx.client_headers, secret),
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except TimeoutError:
+            raise self._timeout_error(timeout_ms) from None
+        except aiohttp.ClientError as exc:
+            raise GatewayError(
+                502,
+                f"Could not reach the provider ({type(exc).__name__}).",
+                type="api_error",
+                code="upstream_unreachable",
+            ) from None
+        try:
+            streaming = ctx.is_stream and resp.status == 200 and resp.content_type == "text/event-stream"
+            if streaming:
+                await self._relay_stream(ctx, resp, receive, send, hide_usage)
+            else:
+                await self._relay_body(ctx, resp, send, timeout_ms)
+        finally:
+            # A connection whose stream was abandoned cannot go back to the pool.
+            if ctx.status >= 499:
+                resp.close()
+            else:
+                resp.release()
+
+    def _timeout_error(self, timeout_ms: str) -> GatewayError:
+        if timeout_ms:
+            return GatewayError(
+                408,
+                f"Request exceeded x-portkey-request-timeout of {timeout_ms} ms.",
+                type="timeout_error",
+                code="request_timeout",
+            )
+        return GatewayError(504, "The provider did not answer in time.", type="timeout_error", code="upstream_timeout")
+
+    async def _relay_body(self, ctx: RequestContext, resp: aiohttp.ClientResponse, send, timeout_ms: str) -> None:
+        try:
+            data = await resp.read()
+        except TimeoutError:
+            raise self._timeout_error(timeout_ms) from None
+        except aiohttp.ClientError as exc:
+            raise GatewayError(
+                502, f"The provider connection failed ({type(exc).__name__}).", type="api_error", code="upstream_error"
+            ) from None
+        ctx.status = resp.status
+        ctx.is_stream = False
+        ctx.response_body = data
+        if resp.status < 400:
+            ctx.usage.read_body(data)
+        else:
+            ctx.error_message = data[:500].decode("utf-8", "replace")
+        headers = proxy.response_headers(resp)
+        headers.append((b"content-length", str(len(data)).encode()))
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers + ctx.response_headers()})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _relay_stream(
+        self, ctx: RequestContext, resp: aiohttp.ClientResponse, receive, send, hide_usage: bool
+    ) -> None:
+        ctx.status = 200
+        relay = proxy.StreamRelay(ctx.usage, hide_usage_chunk=hide_usage)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": proxy.response_headers(resp) + ctx.response_headers(),
+            }
+        )
+        try:
+            gone = await proxy.race_disconnect(proxy.relay_stream(resp, send, relay), receive)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            ctx.status = 502
+            ctx.error_message = f"The provider stream broke off ({type(exc).__name__})."
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            gone = False
+        except OSError:
+            gone = True
+        if gone:
+            ctx.status = 499
+            ctx.error_message = "Client disconnected during the stream."
+        elif ctx.status == 200 and not relay.done:
+            ctx.status = 502
+            ctx.error_message = "The provider stream ended without [DONE]."
+        if relay.first_chunk_at is not None:
+            ctx.ttft_ms = (relay.first_chunk_at - ctx.started) * 1000
+        ctx.usage.finish()
+
+    # --- logging ---------------------------------------------------------------------
+    async def _emit_log(self, ctx: RequestContext) -> None:
+        snapshot = ctx.snapshot
+        usage = ctx.usage
+        model = ctx.model or usage.model
+        success = 200 <= ctx.status < 400
+        record = {
+            "id": ctx.log_id,
+            "created_at": datetime.fromtimestamp(ctx.started_wall, UTC).isoformat(),
+            "workspace_id": snapshot.workspace_id,
+            "api_key_id": ctx.api_key_id,
+            "provider": ctx.provider[:64],
+            "model": model[:200],
+            "endpoint": ctx.endpoint[:200],
+            "method": ctx.method,
+            "status_code": ctx.status,
+            "success": success,
+            "is_stream": ctx.is_stream,
+            "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
+            "ttft_ms": round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+            "cost": await cost_of(model, usage.prompt_tokens, usage.completion_tokens) if usage.total_tokens else None,
+            "cache_status": ctx.cache_status,
+            "trace_id": ctx.trace_id,
+            "span_id": ctx.span_id,
+            "parent_span_id": ctx.parent_span_id,
+            "span_name": ctx.span_name,
+            "user": ctx.metadata.get("_user", "")[:128],
+            "metadata": ctx.metadata,
+            "metadata_changes": ctx.metadata_changes,
+            "error_message": ctx.error_message[:2000],
+            "client_runtime": ctx.client_headers.get("x-portkey-runtime")
+            or ctx.client_headers.get("x-stainless-runtime", ""),
+            "sdk_version": _sdk_version(ctx.client_headers),
+        }
+        if ctx.store_body:
+            record["body"] = {
+                "request_headers": proxy.redact_headers(ctx.client_headers),
+                "request_body": ctx.body.decode("utf-8", "replace"),
+                "response_body": ctx.response_body.decode("utf-8", "replace"),
+            }
+        get_log_buffer().emit(record)
+
+
+def _sdk_version(headers: dict[str, str]) -> str:
+    if version := headers.get("x-portkey-package-version"):
+        return f"portkey {version}"[:64]
+    if version := headers.get("x-stainless-package-version"):
+        return f"openai {version}"[:64]
+    return ""

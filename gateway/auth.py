@@ -1,0 +1,149 @@
+"""Per-process caches of API keys and providers, so the hot path makes no database query
+when warm. Entries expire after GATEWAY_AUTH_CACHE_TTL seconds: a revoked key stops working
+within that time. Misses are filled through the ORM in a thread, one fill per key at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from gateway.errors import GatewayError
+from gateway.metadata import MetadataPolicy
+from workspaces import keys
+from workspaces.models import ApiKey, Provider
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    key_id: int
+    hashed_key: str
+    workspace_id: int
+    workspace_slug: str
+    scopes: frozenset[str]
+    active: bool
+    expires_at: float | None
+    policy: MetadataPolicy
+    store_bodies: bool
+    allow_custom_hosts: bool
+
+    def usable(self, now: float) -> bool:
+        return self.active and (self.expires_at is None or self.expires_at > now)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSnapshot:
+    slug: str
+    kind: str
+    base_url: str
+    secret: str
+
+
+T = TypeVar("T")
+
+
+class TTLCache(Generic[T]):
+    """A small async read-through cache; ``None`` results are cached too (unknown keys)."""
+
+    def __init__(self, loader: Callable[[object], Awaitable[T | None]], ttl: Callable[[], float]) -> None:
+        self._loader = loader
+        self._ttl = ttl
+        self._entries: dict[object, tuple[float, T | None]] = {}
+        self._inflight: dict[object, asyncio.Future] = {}
+
+    async def get(self, key: object) -> T | None:
+        entry = self._entries.get(key)
+        now = time.monotonic()
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(self._fill(key))
+            self._inflight[key] = future
+        return await asyncio.shield(future)
+
+    async def _fill(self, key: object) -> T | None:
+        try:
+            value = await self._loader(key)
+            if len(self._entries) > 100_000:
+                self._entries.clear()  # bound memory under a flood of random keys
+            self._entries[key] = (time.monotonic() + self._ttl(), value)
+            return value
+        finally:
+            self._inflight.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _load_key(prefix: str) -> KeySnapshot | None:
+    close_old_connections()
+    api_key = ApiKey.objects.select_related("workspace").filter(prefix=prefix).first()
+    if api_key is None:
+        return None
+    ws = api_key.workspace
+    # "Last used" is refreshed when the cache entry is refilled, not on every request, so the
+    # hot path stays write-free; it is accurate to within the cache TTL.
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now())
+    return KeySnapshot(
+        key_id=api_key.pk,
+        hashed_key=api_key.hashed_key,
+        workspace_id=ws.pk,
+        workspace_slug=ws.slug,
+        scopes=frozenset(api_key.scopes),
+        active=api_key.is_active,
+        expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
+        policy=MetadataPolicy(
+            workspace_defaults=dict(ws.default_metadata or {}),
+            workspace_schema=ws.metadata_schema or None,
+            key_defaults=dict(api_key.default_metadata or {}),
+            key_schema=api_key.metadata_schema or None,
+        ),
+        store_bodies=ws.store_bodies,
+        allow_custom_hosts=ws.allow_custom_hosts,
+    )
+
+
+def _load_provider(key: tuple[int, str]) -> ProviderSnapshot | None:
+    close_old_connections()
+    workspace_id, slug = key
+    provider = Provider.objects.filter(workspace_id=workspace_id, slug=slug, is_active=True).first()
+    if provider is None:
+        return None
+    return ProviderSnapshot(
+        slug=provider.slug, kind=provider.kind, base_url=provider.base_url.rstrip("/"), secret=provider.get_secret()
+    )
+
+
+def _ttl() -> float:
+    return settings.GATEWAY_AUTH_CACHE_TTL
+
+
+key_cache: TTLCache[KeySnapshot] = TTLCache(sync_to_async(_load_key), _ttl)
+provider_cache: TTLCache[ProviderSnapshot] = TTLCache(sync_to_async(_load_provider), _ttl)
+
+
+def _unauthorized(message: str) -> GatewayError:
+    return GatewayError(401, message, type="authentication_error", code="invalid_api_key", log=False)
+
+
+async def authenticate(full_key: str | None) -> KeySnapshot:
+    if not full_key:
+        raise _unauthorized("Missing API key: send it in the x-portkey-api-key header (or Authorization: Bearer).")
+    if not keys.looks_like_key(full_key):
+        raise _unauthorized("Invalid API key.")
+    snapshot = await key_cache.get(keys.lookup_prefix(full_key))
+    if snapshot is None or not keys.key_matches(full_key, snapshot.hashed_key):
+        raise _unauthorized("Invalid API key.")
+    if not snapshot.active:
+        raise _unauthorized("This API key has been revoked.")
+    if not snapshot.usable(time.time()):
+        raise _unauthorized("This API key has expired.")
+    return snapshot
