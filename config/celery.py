@@ -11,4 +11,18 @@ app = Celery("portico")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    # Log stream -> database. Each run reads for up to ~5 s; expiry drops runs that queued
+    # behind a backlog instead of stacking them.
+    "consume-log-stream": {
+        "task": "analytics.tasks.consume_log_stream",
+        "schedule": 1.0,
+        "options": {"expires": 5},
+    },
+    # Batches the gateway spooled while Redis and the database were both unreachable.
+    "replay-log-spool": {
+        "task": "analytics.tasks.replay_spool",
+        "schedule": 30.0,
+        "options": {"expires": 25},
+    },
+}

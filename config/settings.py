@@ -92,6 +92,9 @@ def _database() -> dict:
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
         }
+        # A file (not shared-cache memory) so the gateway's server thread and the log writer
+        # can use the test database concurrently under WAL (one file per test process).
+        db["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
     elif engine.endswith("postgresql"):
         db["CONN_HEALTH_CHECKS"] = True
     else:

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 
 import aiohttp
 import orjson
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 
 from gateway import proxy
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, provider_cache
@@ -159,6 +161,8 @@ class GatewayApp:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        # The cache loaders ran in sync_to_async's shared thread; close its connections.
+        await sync_to_async(connections.close_all)()
 
     async def lifespan(self, scope: dict, receive, send) -> None:
         while True:

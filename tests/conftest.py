@@ -4,6 +4,7 @@ provider. Services are used to build them so tests go through the same code as u
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,15 @@ from workspaces.models import Membership
 
 USES_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 USES_REDIS = bool(os.environ.get("REDIS_URL"))
+
+
+def pytest_configure(config):
+    # Spooled log batches from tests must never land in the developer's real spool folder.
+    import tempfile
+
+    from django.conf import settings
+
+    settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
 
 
 def pytest_collection_modifyitems(config, items):

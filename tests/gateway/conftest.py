@@ -1,0 +1,92 @@
+"""A real gateway: uvicorn serving config.asgi on a loopback port, in front of the real mock
+upstream. Gateway tests use the transactional database so the server thread sees the data."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from analytics.models import RequestLog
+from bench.mock_upstream import MockUpstream
+from gateway.auth import key_cache, provider_cache
+from gateway.logbuffer import get_log_buffer
+from workspaces import services
+
+
+@pytest.fixture(scope="session")
+def upstream():
+    with MockUpstream() as mock:
+        yield mock
+
+
+@pytest.fixture(scope="session")
+def gateway_url():
+    from config.asgi import application
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(application, lifespan="on", log_level="warning", loop="asyncio", http="h11")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "gateway server did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def gw(transactional_db, gateway_url, upstream):
+    """A workspace with a key and an ``@mock`` provider; returns a small namespace."""
+    key_cache.clear()
+    provider_cache.clear()
+    upstream.clear()
+    ws = services.workspace_create(slug="acme", name="Acme")
+    api_key, full_key = services.api_key_create(workspace=ws, name="ci")
+    provider = services.provider_create(
+        workspace=ws, slug="mock", base_url=upstream.base_url, api_key="sk-provider-secret"
+    )
+    yield Gateway(url=gateway_url, workspace=ws, api_key=api_key, key=full_key, provider=provider, upstream=upstream)
+    # Let the log buffer drain before the tables are flushed for the next test.
+    buffer = get_log_buffer()
+    deadline = time.monotonic() + 5
+    while buffer.stats["pending"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+
+
+class Gateway:
+    def __init__(self, **attrs):
+        self.__dict__.update(attrs)
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        headers = {"x-portkey-api-key": self.key, "x-portkey-provider": "@mock"}
+        headers.update({k.replace("_", "-"): v for k, v in extra.items()})
+        return headers
+
+    def post(self, path: str = "/chat/completions", json: dict | None = None, headers: dict | None = None, **kw):
+        body = json if json is not None else {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        return httpx.post(self.v1 + path, json=body, headers=headers if headers is not None else self.headers(), timeout=10, **kw)
+
+    def wait_for_logs(self, count: int, timeout: float = 10.0) -> list[RequestLog]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            logs = list(RequestLog.objects.filter(workspace=self.workspace).order_by("created_at"))
+            if len(logs) >= count:
+                return logs
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} logs, found {RequestLog.objects.filter(workspace=self.workspace).count()}")
