@@ -1,0 +1,36 @@
+# The two commands a newcomer needs:  make run  and  make test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint format venv bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# Gateway + admin on http://127.0.0.1:8000 with a demo workspace, key and mock provider (SQLite, no Redis).
+run: venv
+	DEBUG=true $(BIN)/python manage.py migrate --noinput
+	DEBUG=true $(BIN)/python manage.py run_demo
+
+# The whole test suite against whatever DATABASE_URL / REDIS_URL say (default: embedded SQLite).
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv
+	$(BIN)/python bench/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) var staticfiles

@@ -1,0 +1,150 @@
+"""Local demo: the mock upstream, the gateway+admin under uvicorn, a demo workspace with a key
+and an ``@mock`` provider, and a few requests so the logs are not empty. Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from workspaces import keys, services
+from workspaces.models import ApiKey, Membership, Provider, Workspace
+
+DEMO_REQUESTS = [
+    {"_user": "alice", "environment": "production", "feature": "chat-assist"},
+    {"_user": "bob", "environment": "production", "feature": "summarization"},
+    {"_user": "alice", "environment": "staging", "feature": "summarization"},
+    {"_user": "carol", "environment": "production", "feature": "search"},
+]
+
+
+class Command(BaseCommand):
+    help = "Run the mock upstream and the gateway with a demo workspace (local development)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--mock-port", type=int, default=9100)
+        parser.add_argument("--no-traffic", action="store_true", help="Do not send the demo requests.")
+
+    def handle(self, *args, host: str, port: int, mock_port: int, no_traffic: bool, **options):
+        mock_url = f"http://127.0.0.1:{mock_port}/v1"
+        workspace, key = self._demo_data(mock_url)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(settings.BASE_DIR / "bench" / "mock_upstream.py"), "--port", str(mock_port),
+                 "--latency-ms", "120", "--chunk-delay-ms", "40"],
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
+                 "--lifespan", "on", "--no-access-log"],
+                env={**os.environ, "DEBUG": os.environ.get("DEBUG", "true")},
+            ),
+        ]
+        base = f"http://{host}:{port}"
+        try:
+            self._wait_for(base + "/healthz")
+            if not no_traffic:
+                self._send_traffic(base, key)
+            self._banner(base, workspace, key)
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=15)
+
+    def _demo_data(self, mock_url: str) -> tuple[Workspace, str]:
+        workspace = Workspace.objects.filter(slug="demo").first() or services.workspace_create(
+            slug="demo",
+            name="Demo workspace",
+            metadata_schema={
+                "type": "object",
+                "properties": {"environment": {"type": "string", "enum": ["production", "staging", "development"], "default": "development"}},
+            },
+        )
+        User = get_user_model()
+        admin = User.objects.filter(username="admin").first()
+        if admin is None:
+            admin = User.objects.create_superuser("admin", "admin@example.com", "admin")
+        services.membership_add(workspace=workspace, user=admin, role=Membership.Role.OWNER)
+        provider = Provider.objects.filter(workspace=workspace, slug="mock").first()
+        if provider is None:
+            services.provider_create(workspace=workspace, slug="mock", base_url=mock_url, api_key="sk-mock-demo")
+        elif provider.base_url != mock_url:
+            provider.base_url = mock_url
+            provider.save(update_fields=["base_url", "updated_at"])
+        return workspace, self._demo_key(workspace)
+
+    def _demo_key(self, workspace: Workspace) -> str:
+        # Keys are stored hashed, so the demo key is kept in var/ (local development only)
+        # to print the same one on every start.
+        path = Path(settings.VAR_DIR) / "demo-api-key.txt"
+        if path.exists():
+            key = path.read_text().strip()
+            api_key = ApiKey.objects.filter(prefix=keys.lookup_prefix(key)).first()
+            if api_key and api_key.is_usable and keys.key_matches(key, api_key.hashed_key):
+                return key
+        _, key = services.api_key_create(workspace=workspace, name="demo key", default_metadata={"team": "demo"})
+        path.write_text(key + "\n")
+        path.chmod(0o600)
+        return key
+
+    def _wait_for(self, url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"server did not come up at {url}")
+
+    def _send_traffic(self, base: str, key: str) -> None:
+        for i, metadata in enumerate(DEMO_REQUESTS * 3):
+            body = {"model": ["gpt-4o-mini", "gpt-4o"][i % 2], "messages": [{"role": "user", "content": f"demo request {i}"}]}
+            request = urllib.request.Request(
+                base + "/v1/chat/completions",
+                data=json.dumps(body).encode(),
+                headers={
+                    "content-type": "application/json",
+                    "x-portkey-api-key": key,
+                    "x-portkey-provider": "@mock",
+                    "x-portkey-metadata": json.dumps(metadata),
+                },
+            )
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                resp.read()
+
+    def _banner(self, base: str, workspace: Workspace, key: str) -> None:
+        self.stdout.write(
+            f"""
+Portico is running.
+  Gateway:    {base}/v1   (provider @mock = the local mock upstream)
+  Admin:      {base}/admin/   (user admin / password admin)
+  Workspace:  {workspace.slug}
+  API key:    {key}
+
+Try it:
+  curl {base}/v1/chat/completions \\
+    -H 'content-type: application/json' -H 'x-portkey-api-key: {key}' \\
+    -H 'x-portkey-provider: @mock' -H 'x-portkey-metadata: {{"_user": "me", "feature": "readme"}}' \\
+    -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+Press Ctrl-C to stop.
+"""
+        )
+        self.stdout.flush()
