@@ -156,6 +156,7 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = DEBUG
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every start when it is missing
 LOGIN_URL = "/admin/login/"
 
 REST_FRAMEWORK = {

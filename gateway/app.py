@@ -409,7 +409,7 @@ class GatewayApp:
         self, ctx: RequestContext, resp: aiohttp.ClientResponse, receive, send, hide_usage: bool
     ) -> None:
         ctx.status = 200
-        relay = proxy.StreamRelay(ctx.usage, hide_usage_chunk=hide_usage)
+        relay = proxy.StreamRelay(ctx.usage, hide_usage_chunk=hide_usage, capture=ctx.store_body)
         await send(
             {
                 "type": "http.response.start",
@@ -432,6 +432,7 @@ class GatewayApp:
         elif ctx.status == 200 and not relay.done:
             ctx.status = 502
             ctx.error_message = "The provider stream ended without [DONE]."
+        ctx.response_body = bytes(relay.captured)
         if relay.first_chunk_at is not None:
             ctx.ttft_ms = (relay.first_chunk_at - ctx.started) * 1000
         ctx.usage.finish()

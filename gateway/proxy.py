@@ -122,12 +122,17 @@ class StreamRelay:
     arrives, and withholds the usage-only event when usage was requested on the client's
     behalf."""
 
-    def __init__(self, tracker: UsageTracker, *, hide_usage_chunk: bool) -> None:
+    # Streamed bodies are kept for the log up to this size; a log is not an archive.
+    CAPTURE_LIMIT = 256 * 1024
+
+    def __init__(self, tracker: UsageTracker, *, hide_usage_chunk: bool, capture: bool = False) -> None:
         self.tracker = tracker
         self.hide_usage_chunk = hide_usage_chunk
         self.buffer = b""
         self.first_chunk_at: float | None = None
         self.done = False
+        self.capture = capture
+        self.captured = bytearray()
 
     def feed(self, data: bytes) -> bytes:
         self.buffer += data
@@ -141,7 +146,10 @@ class StreamRelay:
             event, self.buffer = self.buffer[: end + 2], self.buffer[end + 2 :]
             if self._keep(event):
                 out.append(event)
-        return b"".join(out)
+        data = b"".join(out)
+        if self.capture and len(self.captured) < self.CAPTURE_LIMIT:
+            self.captured += data[: self.CAPTURE_LIMIT - len(self.captured)]
+        return data
 
     def _keep(self, event: bytes) -> bool:
         for line in event.split(b"\n"):

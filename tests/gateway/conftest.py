@@ -80,7 +80,9 @@ class Gateway:
 
     def post(self, path: str = "/chat/completions", json: dict | None = None, headers: dict | None = None, **kw):
         body = json if json is not None else {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-        return httpx.post(self.v1 + path, json=body, headers=headers if headers is not None else self.headers(), timeout=10, **kw)
+        return httpx.post(
+            self.v1 + path, json=body, headers=headers if headers is not None else self.headers(), timeout=10, **kw
+        )
 
     def wait_for_logs(self, count: int, timeout: float = 10.0) -> list[RequestLog]:
         deadline = time.monotonic() + timeout
@@ -89,4 +91,6 @@ class Gateway:
             if len(logs) >= count:
                 return logs
             time.sleep(0.05)
-        raise AssertionError(f"expected {count} logs, found {RequestLog.objects.filter(workspace=self.workspace).count()}")
+        raise AssertionError(
+            f"expected {count} logs, found {RequestLog.objects.filter(workspace=self.workspace).count()}"
+        )

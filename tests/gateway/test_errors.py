@@ -41,7 +41,9 @@ def test_it_rejects_a_revoked_key_within_the_cache_ttl(gw, settings):
 
 
 def test_it_rejects_an_expired_key(gw):
-    _, full = services.api_key_create(workspace=gw.workspace, name="old", expires_at=timezone.now() - timedelta(seconds=1))
+    _, full = services.api_key_create(
+        workspace=gw.workspace, name="old", expires_at=timezone.now() - timedelta(seconds=1)
+    )
     resp = gw.post(headers=gw.headers(x_portkey_api_key=full))
     assert resp.status_code == 401
     assert "expired" in _error(resp)["message"]
@@ -81,7 +83,9 @@ def test_it_rejects_an_unknown_provider_slug(gw, other_workspace):
 
 
 def test_it_rejects_malformed_json(gw):
-    resp = httpx.post(gw.v1 + "/chat/completions", content=b'{"model": ', headers={**gw.headers(), "content-type": "application/json"})
+    resp = httpx.post(
+        gw.v1 + "/chat/completions", content=b'{"model": ', headers={**gw.headers(), "content-type": "application/json"}
+    )
     assert resp.status_code == 400
     assert _error(resp)["code"] == "invalid_json"
     [log] = gw.wait_for_logs(1)

@@ -111,7 +111,11 @@ SCHEMA_POLICY = MetadataPolicy(
         },
         "required": ["environment"],
     },
-    key_schema={"type": "object", "properties": {"ticket": {"type": "string", "pattern": "^T-[0-9]+$"}}, "required": ["ticket"]},
+    key_schema={
+        "type": "object",
+        "properties": {"ticket": {"type": "string", "pattern": "^T-[0-9]+$"}},
+        "required": ["ticket"],
+    },
 )
 
 
@@ -177,9 +181,7 @@ def test_required_workspace_metadata_on_every_request(gw):
     from gateway.auth import key_cache
     from workspaces import services
 
-    services.workspace_update(
-        workspace=gw.workspace, metadata_schema={"type": "object", "required": ["environment"]}
-    )
+    services.workspace_update(workspace=gw.workspace, metadata_schema={"type": "object", "required": ["environment"]})
     key_cache.clear()
     resp = gw.post()
     assert resp.status_code == 400

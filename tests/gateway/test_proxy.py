@@ -29,7 +29,9 @@ def test_it_proxies_chat_with_the_openai_sdk(gw):
 
 def test_it_forwards_the_body_byte_for_byte(gw):
     raw = b'{"model":"gpt-4o-mini",  "messages":[{"role":"user","content":"caf\\u00e9"}],"temperature":0.70}'
-    resp = httpx.post(gw.v1 + "/chat/completions", content=raw, headers={**gw.headers(), "content-type": "application/json"})
+    resp = httpx.post(
+        gw.v1 + "/chat/completions", content=raw, headers={**gw.headers(), "content-type": "application/json"}
+    )
     assert resp.status_code == 200
     assert gw.upstream.requests[-1]["body"] == raw.decode()
 

@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -41,12 +41,31 @@ class Command(BaseCommand):
         workspace, key = self._demo_data(mock_url)
         procs = [
             subprocess.Popen(
-                [sys.executable, str(settings.BASE_DIR / "bench" / "mock_upstream.py"), "--port", str(mock_port),
-                 "--latency-ms", "120", "--chunk-delay-ms", "40"],
+                [
+                    sys.executable,
+                    str(settings.BASE_DIR / "bench" / "mock_upstream.py"),
+                    "--port",
+                    str(mock_port),
+                    "--latency-ms",
+                    "120",
+                    "--chunk-delay-ms",
+                    "40",
+                ],
             ),
             subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port),
-                 "--lifespan", "on", "--no-access-log"],
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "config.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--lifespan",
+                    "on",
+                    "--no-access-log",
+                ],
                 env={**os.environ, "DEBUG": os.environ.get("DEBUG", "true")},
             ),
         ]
@@ -73,7 +92,13 @@ class Command(BaseCommand):
             name="Demo workspace",
             metadata_schema={
                 "type": "object",
-                "properties": {"environment": {"type": "string", "enum": ["production", "staging", "development"], "default": "development"}},
+                "properties": {
+                    "environment": {
+                        "type": "string",
+                        "enum": ["production", "staging", "development"],
+                        "default": "development",
+                    }
+                },
             },
         )
         User = get_user_model()
@@ -107,27 +132,28 @@ class Command(BaseCommand):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(url, timeout=1):
-                    return
-            except OSError:
+                httpx.get(url, timeout=1).raise_for_status()
+                return
+            except httpx.HTTPError:
                 time.sleep(0.2)
         raise SystemExit(f"server did not come up at {url}")
 
     def _send_traffic(self, base: str, key: str) -> None:
         for i, metadata in enumerate(DEMO_REQUESTS * 3):
-            body = {"model": ["gpt-4o-mini", "gpt-4o"][i % 2], "messages": [{"role": "user", "content": f"demo request {i}"}]}
-            request = urllib.request.Request(
+            body = {
+                "model": ["gpt-4o-mini", "gpt-4o"][i % 2],
+                "messages": [{"role": "user", "content": f"demo request {i}"}],
+            }
+            httpx.post(
                 base + "/v1/chat/completions",
-                data=json.dumps(body).encode(),
+                json=body,
                 headers={
-                    "content-type": "application/json",
                     "x-portkey-api-key": key,
                     "x-portkey-provider": "@mock",
                     "x-portkey-metadata": json.dumps(metadata),
                 },
+                timeout=10,
             )
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                resp.read()
 
     def _banner(self, base: str, workspace: Workspace, key: str) -> None:
         self.stdout.write(
