@@ -73,7 +73,8 @@ class LogBuffer:
         self._redis_down_until = 0.0
         self._database_down_until = 0.0
         self._last_error_at = 0.0
-        self._replay_spool = False
+        self._replay_spool = False  # this process spooled since its last replay
+        self._replaying = False
         self._executor: ThreadPoolExecutor | None = None
 
     # --- hot path ------------------------------------------------------------------------
@@ -108,7 +109,7 @@ class LogBuffer:
         if self._task is not None:
             if self._wakeup is not None:
                 self._wakeup.set()
-            await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # it may have been cancelled
             self._task = None
         await self.flush()
         while self._inflight:
@@ -160,6 +161,7 @@ class LogBuffer:
             try:
                 await self._to_redis(batch)
                 self._counters["to_redis"] += count
+                self._after_delivery()
                 return True
             except Exception as exc:
                 self._redis_down_until = time.monotonic() + self.backoff_s
@@ -172,9 +174,7 @@ class LogBuffer:
             try:
                 await self._in_thread(_write_database, batch)
                 self._counters["to_database"] += count
-                if self._replay_spool:
-                    self._replay_spool = False
-                    self._background(self._in_thread(_replay_spool, self.spool_dir))
+                self._after_delivery()
                 return True
             except Exception as exc:
                 self._database_down_until = time.monotonic() + self.backoff_s
@@ -192,6 +192,24 @@ class LogBuffer:
         self._counters["spooled"] += count
         self._replay_spool = True
         return True
+
+    def _after_delivery(self) -> None:
+        # The spool is local to this host, so this process replays what it spooled once the
+        # database looks reachable again (the Celery task covers spools of dead processes).
+        if self._replay_spool and not self._replaying and time.monotonic() >= self._database_down_until:
+            self._replay_spool = False
+            self._background(self._replay())
+
+    async def _replay(self) -> None:
+        self._replaying = True
+        try:
+            await self._in_thread(_replay_spool, self.spool_dir)
+        except Exception as exc:
+            self._replay_spool = True
+            self._database_down_until = time.monotonic() + self.backoff_s
+            logger.warning("Spool replay failed (%s); retrying in %.0f s", _reason(exc), self.backoff_s)
+        finally:
+            self._replaying = False
 
     async def _to_redis(self, batch: list[dict]) -> None:
         if self._redis is None:
@@ -276,12 +294,12 @@ def _spool(batch: list[dict], spool_dir: Path) -> None:
 
 
 def _replay_spool(spool_dir: Path) -> None:
+    from django.db import close_old_connections
+
     from analytics.pipeline import replay_spool
 
-    try:
-        replay_spool(spool_dir=spool_dir)
-    except Exception as exc:
-        logger.warning("Spool replay failed (%s); the Celery task or a later flush retries", _reason(exc))
+    close_old_connections()
+    replay_spool(spool_dir=spool_dir)
 
 
 def _close_database_connections() -> None:

@@ -22,6 +22,8 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
+    # A stream of the test run's own, so a developer's running stack is not disturbed.
+    settings.LOG_STREAM_KEY = f"portico:test:{os.getpid()}:logs"
 
 
 def pytest_collection_modifyitems(config, items):

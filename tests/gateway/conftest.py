@@ -10,11 +10,15 @@ import time
 import httpx
 import pytest
 import uvicorn
+from django.conf import settings
+from django.db import connections
 
 from analytics.models import RequestLog
+from analytics.pricing import load_pricing
 from bench.mock_upstream import MockUpstream
 from gateway.auth import key_cache, provider_cache
 from gateway.logbuffer import get_log_buffer
+from gateway.pricing import price_cache
 from workspaces import services
 
 
@@ -25,7 +29,34 @@ def upstream():
 
 
 @pytest.fixture(scope="session")
-def gateway_url():
+def log_consumer():
+    """With REDIS_URL the gateway hands logs to a Redis stream; this thread plays the Celery
+    worker, running the same consumer the ``consume_log_stream`` task runs."""
+    if not settings.REDIS_URL:
+        yield None
+        return
+    from analytics import pipeline
+
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                pipeline.consume_log_stream(max_seconds=0.5, block_ms=50, min_idle_ms=2_000)
+            except Exception:  # between tests the database is blocked; try again shortly
+                time.sleep(0.05)
+        connections.close_all()
+
+    thread = threading.Thread(target=loop, name="test-log-consumer", daemon=True)
+    thread.start()
+    yield thread
+    stop.set()
+    thread.join(timeout=10)
+    pipeline.redis_client().delete(settings.LOG_STREAM_KEY)
+
+
+@pytest.fixture(scope="session")
+def gateway_url(log_consumer):
     from config.asgi import application
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -50,7 +81,9 @@ def gw(transactional_db, gateway_url, upstream):
     """A workspace with a key and an ``@mock`` provider; returns a small namespace."""
     key_cache.clear()
     provider_cache.clear()
+    price_cache.clear()
     upstream.clear()
+    load_pricing()  # transactional tests flush the rows the data migration loaded
     ws = services.workspace_create(slug="acme", name="Acme")
     api_key, full_key = services.api_key_create(workspace=ws, name="ci")
     provider = services.provider_create(

@@ -301,3 +301,8 @@ def test_an_undecodable_entry_is_dead_lettered_not_retried_forever(workspace, st
     assert client.xpending(key, pipeline.CONSUMER_GROUP)["pending"] == 0
     [(_, dead)] = client.xrange(f"{key}:dead")
     assert dead[b"batch"] == b"{not json"
+
+
+def test_the_consume_task_is_a_no_op_in_embedded_mode(settings):
+    settings.REDIS_URL = ""
+    assert tasks.consume_log_stream.apply().get() == 0

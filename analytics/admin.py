@@ -1,0 +1,78 @@
+"""Admin for request logs (read-only: logs are evidence and are never edited) and model prices."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from analytics.models import ModelPrice, RequestBody, RequestLog
+
+
+class _ReadOnly:
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class RequestBodyInline(_ReadOnly, admin.StackedInline):
+    model = RequestBody
+    fields = ["request_headers", "request_body", "response_body"]
+
+
+@admin.register(RequestLog)
+class RequestLogAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "workspace",
+        "status_code",
+        "provider",
+        "model",
+        "latency_ms",
+        "total_tokens",
+        "cost",
+        "user",
+        "trace_id",
+    ]
+    list_filter = ["status_code", "success", "provider", "model", "is_stream", "workspace", "created_at"]
+    search_fields = ["trace_id", "user"]
+    search_help_text = "Trace ID or user."
+    list_select_related = ["workspace"]
+    # The log table is large: skip the unfiltered COUNT(*) the changelist would run per page.
+    show_full_result_count = False
+    inlines = [RequestBodyInline]
+    fieldsets = [
+        (
+            None,
+            {"fields": ["id", "created_at", "workspace", "api_key", "endpoint", "method", "status_code", "success"]},
+        ),
+        ("Upstream", {"fields": ["provider", "model", "is_stream", "cache_status", "retry_count", "error_message"]}),
+        (
+            "Usage",
+            {
+                "fields": [
+                    "latency_ms",
+                    "ttft_ms",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "total_tokens",
+                    "cost",
+                    "currency",
+                ]
+            },
+        ),
+        ("Tracing", {"fields": ["trace_id", "span_id", "parent_span_id", "span_name", "user"]}),
+        ("Metadata", {"fields": ["metadata", "metadata_changes", "client_runtime", "sdk_version"]}),
+    ]
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = ["model", "input_per_million", "output_per_million", "currency", "updated_at"]
+    list_editable = ["input_per_million", "output_per_million"]
+    list_filter = ["currency"]
+    search_fields = ["model"]

@@ -1,0 +1,384 @@
+"""Writing log records: the one place rows enter RequestLog / RequestBody.
+
+``write_log_batch`` is called by the Redis stream consumer, by the gateway's direct-to-database
+fallback and by the spool replayer. Delivery upstream is at-least-once, so the write is
+idempotent on the record id: a batch written twice inserts nothing the second time.
+
+Records are the gateway's JSON-serialisable dicts (see DESIGN.md, "The log pipeline"). They are
+coerced here, defensively: a record that cannot be stored is skipped and counted, never allowed
+to fail the batch it travels in. On Postgres the batch is COPY'd into a temporary table and
+moved with ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``; elsewhere (the SQLite
+embedded default) existing ids are looked up and the rest bulk-created.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+from django.db import connection, models, transaction
+
+from analytics.models import RequestBody, RequestLog
+from workspaces.models import ApiKey, Workspace
+
+logger = logging.getLogger(__name__)
+
+# Process-wide counters (records), for metrics and tests: inserted, duplicate, malformed, orphaned.
+ingest_counters: Counter[str] = Counter()
+
+REQUIRED_KEYS = ("id", "workspace_id", "status_code", "success")
+_SMALLINT_MAX = 32767
+_INT_MAX = 2147483647
+_COST_LIMIT = Decimal(10) ** 10  # DecimalField(max_digits=18, decimal_places=8)
+_COST_QUANTUM = Decimal("0.00000001")
+_TMP_LOG_TABLE = "portico_ingest_requestlog"
+_ID_CHUNK = 500
+
+
+class MalformedRecord(ValueError):
+    """A record that cannot be stored (missing or uncoercible field)."""
+
+
+# --- Coercion ----------------------------------------------------------------------------
+
+
+def _no_nul(value: str) -> str:
+    # Postgres text and jsonb refuse NUL characters.
+    return value.replace("\x00", "") if "\x00" in value else value
+
+
+def _scrub_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _no_nul(value)
+    if isinstance(value, dict):
+        return {_no_nul(str(k)): _scrub_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_json(v) for v in value]
+    return value
+
+
+def _string(max_length: int | None) -> Callable[[Any], str]:
+    def coerce(value: Any) -> str:
+        if type(value) is not str:
+            if isinstance(value, dict | list | bytes):
+                raise MalformedRecord(f"expected a string, got {type(value).__name__}")
+            value = str(value)
+        value = _no_nul(value)
+        # Over-long values are cut rather than refused: the rest of the record is still useful.
+        return value[:max_length] if max_length and len(value) > max_length else value
+
+    return coerce
+
+
+def _number(value: Any, kind: type) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise MalformedRecord(f"expected a number, got {type(value).__name__}")
+    try:
+        return kind(value)
+    except (ValueError, OverflowError):
+        raise MalformedRecord(f"expected a number, got {value!r:.40}") from None
+
+
+def _integer(low: int, high: int) -> Callable[[Any], int]:
+    def coerce(value: Any) -> int:
+        return min(max(_number(value, int), low), high)
+
+    return coerce
+
+
+def _object_id(value: Any) -> int:
+    # Never clamped: a wrong id would file the log under someone else's workspace.
+    number = _number(value, int)
+    if not 0 < number < 2**63:
+        raise MalformedRecord(f"expected a positive id, got {number}")
+    return number
+
+
+def _float(value: Any) -> float:
+    number = _number(value, float)
+    if not math.isfinite(number):
+        raise MalformedRecord("expected a finite number")
+    return number
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value in (0, 1):
+        return bool(value)
+    raise MalformedRecord(f"expected a boolean, got {value!r:.40}")
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise MalformedRecord(f"expected a decimal, got {type(value).__name__}")
+    try:
+        number = Decimal(str(value)).quantize(_COST_QUANTUM)
+    except (InvalidOperation, ValueError):
+        raise MalformedRecord(f"expected a decimal, got {value!r:.40}") from None
+    if not number.is_finite() or abs(number) >= _COST_LIMIT:
+        raise MalformedRecord("decimal out of range")
+    return number
+
+
+def _datetime(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise MalformedRecord(f"expected an ISO-8601 timestamp, got {value!r:.40}") from None
+    if not isinstance(value, datetime):
+        raise MalformedRecord(f"expected an ISO-8601 timestamp, got {type(value).__name__}")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise MalformedRecord(f"expected a UUID, got {value!r:.40}") from None
+
+
+def _json(kind: type) -> Callable[[Any], Any]:
+    def coerce(value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise MalformedRecord(f"expected a JSON {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return coerce
+
+
+def _coercer(field: models.Field) -> Callable[[Any], Any]:
+    # None never reaches a coercer: _coerce_log maps it to NULL or the field default.
+    if isinstance(field, models.ForeignKey):
+        return _object_id
+    if isinstance(field, models.UUIDField):
+        return _uuid
+    if isinstance(field, models.DateTimeField):
+        return _datetime
+    if isinstance(field, models.BooleanField):
+        return _boolean
+    if isinstance(field, models.PositiveSmallIntegerField):
+        return _integer(0, _SMALLINT_MAX)
+    if isinstance(field, models.PositiveIntegerField):
+        return _integer(0, _INT_MAX)
+    if isinstance(field, models.FloatField):
+        return _float
+    if isinstance(field, models.DecimalField):
+        return _decimal
+    if isinstance(field, models.JSONField):
+        return _json(list if field.default is list else dict)
+    if isinstance(field, models.CharField | models.TextField):
+        return _string(field.max_length)
+    raise TypeError(f"write_log_batch cannot coerce {field.__class__.__name__} {field.name}")
+
+
+# (record key / attname, column, coerce, field). Built from the model so a new column is
+# picked up without touching this module (add a coercer above if its type is new).
+_LOG_FIELDS = [(f.attname, f.column, _coercer(f), f) for f in RequestLog._meta.concrete_fields]
+_JSON_COLUMNS = {f.attname for f in RequestLog._meta.concrete_fields if isinstance(f, models.JSONField)}
+
+
+def _coerce_log(record: dict) -> dict:
+    """A full row (every concrete field, by attname) from one record; raises MalformedRecord."""
+    if not isinstance(record, dict):
+        raise MalformedRecord(f"expected an object, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_KEYS if record.get(key) is None]
+    if missing:
+        raise MalformedRecord(f"missing {', '.join(missing)}")
+    row = {}
+    for attname, _column, coerce, field in _LOG_FIELDS:
+        value = record.get(attname)
+        if value is None:
+            row[attname] = None if field.null else field.get_default()
+            continue
+        try:
+            row[attname] = coerce(value)
+        except MalformedRecord as exc:
+            raise MalformedRecord(f"{attname}: {exc}") from None
+    return row
+
+
+def _coerce_body(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise MalformedRecord(f"body: expected an object, got {type(body).__name__}")
+    headers = body.get("request_headers") or {}
+    if not isinstance(headers, dict):
+        raise MalformedRecord("body.request_headers: expected an object")
+    text = _string(None)
+    return {
+        "request_headers": headers,
+        "request_body": text(body.get("request_body") or ""),
+        "response_body": text(body.get("response_body") or ""),
+    }
+
+
+def _dump_json(value: Any) -> str:
+    encoded = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    if b"\\u0000" in encoded:
+        encoded = orjson.dumps(_scrub_json(value), default=str, option=orjson.OPT_NON_STR_KEYS)
+    return encoded.decode()
+
+
+def _prepare(records: Iterable[Any]) -> tuple[list[dict], dict[uuid.UUID, dict]]:
+    """Coerced rows (first occurrence of each id) and bodies by id; malformed records skipped."""
+    rows: list[dict] = []
+    bodies: dict[uuid.UUID, dict] = {}
+    seen: set[uuid.UUID] = set()
+    for record in records:
+        try:
+            row = _coerce_log(record)
+            for attname in _JSON_COLUMNS:
+                # Checked here so an unserialisable value skips this record, not the batch.
+                row[attname] = orjson.loads(_dump_json(row[attname]))
+            body = _coerce_body(record["body"]) if record.get("body") is not None else None
+        except (MalformedRecord, TypeError, ValueError) as exc:
+            record_id = record.get("id") if isinstance(record, dict) else None
+            logger.warning("Skipping malformed log record %s: %s", str(record_id)[:64], exc)
+            ingest_counters["malformed"] += 1
+            continue
+        if row["id"] in seen:
+            continue
+        seen.add(row["id"])
+        rows.append(row)
+        if body is not None:
+            bodies[row["id"]] = body
+    return rows, bodies
+
+
+# --- Writing -----------------------------------------------------------------------------
+
+
+def write_log_batch(records: list[dict]) -> list[str]:
+    """Store a batch of log records; return the ids (str) inserted now, in input order.
+
+    Idempotent on ``id``: already-stored records are left as they are and not returned.
+    Malformed records and records of deleted workspaces are skipped (logged, counted).
+    Logs, bodies and rollups are written in one transaction; database errors propagate
+    so the caller can keep the batch and retry (nothing is acknowledged on failure).
+    """
+    rows, bodies = _prepare(records)
+    if not rows:
+        return []
+    with transaction.atomic():
+        rows = _drop_orphans(rows)
+        if not rows:
+            return []
+        insert = _insert_postgres if connection.vendor == "postgresql" else _insert_generic
+        new_ids = insert(rows, bodies)
+        new_rows = [row for row in rows if row["id"] in new_ids]
+        _update_rollups(new_rows)
+    ingest_counters["inserted"] += len(new_rows)
+    ingest_counters["duplicate"] += len(rows) - len(new_rows)
+    return [str(row["id"]) for row in new_rows]
+
+
+def _update_rollups(new_records: list[dict]) -> None:
+    """Update the hourly rollups for rows inserted by this batch (same transaction).
+
+    ROLLUP HOOK: a no-op for now; the analytics rollups issue fills it. ``new_records`` are
+    the coerced rows (RequestLog attnames, Python values) that were new in this batch, so a
+    redelivered batch never counts twice.
+    """
+
+
+def _existing_ids(model: type[models.Model], ids: list[int]) -> set[int]:
+    """Which of ``ids`` exist; on Postgres they are also locked against deletion until commit
+    (FOR KEY SHARE, the lock foreign-key checks take: concurrent writers don't block each other)."""
+    if not ids:
+        return set()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {model._meta.db_table} WHERE id = ANY(%s) FOR KEY SHARE",  # noqa: S608
+                [ids],
+            )
+            return {row[0] for row in cursor.fetchall()}
+    return set(model.objects.filter(id__in=ids).values_list("id", flat=True))
+
+
+def _drop_orphans(rows: list[dict]) -> list[dict]:
+    """Skip rows of deleted workspaces; clear the key of rows whose API key was deleted
+    (the column is ON DELETE SET NULL)."""
+    workspace_ids = {row["workspace_id"] for row in rows}
+    live = _existing_ids(Workspace, sorted(workspace_ids))
+    if len(live) != len(workspace_ids):
+        kept = [row for row in rows if row["workspace_id"] in live]
+        skipped = len(rows) - len(kept)
+        logger.warning(
+            "Skipping %d log record(s) of deleted workspace(s) %s", skipped, sorted(workspace_ids - live)[:20]
+        )
+        ingest_counters["orphaned"] += skipped
+        rows = kept
+    key_ids = {row["api_key_id"] for row in rows if row["api_key_id"] is not None}
+    live_keys = _existing_ids(ApiKey, sorted(key_ids))
+    if len(live_keys) != len(key_ids):
+        for row in rows:
+            if row["api_key_id"] is not None and row["api_key_id"] not in live_keys:
+                row["api_key_id"] = None
+    return rows
+
+
+def _insert_generic(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uuid.UUID]:
+    ids = [row["id"] for row in rows]
+    existing: set[uuid.UUID] = set()
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
+        existing.update(RequestLog.objects.filter(id__in=chunk).values_list("id", flat=True))
+    fresh = [row for row in rows if row["id"] not in existing]
+    RequestLog.objects.bulk_create([RequestLog(**row) for row in fresh])
+    RequestBody.objects.bulk_create(
+        [RequestBody(log_id=row["id"], **bodies[row["id"]]) for row in fresh if row["id"] in bodies]
+    )
+    return {row["id"] for row in fresh}
+
+
+def _insert_postgres(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uuid.UUID]:
+    log_table = RequestLog._meta.db_table
+    columns = [column for _attname, column, _coerce, _field in _LOG_FIELDS]
+    column_list = ", ".join(f'"{column}"' for column in columns)
+    with connection.cursor() as wrapper:
+        cursor = wrapper.cursor  # the psycopg 3 cursor, for COPY
+        # Kept for the session, emptied at every commit: no catalog churn per batch. Created
+        # inside the transaction when missing (also right behind a transaction-mode pooler).
+        cursor.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_TMP_LOG_TABLE} "
+            f"(LIKE {log_table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        # Empty already, unless an enclosing transaction wrote a batch before (tests do).
+        cursor.execute(f"DELETE FROM {_TMP_LOG_TABLE}")  # noqa: S608
+        with cursor.copy(f"COPY {_TMP_LOG_TABLE} ({column_list}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        _dump_json(row[attname]) if attname in _JSON_COLUMNS else row[attname]
+                        for attname, _column, _coerce, _field in _LOG_FIELDS
+                    ]
+                )
+        cursor.execute(
+            f"INSERT INTO {log_table} ({column_list}) SELECT {column_list} FROM {_TMP_LOG_TABLE} "  # noqa: S608
+            "ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+        new_ids = {row[0] for row in cursor.fetchall()}
+        new_bodies = [(log_id, body) for log_id, body in bodies.items() if log_id in new_ids]
+        if new_bodies:
+            # The log rows were created by this transaction, so their bodies cannot exist yet.
+            body_table = RequestBody._meta.db_table
+            copy_sql = f"COPY {body_table} (log_id, request_headers, request_body, response_body) FROM STDIN"
+            with cursor.copy(copy_sql) as copy:
+                for log_id, body in new_bodies:
+                    copy.write_row(
+                        [log_id, _dump_json(body["request_headers"]), body["request_body"], body["response_body"]]
+                    )
+    return new_ids

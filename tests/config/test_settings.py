@@ -1,0 +1,102 @@
+"""Settings refuse bad environment values at start-up with a message naming the variable.
+Each case imports the settings in a fresh interpreter, as a server process would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+LOAD_SETTINGS = (
+    "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])"
+)
+CHECKED = [
+    "DEBUG",
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "PORTICO_ENCRYPTION_KEY",
+    "PORTICO_VAR_DIR",
+    "METADATA_PRECEDENCE",
+    "METADATA_VALIDATION",
+    "METADATA_MAX_KEYS",
+    "GATEWAY_UPSTREAM_TIMEOUT",
+    "LOG_BATCH_SIZE",
+    "LOG_LEVEL",
+    "SECURE_HSTS_SECONDS",
+    "PYTEST_VERSION",  # its presence turns on the test suite's development defaults
+]
+
+
+def _load_settings(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in CHECKED}
+    clean.update(DJANGO_SETTINGS_MODULE="config.settings", PORTICO_VAR_DIR=str(tmp_path), **env)
+    return subprocess.run(
+        [sys.executable, "-c", LOAD_SETTINGS], cwd=BASE_DIR, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_it_starts_with_development_defaults(tmp_path):
+    result = _load_settings(tmp_path, DEBUG="true")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "django.db.backends.sqlite3"
+
+
+def test_it_starts_in_production_mode_with_both_secrets(tmp_path):
+    result = _load_settings(
+        tmp_path, DEBUG="false", SECRET_KEY="x" * 50, PORTICO_ENCRYPTION_KEY=Fernet.generate_key().decode()
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"DEBUG": "maybe"}, "DEBUG='maybe'"),
+        ({"METADATA_PRECEDENCE": "bogus"}, "METADATA_PRECEDENCE='bogus'"),
+        ({"METADATA_VALIDATION": "loose"}, "METADATA_VALIDATION='loose'"),
+        ({"METADATA_MAX_KEYS": "0"}, "METADATA_MAX_KEYS='0'"),
+        ({"DATABASE_URL": "foo://x"}, "DATABASE_URL"),
+        ({"DATABASE_URL": "mysql://u:p@localhost/db"}, "DATABASE_URL"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL='http://x'"),
+        ({"GATEWAY_UPSTREAM_TIMEOUT": "soon"}, "GATEWAY_UPSTREAM_TIMEOUT='soon'"),
+        ({"LOG_BATCH_SIZE": "lots"}, "LOG_BATCH_SIZE='lots'"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud'"),
+        ({"PORTICO_ENCRYPTION_KEY": "not-a-fernet-key"}, "PORTICO_ENCRYPTION_KEY"),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else None,
+)
+def test_it_rejects_bad_values_naming_the_variable(tmp_path, env, named):
+    result = _load_settings(tmp_path, **{"DEBUG": "true", **env})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert named in result.stderr
+
+
+def test_it_requires_a_secret_key_when_debug_is_off(tmp_path):
+    result = _load_settings(tmp_path, DEBUG="false", PORTICO_ENCRYPTION_KEY=Fernet.generate_key().decode())
+    assert result.returncode != 0
+    assert "SECRET_KEY is required when DEBUG is off" in result.stderr
+
+
+def test_it_requires_an_encryption_key_when_debug_is_off(tmp_path):
+    result = _load_settings(tmp_path, DEBUG="false", SECRET_KEY="x" * 50)
+    assert result.returncode != 0
+    assert "PORTICO_ENCRYPTION_KEY is required when DEBUG is off" in result.stderr
+
+
+def test_it_rejects_bad_https_settings_in_production(tmp_path):
+    result = _load_settings(
+        tmp_path,
+        DEBUG="false",
+        SECRET_KEY="x" * 50,
+        PORTICO_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        SECURE_HSTS_SECONDS="-1",
+    )
+    assert result.returncode != 0
+    assert "SECURE_HSTS_SECONDS='-1'" in result.stderr
