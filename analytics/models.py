@@ -97,3 +97,104 @@ class ModelPrice(models.Model):
         return (self.input_per_million * prompt_tokens + self.output_per_million * completion_tokens) / Decimal(
             1_000_000
         )
+
+
+class RollupMetrics(models.Model):
+    """Additive counters shared by every hourly rollup."""
+
+    bucket = models.DateTimeField(help_text="Start of the hour (UTC).")
+    requests = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal(0))
+    priced_requests = models.PositiveIntegerField(default=0, help_text="Requests whose model had a price.")
+    latency_sum_ms = models.FloatField(default=0)
+    # analytics.histogram buckets, sparse {"index": count}; merge by adding.
+    latency_hist = models.JSONField(default=dict)
+    last_seen = models.DateTimeField(null=True)
+
+    class Meta:
+        abstract = True
+
+
+class MetadataRollup(RollupMetrics):
+    """Per hour, per (metadata key, value). ``_user`` is a metadata key like any other, so
+    per-user analytics read these rows too. Values past the per-key-per-hour cap are counted
+    under OTHER_VALUE (see analytics.rollups)."""
+
+    OTHER_VALUE = "(other)"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.CharField(max_length=128)
+    value = models.CharField(max_length=128)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "key", "bucket", "value"], name="metadata_rollup_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d %H}h {self.key}={self.value}"
+
+
+class DimensionRollup(RollupMetrics):
+    """Per hour, per (provider, model, API key, status class)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=200)
+    api_key_id = models.BigIntegerField(default=0, help_text="0 = no key (custom logs).")
+    status_class = models.PositiveSmallIntegerField(help_text="2 = 2xx, 4 = 4xx, 5 = 5xx, ...")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "bucket", "provider", "model", "api_key_id", "status_class"],
+                name="dimension_rollup_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bucket:%Y-%m-%d %H}h {self.provider} {self.model} {self.status_class}xx"
+
+
+class MetadataKey(models.Model):
+    """Registry of metadata keys seen per workspace; feeds filter dropdowns and the
+    metadata-keys page. ``top_values`` holds up to VALUE_CAP values by request count."""
+
+    VALUE_CAP = 100
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=128)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+    distinct_values = models.PositiveIntegerField(default=0, help_text="Capped at VALUE_CAP (then 'at least').")
+    top_values = models.JSONField(default=dict, help_text="{value: requests}, at most VALUE_CAP entries.")
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "key"], name="metadata_key_unique")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Feedback(models.Model):
+    """Portkey's POST /v1/feedback: a score attached to a trace id."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    trace_id = models.CharField(max_length=128)
+    value = models.SmallIntegerField(help_text="-10 .. 10")
+    weight = models.FloatField(default=1.0, help_text="0 .. 1")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "trace_id"], name="feedback_ws_trace")]
+
+    def __str__(self) -> str:
+        return f"{self.trace_id}: {self.value}"
