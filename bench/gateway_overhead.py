@@ -540,7 +540,7 @@ def build_report(args: argparse.Namespace, results: dict, meta: dict) -> tuple[s
         f"## Gateway overhead ({meta['date']})",
         "",
         f"- machine: {meta['cpus']} CPU(s), {meta['platform']}, Python {meta['python']};"
-        f" busy before the run: {meta['busy_before']} (other processes compete with the benchmark)",
+        f" busy before the run (other processes): {meta['busy_before']}",
         f"- gateway: `{meta['gateway_cmd']}` (DEBUG=false)",
         f"- database: {meta['database']}; logs: {meta['log_sink']}",
         f"- upstream: bench/mock_upstream.py, latency 0, {STREAM_CHUNKS} chunks per stream, 1 process",
@@ -659,7 +659,8 @@ def main(argv: list[str] | None = None) -> int:
         busy = cpu_busy()
         busy_before = "unknown" if busy is None else f"{busy:.0%} of all CPUs"
         if busy is not None and busy > 0.15:
-            print(f"!!! the machine is already {busy_before} busy: expect noisy numbers", flush=True)
+            busy_before += " - NOISY, the benchmark competes with them"
+            print(f"!!! the machine is already {busy:.0%} busy: expect noisy numbers", flush=True)
         loop_factory = None
         with contextlib.suppress(ImportError):
             import uvloop
