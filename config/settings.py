@@ -81,7 +81,7 @@ TEMPLATES = [
 def _database() -> dict:
     url = env_str("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'portico.sqlite3'}"
     try:
-        db = dj_database_url.parse(url, conn_max_age=0 if url.startswith("sqlite") else 60)
+        db = dj_database_url.parse(url, conn_max_age=60)
     except Exception as exc:  # the library raises several types for a bad URL
         raise ImproperlyConfigured(f"Environment variable DATABASE_URL is invalid: {exc}") from None
     engine = db.get("ENGINE", "")

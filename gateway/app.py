@@ -8,6 +8,7 @@ LogBuffer. No Django request cycle, no middleware, no database query when caches
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -36,6 +37,15 @@ _GENERATION = {"/chat/completions", "/completions"}
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+
+
+@functools.lru_cache(maxsize=8)
+def _timeout_for(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=seconds)
+
+
+def _default_timeout() -> aiohttp.ClientTimeout:
+    return _timeout_for(settings.GATEWAY_UPSTREAM_TIMEOUT)
 
 
 class RequestContext:
@@ -342,7 +352,7 @@ class GatewayApp:
                 )
             timeout = aiohttp.ClientTimeout(total=int(timeout_ms) / 1000)
         else:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=settings.GATEWAY_UPSTREAM_TIMEOUT)
+            timeout = _default_timeout()
         try:
             resp = await self.session.request(
                 ctx.method,

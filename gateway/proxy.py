@@ -159,6 +159,13 @@ class StreamRelay:
             if payload == b"[DONE]":
                 self.done = True
                 return True
+            # Most chunks are content deltas: count them without parsing; parse only the
+            # first (model) and those that carry usage.
+            has_usage = b'"usage"' in payload and b'"usage":null' not in payload
+            if b'"choices":[]' not in payload and b'"choices"' in payload:
+                self.tracker.content_chunks += 1
+                if not has_usage and self.tracker.model:
+                    continue
             try:
                 doc = orjson.loads(payload)
             except orjson.JSONDecodeError:
@@ -166,10 +173,7 @@ class StreamRelay:
             if not isinstance(doc, dict):
                 return True
             self.tracker.read_usage(doc)
-            choices = doc.get("choices")
-            if choices:
-                self.tracker.content_chunks += 1
-            elif self.hide_usage_chunk and doc.get("usage"):
+            if self.hide_usage_chunk and not doc.get("choices") and doc.get("usage"):
                 return False
         return True
 
@@ -188,12 +192,17 @@ async def wait_for_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
 async def relay_stream(resp: aiohttp.ClientResponse, send: Send, relay: StreamRelay) -> None:
     async for chunk in resp.content.iter_any():
         data = relay.feed(chunk)
+        if data and relay.first_chunk_at is None:
+            relay.first_chunk_at = time.perf_counter()
+        if relay.done:
+            # [DONE] ends the stream: finish the response in the same write.
+            await send({"type": "http.response.body", "body": data + relay.tail(), "more_body": False})
+            # Drain the chunked terminator so the connection can go back to the pool.
+            await resp.content.read()
+            return
         if data:
-            if relay.first_chunk_at is None:
-                relay.first_chunk_at = time.perf_counter()
             await send({"type": "http.response.body", "body": data, "more_body": True})
-    tail = relay.tail()
-    await send({"type": "http.response.body", "body": tail, "more_body": False})
+    await send({"type": "http.response.body", "body": relay.tail(), "more_body": False})
 
 
 async def race_disconnect(work: Awaitable[None], receive: Callable[[], Awaitable[dict]]) -> bool:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import secrets
 import string
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -28,11 +29,15 @@ def looks_like_key(key: str) -> bool:
     return key.startswith(KEY_PREFIX) and len(key) == len(KEY_PREFIX) + _BODY_LENGTH
 
 
+@lru_cache(maxsize=4)
+def _pepper(secret_key: str) -> bytes:
+    return hashlib.sha256(b"portico.api-key:" + secret_key.encode()).digest()
+
+
 def hash_key(key: str) -> str:
     # Keyed with a value derived from SECRET_KEY so a leaked database alone cannot be used to
     # test guesses offline.
-    pepper = hashlib.sha256(b"portico.api-key:" + settings.SECRET_KEY.encode()).digest()
-    return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(_pepper(settings.SECRET_KEY), key.encode(), "sha256").hex()
 
 
 def key_matches(key: str, stored_hash: str) -> bool:
