@@ -114,6 +114,16 @@ class ApiKey(models.Model):
     last_used_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Limits enforced by the gateway (Redis counters; per process in embedded mode).
+    rate_limit_rpm = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute; over it the gateway answers 429."
+    )
+    usage_limit_cost = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True, help_text="Spend per period (USD); over it: 412."
+    )
+    usage_limit_period = models.CharField(
+        max_length=8, choices=[("day", "Day"), ("month", "Month")], default="month", blank=True
+    )
 
     class Meta:
         ordering = ["-created_at"]
