@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 from pathlib import Path
 
@@ -213,6 +214,17 @@ PORTICO_ENCRYPTION_KEYS = _fernet_keys()
 
 # Custom upstream hosts (x-portkey-custom-host) are refused unless allowed here or per workspace.
 PORTICO_ALLOW_CUSTOM_HOSTS = env_bool("PORTICO_ALLOW_CUSTOM_HOSTS", False)
+# Upstreams in loopback/private/link-local networks are refused (SSRF guard) unless listed here
+# (comma-separated CIDRs). Development and tests allow loopback for the local mock provider.
+UPSTREAM_ALLOWED_NETWORKS = env_list("UPSTREAM_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128" if (DEBUG or TESTING) else "")
+for _network in UPSTREAM_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"Environment variable UPSTREAM_ALLOWED_NETWORKS has an invalid network {_network!r} (expected CIDRs)."
+        ) from None
+GATEWAY_MAX_HEADER_BYTES = env_int("GATEWAY_MAX_HEADER_BYTES", 32 * 1024, minimum=1024)
 # API key / provider snapshots are cached per process for this long: a revocation takes
 # effect within this many seconds.
 GATEWAY_AUTH_CACHE_TTL = env_float("GATEWAY_AUTH_CACHE_TTL", 5.0)
@@ -222,7 +234,14 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024, min
 LOG_FLUSH_INTERVAL_MS = env_int("LOG_FLUSH_INTERVAL_MS", 50, minimum=1, maximum=60_000)
 LOG_BATCH_SIZE = env_int("LOG_BATCH_SIZE", 500, minimum=1, maximum=100_000)
 LOG_STREAM_KEY = env_str("LOG_STREAM_KEY", "portico:logs")
+# Prefix of the gateway's other Redis keys (rate and usage counters).
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "portico")
 LOG_SPOOL_DIR = Path(env_str("LOG_SPOOL_DIR") or VAR_DIR / "spool")
+# Hourly metadata rollups keep at most this many distinct values per (workspace, key, hour);
+# later new values are counted under "(other)" (see analytics/rollups.py).
+ROLLUP_VALUE_CAP = env_int("ROLLUP_VALUE_CAP", 50, minimum=1, maximum=10_000)
+# Rollups are kept this many days, or as long as the workspace keeps its logs if that is longer.
+ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 400, minimum=1, maximum=100_000)
 
 LOGGING = {
     "version": 1,

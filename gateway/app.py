@@ -21,9 +21,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
-from gateway import proxy
+from gateway import netguard, proxy
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, provider_cache
 from gateway.errors import GatewayError
+from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
 from gateway.metadata import resolve_metadata
 from gateway.pricing import cost_of
@@ -157,7 +158,9 @@ class GatewayApp:
     async def startup(self) -> None:
         if self.session is not None:
             return
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=300, keepalive_timeout=30, resolver=netguard.GuardedResolver()
+        )
         self.session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
@@ -168,6 +171,7 @@ class GatewayApp:
 
     async def shutdown(self) -> None:
         await get_log_buffer().close()
+        await limiter.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -224,7 +228,7 @@ class GatewayApp:
     async def _send_error(self, ctx: RequestContext, send, err: GatewayError) -> None:
         body = err.body()
         ctx.response_body = body
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *err.headers]
         try:
             await send(
                 {"type": "http.response.start", "status": err.status, "headers": headers + ctx.response_headers()}
@@ -235,6 +239,13 @@ class GatewayApp:
 
     async def _handle(self, ctx: RequestContext, scope: dict, receive, send) -> None:
         headers = ctx.client_headers
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > settings.GATEWAY_MAX_HEADER_BYTES:
+            raise GatewayError(
+                431,
+                f"Request headers are larger than {settings.GATEWAY_MAX_HEADER_BYTES} bytes.",
+                code="headers_too_large",
+                log=False,
+            )
         key, key_in_bearer = _client_key(headers)
         ctx.snapshot = snapshot = await authenticate(key)
         ctx.api_key_id = snapshot.key_id
@@ -264,6 +275,12 @@ class GatewayApp:
             max_keys=settings.METADATA_MAX_KEYS,
         )
         ctx.metadata, ctx.metadata_changes = resolved.metadata, resolved.changes
+        await limiter.check(
+            key_id=snapshot.key_id,
+            rpm=snapshot.rate_limit_rpm,
+            cost_limit=snapshot.usage_limit_cost,
+            period=snapshot.usage_limit_period,
+        )
         await self._forward(ctx, scope, receive, send, base_url, secret)
 
     async def _read_body(self, receive) -> bytes:
@@ -354,6 +371,7 @@ class GatewayApp:
         else:
             timeout = _default_timeout()
         try:
+            netguard.check_url(url)
             resp = await self.session.request(
                 ctx.method,
                 url,
@@ -364,7 +382,11 @@ class GatewayApp:
             )
         except TimeoutError:
             raise self._timeout_error(timeout_ms) from None
+        except netguard.BlockedUpstreamError as exc:
+            raise _blocked(exc) from None
         except aiohttp.ClientError as exc:
+            if isinstance(getattr(exc, "os_error", None), netguard.BlockedUpstreamError):
+                raise _blocked(exc.os_error) from None
             raise GatewayError(
                 502,
                 f"Could not reach the provider ({type(exc).__name__}).",
@@ -399,7 +421,11 @@ class GatewayApp:
             data = await resp.read()
         except TimeoutError:
             raise self._timeout_error(timeout_ms) from None
+        except netguard.BlockedUpstreamError as exc:
+            raise _blocked(exc) from None
         except aiohttp.ClientError as exc:
+            if isinstance(getattr(exc, "os_error", None), netguard.BlockedUpstreamError):
+                raise _blocked(exc.os_error) from None
             raise GatewayError(
                 502, f"The provider connection failed ({type(exc).__name__}).", type="api_error", code="upstream_error"
             ) from None
@@ -453,6 +479,9 @@ class GatewayApp:
         usage = ctx.usage
         model = ctx.model or usage.model
         success = 200 <= ctx.status < 400
+        cost = await cost_of(model, usage.prompt_tokens, usage.completion_tokens) if usage.total_tokens else None
+        if snapshot.usage_limit_cost is not None:
+            await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
         record = {
             "id": ctx.log_id,
             "created_at": datetime.fromtimestamp(ctx.started_wall, UTC).isoformat(),
@@ -470,7 +499,7 @@ class GatewayApp:
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
-            "cost": await cost_of(model, usage.prompt_tokens, usage.completion_tokens) if usage.total_tokens else None,
+            "cost": cost,
             "cache_status": ctx.cache_status,
             "trace_id": ctx.trace_id,
             "span_id": ctx.span_id,
@@ -491,6 +520,15 @@ class GatewayApp:
                 "response_body": ctx.response_body.decode("utf-8", "replace"),
             }
         get_log_buffer().emit(record)
+
+
+def _blocked(exc: Exception) -> GatewayError:
+    return GatewayError(
+        403,
+        f"The provider address is not allowed: {exc}. Operators can allow it with UPSTREAM_ALLOWED_NETWORKS.",
+        type="permission_error",
+        code="upstream_blocked",
+    )
 
 
 def _sdk_version(headers: dict[str, str]) -> str:

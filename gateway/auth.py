@@ -33,6 +33,9 @@ class KeySnapshot:
     policy: MetadataPolicy
     store_bodies: bool
     allow_custom_hosts: bool
+    rate_limit_rpm: int | None = None
+    usage_limit_cost: float | None = None
+    usage_limit_period: str = "month"
 
     def usable(self, now: float) -> bool:
         return self.active and (self.expires_at is None or self.expires_at > now)
@@ -108,6 +111,9 @@ def _load_key(prefix: str) -> KeySnapshot | None:
         ),
         store_bodies=ws.store_bodies,
         allow_custom_hosts=ws.allow_custom_hosts,
+        rate_limit_rpm=api_key.rate_limit_rpm,
+        usage_limit_cost=float(api_key.usage_limit_cost) if api_key.usage_limit_cost is not None else None,
+        usage_limit_period=api_key.usage_limit_period or "month",
     )
 
 

@@ -21,6 +21,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         log: bool = True,
+        headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -29,6 +30,7 @@ class GatewayError(Exception):
         self.param = param
         self.code = code
         self.log = log
+        self.headers = headers or []
 
     def body(self) -> bytes:
         return error_body(self.message, type=self.type, param=self.param, code=self.code)

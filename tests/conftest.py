@@ -24,6 +24,7 @@ def pytest_configure(config):
     settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
     # A stream of the test run's own, so a developer's running stack is not disturbed.
     settings.LOG_STREAM_KEY = f"portico:test:{os.getpid()}:logs"
+    settings.REDIS_KEY_PREFIX = f"portico:test:{os.getpid()}"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -178,6 +178,16 @@ class Provider(models.Model):
     def __str__(self) -> str:
         return f"@{self.slug}"
 
+    def clean(self) -> None:
+        from gateway.netguard import BlockedUpstreamError, check_url
+
+        try:
+            check_url(self.base_url or "")
+        except BlockedUpstreamError as exc:
+            raise ValidationError(
+                {"base_url": f"{exc}; allow the network with UPSTREAM_ALLOWED_NETWORKS if this is intended."}
+            ) from None
+
     def set_secret(self, secret: str) -> None:
         self.encrypted_secret = crypto.encrypt_secret(secret) if secret else ""
 
@@ -187,3 +197,52 @@ class Provider(models.Model):
     @property
     def has_secret(self) -> bool:
         return bool(self.encrypted_secret)
+
+
+class AuditEvent(models.Model):
+    """One change to a workspace, its members, API keys or providers, written by
+    ``workspaces.services`` in the same transaction as the change. Secrets (key hashes,
+    provider credentials) are never part of ``before``/``after``; a rotation shows up as
+    ``secret: "changed"``."""
+
+    class Via(models.TextChoices):
+        DASHBOARD = "dashboard"
+        ADMIN = "admin"
+        API = "api"
+        COMMAND = "command"
+        SYSTEM = "system"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Kept as text so the record survives the user's deletion and names command/API callers.
+    actor_label = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=16, choices=Via.choices, default=Via.SYSTEM)
+    action = models.CharField(max_length=64, help_text="e.g. workspace.update, api_key.revoke")
+    object_type = models.CharField(max_length=32)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    before = models.JSONField(default=dict, blank=True)
+    after = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The audit page: newest first within a workspace.
+            models.Index(fields=["workspace", "-created_at"], name="audit_ws_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.object_repr}"
+
+    @property
+    def changes(self) -> list[tuple[str, object, object]]:
+        """(field, before, after) for every field that differs."""
+        names = list(dict.fromkeys([*self.before, *self.after]))
+        return [
+            (name, self.before.get(name), self.after.get(name))
+            for name in names
+            if self.before.get(name) != self.after.get(name)
+        ]
