@@ -183,6 +183,7 @@ def child_env(args: argparse.Namespace, tmp: Path, database_url: str, stream_key
         PORTICO_ENCRYPTION_KEY=Fernet.generate_key().decode(),
         ALLOWED_HOSTS=HOST,
         SECURE_SSL_REDIRECT="false",
+        UPSTREAM_ALLOWED_NETWORKS="127.0.0.0/8",
         DATABASE_URL=database_url,
         PORTICO_VAR_DIR=str(tmp),
         LOG_STREAM_KEY=stream_key,
