@@ -265,7 +265,7 @@ class GatewayApp:
         base_url, secret = await self._resolve_provider(ctx, snapshot, key_in_bearer)
         self._parse_body(ctx)
         resolved = resolve_metadata(
-            header_value=headers.get("x-portkey-metadata", "").encode() or None,
+            header_value=headers.get("x-portkey-metadata", "").encode("latin-1") or None,  # raw bytes
             body_user=ctx.doc.get("user") if ctx.doc else None,
             mapped_headers={h: headers[h] for h in settings.HEADERS_TO_METADATA if h in headers},
             baggage=headers.get("baggage"),

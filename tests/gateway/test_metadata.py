@@ -187,3 +187,9 @@ def test_required_workspace_metadata_on_every_request(gw):
     assert resp.status_code == 400
     assert "'environment' is required" in resp.json()["error"]["message"]
     assert gw.post(headers=gw.headers(x_portkey_metadata='{"environment": "dev"}')).status_code == 200
+
+
+def test_raw_utf8_metadata_headers_keep_their_characters(gw):
+    resp = gw.post(headers={**gw.headers(), "x-portkey-metadata": '{"city": "Zürich"}'.encode()})
+    assert resp.status_code == 200
+    assert gw.wait_for_logs(1)[0].metadata == {"city": "Zürich"}
