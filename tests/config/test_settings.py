@@ -100,3 +100,31 @@ def test_it_rejects_bad_https_settings_in_production(tmp_path):
     )
     assert result.returncode != 0
     assert "SECURE_HSTS_SECONDS='-1'" in result.stderr
+
+
+def test_production_mode_passes_the_deploy_checklist(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in CHECKED}
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        PORTICO_VAR_DIR=str(tmp_path),
+        DEBUG="false",
+        SECRET_KEY="a-long-random-production-secret-" + "x" * 40,
+        PORTICO_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        ALLOWED_HOSTS="portico.example.com",
+    )
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_upstream_allow_list_must_be_networks(tmp_path):
+    result = _load_settings(tmp_path, DEBUG="true", UPSTREAM_ALLOWED_NETWORKS="127.0.0.0/8,not-a-network")
+    assert result.returncode != 0
+    assert "UPSTREAM_ALLOWED_NETWORKS" in result.stderr
