@@ -7,7 +7,9 @@ idempotent on the record id: a batch written twice inserts nothing the second ti
 Records are the gateway's JSON-serialisable dicts (see DESIGN.md, "The log pipeline"). They are
 coerced here, defensively: a record that cannot be stored is skipped and counted, never allowed
 to fail the batch it travels in. On Postgres the batch is COPY'd into a temporary table and
-moved with ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id``; elsewhere (the SQLite
+moved with ``INSERT ... ON CONFLICT (created_at, id) DO NOTHING RETURNING id`` (the table is
+partitioned by created_at, so its primary key is (id, created_at); a record always carries the
+same created_at, so this is idempotency on the id); elsewhere (the SQLite
 embedded default) existing ids are looked up and the rest bulk-created.
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 import orjson
 from django.db import connection, models, transaction
 
+from analytics import rollups
 from analytics.models import RequestBody, RequestLog
 from workspaces.models import ApiKey, Workspace
 
@@ -285,12 +288,10 @@ def write_log_batch(records: list[dict]) -> list[str]:
 
 
 def _update_rollups(new_records: list[dict]) -> None:
-    """Update the hourly rollups for rows inserted by this batch (same transaction).
-
-    ROLLUP HOOK: a no-op for now; the analytics rollups issue fills it. ``new_records`` are
-    the coerced rows (RequestLog attnames, Python values) that were new in this batch, so a
-    redelivered batch never counts twice.
-    """
+    """Update the hourly rollups and the metadata key registry for rows inserted by this batch,
+    in its transaction. ``new_records`` are the coerced rows (RequestLog attnames, Python
+    values) that were new in this batch, so a redelivered batch never counts twice."""
+    rollups.apply_rows(new_records)
 
 
 def _existing_ids(model: type[models.Model], ids: list[int]) -> set[int]:
@@ -368,7 +369,7 @@ def _insert_postgres(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uui
                 )
         cursor.execute(
             f"INSERT INTO {log_table} ({column_list}) SELECT {column_list} FROM {_TMP_LOG_TABLE} "  # noqa: S608
-            "ON CONFLICT (id) DO NOTHING RETURNING id"
+            "ON CONFLICT (created_at, id) DO NOTHING RETURNING id"
         )
         new_ids = {row[0] for row in cursor.fetchall()}
         new_bodies = [(log_id, body) for log_id, body in bodies.items() if log_id in new_ids]

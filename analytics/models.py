@@ -69,7 +69,12 @@ class RequestBody(models.Model):
     """Request/response bodies, kept apart from the narrow log row; skipped for
     ``x-portkey-debug: false`` requests and workspaces with ``store_bodies`` off."""
 
-    log = models.OneToOneField(RequestLog, on_delete=models.CASCADE, primary_key=True, related_name="body")
+    # No database-level foreign key: on Postgres RequestLog is partitioned by created_at and its
+    # primary key is (id, created_at), so `id` alone cannot be referenced. Bodies are deleted
+    # with their logs by analytics.retention (and by Django's cascade on ORM deletes).
+    log = models.OneToOneField(
+        RequestLog, on_delete=models.CASCADE, primary_key=True, related_name="body", db_constraint=False
+    )
     request_headers = models.JSONField(default=dict, help_text="Sensitive headers are redacted before storage.")
     request_body = models.TextField(blank=True)
     response_body = models.TextField(blank=True)

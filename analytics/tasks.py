@@ -1,12 +1,12 @@
-"""Celery tasks for the log pipeline: thin wrappers over analytics.pipeline, scheduled in
-config/celery.py."""
+"""Celery tasks for the log pipeline, retention and the metadata key registry: thin wrappers over
+analytics.pipeline, analytics.retention and analytics.rollups, scheduled in config/celery.py."""
 
 from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
 
-from analytics import pipeline
+from analytics import pipeline, retention, rollups
 
 
 @shared_task(ignore_result=True)
@@ -21,3 +21,21 @@ def consume_log_stream() -> int:
 def replay_spool() -> int:
     """Write spooled log batches (Redis and database were both down at the gateway)."""
     return pipeline.replay_spool()
+
+
+@shared_task(ignore_result=True)
+def apply_retention() -> dict[str, int]:
+    """Delete logs, bodies and rollups past their retention (drops whole partitions on Postgres)."""
+    return retention.apply_retention()
+
+
+@shared_task(ignore_result=True)
+def maintain_partitions() -> int:
+    """Create the log table's daily partitions ahead of time (Postgres); return how many were made."""
+    return len(retention.maintain_partitions())
+
+
+@shared_task(ignore_result=True)
+def refresh_metadata_keys() -> int:
+    """Recompute the metadata key registry from the rollups (corrects top values and retention drift)."""
+    return rollups.refresh_metadata_keys()

@@ -1,29 +1,43 @@
-"""Gateway overhead: the same mock upstream called directly and through the gateway, side by side.
+"""Gateway overhead: the same mock upstream called directly, through Portico and (with --peers)
+through LiteLLM's proxy and Portkey's gateway, side by side in one run.
 
-One run does everything: starts the mock upstream (bench/mock_upstream.py, latency 0), prepares a
-database (a fresh SQLite file in a temp dir unless --database-url is given), creates a workspace,
-an API key and an ``@mock`` provider, starts the gateway the production way (uvicorn + uvloop +
-httptools, one worker, DEBUG=false) and then measures
+One command does everything:
 
-- at concurrency 1: per-request latency, DIRECT (client -> mock) and GATEWAY (client -> gateway ->
-  mock) interleaved request by request, for non-streaming chat and streaming chat (5 chunks),
-  plus time to first chunk for streams; "added" is gateway minus direct per percentile;
-- at every other --concurrency: requests per second both ways (closed loop, --duration seconds).
+1. starts the mock upstream (bench/mock_upstream.py, latency 0, 5 chunks per stream);
+2. prepares the database: by default a fresh PostgreSQL database (created on --postgres and
+   dropped afterwards), migrated, with a workspace, an API key and an ``@mock`` provider;
+3. starts Portico in its production configuration: uvicorn + uvloop + httptools with
+   --workers N (DEBUG=false), logs handed to a Redis stream (--redis-url), a Celery worker and
+   Celery beat writing them into Postgres;
+4. with --peers, installs (first time only) and starts LiteLLM's proxy and Portkey's gateway
+   (bench/peers.py) against the same mock;
+5. measures every target against the same mock, in the same run:
+   - concurrency 1: per-request latency of non-streaming and streaming chat, all targets
+     interleaved request by request (the order rotates), plus time to first chunk for
+     streams; "added" = target percentile minus direct percentile;
+   - every other --concurrency level: closed-loop throughput (req/s), latency under load and
+     time to first chunk, --duration seconds per target, target order alternating per level;
+   - errors, CPU time each target's processes used per request (robust to other load), and
+     how busy the machine was;
+6. waits until every request sent through Portico has its log row in the database (written by
+   the Celery worker, not by this script) and reports sent vs landed;
+7. prints a Markdown report (also OUT/gateway_overhead.md), raw numbers (gateway_overhead.json),
+   a plot (gateway_overhead.png; matplotlib is installed into the venv if missing, --no-plot
+   skips it) and the servers' logs; exit status 1 on request errors, lost logs or failed targets.
 
-Afterwards it waits (up to 30 s) until every request sent through the gateway has its log row in
-the database (with --redis-url the stream is drained into the database by this process, as the
-Celery consumer would) and prints a Markdown table, also written to OUT/gateway_overhead.md
-(raw numbers in OUT/gateway_overhead.json, server logs next to them).
+    .venv/bin/python bench/gateway_overhead.py [--peers [litellm,portkey]] [--workers 2]
+        [--concurrency 1,8,32,128] [--requests 2000] [--duration 5] [--scenarios chat,chat-stream]
+        [--postgres URL | --database-url URL | --embedded] [--redis-url URL]
+        [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot]
+
+--workers takes a list (``1,2``) to run several Portico configurations side by side.
+--embedded is the small setup: fresh SQLite file, no Redis, no Celery (the gateway writes its
+logs itself). --profile attaches py-spy (if installed) to Portico's first worker during the
+concurrency-1 phase and writes collapsed stacks to OUT/portico_profile_<scenario>.txt.
 
 The client (aiohttp, one pooled session, uvloop) runs in this process and shares the machine's
-cores with the gateway and the mock: on a 2-core box the DIRECT throughput is largely the
-client's and the mock's limit, so read req/s ratios as "how much the gateway costs here".
-
-    .venv/bin/python bench/gateway_overhead.py [--requests N] [--concurrency 1,32] [--duration S]
-        [--database-url URL] [--redis-url URL] [--out bench/out] [--profile]
-
---profile attaches py-spy (if installed) to the gateway during the concurrency-1 phase and writes
-collapsed stacks to OUT/gateway_profile_<scenario>.txt (the latency numbers of such a run are perturbed).
+cores with everything else: on a 2-core box the DIRECT throughput is largely the client's and
+the mock's limit, so read req/s as a comparison between targets measured the same way.
 """
 
 from __future__ import annotations
@@ -56,13 +70,33 @@ import aiohttp
 import orjson
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+if str(BASE_DIR) not in sys.path:
+    sys.path.insert(0, str(BASE_DIR))
+
+from bench import peers as peer_setup  # noqa: E402
+
 HOST = "127.0.0.1"
 WARMUP = 200
 STREAM_CHUNKS = 5
-LOG_WAIT_S = 30.0
+LOG_WAIT_S = 120.0
 REQUEST_TIMEOUT_S = 30.0
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say hello to the benchmark."}]}
 METADATA = '{"_user": "bench", "feature": "gateway-overhead"}'
+SCENARIOS = {"chat": False, "chat-stream": True}
+DEFAULT_POSTGRES = "postgres://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+# Measured on the 2-core dev machine before this benchmark ran the peers itself (DESIGN.md);
+# used, clearly labelled, only when a peer cannot be run here.
+REFERENCE = {
+    "portkey": {"added_p50_ms": 0.6, "rps_c32": 1900.0},
+    "litellm": {"added_p50_ms": 6.5, "rps_c32": 160.0},
+}
+TARGETS = {  # the issue's targets
+    "added_p50_c1_ms": 0.5,
+    "ttfc_added_p50_ms": 1.0,
+    "vs_portkey_c32": 1.5,
+    "vs_litellm_c32": 15.0,
+}
 
 
 # ------------------------------------------------------------------------ processes
@@ -75,12 +109,12 @@ class Processes:
         self.log_dir = log_dir
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
 
-    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    def start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path = BASE_DIR) -> subprocess.Popen:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
                 cmd,
-                cwd=BASE_DIR,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -93,21 +127,35 @@ class Processes:
     def log_of(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        for entry in list(self.procs):
+            if entry[0] == name:
+                self._stop([entry], timeout)
+                self.procs.remove(entry)
+
     def stop_all(self, timeout: float = 10.0) -> None:
-        for _, proc, _ in reversed(self.procs):
+        self._stop(list(reversed(self.procs)), timeout)
+        self.procs.clear()
+
+    @staticmethod
+    def _stop(entries: list[tuple[str, subprocess.Popen, Path]], timeout: float) -> None:
+        for _, proc, _ in entries:
             if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+                # The whole session: uvicorn/celery/litellm workers are the leader's children.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for name, proc, _ in reversed(self.procs):
+        for name, proc, _ in entries:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 print(f"  {name} (pid {proc.pid}) did not stop in {timeout:.0f} s: killed", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
-        self.procs.clear()
+            # Stragglers of the session (workers that outlived their supervisor).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -123,7 +171,7 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def wait_until(check, what: str, proc: subprocess.Popen, log_path: Path, timeout: float = 30.0) -> None:
+def wait_until(check, what: str, proc: subprocess.Popen, log_path: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -131,31 +179,13 @@ def wait_until(check, what: str, proc: subprocess.Popen, log_path: Path, timeout
         with contextlib.suppress(OSError):
             if check():
                 return
-        time.sleep(0.05)
+        time.sleep(0.1)
     raise SystemExit(f"{what} did not come up within {timeout:.0f} s:\n{tail(log_path)}")
 
 
 def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=1) as resp:
+    with urllib.request.urlopen(url, timeout=2) as resp:
         return resp.status == 200
-
-
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """Fraction of all CPUs busy over ``seconds`` (Linux /proc/stat), None elsewhere."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-        return sum(fields), idle
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    return 1 - (idle1 - idle0) / total if total else None
 
 
 def redact_url(url: str) -> str:
@@ -169,10 +199,111 @@ def venv_python() -> str:
     return str(exe)
 
 
+# ------------------------------------------------------------------------ CPU accounting
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """(total, idle) jiffies of all CPUs since boot (Linux)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            rest = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(rest[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` and their reaped children (pass whole
+    process trees: a worker that exited and was reaped still counts, in its parent)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    return cpu_seconds([p for root in roots for p in process_tree(root)])
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+class MachineMeter:
+    """How busy all CPUs were between start() and stop(), as a fraction of all CPUs."""
+
+    def __init__(self) -> None:
+        self.start_at: tuple[int, int] | None = None
+
+    def start(self) -> None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            self.start_at = _machine_jiffies()
+
+    def stop(self) -> float | None:
+        if self.start_at is None:
+            return None
+        try:
+            total, idle = _machine_jiffies()
+        except (OSError, ValueError, IndexError):
+            return None
+        dt = total - self.start_at[0]
+        return 1 - (idle - self.start_at[1]) / dt if dt else None
+
+
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    meter = MachineMeter()
+    meter.start()
+    time.sleep(seconds)
+    return meter.stop()
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float | None:
+    """Sample until the machine is below ``threshold`` busy or ``max_wait`` passed; last sample."""
+    deadline = time.monotonic() + max_wait
+    busy = cpu_busy(2.0)
+    while busy is not None and busy > threshold and time.monotonic() < deadline:
+        print(f"  machine {busy:.0%} busy (other processes); waiting for it to quieten", flush=True)
+        time.sleep(5)
+        busy = cpu_busy(2.0)
+    return busy
+
+
 # ------------------------------------------------------------------------ database
 
 
-def child_env(args: argparse.Namespace, tmp: Path, database_url: str, stream_key: str) -> dict[str, str]:
+def create_database(server_url: str, name: str) -> str:
+    """CREATE DATABASE ``name`` on the server of ``server_url``; returns the new database's URL."""
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", server_url.rstrip("/"), count=1)
+
+
+def drop_database(server_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def child_env(tmp: Path, database_url: str, redis_url: str | None, stream_key: str) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PYTEST_VERSION")}
@@ -190,8 +321,8 @@ def child_env(args: argparse.Namespace, tmp: Path, database_url: str, stream_key
         LOG_LEVEL="warning",
         PYTHONUNBUFFERED="1",
     )
-    if args.redis_url:
-        env["REDIS_URL"] = args.redis_url
+    if redis_url:
+        env["REDIS_URL"] = redis_url
     return env
 
 
@@ -204,7 +335,6 @@ def prepare_database(env: dict[str, str], mock_base_url: str, slug: str) -> tupl
     os.environ.update(env)
     if "REDIS_URL" not in env:
         os.environ.pop("REDIS_URL", None)
-    sys.path.insert(0, str(BASE_DIR))
     import django
 
     django.setup()
@@ -220,55 +350,69 @@ def prepare_database(env: dict[str, str], mock_base_url: str, slug: str) -> tupl
 
 
 def count_logs(workspace_id: int) -> int:
+    from django.db import close_old_connections
+
     from analytics.models import RequestLog
 
+    close_old_connections()
     return RequestLog.objects.filter(workspace_id=workspace_id).count()
 
 
-def wait_for_logs(workspace_id: int, expected: int, redis_url: str | None, stream_key: str) -> tuple[int, float]:
+def wait_for_logs(workspace_id: int, expected: int, drain_here: bool, stream_key: str) -> tuple[int, float]:
+    """Wait (up to LOG_WAIT_S) until ``expected`` rows landed; (rows, seconds waited).
+    ``drain_here``: no Celery worker runs, so this process consumes the stream itself."""
     started = time.monotonic()
     deadline = started + LOG_WAIT_S
     landed = count_logs(workspace_id)
+    last_change, last = started, landed
     while landed < expected and time.monotonic() < deadline:
-        if redis_url:
+        if drain_here:
             from analytics import pipeline
 
-            # What the Celery consumer does in production, run here so no worker is needed.
             pipeline.consume_log_stream(stream_key=stream_key, max_seconds=1.0, block_ms=200)
         else:
-            time.sleep(0.2)
+            time.sleep(0.25)
         landed = count_logs(workspace_id)
+        if landed != last:
+            last_change, last = time.monotonic(), landed
+        elif time.monotonic() - last_change > 30:
+            break  # nothing moves any more
     return landed, time.monotonic() - started
 
 
-def cleanup_database(workspace_id: int, external_db: bool, redis_url: str | None, stream_key: str) -> None:
+def cleanup_database(workspace_id: int, redis_url: str | None, stream_key: str) -> None:
     """Remove what the run added to a database or Redis we did not create."""
     from django.db import connections
 
     from analytics.models import RequestBody, RequestLog
     from workspaces.models import Workspace
 
-    if external_db:
-        RequestBody.objects.filter(log__workspace_id=workspace_id).delete()
-        RequestLog.objects.filter(workspace_id=workspace_id).delete()
-        Workspace.objects.filter(pk=workspace_id).delete()
+    RequestBody.objects.filter(log__workspace_id=workspace_id).delete()
+    RequestLog.objects.filter(workspace_id=workspace_id).delete()
+    Workspace.objects.filter(pk=workspace_id).delete()
     connections.close_all()
-    if redis_url:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        client.delete(stream_key)
-        client.close()
 
 
-# ------------------------------------------------------------------------ load
+def cleanup_redis(redis_url: str, stream_key: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(stream_key, f"{stream_key}:dead")
+    client.close()
+
+
+# ------------------------------------------------------------------------ targets and load
 
 
 @dataclass
 class Target:
     name: str
+    kind: str  # direct | portico | peer
     url: str
     headers: dict[str, str]
+    pids: list[int] = field(default_factory=list)  # process tree roots, for CPU accounting
+    workers: int = 1
+    version: str = ""
     sent: int = 0
 
 
@@ -278,10 +422,26 @@ class Sample:
     ttfc: list[float] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     elapsed: float = 0.0  # wall time of the phase (throughput runs)
+    cpu_s: float = math.nan  # CPU seconds the target's processes used during the phase
+    machine_busy: float | None = None
 
     @property
     def count(self) -> int:
         return len(self.latencies) + sum(self.errors.values())
+
+    def to_json(self) -> dict:
+        return {
+            "ok": len(self.latencies),
+            "errors": dict(self.errors),
+            "elapsed_s": self.elapsed,
+            "cpu_s": self.cpu_s,
+            "machine_busy": self.machine_busy,
+            "p50_ms": percentile(self.latencies, 50) * 1000,
+            "p99_ms": percentile(self.latencies, 99) * 1000,
+            "ttfc_p50_ms": percentile(self.ttfc, 50) * 1000,
+            "ttfc_p99_ms": percentile(self.ttfc, 99) * 1000,
+            "rps": rate(self),
+        }
 
 
 async def call(session: aiohttp.ClientSession, target: Target, body: bytes, stream: bool) -> tuple[float, float, str]:
@@ -319,29 +479,28 @@ def record(sample: Sample, result: tuple[float, float, str]) -> None:
         sample.ttfc.append(ttfc)
 
 
-async def sequential_pair(
-    session: aiohttp.ClientSession, direct: Target, gateway: Target, body: bytes, stream: bool, n: int
-) -> tuple[Sample, Sample, list[float]]:
-    """n requests each way at concurrency 1, interleaved (order flipped every request) so both
-    see the same machine state; also returns the paired differences gateway - direct."""
-    samples = {direct.name: Sample(), gateway.name: Sample()}
-    paired: list[float] = []
-    started = time.perf_counter()
+async def interleaved(
+    session: aiohttp.ClientSession, targets: list[Target], body: bytes, stream: bool, n: int
+) -> tuple[dict[str, Sample], dict[str, list[float]]]:
+    """n requests per target at concurrency 1, all targets interleaved (the order rotates every
+    round) so all see the same machine state; also the paired differences target - direct."""
+    samples = {t.name: Sample() for t in targets}
+    paired: dict[str, list[float]] = {t.name: [] for t in targets if t.kind != "direct"}
+    direct = next(t for t in targets if t.kind == "direct")
     for i in range(n):
-        order = (direct, gateway) if i % 2 == 0 else (gateway, direct)
+        k = i % len(targets)
         results = {}
-        for target in order:
+        for target in targets[k:] + targets[:k]:
             results[target.name] = result = await call(session, target, body, stream)
             record(samples[target.name], result)
-        d, g = results[direct.name], results[gateway.name]
-        if not d[2] and not g[2]:
-            paired.append(g[0] - d[0])
-    wall = time.perf_counter() - started
-    for target in (direct, gateway):
-        sample = samples[target.name]
-        # Each side's own busy time: the other side's requests ran in between.
-        sample.elapsed = sum(sample.latencies) or wall
-    return samples[direct.name], samples[gateway.name], paired
+        d = results[direct.name]
+        for name in paired:
+            g = results[name]
+            if not d[2] and not g[2]:
+                paired[name].append(g[0] - d[0])
+    for sample in samples.values():
+        sample.elapsed = sum(sample.latencies)  # each side's own busy time
+    return samples, paired
 
 
 async def closed_loop(
@@ -370,21 +529,33 @@ async def closed_loop(
     return sample
 
 
+async def measured_loop(
+    session: aiohttp.ClientSession, target: Target, body: bytes, stream: bool, concurrency: int, duration: float
+) -> Sample:
+    meter = MachineMeter()
+    cpu0 = tree_cpu_seconds(target.pids)
+    meter.start()
+    sample = await closed_loop(session, target, body, stream, concurrency, duration=duration)
+    sample.machine_busy = meter.stop()
+    if target.pids:
+        sample.cpu_s = tree_cpu_seconds(target.pids) - cpu0
+    return sample
+
+
 async def preflight(session: aiohttp.ClientSession, targets: list[Target], bodies: dict[str, bytes]) -> None:
     for target in targets:
         for scenario, body in bodies.items():
             target.sent += 1
             async with session.post(target.url, data=body, headers=target.headers) as resp:
                 text = await resp.text()
-                if resp.status != 200:
+                if resp.status != 200 or (SCENARIOS[scenario] and "[DONE]" not in text):
                     raise SystemExit(f"preflight {target.name} {scenario}: HTTP {resp.status}\n{text[:2000]}")
 
 
 class Profiler:
-    """py-spy attached to the gateway for one phase (no-op when py-spy is missing)."""
+    """py-spy attached to a process for one phase (no-op when py-spy is missing)."""
 
     def __init__(self, pid: int, out: Path) -> None:
-        """Writes py-spy's raw collapsed stacks to ``out``."""
         exe = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
         self.exe = exe
         self.pid = pid
@@ -413,58 +584,40 @@ class Profiler:
                 proc.wait(5)
 
 
-async def run_load(args: argparse.Namespace, mock_url: str, gateway_url: str, key: str, gateway_pid: int) -> dict:
-    body = orjson.dumps(CHAT_BODY)
-    bodies = {"chat": body, "chat-stream": orjson.dumps({**CHAT_BODY, "stream": True})}
-    direct = Target(
-        "direct",
-        mock_url + "/v1/chat/completions",
-        {"content-type": "application/json", "authorization": "Bearer sk-mock-bench"},
-    )
-    gateway = Target(
-        "gateway",
-        gateway_url + "/v1/chat/completions",
-        {
-            "content-type": "application/json",
-            "x-portkey-api-key": key,
-            "x-portkey-provider": "@mock",
-            "x-portkey-metadata": METADATA,
-        },
-    )
-    results: dict[str, Any] = {"c1": {}, "throughput": {}}
-    max_c = max(args.concurrency)
+async def run_load(args: argparse.Namespace, targets: list[Target]) -> dict:
+    bodies = {s: orjson.dumps({**CHAT_BODY, "stream": True} if SCENARIOS[s] else CHAT_BODY) for s in args.scenarios}
+    results: dict[str, Any] = {"c1": {}, "paired": {}, "load": {}}
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    portico = [t for t in targets if t.kind == "portico"]
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
-        await preflight(session, [direct, gateway], bodies)
-        for scenario, payload in bodies.items():
-            stream = scenario.endswith("stream")
-            print(f"  {scenario}: warm-up {WARMUP} requests each way", flush=True)
-            for target in (direct, gateway):
-                await closed_loop(session, target, payload, stream, min(max_c, 32), requests=WARMUP)
+        await preflight(session, targets, bodies)
+        for scenario, body in bodies.items():
+            stream = SCENARIOS[scenario]
+            print(f"  {scenario}: warm-up {WARMUP} requests per target", flush=True)
+            for target in targets:
+                await closed_loop(session, target, body, stream, 8, requests=WARMUP)
             if 1 in args.concurrency:
-                print(f"  {scenario}: concurrency 1, {args.requests} requests each way (interleaved)", flush=True)
+                print(f"  {scenario}: concurrency 1, {args.requests} requests per target (interleaved)", flush=True)
                 profile = (
-                    Profiler(gateway_pid, args.out / f"gateway_profile_{scenario}.txt")
-                    if args.profile
+                    Profiler(process_tree(portico[0].pids[0])[-1], args.out / f"portico_profile_{scenario}.txt")
+                    if args.profile and portico
                     else contextlib.nullcontext()
                 )
                 with profile:
-                    d, g, paired = await sequential_pair(session, direct, gateway, payload, stream, args.requests)
-                results["c1"][scenario] = {"direct": d, "gateway": g, "paired": paired}
-            for c in args.concurrency:
-                if c == 1:
-                    continue
-                print(f"  {scenario}: concurrency {c}, {args.duration:g} s each way", flush=True)
+                    samples, paired = await interleaved(session, targets, body, stream, args.requests)
+                results["c1"][scenario] = samples
+                results["paired"][scenario] = paired
+            for i, c in enumerate(c for c in args.concurrency if c != 1):
+                print(f"  {scenario}: concurrency {c}, {args.duration:g} s per target", flush=True)
                 row = {}
-                for target in (direct, gateway):
-                    await closed_loop(session, target, payload, stream, c, requests=WARMUP)  # fill the pools
-                    row[target.name] = await closed_loop(session, target, payload, stream, c, duration=args.duration)
-                results["throughput"][(scenario, c)] = row
-    results["gateway_sent"] = gateway.sent
-    results["direct_sent"] = direct.sent
+                for target in targets if i % 2 == 0 else list(reversed(targets)):
+                    await closed_loop(session, target, body, stream, c, requests=max(WARMUP, 2 * c))  # fill pools
+                    row[target.name] = await measured_loop(session, target, body, stream, c, args.duration)
+                results["load"][(scenario, c)] = row
+    results["sent"] = {t.name: t.sent for t in targets}
     return results
 
 
@@ -482,103 +635,331 @@ def percentile(values: list[float], p: float) -> float:
     return data[lo] + (data[hi] - data[lo]) * (pos - lo)
 
 
-def ms(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value * 1000:.3f}"
-
-
 def rate(sample: Sample) -> float:
     return len(sample.latencies) / sample.elapsed if sample.elapsed else math.nan
 
 
-def row_for(label: str, c: int, d: Sample, g: Sample, *, ttfc: bool = False, with_rate: bool = True) -> dict:
-    dl, gl = (d.ttfc, g.ttfc) if ttfc else (d.latencies, g.latencies)
-    dp50, dp99, gp50, gp99 = percentile(dl, 50), percentile(dl, 99), percentile(gl, 50), percentile(gl, 99)
-    drate, grate = (rate(d), rate(g)) if with_rate else (math.nan, math.nan)
-    return {
-        "scenario": label,
-        "concurrency": c,
-        "requests_direct": d.count,
-        "requests_gateway": g.count,
-        "direct_p50_ms": dp50 * 1000,
-        "direct_p99_ms": dp99 * 1000,
-        "gateway_p50_ms": gp50 * 1000,
-        "gateway_p99_ms": gp99 * 1000,
-        "added_p50_ms": (gp50 - dp50) * 1000,
-        "added_p99_ms": (gp99 - dp99) * 1000,
-        "rps_direct": drate,
-        "rps_gateway": grate,
-        "ratio": grate / drate if drate else math.nan,
-        "errors_direct": dict(d.errors),
-        "errors_gateway": dict(g.errors),
-    }
+def f3(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
-def fmt_rate(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:,.0f}"
+def f2(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def fmt_errors(row: dict) -> str:
-    d, g = sum(row["errors_direct"].values()), sum(row["errors_gateway"].values())
-    if not d and not g:
+def fnum(value: float) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:,.0f}"
+
+
+def ferrors(sample: Sample) -> str:
+    total = sum(sample.errors.values())
+    if not total:
         return "0"
-    detail = ", ".join(f"{k} x{v}" for k, v in {**row["errors_direct"], **row["errors_gateway"]}.items())
-    return f"{d} / {g} ({detail})"
+    return f"{total} (" + ", ".join(f"{k} x{v}" for k, v in sample.errors.items()) + ")"
 
 
-def build_report(args: argparse.Namespace, results: dict, meta: dict) -> tuple[str, list[dict]]:
-    rows: list[dict] = []
-    for scenario, r in results["c1"].items():
-        rows.append(row_for(scenario, 1, r["direct"], r["gateway"]))
-        if scenario.endswith("stream"):
-            rows.append(row_for(f"{scenario} (first chunk)", 1, r["direct"], r["gateway"], ttfc=True, with_rate=False))
-    for (scenario, c), r in results["throughput"].items():
-        rows.append(row_for(scenario, c, r["direct"], r["gateway"]))
+def summarise(args: argparse.Namespace, targets: list[Target], results: dict) -> dict:
+    """The numbers the report and the target checks use, as plain data (also the JSON)."""
+    names = [t.name for t in targets]
+    direct = next(t.name for t in targets if t.kind == "direct")
+    c1 = {}
+    for scenario, samples in results["c1"].items():
+        d = samples[direct]
+        rows = {}
+        for name in names:
+            s = samples[name]
+            paired = results["paired"][scenario].get(name, [])
+            rows[name] = {
+                **s.to_json(),
+                "added_p50_ms": (percentile(s.latencies, 50) - percentile(d.latencies, 50)) * 1000,
+                "added_p99_ms": (percentile(s.latencies, 99) - percentile(d.latencies, 99)) * 1000,
+                "ttfc_added_p50_ms": (percentile(s.ttfc, 50) - percentile(d.ttfc, 50)) * 1000,
+                "ttfc_added_p99_ms": (percentile(s.ttfc, 99) - percentile(d.ttfc, 99)) * 1000,
+                "paired_p50_ms": percentile(paired, 50) * 1000 if paired else math.nan,
+            }
+        c1[scenario] = rows
+    load = {}
+    for (scenario, c), samples in results["load"].items():
+        d = samples[direct]
+        rows = {}
+        for name in names:
+            s = samples[name]
+            ok = len(s.latencies)
+            rows[name] = {
+                **s.to_json(),
+                "ratio_direct": rate(s) / rate(d) if rate(d) else math.nan,
+                "added_p50_ms": (percentile(s.latencies, 50) - percentile(d.latencies, 50)) * 1000,
+                "ttfc_added_p50_ms": (percentile(s.ttfc, 50) - percentile(d.ttfc, 50)) * 1000,
+                "cpu_us_per_req": s.cpu_s / ok * 1e6 if ok and not math.isnan(s.cpu_s) else math.nan,
+            }
+        load[f"{scenario}@{c}"] = rows
+    return {"c1": c1, "load": load}
 
-    def cell(v: float) -> str:
-        return "n/a" if math.isnan(v) else f"{v:.3f}"
 
+def check_targets(targets: list[Target], summary: dict, logs: dict, failed_peers: dict[str, str]) -> list[dict]:
+    """The issue's targets, per Portico configuration: [{what, value, goal, ok, basis}]."""
+    checks = []
+    present = {t.kind if t.kind != "peer" else t.name for t in targets}
+    c1 = summary["c1"].get("chat", {})
+    c1s = summary["c1"].get("chat-stream", {})
+    c32 = summary["load"].get("chat@32", {})
+    for t in (t for t in targets if t.kind == "portico"):
+        label = t.name
+        if t.name in c1:
+            added = c1[t.name]["added_p50_ms"]
+            checks.append(
+                {
+                    "what": f"{label}: added latency, c=1, p50 (ms)",
+                    "value": added,
+                    "goal": f"<= {TARGETS['added_p50_c1_ms']}",
+                    "ok": added <= TARGETS["added_p50_c1_ms"],
+                    "basis": "same run",
+                }
+            )
+            if "portkey" in present and "portkey" in c1:
+                pk = c1["portkey"]["added_p50_ms"]
+                checks.append(
+                    {
+                        "what": f"{label}: added p50 at c=1 below Portkey's ({pk:.3f} ms)",
+                        "value": added,
+                        "goal": f"< {pk:.3f}",
+                        "ok": added < pk,
+                        "basis": "same run",
+                    }
+                )
+            else:
+                pk = REFERENCE["portkey"]["added_p50_ms"]
+                checks.append(
+                    {
+                        "what": f"{label}: added p50 at c=1 below Portkey's (REFERENCE {pk} ms, not same run)",
+                        "value": added,
+                        "goal": f"< {pk}",
+                        "ok": added < pk,
+                        "basis": "reference",
+                    }
+                )
+        if t.name in c1s:
+            ttfc = c1s[t.name]["ttfc_added_p50_ms"]
+            checks.append(
+                {
+                    "what": f"{label}: streaming first-chunk overhead, c=1, p50 (ms)",
+                    "value": ttfc,
+                    "goal": f"<= {TARGETS['ttfc_added_p50_ms']}",
+                    "ok": ttfc <= TARGETS["ttfc_added_p50_ms"],
+                    "basis": "same run",
+                }
+            )
+        if t.name in c32:
+            ours = c32[t.name]["rps"]
+            for peer, key in (("portkey", "vs_portkey_c32"), ("litellm", "vs_litellm_c32")):
+                goal = TARGETS[key]
+                if peer in c32:
+                    theirs, basis = c32[peer]["rps"], "same run"
+                else:
+                    theirs, basis = REFERENCE[peer]["rps_c32"], "REFERENCE, not same run"
+                ratio = ours / theirs if theirs else math.nan
+                checks.append(
+                    {
+                        "what": f"{label}: req/s at c=32 vs {peer} ({fnum(ours)} / {fnum(theirs)}, {basis})",
+                        "value": ratio,
+                        "goal": f">= {goal}x",
+                        "ok": ratio >= goal,
+                        "basis": basis,
+                    }
+                )
+    if logs.get("expected") is not None:
+        checks.append(
+            {
+                "what": f"Portico logs: {logs['landed']} landed of {logs['expected']} sent (lost)",
+                "value": logs["expected"] - logs["landed"],
+                "goal": "== 0",
+                "ok": logs["landed"] == logs["expected"],
+                "basis": "same run",
+            }
+        )
+    return checks
+
+
+def build_report(args: argparse.Namespace, targets: list[Target], summary: dict, meta: dict, checks: list) -> str:
+    names = [t.name for t in targets]
+    direct = next(t.name for t in targets if t.kind == "direct")
     lines = [
-        f"## Gateway overhead ({meta['date']})",
+        f"## Gateway overhead, side by side ({meta['date']})",
         "",
         f"- machine: {meta['cpus']} CPU(s), {meta['platform']}, Python {meta['python']};"
-        f" busy before the run (other processes): {meta['busy_before']}",
-        f"- gateway: `{meta['gateway_cmd']}` (DEBUG=false)",
-        f"- database: {meta['database']}; logs: {meta['log_sink']}",
-        f"- upstream: bench/mock_upstream.py, latency 0, {STREAM_CHUNKS} chunks per stream, 1 process",
-        "- client: aiohttp (one pooled session, uvloop) in the bench process, sharing the CPUs;"
-        f" warm-up {WARMUP} requests per scenario and direction; concurrency 1 interleaves"
-        " direct and gateway requests; other concurrencies run a closed loop"
-        f" for {args.duration:g} s per direction",
-        "",
-        "| scenario | c | requests d / g | direct p50 | direct p99 | gateway p50 | gateway p99 "
-        "| added p50 | added p99 | req/s direct | req/s gateway | gateway/direct | errors d / g |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f" busy before the run (other processes): {meta['busy_before']}; load average {meta['loadavg']}",
+        f"- upstream: bench/mock_upstream.py (aiohttp, 1 process), latency 0, {STREAM_CHUNKS} chunks per stream",
+        f"- client: aiohttp in the bench process (one pooled session, uvloop), sharing the CPUs; warm-up"
+        f" {WARMUP} requests per scenario and target; c=1 interleaves all targets request by request;"
+        f" other levels: closed loop, {args.duration:g} s per target",
+        f"- Portico: `{meta['portico_cmd']}` (DEBUG=false); {meta['database']}; logs: {meta['log_sink']}",
     ]
-    for row in rows:
-        ratio = "-" if math.isnan(row["ratio"]) else f"{row['ratio']:.2f}"
-        lines.append(
-            f"| {row['scenario']} | {row['concurrency']} | {row['requests_direct']} / {row['requests_gateway']} "
-            f"| {cell(row['direct_p50_ms'])} | {cell(row['direct_p99_ms'])} "
-            f"| {cell(row['gateway_p50_ms'])} | {cell(row['gateway_p99_ms'])} "
-            f"| **{cell(row['added_p50_ms'])}** | {cell(row['added_p99_ms'])} "
-            f"| {fmt_rate(row['rps_direct'])} | {fmt_rate(row['rps_gateway'])} | {ratio} | {fmt_errors(row)} |"
-        )
+    for t in targets:
+        if t.kind == "peer":
+            lines.append(f"- {t.name}: {t.version}")
+    for name, reason in meta["failed_peers"].items():
+        first = reason.strip().splitlines()[0] if reason.strip() else reason
+        lines.append(f"- {name}: NOT RUN here ({first}); checks use the reference numbers, labelled as such")
     lines += [
         "",
-        "Latencies in ms; added = gateway percentile minus direct percentile. At c=1 req/s is"
-        " 1 / mean latency of each side (the two sides are interleaved).",
+        "### Concurrency 1 (latency; ms; added = target percentile - direct percentile)",
+        "",
+        "| scenario | target | p50 | p99 | added p50 | added p99 | first chunk p50 | added first chunk p50"
+        " | added first chunk p99 | paired diff p50 | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for scenario, r in results["c1"].items():
-        paired = r["paired"]
-        if paired:
+    for scenario, rows in summary["c1"].items():
+        stream = SCENARIOS[scenario]
+        for name in names:
+            r = rows[name]
+            is_direct = name == direct
             lines.append(
-                f"Paired per-request difference (gateway_i - direct_i), {scenario}, c=1:"
-                f" p50 {ms(percentile(paired, 50))} ms, p99 {ms(percentile(paired, 99))} ms."
+                f"| {scenario} | {name} | {f3(r['p50_ms'])} | {f3(r['p99_ms'])} "
+                f"| {'-' if is_direct else '**' + f3(r['added_p50_ms']) + '**'} "
+                f"| {'-' if is_direct else f3(r['added_p99_ms'])} "
+                f"| {f3(r['ttfc_p50_ms']) if stream else '-'} "
+                f"| {('**' + f3(r['ttfc_added_p50_ms']) + '**') if stream and not is_direct else '-'} "
+                f"| {f3(r['ttfc_added_p99_ms']) if stream and not is_direct else '-'} "
+                f"| {'-' if is_direct else f3(r['paired_p50_ms'])} "
+                f"| {ferrors_json(r)} |"
             )
+    lines += [
+        "",
+        "### Throughput (closed loop)",
+        "",
+        "| scenario | c | target | req/s | vs direct | p50 ms | p99 ms | added p50 ms | first chunk p50 ms"
+        " | CPU us/req | machine busy | errors |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for key, rows in summary["load"].items():
+        scenario, c = key.split("@")
+        stream = SCENARIOS[scenario]
+        for name in names:
+            r = rows[name]
+            busy = r["machine_busy"]
+            lines.append(
+                f"| {scenario} | {c} | {name} | **{fnum(r['rps'])}** | {f2(r['ratio_direct'])} "
+                f"| {f3(r['p50_ms'])} | {f3(r['p99_ms'])} | {'-' if name == direct else f3(r['added_p50_ms'])} "
+                f"| {f3(r['ttfc_p50_ms']) if stream else '-'} | {fnum(r['cpu_us_per_req'])} "
+                f"| {'-' if busy is None else f'{busy:.0%}'} | {ferrors_json(r)} |"
+            )
+    peer_names = [t.name for t in targets if t.kind == "peer"]
+    portico_names = [t.name for t in targets if t.kind == "portico"]
+    if peer_names and summary["load"]:
+        lines += ["", "Portico's req/s relative to each peer (same run, same level):", ""]
+        header = "| scenario | c | " + " | ".join(f"{p} / {q}" for p in portico_names for q in peer_names) + " |"
+        lines += [header, "|" + " --- |" * (2 + len(portico_names) * len(peer_names))]
+        for key, rows in summary["load"].items():
+            scenario, c = key.split("@")
+            cells = [
+                f2(rows[p]["rps"] / rows[q]["rps"]) if rows[q]["rps"] else "n/a"
+                for p in portico_names
+                for q in peer_names
+            ]
+            lines.append(f"| {scenario} | {c} | " + " | ".join(f"{x}x" for x in cells) + " |")
+    lines += [
+        "",
+        "CPU us/req: CPU time used by the target's own processes (all workers) per completed request"
+        " during its phase; for Portico it excludes the Celery log writer, which is accounted below.",
+        "Machine busy: all CPUs during the phase, including the client, the mock, Celery, Postgres"
+        " and anything else running on the machine.",
+        "",
+        "### Logs and log pipeline",
+        "",
+        meta["logs_line"],
+        "",
+        "### Targets",
+        "",
+        "| check | value | goal | basis | result |",
+        "| --- | ---: | --- | --- | --- |",
+    ]
+    for c in checks:
+        lines.append(
+            f"| {c['what']} | {f3(c['value']) if isinstance(c['value'], float) else c['value']} | {c['goal']} "
+            f"| {c['basis']} | {'OK' if c['ok'] else '**MISSED**'} |"
+        )
+    lines += ["", "Command:", "", "```", meta["command"], "```", ""]
     if args.profile:
-        lines.append("py-spy was attached to the gateway during the c=1 phase: those latencies are perturbed.")
-    lines += ["", meta["logs_line"], "", "Command:", "", "```", meta["command"], "```", ""]
-    return "\n".join(lines), rows
+        lines.insert(-4, "py-spy was attached to Portico during the c=1 phase: those latencies are perturbed.")
+    return "\n".join(lines)
+
+
+def ferrors_json(r: dict) -> str:
+    errors = r["errors"]
+    total = sum(errors.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{k} x{v}" for k, v in errors.items()) + ")"
+
+
+def ensure_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+
+        return True
+    except ImportError:
+        pass
+    print("  installing matplotlib into the venv for the plot (bench-only dependency)", flush=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "matplotlib"]
+    if subprocess.run(cmd, check=False).returncode != 0:
+        print("  matplotlib could not be installed: no plot", file=sys.stderr)
+        return False
+    import importlib
+
+    importlib.invalidate_caches()
+    return True
+
+
+def plot(targets: list[Target], summary: dict, path: Path, title: str) -> bool:
+    if not ensure_matplotlib():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [t.name for t in targets]
+    scenarios = [s for s in SCENARIOS if any(k.startswith(s + "@") for k in summary["load"]) or s in summary["c1"]]
+    fig, axes = plt.subplots(1, len(scenarios) + 1, figsize=(6 * (len(scenarios) + 1), 4.8))
+    for ax, scenario in zip(axes, scenarios, strict=False):
+        levels = sorted(int(k.split("@")[1]) for k in summary["load"] if k.startswith(scenario + "@"))
+        c1 = summary["c1"].get(scenario, {})
+        for name in names:
+            xs, ys = [], []
+            if name in c1:
+                xs.append(1)
+                ys.append(c1[name]["rps"])
+            for c in levels:
+                xs.append(c)
+                ys.append(summary["load"][f"{scenario}@{c}"][name]["rps"])
+            ax.plot(xs, ys, marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel("requests/s")
+        ax.set_title(f"{scenario}: throughput")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    ax = axes[-1]
+    others = [n for n in names if n != next(t.name for t in targets if t.kind == "direct")]
+    width = 0.8 / max(1, len(scenarios) + ("chat-stream" in summary["c1"]))
+    series = [(s, "added_p50_ms", s) for s in scenarios if s in summary["c1"]]
+    if "chat-stream" in summary["c1"]:
+        series.append(("chat-stream", "ttfc_added_p50_ms", "chat-stream first chunk"))
+    for i, (scenario, key, label) in enumerate(series):
+        values = [max(summary["c1"][scenario][n][key], 1e-3) for n in others]
+        ax.bar([x + i * width for x in range(len(others))], values, width, label=label)
+    ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(others))], others, fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("ms added vs direct (p50, c=1)")
+    ax.set_title("added latency at concurrency 1")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 # ------------------------------------------------------------------------ main
@@ -586,29 +967,78 @@ def build_report(args: argparse.Namespace, results: dict, meta: dict) -> tuple[s
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests", type=int, default=2000, help="requests each way at concurrency 1 (2000)")
-    parser.add_argument(
-        "--concurrency", default="1,32", help="comma-separated levels; 1 = latency run, others = req/s (1,32)"
-    )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per direction at concurrency > 1 (5)")
-    parser.add_argument("--database-url", help="use this database instead of a fresh SQLite file (migrated)")
-    parser.add_argument("--redis-url", help="production log path: gateway -> Redis stream -> database")
+    parser.add_argument("--peers", nargs="?", const="litellm,portkey", default="", help="run peers (litellm,portkey)")
+    parser.add_argument("--peers-dir", type=Path, default=peer_setup.DEFAULT_DIR, help="where peers are installed")
+    parser.add_argument("--workers", default="2", help="Portico uvicorn workers; a list runs several side by side")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per target at concurrency 1 (2000)")
+    parser.add_argument("--concurrency", default="1,8,32,128", help="levels; 1 = latency run (1,8,32,128)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per target at concurrency > 1 (5)")
+    parser.add_argument("--scenarios", default="chat,chat-stream", help="chat, chat-stream (both)")
+    db = parser.add_mutually_exclusive_group()
+    db.add_argument("--postgres", default=DEFAULT_POSTGRES, help="server for a fresh, dropped-after database")
+    db.add_argument("--database-url", help="use this database (migrated; the bench workspace is removed after)")
+    db.add_argument("--embedded", action="store_true", help="fresh SQLite file, no Redis, no Celery")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS, help=f"log stream and Celery broker ({DEFAULT_REDIS})")
+    parser.add_argument("--wait-quiet", type=float, default=0, help="wait up to S seconds for an idle machine")
     parser.add_argument("--out", type=Path, default=BASE_DIR / "bench" / "out", help="output directory (bench/out)")
-    parser.add_argument("--profile", action="store_true", help="py-spy the gateway during the c=1 phase")
+    parser.add_argument("--profile", action="store_true", help="py-spy Portico during the c=1 phase")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     args = parser.parse_args(argv)
     try:
         args.concurrency = sorted({int(c) for c in args.concurrency.split(",") if c.strip()})
+        args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
     except ValueError:
-        parser.error("--concurrency: comma-separated integers, e.g. 1,32")
-    if not args.concurrency or min(args.concurrency) < 1:
-        parser.error("--concurrency: levels must be >= 1")
+        parser.error("--concurrency and --workers take comma-separated integers, e.g. 1,32")
+    if not args.concurrency or min(args.concurrency) < 1 or not args.workers or min(args.workers) < 1:
+        parser.error("--concurrency / --workers: values must be >= 1")
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if not args.scenarios or any(s not in SCENARIOS for s in args.scenarios):
+        parser.error(f"--scenarios: choose from {', '.join(SCENARIOS)}")
+    args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     if args.requests < 1:
         parser.error("--requests must be >= 1")
+    if args.embedded:
+        args.redis_url = None
     return args
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def portico_command(port: int, workers: int) -> list[str]:
+    """The production command line (docker-compose.yml / README), on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "config.asgi:application",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--lifespan",
+        "on",
+    ]
+
+
+def start_celery(procs: Processes, env: dict[str, str], tmp: Path, run_id: str) -> list[subprocess.Popen]:
+    """Celery worker + beat as in production (docker-compose.yml), one worker process."""
+    celery = [sys.executable, "-m", "celery", "-A", "config"]
+    worker = procs.start(
+        "celery-worker",
+        [*celery, "worker", "--loglevel", "warning", "--concurrency", "1", "-n", f"bench-{run_id}@%h"],
+        env,
+    )
+    beat = procs.start("celery-beat", [*celery, "beat", "--loglevel", "warning", "-s", str(tmp / "beat-schedule")], env)
+    return [worker, beat]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -624,105 +1054,228 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes(tmp)
     run_id = uuid.uuid4().hex[:10]
     stream_key = f"portico:bench:{run_id}:logs"
-    database_url = args.database_url or f"sqlite:///{tmp / 'bench.sqlite3'}"
-    external_db = bool(args.database_url)
+    created_db: str | None = None
+    if args.embedded:
+        database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
+    elif args.database_url:
+        database_url = args.database_url
+    else:
+        created_db = f"portico_gwbench_{run_id}"
+        database_url = create_database(args.postgres, created_db)
     workspace_id: int | None = None
     django_ready = False
     try:
+        if args.wait_quiet:
+            wait_for_quiet(args.wait_quiet)
         # 1. mock upstream
         mock_port = free_port()
         mock_cmd = [sys.executable, "bench/mock_upstream.py", "--host", HOST, "--port", str(mock_port)]
         mock_cmd += ["--latency-ms", "0", "--chunks", str(STREAM_CHUNKS)]
         mock = procs.start("mock", mock_cmd, {**os.environ, "PYTHONUNBUFFERED": "1"})
         mock_url = f"http://{HOST}:{mock_port}"
-        wait_until(
-            lambda: "listening on" in procs.log_of("mock").read_text(), "mock upstream", mock, procs.log_of("mock")
-        )
         wait_until(lambda: http_ok(mock_url + "/_mock/stats"), "mock upstream", mock, procs.log_of("mock"))
         print(f"mock upstream on {mock_url}", flush=True)
+        targets = [
+            Target(
+                "direct",
+                "direct",
+                mock_url + "/v1/chat/completions",
+                {"content-type": "application/json", "authorization": "Bearer sk-mock-bench"},
+                pids=[mock.pid],
+            )
+        ]
 
-        # 2. database + demo data
-        env = child_env(args, tmp, database_url, stream_key)
+        # 2. database + bench workspace
+        env = child_env(tmp, database_url, args.redis_url, stream_key)
         print(f"preparing database {redact_url(database_url)}", flush=True)
         workspace_id, key = prepare_database(env, mock_url + "/v1", f"bench-{run_id}")
         django_ready = True
 
-        # 3. gateway, production style
-        gw_port = free_port()
-        gateway_args = ["config.asgi:application", "--host", HOST, "--port", str(gw_port), "--loop", "uvloop"]
-        gateway_args += ["--http", "httptools", "--no-access-log", "--lifespan", "on", "--workers", "1"]
-        gateway = procs.start("gateway", [sys.executable, "-m", "uvicorn", *gateway_args], env)
-        gateway_url = f"http://{HOST}:{gw_port}"
-        wait_until(lambda: http_ok(gateway_url + "/healthz"), "gateway", gateway, procs.log_of("gateway"))
-        print(f"gateway on {gateway_url} (pid {gateway.pid})", flush=True)
+        # 3. Portico, production style, one instance per --workers value
+        celery = [] if args.embedded else start_celery(procs, env, tmp, run_id)
+        for workers in args.workers:
+            port = free_port()
+            cmd = portico_command(port, workers)
+            name = "portico" if len(args.workers) == 1 else f"portico-{workers}w"
+            proc = procs.start(name, cmd, env)
+            url = f"http://{HOST}:{port}"
+            wait_until(lambda url=url: http_ok(url + "/healthz"), name, proc, procs.log_of(name))
+            print(f"{name} on {url} ({workers} worker(s), pid {proc.pid})", flush=True)
+            targets.append(
+                Target(
+                    name,
+                    "portico",
+                    url + "/v1/chat/completions",
+                    {
+                        "content-type": "application/json",
+                        "x-portkey-api-key": key,
+                        "x-portkey-provider": "@mock",
+                        "x-portkey-metadata": METADATA,
+                    },
+                    pids=[proc.pid],
+                    workers=workers,
+                )
+            )
+        portico_cmd = "uvicorn config.asgi:application --workers " + "/".join(map(str, args.workers))
+        portico_cmd += " --loop uvloop --http httptools --no-access-log --lifespan on"
 
-        # 4. load
-        busy = cpu_busy()
+        # 4. peers
+        failed_peers: dict[str, str] = {}
+        if args.peers:
+            ports = {name: free_port() for name in args.peers}
+            install_log = args.out / "peers-install.log"
+            peers, failed_peers = peer_setup.make_peers(
+                args.peers, args.peers_dir, install_log, ports, mock_url + "/v1", max(args.workers)
+            )
+            for peer in peers:
+                proc = procs.start(peer.name, peer.cmd, peer.env, cwd=peer.cwd)
+                url = f"http://{HOST}:{ports[peer.name]}"
+                try:
+                    wait_until(
+                        lambda url=url, peer=peer: http_ok(url + peer.health_path),
+                        peer.name,
+                        proc,
+                        procs.log_of(peer.name),
+                        timeout=120,
+                    )
+                except SystemExit as exc:
+                    failed_peers[peer.name] = f"did not start: {exc}"
+                    procs.stop(peer.name)
+                    continue
+                print(f"{peer.name} on {url} ({peer.version})", flush=True)
+                headers = {"content-type": "application/json", "x-portkey-metadata": METADATA, **peer.headers}
+                targets.append(
+                    Target(
+                        peer.name,
+                        "peer",
+                        url + "/v1/chat/completions",
+                        headers,
+                        pids=[proc.pid],
+                        workers=peer.workers,
+                        version=peer.notes,
+                    )
+                )
+
+        # 5. load
+        time.sleep(2)  # let start-up work (peers' background tasks, Celery) settle
+        busy = cpu_busy(2.0)
         busy_before = "unknown" if busy is None else f"{busy:.0%} of all CPUs"
         if busy is not None and busy > 0.15:
             busy_before += " - NOISY, the benchmark competes with them"
             print(f"!!! the machine is already {busy:.0%} busy: expect noisy numbers", flush=True)
+        loadavg = "/".join(f"{x:.2f}" for x in os.getloadavg())
         loop_factory = None
         with contextlib.suppress(ImportError):
             import uvloop
 
             loop_factory = uvloop.new_event_loop
+        celery_roots = [c.pid for c in celery]
+        celery_cpu0 = tree_cpu_seconds(celery_roots) if celery_roots else math.nan
+        run_meter = MachineMeter()
+        run_meter.start()
+        run_started = time.monotonic()
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            results = runner.run(run_load(args, mock_url, gateway_url, key, gateway.pid))
+            results = runner.run(run_load(args, targets))
+        run_busy = run_meter.stop()
+        run_seconds = time.monotonic() - run_started
 
-        # 5. logs
-        sent = results["gateway_sent"]
-        print(f"waiting for {sent} log rows (up to {LOG_WAIT_S:.0f} s)", flush=True)
-        landed, waited = wait_for_logs(workspace_id, sent, args.redis_url, stream_key)
-        logs_ok = landed == sent
+        # 6. logs
+        expected = sum(n for name, n in results["sent"].items() if name.startswith("portico"))
+        print(f"waiting for {expected} Portico log rows (up to {LOG_WAIT_S:.0f} s)", flush=True)
+        landed, waited = wait_for_logs(workspace_id, expected, drain_here=False, stream_key=stream_key)
+        celery_cpu = tree_cpu_seconds(celery_roots) - celery_cpu0 if celery_roots else math.nan
+        logs = {"expected": expected, "landed": landed, "waited_s": waited, "celery_cpu_s": celery_cpu}
         logs_line = (
-            f"Logs: {sent} requests sent through the gateway, {landed} log rows landed in the database"
-            f" ({waited:.1f} s after the load) - {'OK' if logs_ok else 'MISMATCH'}."
+            f"Portico: {expected} requests sent (every scenario, level and warm-up), {landed} log rows landed"
+            f" in the database, {expected - landed} lost; the last landed {waited:.1f} s after the load ended."
+            f" {'OK' if landed == expected else 'MISMATCH'}."
         )
+        if args.embedded:
+            logs_line += " Embedded mode: the gateway wrote its logs to SQLite itself."
+        else:
+            logs_line += (
+                f" Pipeline: gateway -> Redis stream -> Celery worker (1 process) -> Postgres;"
+                f" from the start of the load until the last row landed the worker used {celery_cpu:.1f} CPU s,"
+                f" {celery_cpu / max(landed, 1) * 1e6:.0f} us per log (excluding Postgres' own CPU)."
+            )
 
-        # 6. report
+        # 7. report
+        summary = summarise(args, targets, results)
+        checks = check_targets(targets, summary, logs, failed_peers)
         meta = {
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "cpus": os.cpu_count(),
             "platform": platform.platform(terse=True),
             "python": platform.python_version(),
-            "gateway_cmd": shlex.join(["uvicorn", *gateway_args[:1], *gateway_args[5:]]),
-            "database": ("given " if external_db else "fresh ")
+            "portico_cmd": portico_cmd,
+            "database": ("fresh " if created_db or args.embedded else "given ")
             + ("PostgreSQL" if database_url.startswith(("postgres", "postgresql")) else "SQLite file"),
-            "log_sink": "Redis stream, drained into the database by the bench (as the Celery consumer would)"
-            if args.redis_url
-            else "embedded (the gateway's log buffer writes batches to the database)",
+            "log_sink": "embedded (the gateway's log buffer writes batches to the database)"
+            if args.embedded
+            else "Redis stream -> Celery worker + beat -> Postgres",
             "busy_before": busy_before,
+            "loadavg": loadavg,
+            "run_busy": run_busy,
+            "run_seconds": run_seconds,
             "logs_line": logs_line,
             "command": command,
+            "failed_peers": failed_peers,
+            "targets": {t.name: {"kind": t.kind, "workers": t.workers, "version": t.version} for t in targets},
         }
-        report, rows = build_report(args, results, meta)
+        report = build_report(args, targets, summary, meta, checks)
+        if run_busy is not None:
+            report = report.replace(
+                "\n### Concurrency 1",
+                f"- the whole measurement took {run_seconds:.0f} s with all CPUs {run_busy:.0%} busy on average\n"
+                "\n### Concurrency 1",
+                1,
+            )
         print()
         print(report)
         (args.out / "gateway_overhead.md").write_text(report)
-        raw = {"meta": meta, "rows": rows, "logs": {"sent": sent, "landed": landed}}
+        raw = {"meta": meta, "summary": summary, "logs": logs, "checks": checks, "sent": results["sent"]}
         (args.out / "gateway_overhead.json").write_text(json.dumps(raw, indent=2, default=str))
-        gateway_log = tail(procs.log_of("gateway"), 40)
-        if re.search(r"Traceback|ERROR|CRITICAL", gateway_log):
-            print(f"!!! the gateway logged errors (full log in {args.out}/gateway.log):\n{gateway_log}")
-        errors = sum(sum(r["errors_gateway"].values()) + sum(r["errors_direct"].values()) for r in rows)
-        if not logs_ok:
-            print(f"\n!!! LOG MISMATCH: {sent} requests sent through the gateway, {landed} logs landed !!!\n")
+        if not args.no_plot:
+            title = f"Portico vs peers, same mock, same run ({meta['date']}, {meta['cpus']} CPUs)"
+            if plot(targets, summary, args.out / "gateway_overhead.png", title):
+                print(f"plot: {args.out / 'gateway_overhead.png'}")
+        for name, _, log_path in procs.procs:
+            text = tail(log_path, 60)
+            if name.startswith("portico") and re.search(r"Traceback|ERROR|CRITICAL", text):
+                print(f"!!! {name} logged errors (full log in {args.out}/{name}.log):\n{text}")
+        errors = sum(sum(r["errors"].values()) for rows in summary["c1"].values() for r in rows.values())
+        errors += sum(sum(r["errors"].values()) for rows in summary["load"].values() for r in rows.values())
+        if landed != expected:
+            print(f"\n!!! LOG MISMATCH: {expected} requests sent through Portico, {landed} logs landed !!!\n")
         print(f"written to {args.out / 'gateway_overhead.md'}")
-        return 0 if logs_ok and not errors else 1
+        return 0 if landed == expected and not errors and all(c["ok"] for c in checks) else 1
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
     finally:
+        names = [name for name, _, _ in procs.procs]
         procs.stop_all()
-        for name in ("gateway", "mock"):
+        for name in names:
             with contextlib.suppress(OSError):
                 shutil.copyfile(tmp / f"{name}.log", args.out / f"{name}.log")
-        if django_ready and workspace_id is not None and (external_db or args.redis_url):
+        if django_ready and workspace_id is not None and args.database_url:
             try:
-                cleanup_database(workspace_id, external_db, args.redis_url, stream_key)
+                cleanup_database(workspace_id, args.redis_url, stream_key)
             except Exception as exc:
                 print(f"cleanup of bench data failed: {exc}", file=sys.stderr)
+        if django_ready:
+            with contextlib.suppress(Exception):
+                from django.db import connections
+
+                connections.close_all()
+        if args.redis_url:
+            with contextlib.suppress(Exception):
+                cleanup_redis(args.redis_url, stream_key)
+        if created_db:
+            try:
+                drop_database(args.postgres, created_db)
+            except Exception as exc:
+                print(f"could not drop database {created_db}: {exc}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

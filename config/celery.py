@@ -25,4 +25,22 @@ app.conf.beat_schedule = {
         "schedule": 30.0,
         "options": {"expires": 25},
     },
+    # Logs, bodies and rollups past their retention (whole daily partitions on Postgres).
+    "apply-retention": {
+        "task": "analytics.tasks.apply_retention",
+        "schedule": 3600.0,
+        "options": {"expires": 3000},
+    },
+    # Metadata key registry recomputed from the rollups (top values, retention drift).
+    "refresh-metadata-keys": {
+        "task": "analytics.tasks.refresh_metadata_keys",
+        "schedule": 300.0,
+        "options": {"expires": 240},
+    },
+    # Daily log partitions created a week ahead (Postgres; a no-op on SQLite).
+    "maintain-log-partitions": {
+        "task": "analytics.tasks.maintain_partitions",
+        "schedule": 86400.0,
+        "options": {"expires": 3600},
+    },
 }

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # swagger-ui assets from the wheel: the docs page needs no CDN
     "workspaces",
     "analytics",
     "gateway",
@@ -158,10 +160,39 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns on every start when it is missing
-LOGIN_URL = "/admin/login/"
+# The dashboard's own login page (Django auth); the admin keeps its own.
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "dashboard:login"
 
 REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # A workspace API key (x-portkey-api-key / Bearer pk-...) or a dashboard session.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "analytics.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # One error shape for the whole API: {"error": {"message", "type", "param", "code"}}.
+    "EXCEPTION_HANDLER": "analytics.api.api_exception_handler",
+    # `format` is the export's own parameter (csv|jsonl), not DRF's renderer override.
+    "URL_FORMAT_OVERRIDE": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Portico API",
+    "DESCRIPTION": (
+        "Logs and analytics of a Portico workspace, and Portkey-compatible custom log and feedback inserts. "
+        'Errors: {"error": {"message", "type", "param", "code"}}, param naming the parameter to fix.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Security (production mode) -------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -61,6 +62,14 @@ class TTLCache(Generic[T]):
         self._entries: dict[object, tuple[float, T | None]] = {}
         self._inflight: dict[object, asyncio.Future] = {}
 
+    def peek(self, key: object, default: object = None) -> T | object | None:
+        """The cached value if fresh (possibly a cached None), else ``default``; never loads.
+        Lets the hot path skip a coroutine when the cache is warm."""
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            return entry[1]
+        return default
+
     async def get(self, key: object) -> T | None:
         entry = self._entries.get(key)
         now = time.monotonic()
@@ -84,6 +93,7 @@ class TTLCache(Generic[T]):
 
     def clear(self) -> None:
         self._entries.clear()
+        _verified.clear()
 
 
 def _load_key(prefix: str) -> KeySnapshot | None:
@@ -140,13 +150,52 @@ def _unauthorized(message: str) -> GatewayError:
     return GatewayError(401, message, type="authentication_error", code="invalid_api_key", log=False)
 
 
+# Full keys already checked against their stored hash: key -> that hash. The keyed hash
+# (HMAC-SHA256) is the most expensive step of a warm request; a key is re-verified whenever
+# its snapshot's hash differs from the one remembered (rotation) and it is still subject to
+# the snapshot's active/expiry checks on every request.
+_verified: dict[str, str] = {}
+_VERIFIED_MAX = 10_000
+
+
+def _forget_verified(*, setting: str = "", **_: object) -> None:
+    # The keyed hash depends on SECRET_KEY.
+    if setting == "SECRET_KEY":
+        _verified.clear()
+
+
+setting_changed.connect(_forget_verified, dispatch_uid="portico.gateway.auth.verified")
+
+
+def _matches(full_key: str, hashed_key: str) -> bool:
+    if _verified.get(full_key) == hashed_key:
+        return True
+    if not keys.key_matches(full_key, hashed_key):
+        return False
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()  # bound memory under many distinct keys
+    _verified[full_key] = hashed_key
+    return True
+
+
+def authenticate_cached(full_key: str | None) -> KeySnapshot | None:
+    """``authenticate`` without awaiting, when the answer is in the cache and is a success:
+    the snapshot, or None when ``authenticate`` must decide (and raise if it fails)."""
+    if not full_key or not keys.looks_like_key(full_key):
+        return None
+    snapshot = key_cache.peek(keys.lookup_prefix(full_key))
+    if snapshot is None or not snapshot.usable(time.time()) or not _matches(full_key, snapshot.hashed_key):
+        return None
+    return snapshot
+
+
 async def authenticate(full_key: str | None) -> KeySnapshot:
     if not full_key:
         raise _unauthorized("Missing API key: send it in the x-portkey-api-key header (or Authorization: Bearer).")
     if not keys.looks_like_key(full_key):
         raise _unauthorized("Invalid API key.")
     snapshot = await key_cache.get(keys.lookup_prefix(full_key))
-    if snapshot is None or not keys.key_matches(full_key, snapshot.hashed_key):
+    if snapshot is None or not _matches(full_key, snapshot.hashed_key):
         raise _unauthorized("Invalid API key.")
     if not snapshot.active:
         raise _unauthorized("This API key has been revoked.")

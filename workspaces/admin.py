@@ -15,7 +15,7 @@ from django.utils.cache import add_never_cache_headers
 
 from workspaces import services
 from workspaces.forms import PrettyJSONField
-from workspaces.models import ApiKey, Membership, Provider, Workspace
+from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
 
 JSON_AS_TEXT = {models.JSONField: {"form_class": PrettyJSONField}}
 SCHEMA_HELP = (
@@ -75,7 +75,25 @@ class WorkspaceAdmin(admin.ModelAdmin):
     inlines = [MembershipInline, ApiKeyInline, ProviderInline]
 
     def save_model(self, request: HttpRequest, obj: Workspace, form: forms.ModelForm, change: bool) -> None:
-        services.workspace_update(workspace=obj)
+        services.workspace_update(workspace=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+    def save_formset(
+        self, request: HttpRequest, form: forms.ModelForm, formset: forms.BaseFormSet, change: bool
+    ) -> None:
+        if formset.model is not Membership:
+            super().save_formset(request, form, formset, change)
+            return
+        # Membership changes go through the services so they land in the audit trail.
+        for membership in formset.save(commit=False):
+            services.membership_add(
+                workspace=form.instance,
+                user=membership.user,
+                role=membership.role,
+                actor=request.user,
+                via=AuditEvent.Via.ADMIN,
+            )
+        for membership in formset.deleted_objects:
+            services.membership_remove(membership=membership, actor=request.user, via=AuditEvent.Via.ADMIN)
 
 
 @admin.register(Membership)
@@ -86,6 +104,21 @@ class MembershipAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "workspace"]
     list_select_related = ["user", "workspace"]
     readonly_fields = ["created_at"]
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: forms.ModelForm, change: bool) -> None:
+        if change and {"user", "workspace"} & set(form.changed_data):
+            # Moving a membership is a removal plus an addition.
+            services.membership_remove(
+                membership=Membership.objects.get(pk=obj.pk), actor=request.user, via=AuditEvent.Via.ADMIN
+            )
+        saved = services.membership_add(
+            workspace=obj.workspace, user=obj.user, role=obj.role, actor=request.user, via=AuditEvent.Via.ADMIN
+        )
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
+        services.membership_remove(membership=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -156,7 +189,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm, change: bool) -> None:
         if change:
-            self._save_change(obj, form)
+            self._save_change(request, obj, form)
             return
         created, full_key = services.api_key_create(
             workspace=obj.workspace,
@@ -165,6 +198,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             default_metadata=obj.default_metadata,
             metadata_schema=obj.metadata_schema,
             expires_at=obj.expires_at,
+            actor=request.user,
+            via=AuditEvent.Via.ADMIN,
         )
         # The admin goes on with `obj` (history entry, response): give it the saved row.
         for field in ("id", "prefix", "hashed_key", "created_at"):
@@ -172,12 +207,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
         obj._state.adding = False
         request._portico_full_key = full_key
 
-    def _save_change(self, obj: ApiKey, form: forms.ModelForm) -> None:
+    def _save_change(self, request: HttpRequest, obj: ApiKey, form: forms.ModelForm) -> None:
         fields = {}
         if "is_active" in form.changed_data:
             # Deactivating a key revokes it; reactivating clears the revocation time.
             fields["revoked_at"] = None if obj.is_active else timezone.now()
-        services.api_key_update(api_key=obj, **fields)
+        services.api_key_update(api_key=obj, actor=request.user, via=AuditEvent.Via.ADMIN, **fields)
 
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
         full_key = getattr(request, "_portico_full_key", None)
@@ -200,7 +235,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         revoked = 0
         for api_key in queryset.filter(is_active=True):
-            services.api_key_revoke(api_key=api_key)
+            services.api_key_revoke(api_key=api_key, actor=request.user, via=AuditEvent.Via.ADMIN)
             revoked += 1
         self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
 
@@ -261,8 +296,29 @@ class ProviderAdmin(admin.ModelAdmin):
         return "Set (encrypted)" if obj.has_secret else "None"
 
     def save_model(self, request: HttpRequest, obj: Provider, form: forms.ModelForm, change: bool) -> None:
+        secret = None  # keep the stored one
         if form.cleaned_data.get("clear_api_key"):
-            obj.set_secret("")
+            secret = ""
         elif form.cleaned_data.get("api_key"):
-            obj.set_secret(form.cleaned_data["api_key"])
-        obj.save()  # the form has run full_clean
+            secret = form.cleaned_data["api_key"]
+        services.provider_update(provider=obj, secret=secret, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: the audit trail is evidence."""
+
+    list_display = ["created_at", "workspace", "actor_label", "via", "action", "object_repr"]
+    list_filter = ["via", "action", "object_type", "workspace"]
+    search_fields = ["object_repr", "actor_label", "action"]
+    list_select_related = ["workspace"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False

@@ -7,6 +7,8 @@ import json
 from django import forms
 from django.forms.fields import InvalidJSONInput
 
+from workspaces.models import ApiKey
+
 
 class PrettyJSONField(forms.JSONField):
     """A JSON object edited as indented text. Blank means ``{}``: the model columns are NOT NULL
@@ -25,3 +27,57 @@ class PrettyJSONField(forms.JSONField):
         if isinstance(value, InvalidJSONInput):
             return value  # redisplay what was typed so it can be fixed
         return json.dumps({} if value is None else value, indent=2, ensure_ascii=False, cls=self.encoder)
+
+
+# --- Dashboard settings forms -----------------------------------------------------------------
+
+
+def _code_area(rows: int = 8) -> forms.Textarea:
+    # The dashboard styles editors with CSS (light/dark themes) rather than the admin's inline style.
+    return forms.Textarea(attrs={"rows": rows, "spellcheck": "false", "class": "code", "autocomplete": "off"})
+
+
+METADATA_HELP = 'A JSON object of string values, e.g. {"environment": "production"}. Leave empty for none.'
+SCHEMA_HELP = (
+    "JSON Schema subset: object, string properties, required, enum, pattern, maxLength, default. Leave empty for none."
+)
+
+
+class WorkspaceMetadataForm(forms.Form):
+    default_metadata = PrettyJSONField(required=False, widget=_code_area(), help_text=METADATA_HELP)
+    metadata_schema = PrettyJSONField(required=False, widget=_code_area(14), help_text=SCHEMA_HELP)
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="Shown in logs and reports, e.g. the service that uses it.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        initial=ApiKey.DEFAULT_SCOPES,
+    )
+    default_metadata = PrettyJSONField(required=False, widget=_code_area(5), help_text=METADATA_HELP)
+    metadata_schema = PrettyJSONField(required=False, widget=_code_area(5), help_text=SCHEMA_HELP)
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, help_text="Leave empty for a key that does not expire."
+    )
+
+
+class ProviderCreateForm(forms.Form):
+    slug = forms.CharField(max_length=63, help_text="Clients select it with x-portkey-provider: @slug.")
+    name = forms.CharField(max_length=200, required=False)
+    base_url = forms.URLField(max_length=500, assume_scheme="https", help_text="e.g. https://api.openai.com/v1")
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again.",
+    )
+
+
+class ProviderSecretForm(forms.Form):
+    api_key = forms.CharField(
+        label="New API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Replaces the stored key; the old one is not shown.",
+    )

@@ -1,16 +1,103 @@
 """Writes to workspaces, memberships, API keys and providers. Every caller (admin, commands,
-dashboard, REST) goes through these so validation and hashing happen in one place."""
+dashboard, REST) goes through these so validation, hashing and the audit trail happen in one
+place. Each write takes ``actor=`` (the user, when there is one) and ``via=`` (where the change
+came from: dashboard, admin, api, command) and records an ``AuditEvent`` in the same
+transaction as the change."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import models, transaction
 from django.utils import timezone
 
 from workspaces import keys
-from workspaces.models import ApiKey, Membership, Provider, Workspace
+from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
+
+Actor = AbstractBaseUser | None
+
+# Fields shown in the audit trail. Key hashes and provider credentials are deliberately absent.
+_AUDITED_FIELDS = {
+    Workspace: [
+        "name",
+        "slug",
+        "default_metadata",
+        "metadata_schema",
+        "log_retention_days",
+        "store_bodies",
+        "allow_custom_hosts",
+    ],
+    ApiKey: [
+        "name",
+        "prefix",
+        "scopes",
+        "default_metadata",
+        "metadata_schema",
+        "is_active",
+        "expires_at",
+        "revoked_at",
+        "rate_limit_rpm",
+        "usage_limit_cost",
+        "usage_limit_period",
+    ],
+    Provider: ["slug", "name", "kind", "base_url", "is_active"],
+    Membership: ["role"],
+}
+_OBJECT_TYPES = {Workspace: "workspace", ApiKey: "api_key", Provider: "provider", Membership: "membership"}
+
+
+def _json_value(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def audit_snapshot(obj: models.Model) -> dict:
+    """The audited fields of ``obj`` as JSON values (never its secrets)."""
+    snapshot = {name: _json_value(getattr(obj, name, None)) for name in _AUDITED_FIELDS[type(obj)]}
+    if isinstance(obj, Provider):
+        snapshot["has_secret"] = obj.has_secret
+    if isinstance(obj, Membership):
+        snapshot["user"] = obj.user.get_username()
+    return snapshot
+
+
+def _stored_snapshot(obj: models.Model) -> dict:
+    """The audited fields as currently stored (callers such as the admin hand in an instance
+    that already carries the new values)."""
+    if obj.pk is None:
+        return {}
+    stored = type(obj)._default_manager.filter(pk=obj.pk).first()
+    return audit_snapshot(stored) if stored is not None else {}
+
+
+def audit_record(
+    *,
+    workspace: Workspace,
+    action: str,
+    obj: models.Model,
+    before: dict,
+    after: dict,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+) -> AuditEvent:
+    label = actor.get_username() if actor is not None else via
+    return AuditEvent.objects.create(
+        workspace=workspace,
+        actor=actor if actor is not None and actor.pk else None,
+        actor_label=label[:150],
+        via=via,
+        action=action,
+        object_type=_OBJECT_TYPES[type(obj)],
+        object_id=str(obj.pk or ""),
+        object_repr=str(obj)[:200],
+        before=before,
+        after=after,
+    )
 
 
 def workspace_create(
@@ -23,6 +110,8 @@ def workspace_create(
     store_bodies: bool = True,
     allow_custom_hosts: bool = False,
     owner: AbstractBaseUser | None = None,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
 ) -> Workspace:
     workspace = Workspace(
         slug=slug,
@@ -36,22 +125,81 @@ def workspace_create(
     workspace.full_clean()
     with transaction.atomic():
         workspace.save()
+        audit_record(
+            workspace=workspace,
+            action="workspace.create",
+            obj=workspace,
+            before={},
+            after=audit_snapshot(workspace),
+            actor=actor,
+            via=via,
+        )
         if owner is not None:
-            membership_add(workspace=workspace, user=owner, role=Membership.Role.OWNER)
+            membership_add(workspace=workspace, user=owner, role=Membership.Role.OWNER, actor=actor, via=via)
     return workspace
 
 
-def workspace_update(*, workspace: Workspace, **fields: object) -> Workspace:
+def workspace_update(
+    *, workspace: Workspace, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
+) -> Workspace:
+    before = _stored_snapshot(workspace)
     for name, value in fields.items():
         setattr(workspace, name, value)
     workspace.full_clean()
-    workspace.save()
+    with transaction.atomic():
+        workspace.save()
+        after = audit_snapshot(workspace)
+        if after != before:
+            audit_record(
+                workspace=workspace,
+                action="workspace.update" if before else "workspace.create",
+                obj=workspace,
+                before=before,
+                after=after,
+                actor=actor,
+                via=via,
+            )
     return workspace
 
 
-def membership_add(*, workspace: Workspace, user: AbstractBaseUser, role: str = Membership.Role.MEMBER) -> Membership:
-    membership, _ = Membership.objects.update_or_create(workspace=workspace, user=user, defaults={"role": role})
+def membership_add(
+    *,
+    workspace: Workspace,
+    user: AbstractBaseUser,
+    role: str = Membership.Role.MEMBER,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+) -> Membership:
+    with transaction.atomic():
+        existing = Membership.objects.filter(workspace=workspace, user=user).first()
+        before = audit_snapshot(existing) if existing else {}
+        membership, _ = Membership.objects.update_or_create(workspace=workspace, user=user, defaults={"role": role})
+        after = audit_snapshot(membership)
+        if after != before:
+            audit_record(
+                workspace=workspace,
+                action="membership.update" if existing else "membership.add",
+                obj=membership,
+                before=before,
+                after=after,
+                actor=actor,
+                via=via,
+            )
     return membership
+
+
+def membership_remove(*, membership: Membership, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    with transaction.atomic():
+        audit_record(
+            workspace=membership.workspace,
+            action="membership.remove",
+            obj=membership,
+            before=audit_snapshot(membership),
+            after={},
+            actor=actor,
+            via=via,
+        )
+        membership.delete()
 
 
 def api_key_create(
@@ -62,8 +210,12 @@ def api_key_create(
     default_metadata: dict | None = None,
     metadata_schema: dict | None = None,
     expires_at: datetime | None = None,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+    **limits: object,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns the model and the full key, which is not recoverable later."""
+    """Create a key; returns the model and the full key, which is not recoverable later.
+    ``limits`` are the optional limit fields (rate_limit_rpm, usage_limit_cost, usage_limit_period)."""
     full_key = keys.generate_key()
     api_key = ApiKey(
         workspace=workspace,
@@ -74,24 +226,64 @@ def api_key_create(
         default_metadata=default_metadata or {},
         metadata_schema=metadata_schema or {},
         expires_at=expires_at,
+        **limits,
     )
     api_key.full_clean()
-    api_key.save()
+    with transaction.atomic():
+        api_key.save()
+        audit_record(
+            workspace=workspace,
+            action="api_key.create",
+            obj=api_key,
+            before={},
+            after=audit_snapshot(api_key),
+            actor=actor,
+            via=via,
+        )
     return api_key, full_key
 
 
-def api_key_update(*, api_key: ApiKey, **fields: object) -> ApiKey:
+def api_key_update(
+    *, api_key: ApiKey, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
+) -> ApiKey:
+    before = _stored_snapshot(api_key)
     for name, value in fields.items():
         setattr(api_key, name, value)
     api_key.full_clean()
-    api_key.save()
+    with transaction.atomic():
+        api_key.save()
+        after = audit_snapshot(api_key)
+        if after != before:
+            action = "api_key.update" if before else "api_key.create"
+            if before.get("is_active") and not after["is_active"]:
+                action = "api_key.revoke"
+            audit_record(
+                workspace=api_key.workspace,
+                action=action,
+                obj=api_key,
+                before=before,
+                after=after,
+                actor=actor,
+                via=via,
+            )
     return api_key
 
 
-def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
+def api_key_revoke(*, api_key: ApiKey, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> ApiKey:
+    before = audit_snapshot(api_key)
     api_key.is_active = False
     api_key.revoked_at = timezone.now()
-    api_key.save(update_fields=["is_active", "revoked_at"])
+    with transaction.atomic():
+        api_key.save(update_fields=["is_active", "revoked_at"])
+        audit_record(
+            workspace=api_key.workspace,
+            action="api_key.revoke",
+            obj=api_key,
+            before=before,
+            after=audit_snapshot(api_key),
+            actor=actor,
+            via=via,
+        )
     return api_key
 
 
@@ -106,16 +298,83 @@ def api_key_authenticate(full_key: str) -> ApiKey | None:
 
 
 def provider_create(
-    *, workspace: Workspace, slug: str, base_url: str, api_key: str = "", name: str = "", kind: str = "openai"
+    *,
+    workspace: Workspace,
+    slug: str,
+    base_url: str,
+    api_key: str = "",
+    name: str = "",
+    kind: str = "openai",
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
 ) -> Provider:
     provider = Provider(workspace=workspace, slug=slug, base_url=base_url.rstrip("/"), name=name or slug, kind=kind)
     provider.set_secret(api_key)
     provider.full_clean()
-    provider.save()
+    with transaction.atomic():
+        provider.save()
+        audit_record(
+            workspace=workspace,
+            action="provider.create",
+            obj=provider,
+            before={},
+            after=audit_snapshot(provider),
+            actor=actor,
+            via=via,
+        )
     return provider
 
 
-def provider_rotate_secret(*, provider: Provider, api_key: str) -> Provider:
+def provider_update(
+    *,
+    provider: Provider,
+    secret: str | None = None,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+    **fields: object,
+) -> Provider:
+    """Change a provider's settings. ``secret``: None keeps the stored credential, "" removes
+    it, anything else replaces it (recorded in the audit trail as changed, never as a value)."""
+    before = _stored_snapshot(provider)
+    for name, value in fields.items():
+        setattr(provider, name, value)
+    if isinstance(provider.base_url, str):
+        provider.base_url = provider.base_url.rstrip("/")
+    if secret is not None:
+        provider.set_secret(secret)
+    provider.full_clean()
+    with transaction.atomic():
+        provider.save()
+        after = audit_snapshot(provider)
+        if secret:
+            after["secret"] = "changed"
+        if after != before:
+            audit_record(
+                workspace=provider.workspace,
+                action="provider.update" if before else "provider.create",
+                obj=provider,
+                before=before,
+                after=after,
+                actor=actor,
+                via=via,
+            )
+    return provider
+
+
+def provider_rotate_secret(
+    *, provider: Provider, api_key: str, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM
+) -> Provider:
+    before = audit_snapshot(provider)
     provider.set_secret(api_key)
-    provider.save(update_fields=["encrypted_secret", "updated_at"])
+    with transaction.atomic():
+        provider.save(update_fields=["encrypted_secret", "updated_at"])
+        audit_record(
+            workspace=provider.workspace,
+            action="provider.rotate_secret",
+            obj=provider,
+            before=before,
+            after={**audit_snapshot(provider), "secret": "changed" if api_key else "removed"},
+            actor=actor,
+            via=via,
+        )
     return provider

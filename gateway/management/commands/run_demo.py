@@ -1,8 +1,10 @@
 """Local demo: the mock upstream, the gateway+admin under uvicorn, a demo workspace with a key
-and an ``@mock`` provider, and a few requests so the logs are not empty. Ctrl-C stops all."""
+and an ``@mock`` provider, a few weeks of seeded history (``seed_demo``, first start only) and a
+few live requests, so the dashboard is never empty. Ctrl-C stops all."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -14,8 +16,10 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from analytics.models import RequestLog
 from workspaces import keys, services
 from workspaces.models import ApiKey, Membership, Provider, Workspace
 
@@ -35,10 +39,16 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--mock-port", type=int, default=9100)
         parser.add_argument("--no-traffic", action="store_true", help="Do not send the demo requests.")
+        parser.add_argument(
+            "--seed-logs", type=int, default=3000, help="Seeded history for an empty demo workspace (0: none)."
+        )
 
-    def handle(self, *args, host: str, port: int, mock_port: int, no_traffic: bool, **options):
+    def handle(self, *args, host: str, port: int, mock_port: int, no_traffic: bool, seed_logs: int, **options):
         mock_url = f"http://127.0.0.1:{mock_port}/v1"
         workspace, key = self._demo_data(mock_url)
+        if seed_logs and not RequestLog.objects.filter(workspace=workspace).exists():
+            self.stdout.write(f"Seeding {seed_logs:,} demo logs over the last 30 days ...")
+            call_command("seed_demo", logs=seed_logs, workspace=workspace.slug, stdout=io.StringIO())
         procs = [
             subprocess.Popen(
                 [
@@ -100,18 +110,20 @@ class Command(BaseCommand):
                     }
                 },
             },
+            via="command",
         )
         User = get_user_model()
         admin = User.objects.filter(username="admin").first()
         if admin is None:
             admin = User.objects.create_superuser("admin", "admin@example.com", "admin")
-        services.membership_add(workspace=workspace, user=admin, role=Membership.Role.OWNER)
+        services.membership_add(workspace=workspace, user=admin, role=Membership.Role.OWNER, via="command")
         provider = Provider.objects.filter(workspace=workspace, slug="mock").first()
         if provider is None:
-            services.provider_create(workspace=workspace, slug="mock", base_url=mock_url, api_key="sk-mock-demo")
+            services.provider_create(
+                workspace=workspace, slug="mock", base_url=mock_url, api_key="sk-mock-demo", via="command"
+            )
         elif provider.base_url != mock_url:
-            provider.base_url = mock_url
-            provider.save(update_fields=["base_url", "updated_at"])
+            services.provider_update(provider=provider, base_url=mock_url, via="command")
         return workspace, self._demo_key(workspace)
 
     def _demo_key(self, workspace: Workspace) -> str:
@@ -123,7 +135,9 @@ class Command(BaseCommand):
             api_key = ApiKey.objects.filter(prefix=keys.lookup_prefix(key)).first()
             if api_key and api_key.is_usable and keys.key_matches(key, api_key.hashed_key):
                 return key
-        _, key = services.api_key_create(workspace=workspace, name="demo key", default_metadata={"team": "demo"})
+        _, key = services.api_key_create(
+            workspace=workspace, name="demo key", default_metadata={"team": "demo"}, via="command"
+        )
         path.write_text(key + "\n")
         path.chmod(0o600)
         return key
@@ -159,8 +173,9 @@ class Command(BaseCommand):
         self.stdout.write(
             f"""
 Portico is running.
+  Dashboard:  {base}/   (user admin / password admin)
   Gateway:    {base}/v1   (provider @mock = the local mock upstream)
-  Admin:      {base}/admin/   (user admin / password admin)
+  Admin:      {base}/admin/
   Workspace:  {workspace.slug}
   API key:    {key}
 

@@ -51,6 +51,7 @@ class Command(BaseCommand):
                 default_metadata=parse_json_object(options["metadata"], "--metadata"),
                 metadata_schema=parse_json_object(options["schema"], "--schema"),
                 expires_at=expires_at,
+                via="command",
             )
         except ValidationError as exc:
             raise validation_failed(exc, OPTIONS) from None

@@ -36,6 +36,7 @@ class Command(BaseCommand):
                 base_url=options["base_url"],
                 api_key=secret.strip(),
                 name=options["name"],
+                via="command",
             )
         except ValidationError as exc:
             raise validation_failed(exc, OPTIONS) from None

@@ -46,6 +46,7 @@ class Command(BaseCommand):
                 store_bodies=not options["no_store_bodies"],
                 allow_custom_hosts=options["allow_custom_hosts"],
                 owner=owner,
+                via="command",
             )
         except ValidationError as exc:
             raise validation_failed(exc, OPTIONS) from None

@@ -16,7 +16,7 @@ class Command(BaseCommand):
         workspace = get_workspace(options["workspace"])
         api_key = _find_key(workspace, key)
         if api_key.is_active:
-            services.api_key_revoke(api_key=api_key)
+            services.api_key_revoke(api_key=api_key, via="command")
             self.stderr.write(f"Revoked API key '{api_key.name}' ({api_key.prefix}…).")
         else:
             self.stderr.write(f"API key '{api_key.name}' ({api_key.prefix}…) was already revoked.")

@@ -1,0 +1,480 @@
+"""Aggregating requests over an hour-aligned window, from the hourly rollups when they can
+answer exactly and from the raw logs otherwise (see analytics/reports.py for the rules).
+
+``choose_source`` picks the source; ``aggregate`` sums the additive metrics per combination of
+group expressions (time bucket, group value) and ``histograms`` merges latency histograms the
+same way. Both sources yield the same numbers: rollup histograms are merged inside the database
+(jsonb_each_text / json_each), raw logs are bucketed with analytics.histogram's formula in SQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import orjson
+from django.core.cache import cache
+from django.db.models import Case, Count, F, FloatField, Max, Q, QuerySet, Sum, TextField, Value, When
+from django.db.models.expressions import Combinable
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, Floor, Least, Ln, Trunc
+
+from analytics import histogram
+from analytics.filters import LogFilter
+from analytics.models import DimensionRollup, MetadataRollup, RequestLog
+from workspaces.models import Workspace
+
+logger = logging.getLogger(__name__)
+
+OTHER = MetadataRollup.OTHER_VALUE
+HIST_CACHE_SECONDS = 7 * 24 * 3600
+USER_KEY = "_user"
+# Filters DimensionRollup carries (LogFilter names).
+DIMENSION_FILTERS = frozenset({"provider", "model", "api_key", "api_key_ids", "success", "ai_org_model"})
+SUCCESS_CLASSES = (2, 3)  # success = 200 <= status < 400
+
+
+class ReportError(ValueError):
+    """A request the report cannot answer; ``param`` names the parameter to fix."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+# --- What to group by --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Grouping:
+    """A dimension: ``kind`` is metadata (with ``key``), user, model, provider or api_key."""
+
+    kind: str
+    key: str = ""
+
+    @classmethod
+    def parse(cls, text: str, param: str = "group_by") -> Grouping:
+        if text.startswith("metadata."):
+            key = text[len("metadata.") :]
+            if not key or "\x00" in key or len(key) > 128:
+                raise ReportError(param, "Name a metadata key: metadata.<key>.")
+            return cls("user") if key == USER_KEY else cls("metadata", key)
+        if text in ("user", "model", "provider", "api_key"):
+            return cls(text)
+        raise ReportError(param, "Use metadata.<key>, user, model, provider or api_key.")
+
+    @property
+    def metadata_key(self) -> str | None:
+        return self.key if self.kind == "metadata" else USER_KEY if self.kind == "user" else None
+
+
+# --- Sources -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """One metadata key with the values it must equal (one of)."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass
+class Source:
+    """A queryset over RollupMetrics rows or RequestLog rows, plus how to read each."""
+
+    name: str  # "rollups" or "logs"
+    queryset: QuerySet
+    time_field: str
+    group_expr: Callable[[Grouping], Combinable]
+    sums: dict
+    users_expr: Combinable | None = None
+    # Identifies the rows the queryset selects, window aside (cache keys of rollup histograms).
+    signature: str = ""
+
+    @property
+    def is_rollup(self) -> bool:
+        return self.name == "rollups"
+
+    def bucket_expr(self, interval: str) -> Combinable:
+        if self.is_rollup and interval == "hour":
+            return F(self.time_field)
+        return Trunc(self.time_field, interval, tzinfo=UTC)
+
+
+def _rollup_sums() -> dict:
+    return {
+        "m_requests": Sum("requests"),
+        "m_errors": Sum("errors"),
+        "m_prompt_tokens": Sum("prompt_tokens"),
+        "m_completion_tokens": Sum("completion_tokens"),
+        "m_cost": Sum("cost"),
+        "m_priced_requests": Sum("priced_requests"),
+        "m_latency_sum_ms": Sum("latency_sum_ms"),
+        "m_last_seen": Max("last_seen"),
+    }
+
+
+def _log_sums() -> dict:
+    return {
+        "m_requests": Count("id"),
+        "m_errors": Count("id", filter=Q(success=False)),
+        "m_prompt_tokens": Sum("prompt_tokens"),
+        "m_completion_tokens": Sum("completion_tokens"),
+        "m_cost": Sum("cost"),
+        "m_priced_requests": Count("cost"),
+        "m_latency_sum_ms": Sum("latency_ms"),
+        "m_last_seen": Max("created_at"),
+    }
+
+
+def _dimension_source(workspace: Workspace, window: tuple, filters: dict) -> Source:
+    qs = DimensionRollup.objects.filter(workspace=workspace, bucket__gte=window[0], bucket__lt=window[1])
+    for name in ("provider", "model"):
+        if filters.get(name):
+            qs = qs.filter(**{f"{name}__in": filters[name]})
+    for name in ("api_key", "api_key_ids"):
+        if filters.get(name):
+            qs = qs.filter(api_key_id__in=filters[name])
+    if filters.get("success") is not None:
+        in_success = Q(status_class__in=SUCCESS_CLASSES)
+        qs = qs.filter(in_success if filters["success"] else ~in_success)
+    if filters.get("ai_org_model"):
+        pairs = Q()
+        for item in filters["ai_org_model"]:
+            provider, _, model = item.partition("__")
+            pairs |= Q(provider=provider, model=model) if model else Q(provider=provider)
+        qs = qs.filter(pairs)
+    signature = f"dimension:{workspace.pk}:{sorted(filters.items())!r}"
+    return Source(
+        "rollups",
+        qs,
+        "bucket",
+        lambda g: F(g.kind if g.kind != "api_key" else "api_key_id"),
+        _rollup_sums(),
+        signature=signature,
+    )
+
+
+def _metadata_source(workspace: Workspace, window: tuple, key: str, values: tuple[str, ...] = ()) -> Source:
+    qs = MetadataRollup.objects.filter(workspace=workspace, key=key, bucket__gte=window[0], bucket__lt=window[1])
+    if values:
+        qs = qs.filter(value__in=values)
+    users = Count("value", distinct=True, filter=~Q(value=OTHER)) if key == USER_KEY else None
+    signature = f"metadata:{workspace.pk}:{key}:{sorted(values)!r}"
+    return Source("rollups", qs, "bucket", lambda g: F("value"), _rollup_sums(), users, signature)
+
+
+def _log_group_expr(grouping: Grouping) -> Combinable:
+    if grouping.kind == "metadata":
+        return KeyTextTransform(grouping.key, "metadata")
+    if grouping.kind == "api_key":
+        return Coalesce("api_key_id", 0)
+    return F(grouping.kind)
+
+
+def _log_source(workspace: Workspace, window: tuple, log_filter: LogFilter, grouping: Grouping | None) -> Source:
+    qs = log_filter.filter_outside_window(RequestLog.objects.filter(workspace=workspace))
+    qs = qs.filter(created_at__gte=window[0], created_at__lt=window[1])
+    # Logs without the grouped key are left out, as the metadata rollups leave them out.
+    if grouping is not None and grouping.kind == "metadata":
+        qs = qs.filter(metadata__has_key=grouping.key)
+    elif grouping is not None and grouping.kind == "user":
+        qs = qs.exclude(user="")
+    users = Count("user", distinct=True, filter=~Q(user=""))
+    return Source("logs", qs, "created_at", _log_group_expr, _log_sums(), users)
+
+
+def _metadata_pairs(log_filter: LogFilter) -> list[Pair] | None:
+    """The metadata equalities asked for, or None when a metadata test rollups cannot answer."""
+    pairs = []
+    for condition in log_filter.metadata_conditions:
+        if not condition.is_equality:
+            return None
+        pairs.append(Pair(condition.key, condition.values))
+    if users := log_filter.active_filters().get("user"):
+        pairs.append(Pair(USER_KEY, tuple(users)))
+    return pairs
+
+
+def _has_overflow(workspace: Workspace, window: tuple, key: str) -> bool:
+    """Values past the rollups' per-hour cap are counted under OTHER: a value filter on such a
+    key cannot be answered from rollups."""
+    return MetadataRollup.objects.filter(
+        workspace=workspace, key=key, value=OTHER, bucket__gte=window[0], bucket__lt=window[1]
+    ).exists()
+
+
+def choose_source(
+    *, workspace: Workspace, log_filter: LogFilter, window: tuple, grouping: Grouping | None, users: bool = False
+) -> Source:
+    """The rollup that answers this request exactly, else the raw logs."""
+    filters = log_filter.active_filters()
+    dims = {name: value for name, value in filters.items() if name in DIMENSION_FILTERS}
+    pairs = _metadata_pairs(log_filter)
+    answerable = pairs is not None and not (set(filters) - DIMENSION_FILTERS - {"user"}) and len(pairs) <= 1
+    pair = pairs[0] if answerable and pairs else None
+    if answerable and not (pair and dims):
+        group_key = grouping.metadata_key if grouping else None
+        if pair and _has_overflow(workspace, window, pair.key):
+            pass
+        elif grouping is not None and group_key is not None:
+            if not dims and not users and (pair is None or pair.key == group_key):
+                return _metadata_source(workspace, window, group_key, pair.values if pair else ())
+        elif grouping is not None:
+            if pair is None and not users:
+                return _dimension_source(workspace, window, dims)
+        elif users:
+            # Users folded into OTHER by the rollups' per-hour cap cannot be told apart.
+            if not dims and (pair is None or pair.key == USER_KEY) and not _has_overflow(workspace, window, USER_KEY):
+                return _metadata_source(workspace, window, USER_KEY, pair.values if pair else ())
+        elif pair is not None:
+            return _metadata_source(workspace, window, pair.key, pair.values)
+        else:
+            return _dimension_source(workspace, window, dims)
+    return _log_source(workspace, window, log_filter, grouping)
+
+
+# --- Aggregation -------------------------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    """Additive metrics of a set of requests (one cell of a graph or one group)."""
+
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal(0)
+    priced_requests: int = 0
+    latency_sum_ms: float = 0.0
+    last_seen: datetime | None = None
+    hist: dict[str, int] = field(default_factory=dict)
+    users: int = 0
+
+    @classmethod
+    def from_row(cls, row: dict) -> Totals:
+        return cls(
+            requests=int(row["m_requests"] or 0),
+            errors=int(row["m_errors"] or 0),
+            prompt_tokens=int(row["m_prompt_tokens"] or 0),
+            completion_tokens=int(row["m_completion_tokens"] or 0),
+            cost=Decimal(row["m_cost"] or 0),
+            priced_requests=int(row["m_priced_requests"] or 0),
+            latency_sum_ms=float(row["m_latency_sum_ms"] or 0),
+            last_seen=aware(row["m_last_seen"]),
+            users=int(row.get("m_users") or 0),
+        )
+
+    def add(self, other: Totals) -> None:
+        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "priced_requests", "users"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.cost += other.cost
+        self.latency_sum_ms += other.latency_sum_ms
+        if other.last_seen and (self.last_seen is None or other.last_seen > self.last_seen):
+            self.last_seen = other.last_seen
+        histogram.merge(self.hist, other.hist)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def ratio(self, part: float, whole: float) -> float | None:
+        return part / whole if whole else None
+
+    def metric(self, name: str) -> dict:
+        """The values a graph shows for ``name`` (summary and data points alike)."""
+        if name == "requests":
+            return {"total": self.requests}
+        if name == "errors":
+            return {"total": self.errors}
+        if name == "error-rate":
+            return {"rate": rounded(self.ratio(self.errors, self.requests), 6), "errors": self.errors}
+        if name == "cost":
+            return {
+                "total": rounded(float(self.cost), 8),
+                "avg": rounded(self.ratio(self.cost, self.priced_requests), 8),
+            }
+        if name == "tokens":
+            return {
+                "total": self.total_tokens,
+                "prompt": self.prompt_tokens,
+                "completion": self.completion_tokens,
+                "avg": rounded(self.ratio(self.total_tokens, self.requests), 3),
+            }
+        if name == "latency":
+            return {
+                "avg": rounded(self.ratio(self.latency_sum_ms, self.requests), 3),
+                "p50": histogram.percentile(self.hist, 50),
+                "p90": histogram.percentile(self.hist, 90),
+                "p99": histogram.percentile(self.hist, 99),
+            }
+        return {"total": self.users}
+
+
+def rounded(value: float | Decimal | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def aware(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):  # raw SQLite rows
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def aggregate(
+    source: Source, keys: dict[str, Combinable], *, users: bool = False, with_histograms: bool = False
+) -> dict[tuple, Totals]:
+    """Totals per combination of ``keys`` (name -> expression); () when keys is empty.
+    ``with_histograms`` also fills each Totals' latency histogram."""
+    if with_histograms and source.is_rollup and not users:
+        return _rollup_cells(source, keys)
+    sums = dict(source.sums)
+    if users:
+        sums["m_users"] = source.users_expr
+    qs = source.queryset.annotate(**keys).values(*keys) if keys else source.queryset
+    rows = qs.annotate(**sums).order_by() if keys else [qs.aggregate(**sums)]
+    result = {}
+    for row in rows:
+        totals = Totals.from_row(row)
+        if totals.requests or not keys:
+            result[tuple(row[name] for name in keys)] = totals
+    if with_histograms:
+        for group, hist in histograms(source, keys).items():
+            if group in result:
+                result[group].hist = hist
+    return result
+
+
+_LOG_GROWTH = math.log(histogram.GROWTH)
+
+
+def _latency_bucket() -> Combinable:
+    """analytics.histogram.bucket_of in SQL, for histograms straight from raw logs."""
+    index = Floor(Ln(F("latency_ms") / histogram.BASE_MS) / _LOG_GROWTH) + 1
+    return Case(
+        When(latency_ms__lt=histogram.BASE_MS, then=Value(0.0)),
+        default=Least(Cast(index, FloatField()), Value(float(histogram.BUCKETS - 1))),
+        output_field=FloatField(),
+    )
+
+
+def histograms(source: Source, keys: dict[str, Combinable]) -> dict[tuple, dict[str, int]]:
+    """Merged latency histogram per combination of ``keys``."""
+    names = list(keys)
+    result: dict[tuple, dict[str, int]] = {}
+    if not source.is_rollup:
+        rows = (
+            source.queryset.annotate(**keys, lb=_latency_bucket())
+            .values(*names, "lb")
+            .annotate(n=Count("id"))
+            .order_by()
+            .values_list(*names, "lb", "n")
+        )
+        for *group, bucket, count in rows:
+            hist = result.setdefault(tuple(group), {})
+            hist[str(int(bucket))] = hist.get(str(int(bucket)), 0) + count
+        return result
+    return _rollup_histograms(source, keys)
+
+
+def _rollup_histograms(source: Source, keys: dict[str, Combinable]) -> dict[tuple, dict[str, int]]:
+    return {group: totals.hist for group, totals in _rollup_cells(source, keys).items()}
+
+
+def _rollup_cells(source: Source, keys: dict[str, Combinable]) -> dict[tuple, Totals]:
+    """Totals with merged histograms per ``keys``, from rollups, through a cache of day cells.
+
+    Merging is the costly part of a percentile (30 days of hourly rows hold ~10^5-10^6 bucket
+    counts). One query sums every (keys, UTC day) cell; each cell's histogram is cached under
+    a fingerprint of its rows (requests, latency sum, last seen, row count), so an unchanged
+    cell is merged once, and any new log, rebuild or retention changes its key. Cells of the
+    running day are merged every time and not stored.
+    """
+    names = list(keys)
+    cell_exprs = {**keys, "cell_day": Trunc(source.time_field, "day", tzinfo=UTC)}
+    cells = list(
+        source.queryset.annotate(**cell_exprs)
+        .values(*cell_exprs)
+        .annotate(**source.sums, f_rows=Count("id"))
+        .order_by()
+    )
+    by_key = {_cell_cache_key(source, cell, cell_exprs): cell for cell in cells}
+    found = _cache_get_many(list(by_key))
+    missing = {key: cell for key, cell in by_key.items() if key not in found}
+    if missing:
+        found.update(_merge_cells(source, cell_exprs, missing))
+    result: dict[tuple, Totals] = {}
+    for key, cell in by_key.items():
+        totals = Totals.from_row(cell)
+        totals.hist = dict(found.get(key, {}))
+        group = tuple(cell[n] for n in names)
+        if group in result:
+            result[group].add(totals)
+        else:
+            result[group] = totals
+    if not keys and () not in result:
+        result[()] = Totals()
+    return result
+
+
+def _cell_cache_key(source: Source, cell: dict, exprs: dict) -> str:
+    raw = orjson.dumps(
+        [
+            source.signature,
+            [str(cell[n]) for n in exprs],
+            cell["m_requests"],
+            cell["m_latency_sum_ms"],
+            str(cell["m_last_seen"]),
+        ],
+        default=str,
+    )
+    return f"portico:hist:{hashlib.blake2b(raw + str(cell['f_rows']).encode(), digest_size=16).hexdigest()}"
+
+
+def _merge_cells(source: Source, exprs: dict, missing: dict[str, dict]) -> dict[str, dict[str, int]]:
+    """Merge the rows of the ``missing`` cells (read only the days they cover); cache closed days."""
+    days = sorted({cell["cell_day"] for cell in missing.values()})
+    span = Q()
+    for day in days:
+        span |= Q(**{f"{source.time_field}__gte": day, f"{source.time_field}__lt": day + timedelta(days=1)})
+    names = list(exprs)
+    merged: dict[tuple, dict[str, int]] = {}
+    rows = source.queryset.filter(span).annotate(**exprs).values_list(*names, Cast("latency_hist", TextField()))
+    for *cell, text in rows.iterator(chunk_size=5000):
+        hist = merged.setdefault(tuple(cell), {})
+        for bucket, count in orjson.loads(text or "{}").items():
+            hist[bucket] = hist.get(bucket, 0) + count
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    result, closed = {}, {}
+    for key, cell in missing.items():
+        result[key] = merged.get(tuple(cell[n] for n in names), {})
+        if cell["cell_day"] < today:
+            closed[key] = result[key]
+    _cache_set_many(closed)
+    return result
+
+
+def _cache_get_many(keys: list[str]) -> dict:
+    try:
+        return cache.get_many(keys)
+    except Exception:  # a cache outage only costs speed
+        logger.warning("histogram cache unavailable", exc_info=True)
+        return {}
+
+
+def _cache_set_many(values: dict) -> None:
+    if not values:
+        return
+    try:
+        cache.set_many(values, HIST_CACHE_SECONDS)
+    except Exception:
+        logger.warning("histogram cache unavailable", exc_info=True)

@@ -1,0 +1,284 @@
+"""Merged rollup cells for the dashboard, with closed hours cached.
+
+A dashboard page sums hourly rollup rows over its window and merges their latency histograms.
+Summing is cheap; merging histograms is not (every row's JSON object is expanded in the
+database), and a 30-day window with its previous window touches tens of thousands of rows.
+
+Rollup hours that ended more than STABLE_AFTER ago no longer change: logs reach the rollups
+within seconds, so only a late batch (a spool replayed long after an outage) can touch them.
+Their merged cells are kept in Django's cache (Redis in production, per process in the
+embedded mode): per whole UTC day, per run of whole days a window covers, and by exact range
+for the closed hours outside whole days. A page merges those in Python and reads only the last
+STABLE_AFTER hours live. Entries expire after CLOSED_DAY_TTL, which bounds how long a late
+batch stays invisible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Max, QuerySet, Sum
+from django.db.models.functions import TruncDay
+from django.utils import timezone
+
+STABLE_AFTER = timedelta(hours=2)
+CLOSED_DAY_TTL = 10 * 60
+DAY = timedelta(days=1)
+CACHE_VERSION = 2
+COST_UNITS = Decimal(10) ** 8
+
+
+@dataclass(slots=True)
+class Cell:
+    """Additive metrics of a set of rollup rows (and their merged latency histogram)."""
+
+    requests: int = 0
+    errors: int = 0
+    cost: Decimal = Decimal(0)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_sum: float = 0.0
+    last_seen: datetime | None = None
+    hist: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: Cell) -> None:
+        self.requests += other.requests
+        self.errors += other.errors
+        self.cost += other.cost
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.latency_sum += other.latency_sum
+        if other.last_seen and (self.last_seen is None or other.last_seen > self.last_seen):
+            self.last_seen = other.last_seen
+        if other.hist:
+            # histogram.merge, minus its int() conversions: these counts are ints already.
+            hist, get = self.hist, self.hist.get
+            for index, count in other.hist.items():
+                hist[index] = get(index, 0) + count
+
+    def pack(self) -> tuple:
+        """A compact, quick-to-pickle form for the cache (cost in 1e-8 units, exact)."""
+        seen = self.last_seen.timestamp() if self.last_seen else None
+        cost = int(self.cost * COST_UNITS)
+        return (
+            self.requests,
+            self.errors,
+            cost,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.latency_sum,
+            seen,
+            self.hist,
+        )
+
+    def add_packed(self, packed: tuple) -> None:
+        requests, errors, cost, prompt, completion, latency, seen, hist = packed
+        self.requests += requests
+        self.errors += errors
+        self.cost += Decimal(cost) / COST_UNITS
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.latency_sum += latency
+        if seen is not None and (self.last_seen is None or seen > self.last_seen.timestamp()):
+            self.last_seen = datetime.fromtimestamp(seen, UTC)
+        if hist:
+            mine, get = self.hist, self.hist.get
+            for index, count in hist.items():
+                mine[index] = get(index, 0) + count
+
+    @classmethod
+    def unpack(cls, packed: tuple) -> Cell:
+        requests, errors, cost, prompt, completion, latency, seen, hist = packed
+        return cls(
+            requests,
+            errors,
+            Decimal(cost) / COST_UNITS,
+            prompt,
+            completion,
+            latency,
+            datetime.fromtimestamp(seen, UTC) if seen is not None else None,
+            dict(hist),
+        )
+
+
+def merge_cells(parts: list[dict[tuple, Cell | tuple]], key=None) -> dict[tuple, Cell]:
+    """Sum cells (or packed cells) with the same group, after ``key`` maps a group to a
+    coarser one. The inputs are never modified."""
+    merged: dict[tuple, Cell] = {}
+    for part in parts:
+        for group, cell in part.items():
+            target = key(group) if key else group
+            if isinstance(cell, tuple):
+                if target in merged:
+                    merged[target].add_packed(cell)
+                else:
+                    merged[target] = Cell.unpack(cell)
+                continue
+            if target not in merged:
+                merged[target] = Cell()
+            merged[target].add(cell)
+    return merged
+
+
+_SUMS = {
+    "requests": Sum("requests"),
+    "errors": Sum("errors"),
+    "cost": Sum("cost"),
+    "prompt_tokens": Sum("prompt_tokens"),
+    "completion_tokens": Sum("completion_tokens"),
+    "latency_sum": Sum("latency_sum_ms"),
+    "last_seen": Max("last_seen"),
+}
+
+
+def aware(value: object) -> object:
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-":
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Cell]:
+    """Cells of ``qs`` grouped by ``fields`` (two queries with histograms, one without)."""
+    cells: dict[tuple, Cell] = {}
+    rows = qs.values(*fields).annotate(**_SUMS).order_by() if fields else [qs.aggregate(**_SUMS)]
+    for row in rows:
+        if not row["requests"]:
+            continue
+        cells[tuple(aware(row[name]) for name in fields)] = Cell(
+            requests=row["requests"],
+            errors=row["errors"] or 0,
+            cost=Decimal(row["cost"] or 0),
+            prompt_tokens=row["prompt_tokens"] or 0,
+            completion_tokens=row["completion_tokens"] or 0,
+            latency_sum=float(row["latency_sum"] or 0),
+            last_seen=aware(row["last_seen"]),
+        )
+    if hist and cells:
+        for group, merged in merged_histograms(qs, fields).items():
+            if group in cells:
+                cells[group].hist = merged
+    return cells
+
+
+def merged_histograms(qs: QuerySet, fields: list[str]) -> dict[tuple, dict[str, int]]:
+    """{group: merged latency histogram}, merged inside the database."""
+    inner_sql, params = qs.values(*fields, "latency_hist").query.sql_with_params()
+    quote = connection.ops.quote_name
+    cols = ", ".join(f"s.{quote(name)}" for name in fields)
+    if connection.vendor == "postgresql":
+        each, count = "jsonb_each_text(s.latency_hist) h", "h.value::bigint"
+    else:
+        each, count = "json_each(s.latency_hist) h", "h.value"
+    select = f"{cols}, " if cols else ""
+    sql = f"SELECT {select}h.key, SUM({count}) FROM ({inner_sql}) s, {each} GROUP BY {select}h.key"  # noqa: S608
+    merged: dict[tuple, dict[str, int]] = defaultdict(dict)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for row in cursor.fetchall():
+            *group, key, total = row
+            merged[tuple(aware(g) for g in group)][str(key)] = int(total)
+    return merged
+
+
+def _days(start: datetime, end: datetime, stable: datetime) -> list[datetime]:
+    """Whole UTC days inside [start, end) that closed before ``stable``."""
+    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < start:
+        first += DAY
+    days = []
+    while first + DAY <= min(end, stable):
+        days.append(first)
+        first += DAY
+    return days
+
+
+def _signature(qs: QuerySet, fields: list[str], hist: bool, scope: str) -> str:
+    text = f"{CACHE_VERSION}|{scope}|{qs.query}|{','.join(fields)}|{hist}"
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def rollup_cells(
+    qs: QuerySet,
+    fields: list[str],
+    start: datetime,
+    end: datetime,
+    *,
+    hist: bool,
+    scope: str,
+    now: datetime | None = None,
+) -> dict[tuple, Cell]:
+    """Cells of rollup rows ``qs`` (not yet limited in time) over [start, end), grouped by
+    ``fields``. ``scope`` names what ``qs`` belongs to (workspace id and creation time), so
+    cache entries never outlive or cross workspaces."""
+    stable = (now or timezone.now()).replace(minute=0, second=0, microsecond=0) - STABLE_AFTER
+    closed_end = min(end, stable)
+    if closed_end <= start:
+        return _query(qs.filter(bucket__gte=start, bucket__lt=end), fields, hist=hist)
+    days = _days(start, closed_end, stable)
+    # Closed hours outside whole days (the window's first partial day, the hours between the
+    # last closed midnight and `stable`) are cached by their exact range: such a range moves
+    # with the window once an hour.
+    closed_ranges = [(start, days[0]), (days[-1] + DAY, closed_end)] if days else [(start, closed_end)]
+    parts = [_cached_hours(qs, fields, low, high, hist=hist, scope=scope) for low, high in closed_ranges if low < high]
+    if days:
+        parts.append(_closed_range(qs, fields, days, hist=hist, scope=scope))
+    if closed_end < end:
+        parts.append(_query(qs.filter(bucket__gte=closed_end, bucket__lt=end), fields, hist=hist))
+    return merge_cells(parts)
+
+
+def _cached_hours(qs: QuerySet, fields: list[str], start: datetime, end: datetime, *, hist: bool, scope: str) -> dict:
+    key = f"portico:dash:{_signature(qs, fields, hist, scope)}:{start:%Y%m%d%H}-{end:%Y%m%d%H}"
+    packed = cache.get(key)
+    if packed is None:
+        cells = _query(qs.filter(bucket__gte=start, bucket__lt=end), fields, hist=hist)
+        packed = {group: cell.pack() for group, cell in cells.items()}
+        cache.set(key, packed, timeout=CLOSED_DAY_TTL)
+    return packed
+
+
+def _closed_range(qs: QuerySet, fields: list[str], days: list[datetime], *, hist: bool, scope: str) -> dict:
+    """The packed cells of ``days`` merged. A window keeps the same closed days until the next
+    day closes, so the merged range is cached as well; a new range is merged from the cached
+    days and only the newly closed day is read from the database."""
+    key = f"portico:dash:{_signature(qs, fields, hist, scope)}:{days[0]:%Y%m%d}-{days[-1]:%Y%m%d}"
+    merged = cache.get(key)
+    if merged is None:
+        cells = merge_cells(_closed_days(qs, fields, days, hist=hist, scope=scope))
+        merged = {group: cell.pack() for group, cell in cells.items()}
+        cache.set(key, merged, timeout=CLOSED_DAY_TTL)
+    return merged
+
+
+def _closed_days(qs: QuerySet, fields: list[str], days: list[datetime], *, hist: bool, scope: str) -> list[dict]:
+    signature = _signature(qs, fields, hist, scope)
+    keys = {day: f"portico:dash:{signature}:{day:%Y%m%d}" for day in days}
+    found = cache.get_many(list(keys.values()))
+    missing = [day for day in days if keys[day] not in found]
+    if missing:
+        fresh = _query_days(qs, fields, missing[0], missing[-1] + DAY, hist=hist)
+        to_store = {keys[day]: {g: c.pack() for g, c in fresh.get(day, {}).items()} for day in missing}
+        cache.set_many(to_store, timeout=CLOSED_DAY_TTL)
+        found.update(to_store)
+    return [found[keys[day]] for day in days]
+
+
+def _query_days(qs: QuerySet, fields: list[str], start: datetime, end: datetime, *, hist: bool) -> dict:
+    """{day: cells} for every day in [start, end), in one grouped query."""
+    per_day = qs.filter(bucket__gte=start, bucket__lt=end).annotate(portico_day=TruncDay("bucket", tzinfo=UTC))
+    cells = _query(per_day, ["portico_day", *fields], hist=hist)
+    result: dict[datetime, dict[tuple, Cell]] = defaultdict(dict)
+    for (day, *group), cell in cells.items():
+        result[aware(day)][tuple(group)] = cell
+    return result

@@ -1,0 +1,443 @@
+"""Aggregates the dashboard pages show, read from the hourly rollups (never a scan of raw logs
+for totals): KPI tiles with the previous window, time series, group-by tables with p95,
+error breakdowns and the metadata-key report.
+
+Totals are sums of the same rollup rows the REST analytics read for the same hour-aligned
+window, so both show the same numbers. Rows are read through ``analytics.dashboard_cache``,
+which keeps the merged cells (sums and latency histograms) of closed days in the cache, so a
+30-day page asks the database only about its open edges.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections import defaultdict
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import orjson
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import QuerySet
+from django.db.models.functions import TruncDay
+
+from analytics import histogram
+from analytics.dashboard_cache import Cell, merge_cells, rollup_cells
+from analytics.filters import MetadataCondition
+from analytics.forms import Window
+from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestLog
+from workspaces.models import ApiKey, Workspace
+
+USER_KEY = "_user"
+GROUP_LIMIT = 200
+SORTS = ("value", "requests", "cost", "tokens", "avg_tokens", "avg_latency", "p95_latency", "success_rate", "last_seen")
+# Keys people write in several spellings; compared after lower-casing and dropping - and _.
+_SYNONYMS = {"env": "environment", "usr": "user", "userid": "user", "feature": "featurename", "tenant": "customer"}
+# Status classes a request counts as successful in (200 <= status < 400).
+SUCCESS_CLASSES = (2, 3)
+
+
+# --- Rollup plumbing ---------------------------------------------------------------------
+
+
+def _scope(workspace: Workspace) -> str:
+    return f"{workspace.pk}:{workspace.created_at.timestamp()}"
+
+
+def _cells(qs: QuerySet, fields: list[str], workspace: Workspace, window: Window, *, hist: bool) -> dict:
+    return rollup_cells(qs, fields, window.start, window.end, hist=hist, scope=_scope(workspace))
+
+
+def _dimension_rows(workspace: Workspace) -> QuerySet:
+    return DimensionRollup.objects.filter(workspace=workspace)
+
+
+def _metadata_rows(workspace: Workspace, key: str | None = None) -> QuerySet:
+    qs = MetadataRollup.objects.filter(workspace=workspace)
+    return qs.filter(key=key) if key is not None else qs
+
+
+def hourly(workspace: Workspace, window: Window, *, hist: bool = True) -> dict[datetime, Cell]:
+    """Workspace totals per hour of the window, with histograms unless ``hist`` is off
+    (cached by day)."""
+    cells = _cells(_dimension_rows(workspace), ["bucket"], workspace, window, hist=hist)
+    return {group[0]: cell for group, cell in cells.items()}
+
+
+def _metrics(cell: Cell | None, *, p95: bool = True) -> dict:
+    """What the pages show for a set of requests."""
+    cell = cell or Cell()
+    requests, errors = cell.requests, cell.errors
+    tokens = cell.prompt_tokens + cell.completion_tokens
+    return {
+        "requests": requests,
+        "errors": errors,
+        "cost": cell.cost,
+        "tokens": tokens,
+        "prompt_tokens": cell.prompt_tokens,
+        "completion_tokens": cell.completion_tokens,
+        "avg_tokens": tokens / requests if requests else None,
+        "avg_latency": cell.latency_sum / requests if requests else None,
+        "p95_latency": histogram.percentile(cell.hist, 95) if p95 and cell.hist else None,
+        "error_rate": errors / requests if requests else None,
+        "success_rate": (requests - errors) / requests if requests else None,
+        "last_seen": cell.last_seen,
+    }
+
+
+# --- Overview ----------------------------------------------------------------------------
+
+
+def unique_users(workspace: Workspace, window: Window) -> int:
+    """Distinct ``_user`` values in the window (values past the rollup cap not counted)."""
+    cells = _cells(_metadata_rows(workspace, USER_KEY), ["value"], workspace, window, hist=False)
+    return sum(1 for (value,) in cells if value != MetadataRollup.OTHER_VALUE)
+
+
+def totals(workspace: Workspace, window: Window, *, hours: dict[datetime, Cell] | None = None) -> dict:
+    hours = hourly(workspace, window) if hours is None else hours
+    total = Cell()
+    for cell in hours.values():
+        total.add(cell)
+    result = _metrics(total)
+    result["users"] = unique_users(workspace, window)
+    return result
+
+
+def request_total(workspace: Workspace, window: Window) -> int:
+    """Requests in the window (no histograms: for shares and ratios)."""
+    cell = _cells(_dimension_rows(workspace), [], workspace, window, hist=False).get(())
+    return cell.requests if cell else 0
+
+
+def models_and_providers(workspace: Workspace, window: Window) -> dict[str, list[str]]:
+    """Models and providers seen in the window, for filter dropdowns."""
+    pairs = _cells(_dimension_rows(workspace), ["provider", "model"], workspace, window, hist=False)
+    return {
+        "models": sorted({model for _, model in pairs if model}),
+        "providers": sorted({provider for provider, _ in pairs if provider}),
+    }
+
+
+def _change(now: object, before: object) -> float | None:
+    if now is None or before in (None, 0):
+        return None
+    return (float(now) - float(before)) / float(before)
+
+
+def kpis(workspace: Workspace, window: Window) -> dict:
+    """Totals for the window and the one before it, with relative changes, plus the hourly
+    cells both were computed from (for the charts)."""
+    hours, previous_hours = hourly(workspace, window), hourly(workspace, window.previous())
+    current = totals(workspace, window, hours=hours)
+    previous = totals(workspace, window.previous(), hours=previous_hours)
+    changes = {name: _change(current[name], previous[name]) for name in current if name != "last_seen"}
+    return {"current": current, "previous": previous, "change": changes, "hours": (hours, previous_hours)}
+
+
+def _step_of(window: Window) -> callable:
+    if window.step == "hour":
+        return lambda group: group
+    return lambda group: (group[0].replace(hour=0),)
+
+
+def timeseries(
+    workspace: Workspace, window: Window, *, hours: dict[datetime, Cell] | None = None, p95: bool = True
+) -> dict:
+    """Per chart bucket: requests, errors, cost, tokens, avg and p95 latency, error rate
+    (uPlot's layout: one list of epoch seconds and one list per series)."""
+    hours = hourly(workspace, window) if hours is None else hours
+    points = merge_cells([{(hour,): cell for hour, cell in hours.items()}], key=_step_of(window))
+    buckets = window.buckets()
+    metrics = [_metrics(points[(bucket,)], p95=p95) if (bucket,) in points else {} for bucket in buckets]
+    series = {}
+    for name in ("requests", "errors", "cost", "tokens", "avg_latency", "p95_latency", "error_rate"):
+        values = [m.get(name) for m in metrics]
+        if name in ("requests", "errors", "tokens", "cost"):
+            values = [0 if v is None else v for v in values]
+        series[name] = [float(v) if isinstance(v, Decimal) else v for v in values]
+    series["t"] = [int(b.timestamp()) for b in buckets]
+    return series
+
+
+# --- Group by ----------------------------------------------------------------------------
+
+
+def _dimension_source(workspace: Workspace, dimension: str) -> tuple[QuerySet, str]:
+    """The rollup rows (not yet limited in time) and the column holding ``dimension``."""
+    if dimension in ("model", "provider", "api_key"):
+        return _dimension_rows(workspace), "api_key_id" if dimension == "api_key" else dimension
+    key = USER_KEY if dimension == "user" else dimension.removeprefix("metadata.")
+    return _metadata_rows(workspace, key), "value"
+
+
+def api_key_names(workspace: Workspace) -> dict[int, str]:
+    return {
+        pk: f"{name} ({prefix}…)"
+        for pk, name, prefix in ApiKey.objects.filter(workspace=workspace).values_list("id", "name", "prefix")
+    }
+
+
+def _label(dimension: str, value: object, key_names: dict[int, str]) -> str:
+    if dimension == "api_key":
+        return key_names.get(value, "(no key)") if value else "(no key)"
+    return str(value) if value not in (None, "") else "(none)"
+
+
+def group_table(
+    workspace: Workspace,
+    window: Window,
+    dimension: str,
+    *,
+    sort: str = "requests",
+    desc: bool = True,
+    p95: bool = True,
+) -> list[dict]:
+    """One row per value of ``dimension`` (model, provider, api_key, user or metadata.<key>):
+    value, requests, cost, avg tokens, avg and p95 latency, success rate, last seen. The
+    GROUP_LIMIT values with the most requests."""
+    qs, field = _dimension_source(workspace, dimension)
+    cells = _cells(qs, [field], workspace, window, hist=p95)
+    top = sorted(cells.items(), key=lambda item: (-item[1].requests, str(item[0][0])))[:GROUP_LIMIT]
+    key_names = api_key_names(workspace) if dimension == "api_key" and top else {}
+    table = [{"raw": value, "value": _label(dimension, value, key_names), **_metrics(cell)} for (value,), cell in top]
+    return sort_rows(table, sort, desc)
+
+
+def sort_rows(rows: list[dict], sort: str, desc: bool) -> list[dict]:
+    sort = sort if sort in SORTS else "requests"
+    if sort == "value":
+        return sorted(rows, key=lambda row: str(row["value"]).lower(), reverse=desc)
+    present = [row for row in rows if row[sort] is not None]
+    missing = [row for row in rows if row[sort] is None]
+    # Rows without a value (no latency yet, ...) go last in either direction.
+    return sorted(present, key=lambda row: row[sort], reverse=desc) + missing
+
+
+def group_series(workspace: Workspace, window: Window, dimension: str, values: list) -> dict:
+    """Requests per chart bucket for each of ``values`` (the top values of a group table)."""
+    qs, field = _dimension_source(workspace, dimension)
+    qs, step = qs.filter(**{f"{field}__in": values}), "bucket"
+    if window.step == "day":
+        qs, step = qs.annotate(step=TruncDay("bucket", tzinfo=UTC)), "step"
+    cells = _cells(qs, [field, step], workspace, window, hist=False)
+    points: dict[object, dict[datetime, int]] = defaultdict(dict)
+    for (value, bucket), cell in cells.items():
+        points[value][bucket] = cell.requests
+    buckets = window.buckets()
+    return {
+        "t": [int(b.timestamp()) for b in buckets],
+        "series": [[value, [points[value].get(b, 0) for b in buckets]] for value in values],
+    }
+
+
+# --- Errors ------------------------------------------------------------------------------
+
+
+def _dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+    fields = ["provider", "model", "api_key_id", "status_class"]
+    return _cells(_dimension_rows(workspace), fields, workspace, window, hist=False)
+
+
+def status_classes(workspace: Workspace, window: Window) -> list[dict]:
+    """Requests per status class (2xx, 4xx, 5xx, ...) in the window."""
+    by_class = merge_cells([_dimension_cells(workspace, window)], key=lambda group: (group[3],))
+    total = sum(cell.requests for cell in by_class.values()) or 1
+    return [
+        {"status": f"{status}xx", "requests": cell.requests, "share": cell.requests / total}
+        for (status,), cell in sorted(by_class.items())
+    ]
+
+
+_DIMENSION_INDEX = {"provider": 0, "model": 1, "api_key": 2}
+
+
+def top_failing(workspace: Workspace, window: Window, dimension: str, limit: int = 8) -> list[dict]:
+    """Values of ``dimension`` (provider, model or api_key) with the most errors."""
+    index = _DIMENSION_INDEX[dimension]
+    by_value = merge_cells([_dimension_cells(workspace, window)], key=lambda group: (group[index],))
+    failing = sorted(
+        ((value, cell) for (value,), cell in by_value.items() if cell.errors),
+        key=lambda item: (-item[1].errors, str(item[0])),
+    )[:limit]
+    key_names = api_key_names(workspace) if dimension == "api_key" and failing else {}
+    return [
+        {
+            "raw": value,
+            "value": _label(dimension, value, key_names),
+            "requests": cell.requests,
+            "errors": cell.errors,
+            "error_rate": cell.errors / cell.requests if cell.requests else 0,
+        }
+        for value, cell in failing
+    ]
+
+
+def _key_value_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+    return _cells(_metadata_rows(workspace), ["key", "value"], workspace, window, hist=False)
+
+
+def top_failing_metadata(workspace: Workspace, window: Window, limit: int = 10) -> list[dict]:
+    """(key, value) pairs with the most errors, ``_user`` included."""
+    cells = _key_value_cells(workspace, window)
+    failing = sorted(
+        ((group, cell) for group, cell in cells.items() if cell.errors),
+        key=lambda item: (-item[1].errors, item[0]),
+    )[:limit]
+    return [
+        {
+            "key": key,
+            "value": value,
+            "requests": cell.requests,
+            "errors": cell.errors,
+            "error_rate": cell.errors / cell.requests if cell.requests else 0,
+        }
+        for (key, value), cell in failing
+    ]
+
+
+# --- Metadata keys -----------------------------------------------------------------------
+
+
+def normalised_key(key: str) -> str:
+    """What near-duplicate spellings have in common: case, '-', '_' and spaces dropped, and
+    common abbreviations expanded (``env`` -> ``environment``)."""
+    plain = re.sub(r"[\s_\-.]+", "", key.lower())
+    return _SYNONYMS.get(plain, plain)
+
+
+def _key_rows(workspace: Workspace, window: Window) -> list[dict]:
+    per_key: dict[str, dict] = {}
+    for (key, _value), cell in _key_value_cells(workspace, window).items():
+        row = per_key.setdefault(key, {"key": key, "requests": 0, "distinct_values": 0, "window_last": None})
+        row["requests"] += cell.requests
+        row["distinct_values"] += 1
+        if cell.last_seen and (row["window_last"] is None or cell.last_seen > row["window_last"]):
+            row["window_last"] = cell.last_seen
+    return sorted(per_key.values(), key=lambda row: (-row["requests"], row["key"]))
+
+
+def metadata_key_report(workspace: Workspace, window: Window, total_requests: int) -> dict:
+    """Every key seen in the window: requests carrying it, share, distinct values, first/last
+    seen, whether the schema declares it, and near-duplicate groups with the API keys that
+    send each spelling."""
+    rows = _key_rows(workspace, window)
+    registry = {
+        row["key"]: row
+        for row in MetadataKey.objects.filter(workspace=workspace).values(
+            "key", "first_seen", "last_seen", "distinct_values", "top_values"
+        )
+    }
+    declared = set((workspace.metadata_schema or {}).get("properties") or {})
+    groups: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        groups[normalised_key(row["key"])].append(row["key"])
+    duplicates = [sorted(keys) for keys in groups.values() if len(keys) > 1]
+    duplicate_keys = {key for keys in duplicates for key in keys}
+    senders = _cached_senders(workspace, window, duplicate_keys, registry) if duplicate_keys else {}
+    key_names = api_key_names(workspace) if senders else {}
+    for row in rows:
+        known = registry.get(row["key"], {})
+        row["first_seen"] = known.get("first_seen")
+        row["last_seen"] = row["window_last"] or known.get("last_seen")
+        row["share"] = row["requests"] / total_requests if total_requests else None
+        row["declared"] = row["key"] in declared
+        row["duplicate_of"] = [k for k in groups[normalised_key(row["key"])] if k != row["key"]]
+    by_key = {row["key"]: row for row in rows}
+    warnings = [
+        {
+            "keys": [
+                {
+                    "key": key,
+                    "requests": by_key[key]["requests"],
+                    "declared": by_key[key]["declared"],
+                    "api_keys": [key_names.get(pk, "(no key)") if pk else "(no key)" for pk in senders.get(key, [])],
+                }
+                for key in sorted(keys, key=lambda k: -by_key[k]["requests"])
+            ]
+        }
+        for keys in duplicates
+    ]
+    undeclared = [name for name in declared if name not in by_key]
+    return {"keys": rows, "warnings": warnings, "declared_unseen": sorted(undeclared)}
+
+
+SENDER_SAMPLE = 2000
+SENDERS_TTL = 5 * 60
+
+
+def _cached_senders(workspace: Workspace, window: Window, keys: set[str], registry: dict) -> dict:
+    # A sample of recent logs: kept a few minutes so paging around does not re-read it.
+    cache_key = f"portico:dash:senders:{_scope(workspace)}:{window.preset or window.start.isoformat()}:{sorted(keys)}"
+    digest = hashlib.sha1(cache_key.encode(), usedforsecurity=False).hexdigest()
+    senders = cache.get(f"portico:dash:senders:{digest}")
+    if senders is None:
+        senders = _api_keys_sending(workspace, window, keys, registry)
+        cache.set(f"portico:dash:senders:{digest}", senders, timeout=SENDERS_TTL)
+    return senders
+
+
+def _api_keys_sending(
+    workspace: Workspace, window: Window, keys: set[str], registry: dict[str, dict]
+) -> dict[str, list[int | None]]:
+    """Which API keys send each of ``keys``: read from the newest SENDER_SAMPLE logs of the
+    window, then, for a spelling missing from that sample (a rare one), from the newest logs
+    carrying it (an indexed containment test on its most common values on Postgres)."""
+    logs = RequestLog.objects.filter(workspace=workspace, created_at__gte=window.start, created_at__lt=window.end)
+    senders: dict[str, set[int | None]] = defaultdict(set)
+    for api_key_id, metadata in logs.order_by("-created_at").values_list("api_key_id", "metadata")[:SENDER_SAMPLE]:
+        for key in keys & set(metadata or {}):
+            senders[key].add(api_key_id)
+    for key in keys - set(senders):
+        top = sorted((registry.get(key, {}).get("top_values") or {}).items(), key=lambda item: -item[1])[:3]
+        if connection.vendor == "postgresql" and top:
+            condition = MetadataCondition(f"metadata.{key}", key, "in", tuple(value for value, _ in top)).q()
+        else:
+            condition = MetadataCondition(f"metadata.{key}__exists", key, "exists").q()
+        found = logs.filter(condition).order_by("-created_at").values_list("api_key_id", flat=True)[:200]
+        senders[key].update(found)
+    return {key: sorted(ids, key=lambda pk: pk or 0) for key, ids in senders.items()}
+
+
+EXPORT_COLUMNS = (
+    "value",
+    "requests",
+    "cost",
+    "avg_tokens",
+    "avg_latency",
+    "p95_latency",
+    "success_rate",
+    "errors",
+    "last_seen",
+)
+
+
+def _export_cell(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def export_group_rows(rows: list[dict], fmt: str, *, group: str, window: Window) -> str:
+    """A group table as CSV (header + rows) or JSONL (one object per row, with the grouping
+    and window so a file explains itself)."""
+    if fmt == "jsonl":
+        lines = []
+        for row in rows:
+            doc = {"group_by": group, "start": window.start.isoformat(), "end": window.end.isoformat()}
+            doc.update({name: _export_cell(row[name]) for name in EXPORT_COLUMNS})
+            lines.append(orjson.dumps(doc).decode())
+        return "\n".join(lines) + ("\n" if lines else "")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for row in rows:
+        writer.writerow(["" if row[name] is None else _export_cell(row[name]) for name in EXPORT_COLUMNS])
+    return buffer.getvalue()

@@ -1,0 +1,47 @@
+"""Dashboard URLs, included at the site root. Every page and partial of a workspace lives under
+``w/<slug>/`` and goes through ``workspaces.access.workspace_view`` (404 for outsiders)."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from analytics import views
+from workspaces import views as settings_views
+
+app_name = "dashboard"
+
+workspace_patterns = [
+    path("", views.overview, name="overview"),
+    path("logs/", views.logs, name="logs"),
+    path("logs/rows/", views.log_rows, name="log_rows"),
+    path("logs/values/", views.metadata_values, name="metadata_values"),
+    path("logs/export/", views.log_export, name="log_export"),
+    path("logs/<uuid:log_id>/", views.log_detail, name="log_detail"),
+    path("summary/", views.summary, name="summary"),
+    path("summary/export/", views.summary_export, name="summary_export"),
+    path("users/", views.users, name="users"),
+    path("errors/", views.errors, name="errors"),
+    path("metadata-keys/", views.metadata_keys, name="metadata_keys"),
+    path("audit/", settings_views.audit, name="audit"),
+    path("settings/", settings_views.settings_metadata, name="settings"),
+    path("settings/validate/", settings_views.settings_metadata_validate, name="settings_validate"),
+    path("settings/keys/", settings_views.settings_keys, name="settings_keys"),
+    path("settings/keys/<int:key_id>/revoke/", settings_views.settings_key_revoke, name="settings_key_revoke"),
+    path("settings/providers/", settings_views.settings_providers, name="settings_providers"),
+    path(
+        "settings/providers/<int:provider_id>/test/",
+        settings_views.settings_provider_test,
+        name="settings_provider_test",
+    ),
+    path(
+        "settings/providers/<int:provider_id>/rotate/",
+        settings_views.settings_provider_rotate,
+        name="settings_provider_rotate",
+    ),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("w/<slug:slug>/", include(workspace_patterns)),
+]

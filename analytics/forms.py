@@ -1,0 +1,141 @@
+"""Dashboard query-string parsing: the time window every page shares (a preset like ``24h`` or a
+custom ``start``/``end``) and the per-page choices (group-by dimension, sort). Everything a page
+shows comes from the URL, so a view can be shared by link and back/forward work.
+
+Log filters themselves are ``analytics.filters.LogFilter`` (the one vocabulary shared with the
+REST API); this module only adds the window presets on top of its ``start``/``end``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django import forms
+from django.http import QueryDict
+from django.utils import timezone
+
+from analytics.filters import IsoDateTimeField, align_to_hours
+
+PRESETS = {
+    "1h": ("Last hour", timedelta(hours=1)),
+    "24h": ("Last 24 hours", timedelta(hours=24)),
+    "7d": ("Last 7 days", timedelta(days=7)),
+    "30d": ("Last 30 days", timedelta(days=30)),
+}
+DEFAULT_PRESET = "24h"
+# Longest custom window a page will aggregate (rollups keep 400 days at most anyway).
+MAX_WINDOW = timedelta(days=400)
+# Parameters that are the dashboard's own, not LogFilter's.
+DASHBOARD_PARAMS = frozenset({"range", "cursor", "group", "sort", "dir", "q", "log", "format", "key", "page"})
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open window [start, end) aligned to whole hours (what hourly rollups answer),
+    the preset it came from ("" when custom) and the chart step."""
+
+    start: datetime
+    end: datetime
+    preset: str
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+    @property
+    def step(self) -> str:
+        return "hour" if self.duration <= timedelta(days=7) else "day"
+
+    @property
+    def label(self) -> str:
+        if self.preset:
+            return PRESETS[self.preset][0]
+        return f"{self.start:%b %d %H:%M} \u2013 {self.end:%b %d %H:%M} UTC"
+
+    def previous(self) -> Window:
+        return Window(self.start - self.duration, self.start, self.preset)
+
+    def buckets(self) -> list[datetime]:
+        """Start of every chart bucket in the window (days start at 00:00 UTC)."""
+        step = timedelta(hours=1) if self.step == "hour" else timedelta(days=1)
+        first = self.start if self.step == "hour" else self.start.replace(hour=0)
+        points = []
+        while first < self.end:
+            points.append(first)
+            first += step
+        return points
+
+
+class WindowForm(forms.Form):
+    range = forms.ChoiceField(choices=[(k, v[0]) for k, v in PRESETS.items()], required=False)
+    start = IsoDateTimeField(required=False)
+    end = IsoDateTimeField(required=False)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        start, end = cleaned.get("start"), cleaned.get("end")
+        if start and end:
+            if start >= end:
+                raise forms.ValidationError("The window start must be before its end.")
+            if end - start > MAX_WINDOW:
+                raise forms.ValidationError("Choose a window of at most 400 days.")
+        return cleaned
+
+
+def parse_window(params: QueryDict, *, now: datetime | None = None) -> tuple[Window, list[str]]:
+    """The window the query string asks for, and errors to show (then the default is used).
+
+    ``start``/``end`` (custom) win over ``range``; a custom window without an end ends now."""
+    now = now or timezone.now()
+    form = WindowForm(params)
+    errors: list[str] = []
+    if not form.is_valid():
+        errors = [msg for messages in form.errors.values() for msg in messages]
+        data = {}
+    else:
+        data = form.cleaned_data
+    if data.get("start"):
+        end = data.get("end") or now
+        start, end = align_to_hours(data["start"], end - timedelta(microseconds=1))
+        return Window(start, end, ""), errors
+    preset = data.get("range") or DEFAULT_PRESET
+    start, end = align_to_hours(now - PRESETS[preset][1], now)
+    if preset == "30d":
+        # Day charts: whole days, today included, so no bar is a partial first day.
+        start = start.replace(hour=0) + timedelta(days=1)
+    elif preset != "1h":
+        # [floor(now - d), ceil(now)) would hold one hour more than d: drop the oldest.
+        start += timedelta(hours=1)
+    return Window(start, end, preset), errors
+
+
+def log_filter_data(params: QueryDict, window: Window) -> QueryDict:
+    """The query string LogFilter should see: the dashboard's own parameters removed and the
+    window spelled as start/end (the log list shows raw logs, so it uses the exact window)."""
+    data = params.copy()
+    for name in DASHBOARD_PARAMS:
+        data.pop(name, None)
+    data["start"] = window.start.isoformat()
+    data["end"] = (window.end - timedelta(microseconds=1)).isoformat()
+    return data
+
+
+GROUP_DIMENSIONS = {
+    "model": "Model",
+    "provider": "Provider",
+    "api_key": "API key",
+    "user": "User",
+}
+
+
+def parse_group(value: str | None, known_keys: list[str]) -> str:
+    """``model``/``provider``/``api_key``/``user`` or ``metadata.<key>``; defaults to the first
+    metadata key other than ``_user``, else ``model``."""
+    if value in GROUP_DIMENSIONS:
+        return value
+    if value and value.startswith("metadata.") and len(value) > len("metadata.") and len(value) <= 137:
+        return value
+    for key in known_keys:
+        if key != "_user":
+            return f"metadata.{key}"
+    return "model"

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.core.management.base import BaseCommand, CommandError
+
+from analytics import rollups
+from workspaces.models import Workspace
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete the hourly rollups in scope (whole hours from --since's hour) and rebuild them, and the "
+        "metadata key registry, from the stored request logs. Log writers wait while it runs."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--workspace", metavar="SLUG", help="Only this workspace (default: all).")
+        parser.add_argument(
+            "--since", metavar="ISO", help="Only hours from this time on, e.g. 2026-11-01T00:00Z (naive = UTC)."
+        )
+        parser.add_argument("--chunk-size", type=int, default=5000, help="Logs read per query (default 5000).")
+
+    def handle(self, *args, **options) -> None:
+        workspace_id = None
+        if options["workspace"]:
+            workspace = Workspace.objects.filter(slug=options["workspace"]).first()
+            if workspace is None:
+                raise CommandError(f"No workspace with slug {options['workspace']!r}.")
+            workspace_id = workspace.id
+        since = None
+        if options["since"]:
+            try:
+                since = datetime.fromisoformat(options["since"])
+            except ValueError:
+                raise CommandError(f"--since: expected an ISO-8601 time, got {options['since']!r}.") from None
+            since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        if options["chunk_size"] < 1:
+            raise CommandError("--chunk-size must be at least 1.")
+        result = rollups.rebuild(workspace_id=workspace_id, since=since, chunk_size=options["chunk_size"])
+        self.stdout.write(
+            f"Rebuilt rollups from {result.logs} log(s): {result.metadata_rows} metadata row(s), "
+            f"{result.dimension_rows} dimension row(s)."
+        )

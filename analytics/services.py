@@ -1,0 +1,235 @@
+"""Writes from the analytics API: Portkey's custom log insert (POST /v1/logs) and feedback
+(POST /v1/feedback).
+
+Custom logs take the gateway's path from metadata onwards: the same ``resolve_metadata`` rules
+with the key's and workspace's defaults and schemas, the same record shape, the same price
+table, and ``write_log_batch`` (which also updates the rollups). A batch is all or nothing:
+one invalid item rejects the request before anything is written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from urllib.parse import urlsplit
+
+import orjson
+from django.conf import settings
+from django.utils import timezone
+
+from analytics.ingest import write_log_batch
+from analytics.models import Feedback, ModelPrice
+from gateway.errors import GatewayError
+from gateway.metadata import HEADER as METADATA_HEADER
+from gateway.metadata import MetadataPolicy, resolve_metadata
+from gateway.pricing import Prices, price_for
+from gateway.proxy import UsageTracker, redact_headers
+from workspaces.models import ApiKey, Workspace
+
+# Metadata keys that carry tracing fields in Portkey's custom logs (both spellings).
+TRACE_KEYS = {
+    "traceId": "trace_id",
+    "trace_id": "trace_id",
+    "spanId": "span_id",
+    "span_id": "span_id",
+    "spanName": "span_name",
+    "span_name": "span_name",
+    "parentSpanId": "parent_span_id",
+    "parent_span_id": "parent_span_id",
+}
+_TRACE_LIMITS = {"trace_id": 128, "span_id": 128, "parent_span_id": 128, "span_name": 200}
+# Well-known API hosts -> provider names; any other host is recorded as itself.
+KNOWN_HOSTS = {
+    "api.openai.com": "openai",
+    "api.anthropic.com": "anthropic",
+    "generativelanguage.googleapis.com": "google",
+    "api.mistral.ai": "mistral-ai",
+    "api.groq.com": "groq",
+    "api.cohere.com": "cohere",
+    "api.together.xyz": "together-ai",
+    "openrouter.ai": "openrouter",
+}
+_MILLION = Decimal(1_000_000)
+
+
+class CustomLogError(ValueError):
+    """An invalid custom log; ``param`` is the field path, e.g. ``[2].metadata.environment``."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    api_key: ApiKey
+    policy: MetadataPolicy
+    prices: Prices
+    store_bodies: bool
+    now: datetime
+
+
+def key_metadata_policy(api_key: ApiKey) -> MetadataPolicy:
+    """The defaults and schemas the gateway applies for this key (as gateway/auth.py builds them)."""
+    workspace = api_key.workspace
+    return MetadataPolicy(
+        workspace_defaults=dict(workspace.default_metadata or {}),
+        workspace_schema=workspace.metadata_schema or None,
+        key_defaults=dict(api_key.default_metadata or {}),
+        key_schema=api_key.metadata_schema or None,
+    )
+
+
+def custom_logs_insert(*, api_key: ApiKey, items: list[dict], prefix_index: bool) -> list[str]:
+    """Store validated custom logs (CustomLogSerializer data) for ``api_key``'s workspace;
+    return their ids. Raises CustomLogError (nothing written) when an item is invalid."""
+    context = _Context(
+        api_key=api_key,
+        policy=key_metadata_policy(api_key),
+        prices={p.model: (p.input_per_million, p.output_per_million) for p in ModelPrice.objects.all()},
+        store_bodies=api_key.workspace.store_bodies,
+        now=timezone.now(),
+    )
+    records = []
+    for index, item in enumerate(items):
+        where = f"[{index}]." if prefix_index else ""
+        try:
+            records.append(_record(item, context))
+        except CustomLogError as exc:
+            raise CustomLogError(where + exc.param, str(exc)) from None
+    write_log_batch(records)
+    return [record["id"] for record in records]
+
+
+def _record(item: dict, context: _Context) -> dict:
+    request, response = item["request"], item["response"]
+    request_headers = {name.lower(): value for name, value in request["headers"].items()}
+    request_doc = _as_object(request["body"])
+    response_doc = _as_object(response["body"])
+    metadata = dict(item["metadata"])
+    trace = {field: "" for field in _TRACE_LIMITS}
+    for name in list(metadata):
+        if name in TRACE_KEYS and isinstance(metadata[name], str | int):
+            field = TRACE_KEYS[name]
+            trace[field] = str(metadata.pop(name))[: _TRACE_LIMITS[field]]
+    trace["trace_id"] = trace["trace_id"] or request_headers.get("x-portkey-trace-id", "")[:128] or str(uuid.uuid4())
+    resolved = _resolve_metadata(metadata, request_doc, request_headers, context.policy)
+    usage = _usage(response_doc)
+    model = request_doc.get("model") if isinstance(request_doc.get("model"), str) else ""
+    model = (model or usage.model or "")[:200]
+    status = response["status"]
+    latency = response.get("response_time", response.get("time", 0.0))
+    record = {
+        "id": str(uuid.uuid4()),
+        "created_at": context.now.astimezone(UTC).isoformat(),
+        "workspace_id": context.api_key.workspace_id,
+        "api_key_id": context.api_key.pk,
+        "provider": (request.get("provider") or _provider_from_url(request["url"]))[:64],
+        "model": model,
+        "endpoint": _endpoint(request["url"]),
+        "method": request["method"].upper()[:8],
+        "status_code": status,
+        "success": 200 <= status < 400,
+        "is_stream": bool(response["streamingMode"] or request_doc.get("stream") is True),
+        "latency_ms": round(float(latency), 3),
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "cost": _cost(context.prices, model, usage),
+        "cache_status": str(response["headers"].get("x-portkey-cache-status", "DISABLED"))[:16],
+        **trace,
+        "user": resolved.metadata.get("_user", "")[:128],
+        "metadata": resolved.metadata,
+        "metadata_changes": resolved.changes,
+        "error_message": "" if 200 <= status < 400 else _text(response["body"])[:2000],
+        "client_runtime": request_headers.get("x-portkey-runtime", "")[:64],
+        "sdk_version": "custom log",
+    }
+    if context.store_bodies:
+        record["body"] = {
+            "request_headers": redact_headers(request_headers),
+            "request_body": _text(request["body"]),
+            "response_body": _text(response["body"]),
+        }
+    return record
+
+
+def _resolve_metadata(metadata: dict, request_doc: dict, headers: dict[str, str], policy: MetadataPolicy):
+    try:
+        return resolve_metadata(
+            header_value=orjson.dumps(metadata) if metadata else None,
+            body_user=request_doc.get("user"),
+            mapped_headers={h: headers[h] for h in settings.HEADERS_TO_METADATA if h in headers},
+            baggage=headers.get("baggage"),
+            policy=policy,
+            strict=settings.METADATA_VALIDATION == "strict",
+            request_first=settings.METADATA_PRECEDENCE == "request_first",
+            max_keys=settings.METADATA_MAX_KEYS,
+        )
+    except GatewayError as exc:
+        param = (exc.param or "metadata").replace(METADATA_HEADER, "metadata")
+        raise CustomLogError(param, exc.message.replace(METADATA_HEADER, "metadata")) from None
+
+
+def _as_object(body: object) -> dict:
+    """A body as a dict when it is a JSON object or JSON text of one (Portkey's JS SDK sends
+    bodies as strings), else {}."""
+    if isinstance(body, str):
+        try:
+            body = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _text(body: object) -> str:
+    if isinstance(body, str):
+        return body
+    return orjson.dumps(body).decode() if body not in (None, {}, []) else ""
+
+
+def _usage(response_doc: dict) -> UsageTracker:
+    usage = UsageTracker()
+    try:
+        usage.read_usage(response_doc)
+    except (TypeError, ValueError, OverflowError):
+        raise CustomLogError("response.body.usage", "Token counts in usage must be integers.") from None
+    if not isinstance(usage.model, str):
+        usage.model = ""
+    return usage
+
+
+def _cost(prices: Prices, model: str, usage: UsageTracker) -> str | None:
+    price = price_for(prices, model) if usage.total_tokens else None
+    if price is None:
+        return None
+    cost = (price[0] * usage.prompt_tokens + price[1] * usage.completion_tokens) / _MILLION
+    return str(cost.quantize(Decimal("0.00000001")))
+
+
+def _split(url: str):
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise CustomLogError("request.url", "Enter a valid URL.") from None
+
+
+def _provider_from_url(url: str) -> str:
+    host = (_split(url).hostname or "").lower()
+    return KNOWN_HOSTS.get(host, host or "custom")
+
+
+def _endpoint(url: str) -> str:
+    path = _split(url).path or "/"
+    return (path[3:] if path.startswith("/v1/") else path)[:200]
+
+
+def feedback_create(
+    *, workspace: Workspace, trace_id: str, value: int, weight: float = 1.0, metadata: dict | None = None
+) -> Feedback:
+    feedback = Feedback(workspace=workspace, trace_id=trace_id, value=value, weight=weight, metadata=metadata or {})
+    feedback.full_clean()
+    feedback.save()
+    return feedback

@@ -1,0 +1,377 @@
+"""Dashboard pages: overview, logs, summary, users, errors and metadata keys.
+
+Thin function views: ``workspace_view`` resolves the workspace (404 for outsiders), the query
+string says everything a page shows (window, filters, grouping, sort), selectors do the reads.
+A page asked for by htmx with ``HX-Target: results`` gets only its ``_*.html`` partial, the
+same template the full page includes, so filters refresh in place and the URL is pushed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET
+
+from analytics import dashboard_selectors as ds
+from analytics import selectors
+from analytics.filters import LogFilter
+from analytics.forms import GROUP_DIMENSIONS, PRESETS, Window, log_filter_data, parse_group, parse_window
+from analytics.models import MetadataKey, RequestLog
+from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
+from workspaces.models import ApiKey
+
+LOG_PAGE_SIZE = 50
+TABLE_COLUMNS = [
+    ("value", "Value", False),
+    ("requests", "Requests", True),
+    ("cost", "Cost", True),
+    ("avg_tokens", "Avg tokens", True),
+    ("avg_latency", "Avg latency", True),
+    ("p95_latency", "p95 latency", True),
+    ("success_rate", "Success", True),
+    ("last_seen", "Last seen", True),
+]
+USER_COLUMNS = [
+    ("value", "User", False),
+    ("requests", "Requests", True),
+    ("cost", "Cost", True),
+    ("tokens", "Tokens", True),
+    ("avg_latency", "Avg latency", True),
+    ("success_rate", "Success", True),
+    ("last_seen", "Last seen", True),
+]
+EXPORT_LIMIT = 50_000
+
+
+def _is_partial(request: HttpRequest, target: str = "results") -> bool:
+    return (
+        request.headers.get("HX-Request") == "true"
+        and request.headers.get("HX-Target") == target
+        and not request.headers.get("HX-History-Restore-Request")
+    )
+
+
+def _render(request: HttpRequest, page: str, partial: str, context: dict, target: str = "results") -> HttpResponse:
+    template = partial if _is_partial(request, target) else page
+    response = render(request, template, context)
+    # The same URL answers with a page or a fragment: caches must keep them apart.
+    patch_vary_headers(response, ["HX-Request", "HX-Target"])
+    return response
+
+
+def _base_context(request: HttpRequest, access: WorkspaceAccess, page: str, window: Window | None = None) -> dict:
+    return {
+        "access": access,
+        "workspace": access.workspace,
+        "page": page,
+        "window": window,
+        "presets": PRESETS,
+        "memberships": user_memberships(request.user),
+    }
+
+
+def _known_keys(access: WorkspaceAccess) -> list[str]:
+    return list(MetadataKey.objects.filter(workspace=access.workspace).order_by("key").values_list("key", flat=True))
+
+
+# --- Home --------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """One workspace: its overview. Several: a chooser. None: how to get access."""
+    memberships = user_memberships(request.user)
+    if len(memberships) == 1:
+        return redirect("dashboard:overview", slug=memberships[0].workspace.slug)
+    return render(request, "dashboard/home.html", {"memberships": memberships})
+
+
+# --- Overview ----------------------------------------------------------------------------
+
+
+@workspace_view()
+@require_GET
+def overview(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    window, errors = parse_window(request.GET)
+    kpis = ds.kpis(access.workspace, window)
+    context = {**_base_context(request, access, "overview", window), "kpis": kpis, "window_errors": errors}
+    hours, previous_hours = kpis.pop("hours")
+    if kpis["current"]["requests"] or kpis["previous"]["requests"]:
+        context["series"] = ds.timeseries(access.workspace, window, hours=hours)
+        context["previous_series"] = ds.timeseries(access.workspace, window.previous(), hours=previous_hours, p95=False)
+    else:
+        context.update(_empty_state(request, access))
+    return _render(request, "dashboard/overview.html", "dashboard/_overview.html", context)
+
+
+def _empty_state(request: HttpRequest, access: WorkspaceAccess) -> dict:
+    """What a new workspace needs to see: how to send a first request with its key."""
+    has_logs = RequestLog.objects.filter(workspace=access.workspace).exists()
+    key = ApiKey.objects.filter(workspace=access.workspace, is_active=True).order_by("-created_at").first()
+    provider = access.workspace.providers.filter(is_active=True).order_by("slug").first()
+    return {
+        "empty": {
+            "has_logs": has_logs,
+            "api_key": key,
+            "provider": provider,
+            "gateway_url": request.build_absolute_uri("/v1"),
+        }
+    }
+
+
+# --- Logs --------------------------------------------------------------------------------
+
+
+def _log_filter(request: HttpRequest, window: Window) -> LogFilter:
+    return LogFilter(log_filter_data(request.GET, window), queryset=RequestLog.objects.all())
+
+
+def _chips(params: QueryDict, api_keys: dict[int, str]) -> list[dict]:
+    """The active filters as removable chips (label and the parameter to drop)."""
+    chips = []
+    for name in params:
+        if name in ("range", "start", "end", "cursor", "log", "add_key", "add_value"):
+            continue
+        for value in params.getlist(name):
+            if not value:
+                continue
+            label_value = value
+            if name in ("api_key", "api_key_ids"):
+                label_value = ", ".join(api_keys.get(int(v), v) if v.isdigit() else v for v in value.split(","))
+            label = name.removeprefix("metadata.").replace("__", " ") if name.startswith("metadata.") else name
+            chips.append({"name": name, "value": value, "label": label, "label_value": label_value})
+    return chips
+
+
+def _with_added_metadata(request: HttpRequest) -> str | None:
+    """The filter bar's "add key = value" inputs folded into a ``metadata.<key>`` parameter."""
+    key = request.GET.get("add_key", "").strip()
+    params = request.GET.copy()
+    params.pop("add_key", None)
+    value = params.pop("add_value", [""])[-1].strip()
+    params.pop("cursor", None)
+    if key and value:
+        params.appendlist(f"metadata.{key}", value)
+    return f"{request.path}?{params.urlencode()}"
+
+
+@workspace_view()
+@require_GET
+def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        url = _with_added_metadata(request)
+        if request.headers.get("HX-Request"):
+            # Re-run as the clean URL and push that one into the history.
+            response = HttpResponse(status=204)
+            response["HX-Location"] = json.dumps({"path": url, "target": "#results"})
+            return response
+        return HttpResponseRedirect(url)
+    window, errors = parse_window(request.GET)
+    log_filter = _log_filter(request, window)
+    rows, cursor = [], None
+    if log_filter.is_valid():
+        qs = log_filter.qs.filter(workspace=access.workspace)
+        rows, cursor = selectors.log_page(qs, limit=LOG_PAGE_SIZE)
+    else:
+        errors += [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
+    api_keys = ds.api_key_names(access.workspace)
+    context = {
+        **_base_context(request, access, "logs", window),
+        "rows": rows,
+        "next_cursor": cursor,
+        "filter_errors": errors,
+        "chips": _chips(request.GET, api_keys),
+        "api_keys": api_keys,
+        "known_keys": _known_keys(access),
+        "dimension_values": ds.models_and_providers(
+            access.workspace, Window(window.end - timedelta(days=30), window.end, "")
+        ),
+    }
+    if request.GET.get("log") and not _is_partial(request):
+        try:
+            context["detail"] = selectors.log_detail(workspace=access.workspace, log_id=request.GET["log"])
+        except Http404:
+            context["filter_errors"].append("That log does not exist in this workspace.")
+    return _render(request, "dashboard/logs.html", "dashboard/_logs_results.html", context)
+
+
+@workspace_view()
+@require_GET
+def log_rows(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    """The next page of the log table ("load more"), as table rows."""
+    window, _ = parse_window(request.GET)
+    log_filter = _log_filter(request, window)
+    if not log_filter.is_valid():
+        return HttpResponse(status=400)
+    try:
+        rows, cursor = selectors.log_page(
+            log_filter.qs.filter(workspace=access.workspace), cursor=request.GET.get("cursor"), limit=LOG_PAGE_SIZE
+        )
+    except selectors.InvalidCursor as exc:
+        return HttpResponse(str(exc), status=400)
+    context = {"workspace": access.workspace, "rows": rows, "next_cursor": cursor, "api_keys": {}}
+    context["api_keys"] = ds.api_key_names(access.workspace)
+    return render(request, "dashboard/_log_rows.html", context)
+
+
+@workspace_view()
+@require_GET
+def log_detail(request: HttpRequest, access: WorkspaceAccess, log_id: str) -> HttpResponse:
+    detail = selectors.log_detail(workspace=access.workspace, log_id=log_id)
+    context = {"workspace": access.workspace, "detail": detail, "api_keys": ds.api_key_names(access.workspace)}
+    if request.headers.get("HX-Request"):
+        return render(request, "dashboard/_log_detail.html", context)
+    params = QueryDict(mutable=True)
+    params["log"] = str(detail["id"])
+    params["range"] = "30d"
+    return redirect(f"{reverse('dashboard:logs', args=[access.workspace.slug])}?{params.urlencode()}")
+
+
+@workspace_view()
+@require_GET
+def metadata_values(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    """Value suggestions (a datalist) for the metadata key chosen in the filter bar."""
+    key = request.GET.get("add_key", "")
+    row = MetadataKey.objects.filter(workspace=access.workspace, key=key).values("top_values").first()
+    values = sorted((row or {}).get("top_values", {}).items(), key=lambda item: (-item[1], item[0]))[:50]
+    return render(request, "dashboard/_value_options.html", {"values": [value for value, _ in values]})
+
+
+@workspace_view()
+@require_GET
+def log_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    """The filtered logs as CSV or JSONL (same filters as the table; at most 50,000 rows)."""
+    window, _ = parse_window(request.GET)
+    log_filter = _log_filter(request, window)
+    if not log_filter.is_valid():
+        return HttpResponse("Invalid filters: fix them on the logs page first.", status=400)
+    fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
+    chunks = _at_most(selectors.export_chunks(log_filter.qs.filter(workspace=access.workspace)), EXPORT_LIMIT)
+    lines = (selectors.jsonl_lines if fmt == "jsonl" else selectors.csv_lines)(
+        chunks, workspace_slug=access.workspace.slug
+    )
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson" if fmt == "jsonl" else "text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{access.workspace.slug}-logs.{fmt}"'
+    return response
+
+
+def _at_most(chunks: Iterator[list[tuple]], limit: int) -> Iterator[list[tuple]]:
+    for chunk in chunks:
+        if limit <= 0:
+            return
+        yield chunk[:limit]
+        limit -= len(chunk)
+
+
+# --- Summary, users, errors --------------------------------------------------------------
+
+
+def _sort(request: HttpRequest) -> tuple[str, bool]:
+    sort = request.GET.get("sort", "requests")
+    return (sort if sort in ds.SORTS else "requests"), request.GET.get("dir", "desc") != "asc"
+
+
+@workspace_view()
+@require_GET
+def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    window, errors = parse_window(request.GET)
+    known_keys = _known_keys(access)
+    group = parse_group(request.GET.get("group"), known_keys)
+    sort, desc = _sort(request)
+    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
+    top = [row["raw"] for row in sorted(rows, key=lambda r: -r["requests"])[:5]]
+    labels = {row["raw"]: row["value"] for row in rows}
+    series = ds.group_series(access.workspace, window, group, top) if top else None
+    if series:
+        series["series"] = [[labels[raw], values] for raw, values in series["series"]]
+    context = {
+        **_base_context(request, access, "summary", window),
+        "group": group,
+        "group_label": GROUP_DIMENSIONS.get(group) or group.removeprefix("metadata."),
+        "group_choices": [*GROUP_DIMENSIONS.items()],
+        "known_keys": known_keys,
+        "rows": rows,
+        "sort": sort,
+        "desc": desc,
+        "columns": TABLE_COLUMNS,
+        "logs_param": group,
+        "series": series,
+        "window_errors": errors,
+    }
+    return _render(request, "dashboard/summary.html", "dashboard/_summary.html", context)
+
+
+@workspace_view()
+@require_GET
+def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    """The summary table as shown (same window, grouping and sort) as CSV or JSONL."""
+    window, _ = parse_window(request.GET)
+    group = parse_group(request.GET.get("group"), _known_keys(access))
+    sort, desc = _sort(request)
+    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
+    fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
+    body = ds.export_group_rows(rows, fmt, group=group, window=window)
+    response = HttpResponse(body, content_type="application/x-ndjson" if fmt == "jsonl" else "text/csv")
+    name = group.replace(".", "-").replace("/", "-")
+    response["Content-Disposition"] = f'attachment; filename="{access.workspace.slug}-summary-{name}.{fmt}"'
+    return response
+
+
+@workspace_view()
+@require_GET
+def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    window, errors = parse_window(request.GET)
+    sort, desc = _sort(request)
+    rows = ds.group_table(access.workspace, window, "user", sort=sort, desc=desc, p95=False)
+    context = {
+        **_base_context(request, access, "users", window),
+        "rows": rows,
+        "sort": sort,
+        "desc": desc,
+        "columns": USER_COLUMNS,
+        "window_errors": errors,
+    }
+    return _render(request, "dashboard/users.html", "dashboard/_users.html", context)
+
+
+@workspace_view()
+@require_GET
+def errors(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    window, window_errors = parse_window(request.GET)
+    workspace = access.workspace
+    hours = ds.hourly(workspace, window, hist=False)  # no latency on this page
+    context = {
+        **_base_context(request, access, "errors", window),
+        "totals": ds.totals(workspace, window, hours=hours),
+        "series": ds.timeseries(workspace, window, hours=hours),
+        "status_classes": ds.status_classes(workspace, window),
+        "failing_models": ds.top_failing(workspace, window, "model"),
+        "failing_providers": ds.top_failing(workspace, window, "provider"),
+        "failing_keys": ds.top_failing(workspace, window, "api_key"),
+        "failing_metadata": ds.top_failing_metadata(workspace, window),
+        "window_errors": window_errors,
+    }
+    return _render(request, "dashboard/errors.html", "dashboard/_errors.html", context)
+
+
+@workspace_view()
+@require_GET
+def metadata_keys(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    window, errors = parse_window(request.GET)
+    total = ds.request_total(access.workspace, window)
+    report = ds.metadata_key_report(access.workspace, window, total)
+    context = {
+        **_base_context(request, access, "metadata_keys", window),
+        "report": report,
+        "total_requests": total,
+        "window_errors": errors,
+    }
+    return _render(request, "dashboard/metadata_keys.html", "dashboard/_metadata_keys.html", context)

@@ -1,0 +1,290 @@
+"""Workspace settings pages (default metadata and schema, API keys, providers) and the audit
+trail. Every member can read them; only owners and admins can change anything (403 for the
+others). Writes go through ``workspaces.services`` with ``via="dashboard"`` so they are
+validated and audited exactly like admin, command and REST changes."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from workspaces import services
+from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
+from workspaces.forms import ApiKeyCreateForm, ProviderCreateForm, ProviderSecretForm, WorkspaceMetadataForm
+from workspaces.models import ApiKey, AuditEvent, Provider, Workspace
+
+VIA = AuditEvent.Via.DASHBOARD
+AUDIT_PAGE_SIZE = 100
+TEST_TIMEOUT_SECONDS = 5
+
+
+def _context(request: HttpRequest, access: WorkspaceAccess, page: str, **extra: object) -> dict:
+    return {
+        "access": access,
+        "workspace": access.workspace,
+        "page": page,
+        "memberships": user_memberships(request.user),
+        **extra,
+    }
+
+
+def _require_edit(access: WorkspaceAccess) -> None:
+    if not access.can_edit:
+        raise PermissionDenied("Only workspace owners and admins can change settings.")
+
+
+def _apply_errors(form: object, exc: ValidationError) -> None:
+    """Model validation errors shown on the form field they belong to (or above the form)."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for field, messages in exc.message_dict.items():
+        form.add_error(field if field in form.fields else None, messages)
+
+
+# --- Workspace metadata ------------------------------------------------------------------
+
+
+@workspace_view()
+@require_http_methods(["GET", "POST"])
+def settings_metadata(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    workspace = access.workspace
+    initial = {"default_metadata": workspace.default_metadata, "metadata_schema": workspace.metadata_schema}
+    saved = False
+    if request.method == "POST":
+        _require_edit(access)
+        form = WorkspaceMetadataForm(request.POST, initial=initial)
+        if form.is_valid():
+            try:
+                services.workspace_update(workspace=workspace, actor=request.user, via=VIA, **form.cleaned_data)
+            except ValidationError as exc:
+                workspace.refresh_from_db()
+                _apply_errors(form, exc)
+            else:
+                saved = True
+    else:
+        form = WorkspaceMetadataForm(initial=initial)
+    context = _context(request, access, "settings", form=form, saved=saved, section="metadata")
+    return render(request, "dashboard/settings_metadata.html", context)
+
+
+@workspace_view()
+@require_POST
+def settings_metadata_validate(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    """Live validation while typing: the errors saving would show, without saving."""
+    _require_edit(access)
+    form = WorkspaceMetadataForm(request.POST)
+    errors: dict[str, list[str]] = {}
+    if form.is_valid():
+        candidate = Workspace.objects.get(pk=access.workspace.pk)
+        candidate.default_metadata = form.cleaned_data["default_metadata"]
+        candidate.metadata_schema = form.cleaned_data["metadata_schema"]
+        try:
+            candidate.clean()
+        except ValidationError as exc:
+            errors = exc.message_dict
+    else:
+        errors = {field: list(messages) for field, messages in form.errors.items()}
+    return render(request, "dashboard/_metadata_validation.html", {"errors": errors, "checked": True})
+
+
+# --- API keys ----------------------------------------------------------------------------
+
+
+@workspace_view()
+@require_http_methods(["GET", "POST"])
+def settings_keys(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    created = None
+    resubmitted = False
+    if request.method == "POST":
+        _require_edit(access)
+        form = ApiKeyCreateForm(request.POST)
+        # A reload of the "key created" page re-posts the form: one key per form, not two.
+        nonce = request.POST.get("form_nonce", "")[:64]
+        if nonce and not cache.add(f"portico:keyform:{access.workspace.pk}:{nonce}", 1, timeout=86400):
+            resubmitted, form = True, ApiKeyCreateForm()
+        elif form.is_valid():
+            data = form.cleaned_data
+            days = data.pop("expires_in_days")
+            try:
+                api_key, full_key = services.api_key_create(
+                    workspace=access.workspace,
+                    expires_at=timezone.now() + timedelta(days=days) if days else None,
+                    actor=request.user,
+                    via=VIA,
+                    **data,
+                )
+            except ValidationError as exc:
+                _apply_errors(form, exc)
+            else:
+                created = {"api_key": api_key, "full_key": full_key}
+                form = ApiKeyCreateForm()
+    else:
+        form = ApiKeyCreateForm()
+    keys = ApiKey.objects.filter(workspace=access.workspace).order_by("-is_active", "-created_at")
+    context = _context(
+        request,
+        access,
+        "settings",
+        section="keys",
+        form=form,
+        keys=keys,
+        created=created,
+        resubmitted=resubmitted,
+        form_nonce=uuid.uuid4().hex,
+        gateway_url=request.build_absolute_uri("/v1"),
+        provider=access.workspace.providers.filter(is_active=True).order_by("slug").first(),
+    )
+    response = render(request, "dashboard/settings_keys.html", context)
+    if created:
+        # The key is in this response only: never cached, never in a redirect or the session.
+        add_never_cache_headers(response)
+    return response
+
+
+@workspace_view(edit=True)
+@require_POST
+def settings_key_revoke(request: HttpRequest, access: WorkspaceAccess, key_id: int) -> HttpResponse:
+    api_key = get_object_or_404(ApiKey, workspace=access.workspace, pk=key_id)
+    if api_key.is_active:
+        services.api_key_revoke(api_key=api_key, actor=request.user, via=VIA)
+    return redirect("dashboard:settings_keys", slug=access.workspace.slug)
+
+
+# --- Providers ---------------------------------------------------------------------------
+
+
+@workspace_view()
+@require_http_methods(["GET", "POST"])
+def settings_providers(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if request.method == "POST":
+        _require_edit(access)
+        form = ProviderCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                services.provider_create(workspace=access.workspace, actor=request.user, via=VIA, **form.cleaned_data)
+            except ValidationError as exc:
+                _apply_errors(form, exc)
+            else:
+                return redirect("dashboard:settings_providers", slug=access.workspace.slug)
+    else:
+        form = ProviderCreateForm()
+    providers = Provider.objects.filter(workspace=access.workspace).order_by("slug")
+    context = _context(
+        request,
+        access,
+        "settings",
+        section="providers",
+        form=form,
+        providers=providers,
+        secret_form=ProviderSecretForm(),
+    )
+    return render(request, "dashboard/settings_providers.html", context)
+
+
+@workspace_view(edit=True)
+@require_POST
+def settings_provider_rotate(request: HttpRequest, access: WorkspaceAccess, provider_id: int) -> HttpResponse:
+    provider = get_object_or_404(Provider, workspace=access.workspace, pk=provider_id)
+    form = ProviderSecretForm(request.POST)
+    if form.is_valid():
+        services.provider_rotate_secret(
+            provider=provider, api_key=form.cleaned_data["api_key"], actor=request.user, via=VIA
+        )
+        message, ok = "Secret replaced. The new key is used within a few seconds.", True
+    else:
+        message, ok = "Enter the new API key.", False
+    return render(request, "dashboard/_provider_result.html", {"message": message, "ok": ok})
+
+
+@workspace_view(edit=True)
+@require_POST
+def settings_provider_test(request: HttpRequest, access: WorkspaceAccess, provider_id: int) -> HttpResponse:
+    """Call the provider's ``/models`` with its stored key and report what came back."""
+    provider = get_object_or_404(Provider, workspace=access.workspace, pk=provider_id)
+    ok, message = check_provider(provider)
+    return render(request, "dashboard/_provider_result.html", {"message": message, "ok": ok})
+
+
+def check_provider(provider: Provider) -> tuple[bool, str]:
+    """(reachable and accepted the key, a sentence saying what happened)."""
+    from gateway import netguard
+
+    url = provider.base_url.rstrip("/") + "/models"
+    host = urlsplit(url).hostname or ""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError as exc:
+        return False, f"Cannot resolve {host}: {exc.strerror or exc}."
+    if any(netguard.is_blocked(address) for address in addresses):
+        return False, f"{host} is in a network the gateway may not call (see UPSTREAM_ALLOWED_NETWORKS)."
+    headers = {"Accept": "application/json"}
+    if provider.has_secret:
+        headers["Authorization"] = f"Bearer {provider.get_secret()}"
+    started = time.monotonic()
+    try:
+        # http/https only: base_url is a URLField.
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310
+        with urllib.request.urlopen(request, timeout=TEST_TIMEOUT_SECONDS) as response:  # noqa: S310
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return False, f"Could not connect to {url}: {reason}."
+    elapsed = (time.monotonic() - started) * 1000
+    if 200 <= status < 300:
+        return True, f"Connected: GET {url} answered {status} in {elapsed:.0f} ms."
+    if status in (401, 403):
+        return False, f"Reached {url}, but it refused the stored key ({status}). Rotate the secret."
+    return False, f"GET {url} answered {status} in {elapsed:.0f} ms."
+
+
+# --- Audit -------------------------------------------------------------------------------
+
+
+@workspace_view()
+@require_GET
+def audit(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    events = AuditEvent.objects.filter(workspace=access.workspace).select_related("actor")
+    filters = {name: request.GET.get(name, "").strip() for name in ("object_type", "via", "actor", "action")}
+    if filters["object_type"]:
+        events = events.filter(object_type=filters["object_type"])
+    if filters["via"]:
+        events = events.filter(via=filters["via"])
+    if filters["actor"]:
+        events = events.filter(actor_label__icontains=filters["actor"])
+    if filters["action"]:
+        events = events.filter(Q(action=filters["action"]) | Q(action__startswith=filters["action"] + "."))
+    before = request.GET.get("before", "")
+    if before.isdigit():
+        events = events.filter(id__lt=int(before))
+    page = list(events.order_by("-id")[: AUDIT_PAGE_SIZE + 1])
+    more = len(page) > AUDIT_PAGE_SIZE
+    page = page[:AUDIT_PAGE_SIZE]
+    context = _context(
+        request,
+        access,
+        "audit",
+        events=page,
+        filters=filters,
+        next_before=page[-1].id if more else None,
+        object_types=["workspace", "api_key", "provider", "membership"],
+        vias=AuditEvent.Via.values,
+    )
+    template = "dashboard/_audit.html" if request.headers.get("HX-Target") == "results" else "dashboard/audit.html"
+    return render(request, template, context)
