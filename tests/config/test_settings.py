@@ -128,3 +128,20 @@ def test_upstream_allow_list_must_be_networks(tmp_path):
     result = _load_settings(tmp_path, DEBUG="true", UPSTREAM_ALLOWED_NETWORKS="127.0.0.0/8,not-a-network")
     assert result.returncode != 0
     assert "UPSTREAM_ALLOWED_NETWORKS" in result.stderr
+
+
+@pytest.mark.django_db
+def test_pages_carry_a_content_security_policy(client):
+    resp = client.get("/login/")
+    policy = resp.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-eval" not in policy
+
+
+@pytest.mark.django_db
+def test_api_docs_work_without_inline_scripts(client):
+    page = client.get("/api/docs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "<script>" not in html.replace(" ", "")
+    assert "cdn" not in html.lower()
