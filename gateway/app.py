@@ -297,7 +297,8 @@ class GatewayApp:
             log.exception("gateway error on %s %s", scope["method"], path)
             ctx.status = 500
             ctx.error_message = "internal gateway error"
-            err = GatewayError(500, "Internal gateway error; the request was logged.", type="server_error")
+            logged = "; the request was logged" if ctx.snapshot is not None else ""
+            err = GatewayError(500, f"Internal gateway error{logged}.", type="server_error")
             await self._send_error(ctx, send, err)
         if ctx.snapshot is not None:
             await self._emit_log(ctx)
@@ -580,12 +581,16 @@ class GatewayApp:
         usage = ctx.usage
         model = ctx.model or usage.model
         status = ctx.status
+        cost = None
         if usage.total_tokens:
             cost = cached_cost(model, usage.prompt_tokens, usage.completion_tokens, _MISSING)
             if cost is _MISSING:
-                cost = await cost_of(model, usage.prompt_tokens, usage.completion_tokens)
-        else:
-            cost = None
+                try:
+                    cost = await cost_of(model, usage.prompt_tokens, usage.completion_tokens)
+                except Exception:
+                    # Prices unavailable (database down): the log matters more than its cost.
+                    log.warning("could not price %s; logging without cost", model, exc_info=True)
+                    cost = None
         if snapshot.usage_limit_cost is not None:
             await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
         headers = ctx.client_headers

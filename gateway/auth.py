@@ -5,6 +5,7 @@ within that time. Misses are filled through the ORM in a thread, one fill per ke
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ class ProviderSnapshot:
 
 
 T = TypeVar("T")
+log = logging.getLogger("portico.gateway.auth")
+_STALE_RETRY_SECONDS = 2.0
 
 
 class TTLCache(Generic[T]):
@@ -83,7 +86,18 @@ class TTLCache(Generic[T]):
 
     async def _fill(self, key: object) -> T | None:
         try:
-            value = await self._loader(key)
+            try:
+                value = await self._loader(key)
+            except Exception:
+                # Database unreachable: keep serving what we knew (a key revoked during the
+                # outage stays usable until the database answers again) rather than failing
+                # every request; retry the load after a short pause.
+                stale = self._entries.get(key)
+                if stale is None:
+                    raise
+                log.warning("cache reload failed; serving the previous value for a few seconds", exc_info=True)
+                self._entries[key] = (time.monotonic() + _STALE_RETRY_SECONDS, stale[1])
+                return stale[1]
             if len(self._entries) > 100_000:
                 self._entries.clear()  # bound memory under a flood of random keys
             self._entries[key] = (time.monotonic() + self._ttl(), value)
