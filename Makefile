@@ -29,8 +29,14 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Portico vs direct vs LiteLLM's proxy and Portkey's gateway (installed on first use into
+# $$TMPDIR/portico-bench-peers), production setup: a fresh Postgres database on
+# 127.0.0.1:5432, Redis 127.0.0.1:6379/15, Celery worker + beat. Then the memory check.
+# Results in bench/out/. Extra options: make bench BENCH_ARGS="--workers 1,2 --wait-quiet 300"
+BENCH_ARGS ?=
 bench: venv
-	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/gateway_overhead.py --peers $(BENCH_ARGS)
+	$(BIN)/python bench/bench_memory.py
 
 clean:
 	rm -rf $(VENV) var staticfiles

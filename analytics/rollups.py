@@ -2,8 +2,8 @@
 
 ``apply_rows(rows)`` is called by ``analytics.ingest.write_log_batch`` inside the transaction that
 inserted the rows, with only the rows that were new (a redelivered batch adds nothing), and by
-``rebuild`` with rows read back from RequestLog. Both go through ``aggregate`` so a rebuild
-computes what ingestion computed. A row counts:
+``analytics.recompute.rebuild_rollups`` with rows read back from RequestLog, so a rebuild computes
+what ingestion computed. A row counts:
 
 - once in DimensionRollup under (workspace, hour, provider, model, api key or 0, status_code // 100);
 - once in MetadataRollup per metadata key, under (workspace, key, hour, value). String values are
@@ -23,46 +23,46 @@ So totals per key and hour are always exact; which values have their own row can
 between live ingestion and a rebuild when logs arrived out of order. A metadata value that is
 literally "(other)" is counted with the folded values.
 
-Concurrency (Postgres): every writer first takes a transaction-scoped advisory lock per
-(workspace, key) it touches, in sorted order. Under that lock it counts the hour's existing
-values (the cap is exact across concurrent workers) and updates the key's registry row
-(select-then-update is safe). Rollup rows are then upserted with ``INSERT ... ON CONFLICT DO
-UPDATE`` adding the counters and merging histograms in SQL (``portico_hist_merge``, migration
-0005); DimensionRollup rows are not covered by the advisory locks, so they are upserted in
-sorted key order, which keeps concurrent writers from deadlocking. A rebuild locks both rollup
-tables instead (SHARE ROW EXCLUSIVE), so writers wait for it and nothing is lost or counted
-twice. On SQLite writers are serialised by the database (BEGIN IMMEDIATE): plain
-select-then-update/insert.
+Concurrency (Postgres), with transaction-scoped advisory locks, always taken in the same order:
+1. a SHARED lock per workspace of the batch (sorted), which a rebuild of that workspace takes
+   EXCLUSIVE: writers wait while a workspace is rebuilt, and their logs (not yet committed, so
+   not seen by the rebuild) are then counted once, by themselves;
+2. an exclusive lock per (workspace, key) of the batch (sorted). Under it a writer counts the
+   hour's existing values (the cap is exact across concurrent workers) and updates the key's
+   registry row (select-then-update is safe).
+Rollup rows are upserted with ``INSERT ... ON CONFLICT DO UPDATE`` adding the counters and
+merging histograms in SQL (``portico_hist_merge``, migration 0005). DimensionRollup rows are not
+covered by the key locks; they are upserted in sorted key order, which keeps concurrent writers
+from deadlocking. A hash collision between lock ids only makes two workspaces or keys share a
+lock (more waiting, never a wrong count). On SQLite writers are serialised by the database
+(BEGIN IMMEDIATE): plain select-then-update/insert.
 
 The registry (MetadataKey) is updated in the same transaction: first/last seen and requests
 exactly; ``top_values`` adds counts to values it holds and admits new values while it has fewer
 than ``MetadataKey.VALUE_CAP`` (it never evicts), ``distinct_values`` is its size. The periodic
-``refresh_metadata_keys`` recomputes both from the rollups (top values by requests, "(other)"
+``analytics.recompute.refresh_metadata_keys`` recomputes both from the rollups (top values by requests, "(other)"
 excluded), which also corrects for rollups removed by retention.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import reduce
 from operator import or_
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.conf import settings
-from django.db import connection, models, transaction
-from django.db.models import Max, Min, Q, Sum
+from django.db import connection, models
+from django.db.models import Q
 
 from analytics import histogram
-from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestLog
-
-logger = logging.getLogger(__name__)
+from analytics.models import DimensionRollup, MetadataKey, MetadataRollup
 
 OTHER = MetadataRollup.OTHER_VALUE
 KEY_MAX_LENGTH = MetadataRollup._meta.get_field("key").max_length
@@ -83,7 +83,6 @@ LOG_FIELDS = (
     "cost",
     "metadata",
 )
-_LOOKUP_CHUNK = 100  # groups per "WHERE (a AND b) OR (...)" lookup
 
 MetadataGroup = tuple[int, str, datetime]  # workspace_id, key, bucket
 DimensionKey = tuple[int, datetime, str, str, int, int]  # workspace, bucket, provider, model, key, class
@@ -100,9 +99,9 @@ def metadata_items(metadata: Any) -> list[tuple[str, str]]:
         return []
     items = []
     for key, value in metadata.items():
-        if not isinstance(key, str) or not key or len(key) > KEY_MAX_LENGTH:
+        if type(key) is not str or not key or len(key) > KEY_MAX_LENGTH:
             continue
-        if isinstance(value, str):
+        if type(value) is str:
             text = value
         elif isinstance(value, bool):
             text = "true" if value else "false"
@@ -117,7 +116,7 @@ def metadata_items(metadata: Any) -> list[tuple[str, str]]:
 class Totals:
     """The additive metrics of one rollup row (RollupMetrics' fields)."""
 
-    __slots__ = (
+    FIELDS = (
         "requests",
         "errors",
         "prompt_tokens",
@@ -128,6 +127,7 @@ class Totals:
         "latency_hist",
         "last_seen",
     )
+    __slots__ = FIELDS
 
     def __init__(self) -> None:
         self.requests = 0
@@ -140,32 +140,21 @@ class Totals:
         self.latency_hist: dict[str, int] = {}
         self.last_seen: datetime | None = None
 
-    def add(self, row: dict, hist_key: str) -> None:
-        self.requests += 1
-        if not row["success"]:
-            self.errors += 1
-        self.prompt_tokens += row["prompt_tokens"]
-        self.completion_tokens += row["completion_tokens"]
-        if row["cost"] is not None:
-            self.cost += row["cost"]
-            self.priced_requests += 1
-        self.latency_sum_ms += row["latency_ms"]
-        self.latency_hist[hist_key] = self.latency_hist.get(hist_key, 0) + 1
-        if self.last_seen is None or row["created_at"] > self.last_seen:
-            self.last_seen = row["created_at"]
-
-    def merge(self, other: Totals) -> Totals:
-        self.requests += other.requests
-        self.errors += other.errors
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.cost += other.cost
-        self.priced_requests += other.priced_requests
-        self.latency_sum_ms += other.latency_sum_ms
-        histogram.merge(self.latency_hist, other.latency_hist)
-        if other.last_seen is not None and (self.last_seen is None or other.last_seen > self.last_seen):
-            self.last_seen = other.last_seen
-        return self
+    @classmethod
+    def of(cls, contributions: list[Contribution]) -> Totals:
+        """Totals of logs' contributions."""
+        totals = cls()
+        totals.requests = len(contributions)
+        totals.errors = sum(1 for c in contributions if not c.success)
+        totals.prompt_tokens = sum(c.prompt_tokens for c in contributions)
+        totals.completion_tokens = sum(c.completion_tokens for c in contributions)
+        priced = [c.cost for c in contributions if c.cost is not None]
+        totals.cost = sum(priced, Decimal(0))
+        totals.priced_requests = len(priced)
+        totals.latency_sum_ms = sum(c.latency_ms for c in contributions)
+        totals.latency_hist = dict(Counter(c.hist_key for c in contributions))
+        totals.last_seen = max(c.created_at for c in contributions)
+        return totals
 
     def merge_into(self, row: models.Model) -> None:
         """Add these totals to a stored rollup row (the SQLite path)."""
@@ -181,7 +170,19 @@ class Totals:
             row.last_seen = self.last_seen
 
     def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+
+class Contribution(NamedTuple):
+    """What one log adds to each rollup row it counts in."""
+
+    created_at: datetime
+    success: bool
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal | None
+    latency_ms: float
+    hist_key: str
 
 
 @dataclass
@@ -196,19 +197,47 @@ class KeyStats:
 
 @dataclass
 class BatchRollup:
+    """A batch's contributions grouped per rollup row (summed once the cap is applied)."""
+
     # Values in order of first appearance: the cap gives free slots in this order.
-    metadata: dict[MetadataGroup, dict[str, Totals]] = field(default_factory=dict)
-    dimensions: dict[DimensionKey, Totals] = field(default_factory=dict)
-    keys: dict[tuple[int, str], KeyStats] = field(default_factory=dict)
+    metadata: dict[MetadataGroup, dict[str, list[Contribution]]] = field(default_factory=dict)
+    dimensions: dict[DimensionKey, list[Contribution]] = field(default_factory=dict)
+
+    def key_stats(self) -> dict[tuple[int, str], KeyStats]:
+        keys: dict[tuple[int, str], KeyStats] = {}
+        for (workspace_id, key, _bucket), values in self.metadata.items():
+            for value, group in values.items():
+                # Groups are in (created_at, id) order: first and last are the extremes.
+                first, last = group[0].created_at, group[-1].created_at
+                stats = keys.get((workspace_id, key))
+                if stats is None:
+                    stats = keys[(workspace_id, key)] = KeyStats(first, last)
+                stats.first_seen, stats.last_seen = min(stats.first_seen, first), max(stats.last_seen, last)
+                stats.requests += len(group)
+                stats.values[value] += len(group)
+        return keys
 
 
 def aggregate(rows: Iterable[dict]) -> BatchRollup:
-    """Sum rows (dicts with LOG_FIELDS) per rollup row, before the cap is applied."""
+    """Group rows' (dicts with LOG_FIELDS) contributions per rollup row, before the cap.
+
+    Contributions are summed per row only after the cap folded the groups (summing lists with
+    sum() runs in C; adding field by field per log and key costs several times more).
+    """
     batch = BatchRollup()
+    metadata, dimensions = batch.metadata, batch.dimensions
     for row in sorted(rows, key=lambda r: (r["created_at"], r["id"].int)):
         workspace_id, created_at = row["workspace_id"], row["created_at"]
         bucket = hour_of(created_at)
-        hist_key = str(histogram.bucket_of(row["latency_ms"]))
+        contribution = Contribution(
+            created_at,
+            row["success"],
+            row["prompt_tokens"],
+            row["completion_tokens"],
+            row["cost"],
+            row["latency_ms"],
+            str(histogram.bucket_of(row["latency_ms"])),
+        )
         dimension = (
             workspace_id,
             bucket,
@@ -217,22 +246,9 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
             row["api_key_id"] or 0,
             row["status_code"] // 100,
         )
-        totals = batch.dimensions.get(dimension)
-        if totals is None:
-            totals = batch.dimensions[dimension] = Totals()
-        totals.add(row, hist_key)
+        dimensions.setdefault(dimension, []).append(contribution)
         for key, value in metadata_items(row["metadata"]):
-            values = batch.metadata.setdefault((workspace_id, key, bucket), {})
-            totals = values.get(value)
-            if totals is None:
-                totals = values[value] = Totals()
-            totals.add(row, hist_key)
-            stats = batch.keys.get((workspace_id, key))
-            if stats is None:
-                stats = batch.keys[(workspace_id, key)] = KeyStats(first_seen=created_at, last_seen=created_at)
-            stats.last_seen = max(stats.last_seen, created_at)
-            stats.requests += 1
-            stats.values[value] += 1
+            metadata.setdefault((workspace_id, key, bucket), {}).setdefault(value, []).append(contribution)
     return batch
 
 
@@ -243,38 +259,44 @@ def apply_rows(rows: list[dict], *, lock: bool = True) -> None:
     """Add ``rows`` (new RequestLog rows, as dicts with LOG_FIELDS) to the rollups and registry.
 
     Must run inside the transaction that wrote the rows. ``lock=False`` is for callers that
-    already exclude concurrent writers (``rebuild`` holds the rollup tables' lock).
+    already exclude concurrent writers (a rebuild holds its workspace's lock exclusively).
     """
     if not rows:
         return
     batch = aggregate(rows)
+    keys = batch.key_stats()
     if lock and connection.vendor == "postgresql":
-        lock_keys(batch.keys)
-    metadata_rows = fold_capped(batch.metadata, existing_values(batch.metadata), settings.ROLLUP_VALUE_CAP)
-    upsert(MetadataRollup, metadata_rows)
-    upsert(DimensionRollup, sorted(batch.dimensions.items()))
-    update_registry(batch.keys)
+        lock_for_writing({dimension[0] for dimension in batch.dimensions}, keys)
+    folded = fold_capped(batch.metadata, existing_values(batch.metadata), settings.ROLLUP_VALUE_CAP)
+    upsert(MetadataRollup, [(key, Totals.of(group)) for key, group in folded])
+    upsert(DimensionRollup, [(key, Totals.of(group)) for key, group in sorted(batch.dimensions.items())])
+    update_registry(keys)
 
 
-def lock_keys(keys: Iterable[tuple[int, str]]) -> None:
-    """Postgres: take the (workspace, key) advisory locks for this transaction, in sorted order.
+def lock_for_writing(workspace_ids: Iterable[int], keys: Iterable[tuple[int, str]]) -> None:
+    """Postgres: take the advisory locks for writing these workspaces' rollups and these
+    (workspace, key)s' registry rows in this transaction: shared workspace locks, then key
+    locks (see the module docstring)."""
+    _advisory_locks("pg_advisory_xact_lock_shared", [_lock_id("workspace", w) for w in workspace_ids])
+    _advisory_locks("pg_advisory_xact_lock", [_lock_id("key", w, key) for w, key in keys])
 
-    A hash collision only makes two keys share a lock (more waiting, never a wrong count).
-    """
-    lock_ids = sorted({_lock_id(workspace_id, key) for workspace_id, key in keys})
+
+def lock_workspace(workspace_id: int) -> None:
+    """Postgres: exclude every rollup writer of this workspace until the transaction ends."""
+    _advisory_locks("pg_advisory_xact_lock", [_lock_id("workspace", workspace_id)])
+
+
+def _advisory_locks(function: str, lock_ids: list[int]) -> None:
     if lock_ids:
         with connection.cursor() as cursor:
-            # unnest keeps the array's (sorted) order: locks are always taken low to high.
-            cursor.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [lock_ids])
+            # Sorted, and unnest keeps the array's order: locks are always taken low to high.
+            sql = f"SELECT {function}(k) FROM unnest(%s::bigint[]) AS k"  # noqa: S608 (a fixed function name)
+            cursor.execute(sql, [sorted(set(lock_ids))])
 
 
-def _lock_id(workspace_id: int, key: str) -> int:
-    digest = hashlib.blake2b(f"portico-rollup:{workspace_id}:{key}".encode(), digest_size=8).digest()
+def _lock_id(*parts: object) -> int:
+    digest = hashlib.blake2b(":".join(map(str, ("portico-rollup", *parts))).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _any_of(field_names: tuple[str, ...], keys: list[tuple]) -> Q:
-    return reduce(or_, (Q(**dict(zip(field_names, key, strict=True))) for key in keys))
 
 
 def existing_values(groups: Iterable[MetadataGroup]) -> dict[MetadataGroup, set[str]]:
@@ -295,22 +317,22 @@ def existing_values(groups: Iterable[MetadataGroup]) -> dict[MetadataGroup, set[
 
 
 def fold_capped(
-    groups: dict[MetadataGroup, dict[str, Totals]], existing: dict[MetadataGroup, set[str]], cap: int
-) -> list[tuple[tuple, Totals]]:
+    groups: dict[MetadataGroup, dict[str, list[Contribution]]], existing: dict[MetadataGroup, set[str]], cap: int
+) -> list[tuple[tuple, list[Contribution]]]:
     """Rows to upsert, keyed (workspace, key, bucket, value), with the cap applied (see docstring)."""
     result = []
     for group, values in sorted(groups.items()):
         have = existing.get(group, set())
         free = cap - len(have - {OTHER})
-        other: Totals | None = None
-        for value, totals in values.items():
+        other: list[Contribution] = []
+        for value, contributions in values.items():
             if value != OTHER and (value in have or free > 0):
                 if value not in have:
                     free -= 1
-                result.append(((*group, value), totals))
+                result.append(((*group, value), contributions))
             else:
-                other = totals if other is None else other.merge(totals)
-        if other is not None:
+                other.extend(contributions)
+        if other:
             result.append(((*group, OTHER), other))
     return result
 
@@ -335,7 +357,7 @@ _PG_TYPES = {
     "cost": "numeric",
     "priced_requests": "integer",
     "latency_sum_ms": "double precision",
-    "latency_hist": "text",  # JSON text, cast to jsonb in the SELECT
+    "latency_hist": "jsonb",
     "last_seen": "timestamptz",
 }
 
@@ -351,30 +373,38 @@ def upsert(model: type[models.Model], rows: list[tuple[tuple, Totals]]) -> None:
 
 
 def _upsert_postgres(model: type[models.Model], rows: list[tuple[tuple, Totals]]) -> None:
+    # The rows travel as one JSON array (orjson, then Postgres' JSON parser: both in C); array
+    # parameters cost more to encode (psycopg escapes each element in Python) than the upsert
+    # takes to run. WITH ORDINALITY keeps the (sorted) order rows are locked in.
     key_fields = _KEY_FIELDS[model]
-    columns = (*key_fields, *Totals.__slots__)
-    arrays: list[list] = [[] for _ in columns]
-    for key, totals in rows:
-        values = (*key, *(getattr(totals, name) for name in Totals.__slots__))
-        for array, value in zip(arrays, values, strict=True):
-            array.append(value)
-    hist = columns.index("latency_hist")
-    arrays[hist] = [orjson.dumps(h).decode() for h in arrays[hist]]
+    columns = (*key_fields, *Totals.FIELDS)
+    payload = orjson.dumps(
+        [[*key, *(getattr(totals, name) for name in Totals.FIELDS)] for key, totals in rows],
+        default=str,  # Decimal cost, as a JSON string
+    )
     q = connection.ops.quote_name
     names = ", ".join(q(c) for c in columns)
-    select = ", ".join(f"u.{q(c)}::jsonb" if c == "latency_hist" else f"u.{q(c)}" for c in columns)
-    unnest = ", ".join(f"%s::{_PG_TYPES[c]}[]" for c in columns)
+    indexes = ", ".join(
+        f"(r->>{i})::{_PG_TYPES[c]}" if c != "latency_hist" else f"r->{i}" for i, c in enumerate(columns)
+    )
     add = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "priced_requests", "latency_sum_ms")
     updates = ", ".join(f"{q(c)} = t.{q(c)} + EXCLUDED.{q(c)}" for c in add)
     sql = (
         f"INSERT INTO {q(model._meta.db_table)} AS t ({names}) "  # noqa: S608 (names from the model)
-        f"SELECT {select} FROM unnest({unnest}) AS u({names}) "
+        f"SELECT {indexes} FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n "
         f"ON CONFLICT ({', '.join(q(c) for c in key_fields)}) DO UPDATE SET {updates}, "
         "latency_hist = portico_hist_merge(t.latency_hist, EXCLUDED.latency_hist), "
         "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, arrays)
+        cursor.execute(sql, [payload.decode()])
+
+
+_LOOKUP_CHUNK = 100  # rows per "WHERE (a AND b ...) OR (...)" lookup
+
+
+def _any_of(field_names: tuple[str, ...], keys: list[tuple]) -> Q:
+    return reduce(or_, (Q(**dict(zip(field_names, key, strict=True))) for key in keys))
 
 
 def _upsert_generic(model: type[models.Model], rows: list[tuple[tuple, Totals]]) -> None:
@@ -393,7 +423,7 @@ def _upsert_generic(model: type[models.Model], rows: list[tuple[tuple, Totals]])
             totals.merge_into(obj)
             changed.append(obj)
     model.objects.bulk_create(created)
-    model.objects.bulk_update(changed, list(Totals.__slots__), batch_size=500)
+    model.objects.bulk_update(changed, list(Totals.FIELDS), batch_size=500)
 
 
 def update_registry(keys: dict[tuple[int, str], KeyStats]) -> None:
@@ -453,137 +483,4 @@ def _update_registry_postgres(changed: list[MetadataKey]) -> None:
                 [obj.distinct_values for obj in changed],
                 [orjson.dumps(obj.top_values).decode() for obj in changed],
             ],
-        )
-
-
-# --- Registry refresh ---------------------------------------------------------------------
-
-
-def refresh_metadata_keys(*, workspace_id: int | None = None, discover: bool = False, lock: bool = True) -> int:
-    """Recompute registry rows from the rollups; return how many keys were looked at.
-
-    Each key is refreshed in its own short transaction under its advisory lock, so ingestion
-    waits at most one key's recomputation. ``discover`` also visits keys that have rollups but
-    no registry row (after a rebuild); keys whose rollups are all gone lose their row.
-    """
-    registry = MetadataKey.objects.all()
-    rollups = MetadataRollup.objects.all()
-    if workspace_id is not None:
-        registry = registry.filter(workspace_id=workspace_id)
-        rollups = rollups.filter(workspace_id=workspace_id)
-    pairs = set(registry.values_list("workspace_id", "key"))
-    if discover:
-        pairs |= set(rollups.order_by().values_list("workspace_id", "key").distinct())
-    for pair in sorted(pairs):
-        with transaction.atomic():
-            if lock and connection.vendor == "postgresql":
-                lock_keys([pair])
-            _refresh_key(*pair)
-    return len(pairs)
-
-
-def _refresh_key(workspace_id: int, key: str) -> None:
-    rows = MetadataRollup.objects.filter(workspace_id=workspace_id, key=key)
-    totals = rows.aggregate(requests=Sum("requests"), first=Min("bucket"), last=Max("last_seen"))
-    registry = MetadataKey.objects.filter(workspace_id=workspace_id, key=key)
-    if not totals["requests"]:
-        registry.delete()
-        return
-    top = (
-        rows.exclude(value=OTHER)
-        .values("value")
-        .annotate(count=Sum("requests"))
-        .order_by("-count", "value")[: MetadataKey.VALUE_CAP]
-    )
-    top_values = {row["value"]: row["count"] for row in top}
-    first_hour = totals["first"]
-    current = registry.first()
-    # Rollups know the first hour only; keep the exact first_seen when it lies in that hour.
-    if current is not None and first_hour <= current.first_seen < first_hour + timedelta(hours=1):
-        first_seen = current.first_seen
-    else:
-        first_seen = first_hour
-    MetadataKey.objects.update_or_create(
-        workspace_id=workspace_id,
-        key=key,
-        defaults={
-            "first_seen": first_seen,
-            "last_seen": totals["last"] or first_hour,
-            "requests": totals["requests"],
-            "distinct_values": len(top_values),
-            "top_values": top_values,
-        },
-    )
-
-
-# --- Rebuild ------------------------------------------------------------------------------
-
-
-@dataclass
-class RebuildResult:
-    logs: int
-    metadata_rows: int
-    dimension_rows: int
-
-
-def rebuild(*, workspace_id: int | None = None, since: datetime | None = None, chunk_size: int = 5000) -> RebuildResult:
-    """Delete the rollups in scope (whole hours from ``since``'s hour) and recompute them from
-    RequestLog, reading logs in (created_at, id) keyset chunks: memory stays constant.
-
-    One transaction holding the rollup tables' lock: concurrent log writers wait at their
-    rollup step (their logs are not committed yet, so they are counted once, by themselves).
-    """
-    start = hour_of(since) if since is not None else None
-    scope = Q() if workspace_id is None else Q(workspace_id=workspace_id)
-    if start is not None:
-        scope &= Q(bucket__gte=start)
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"LOCK TABLE {MetadataRollup._meta.db_table}, {DimensionRollup._meta.db_table} "
-                    "IN SHARE ROW EXCLUSIVE MODE"
-                )
-        MetadataRollup.objects.filter(scope).delete()
-        DimensionRollup.objects.filter(scope).delete()
-        logs = 0
-        for workspace in _workspaces_with_logs(workspace_id):
-            for chunk in _log_chunks(workspace, start, chunk_size):
-                apply_rows(chunk, lock=False)
-                logs += len(chunk)
-        refresh_metadata_keys(workspace_id=workspace_id, discover=True, lock=False)
-        return RebuildResult(
-            logs=logs,
-            metadata_rows=MetadataRollup.objects.filter(scope).count(),
-            dimension_rows=DimensionRollup.objects.filter(scope).count(),
-        )
-
-
-def _workspaces_with_logs(workspace_id: int | None) -> list[int]:
-    from workspaces.models import Workspace
-
-    workspaces = Workspace.objects.order_by("id")
-    if workspace_id is not None:
-        workspaces = workspaces.filter(id=workspace_id)
-    return list(workspaces.values_list("id", flat=True))
-
-
-def _log_chunks(workspace_id: int, start: datetime | None, chunk_size: int) -> Iterator[list[dict]]:
-    """A workspace's logs from ``start`` in (created_at, id) order, chunk by chunk (keyset).
-
-    The ``created_at >= last`` bound is redundant with the exclusion but lets the database
-    start the (workspace, created_at) index scan at the last position instead of the beginning.
-    """
-    logs = RequestLog.objects.filter(workspace_id=workspace_id).order_by("created_at", "id")
-    if start is not None:
-        logs = logs.filter(created_at__gte=start)
-    page = logs
-    while True:
-        chunk = list(page.values(*LOG_FIELDS)[:chunk_size])
-        if not chunk:
-            return
-        yield chunk
-        last = chunk[-1]
-        page = logs.filter(created_at__gte=last["created_at"]).exclude(
-            created_at=last["created_at"], id__lte=last["id"]
         )

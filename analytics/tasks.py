@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
-from analytics import pipeline, retention, rollups
+from analytics import pipeline, recompute, retention
 
 
 @shared_task(ignore_result=True)
@@ -38,4 +38,4 @@ def maintain_partitions() -> int:
 @shared_task(ignore_result=True)
 def refresh_metadata_keys() -> int:
     """Recompute the metadata key registry from the rollups (corrects top values and retention drift)."""
-    return rollups.refresh_metadata_keys()
+    return recompute.refresh_metadata_keys()

@@ -11,11 +11,10 @@ spread over the last ``--days`` days in time order, with realistic metadata (10 
 workspace plus some keyless logs, and ~3% errors. No bodies.
 
 Postgres: rows are generated as COPY text and streamed with psycopg's ``COPY ... FROM STDIN``
-into analytics_requestlog (daily partitions are created for the window first); rollups are then
-built by ``--rollups sql`` (default: one aggregation in SQL, ``build_rollups_sql``, which a test
-checks against the Python path), ``python`` (``analytics.rollups.rebuild``, what
-``manage.py rebuild_rollups`` runs) or ``none``. SQLite (no ``--database-url``, for trying it
-out): rows go through the ORM in bulk and rollups through ``rebuild``.
+into analytics_requestlog by ``--jobs`` processes, each loading a time slice (the daily
+partitions are created first). SQLite (no ``--database-url`` and no DATABASE_URL, for trying it
+out): rows go through the ORM in bulk. Rollups are then built by ``analytics.recompute.rebuild_rollups``,
+the code ``manage.py rebuild_rollups`` runs, one process per workspace (``--no-rollups`` skips).
 
 Prints the load and rollup times and rates.
 """
@@ -23,7 +22,6 @@ Prints the load and rollup times and rates.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import sys
@@ -81,99 +79,114 @@ def _value_pool(key: str) -> list[str]:
 
 
 class LogGenerator:
-    """Yields COPY text lines (tab-separated, \\N for NULL) of synthetic logs in time order."""
+    """Yields COPY text lines (tab-separated, \\N for NULL) of synthetic logs in time order.
+
+    Generated a chunk at a time, column by column (``random.choices`` draws a whole column in C),
+    which is what makes the generator fast enough to keep COPY busy.
+    """
 
     def __init__(self, *, workspaces: list[tuple[int, list[int]]], start: datetime, end: datetime, seed: int):
         self.rng = random.Random(seed)
         self.workspaces = workspaces
         self.start, self.end = start, end
         self.pools = {key: _value_pool(key) for key in METADATA_CARDINALITY}
-        self.prices = _prices()
-        weights = [share for _p, _m, share in MODELS]
-        self.model_cumulative = [sum(weights[: i + 1]) for i in range(len(weights))]
+        # Skewed (Zipf-like): a few users, features, teams... make most of the traffic; request ids uniform.
+        self.weights = {
+            key: None if key == "request_id" else _cumulative([1 / (rank + 1) ** 0.8 for rank in range(len(pool))])
+            for key, pool in self.pools.items()
+        }
+        self.workspace_weights = _cumulative([1 / (rank + 1) for rank in range(len(workspaces))])
+        self.model_weights = _cumulative([share for _provider, _model, share in MODELS])
+        prices = _prices()
+        # Float prices per token: the bench's costs need not be exact to the last digit.
+        self.models = [
+            (provider, model, _per_token(prices.get(model)), model.startswith("text-")) for provider, model, _ in MODELS
+        ]
+        # Pools of log-normal draws: picking from them is far cheaper than drawing each value.
+        self.latency = self._lognormal(6.4, 0.7)
+        self.embedding_latency = self._lognormal(4.5, 0.7)
+        self.prompt_tokens = [int(v) for v in self._lognormal(6.0, 1.0)]
+        self.completion_tokens = [int(v) for v in self._lognormal(5.0, 0.8)]
 
-    def _pick(self, key: str) -> str:
-        pool = self.pools[key]
-        if key == "request_id":
-            return pool[self.rng.randrange(len(pool))]
-        # Skewed: a few users/features/teams make most of the traffic.
-        return pool[int(len(pool) * self.rng.random() ** 2.5)]
+    def _lognormal(self, mu: float, sigma: float, size: int = 4096) -> list[float]:
+        return [self.rng.lognormvariate(mu, sigma) for _ in range(size)]
 
-    def lines(self, count: int) -> Iterator[str]:
-        rng = self.rng
-        span_us = (self.end - self.start) / timedelta(microseconds=1)
-        step = span_us / max(count, 1)
-        position = 0.0
+    def lines(self, count: int, chunk: int = 5000) -> Iterator[str]:
+        span_us = int((self.end - self.start) / timedelta(microseconds=1))
+        # Sorted uniform offsets: a Poisson-like arrival over the window, in time order.
+        done = 0
+        while done < count:
+            size = min(chunk, count - done)
+            low, high = span_us * done // count, span_us * (done + size) // count
+            width, random_ = max(high - low, 1), self.rng.random
+            offsets = sorted([low + int(random_() * width) for _ in range(size)])
+            yield from self._chunk(offsets)
+            done += size
+
+    def _chunk(self, offsets: list[int]) -> Iterator[str]:
+        rng, size = self.rng, len(offsets)
+        columns = {
+            key: rng.choices(self.pools[key], cum_weights=self.weights[key], k=size) for key in METADATA_CARDINALITY
+        }
+        workspaces = rng.choices(self.workspaces, cum_weights=self.workspace_weights, k=size)
+        models = rng.choices(self.models, cum_weights=self.model_weights, k=size)
+        latencies = rng.choices(self.latency, k=size)
+        prompts = rng.choices(self.prompt_tokens, k=size)
+        completions = rng.choices(self.completion_tokens, k=size)
         minute_key, minute_prefix = None, ""
-        for _ in range(count):
-            position += step * rng.expovariate(1.0)
-            offset_us = min(int(position), int(span_us) - 1)
-            seconds, micros = divmod(offset_us, 1_000_000)
-            minute = seconds // 60
-            if minute != minute_key:
-                minute_key = minute
-                minute_prefix = (self.start + timedelta(minutes=minute)).strftime("%Y-%m-%d %H:%M:")
-            created_at = f"{minute_prefix}{seconds % 60:02d}.{micros:06d}+00"
-            yield self._line(created_at)
-
-    def _line(self, created_at: str) -> str:
-        rng = self.rng
-        workspace_id, keys = self.workspaces[int(len(self.workspaces) * rng.random() ** 1.5)]
-        api_key = r"\N" if rng.random() < 0.05 else str(keys[rng.randrange(len(keys))])
-        draw = rng.random()
-        index = next(i for i, edge in enumerate(self.model_cumulative) if draw <= edge or i == len(MODELS) - 1)
-        provider, model, _share = MODELS[index]
-        embedding = model.startswith("text-embedding")
-        success = rng.random() >= ERROR_RATE
-        status = 200 if success else ERROR_STATUSES[rng.randrange(len(ERROR_STATUSES))]
-        stream = not embedding and rng.random() < 0.3
-        latency = rng.lognormvariate(6.4 if not embedding else 4.5, 0.7)
-        prompt = int(rng.lognormvariate(6.0, 1.0))
-        completion = 0 if embedding or not success else int(rng.lognormvariate(5.0, 0.8))
-        price = self.prices.get(model)
-        cost = r"\N" if price is None else f"{(price[0] * prompt + price[1] * completion) / 1_000_000:.8f}"
-        metadata = {key: self._pick(key) for key in METADATA_CARDINALITY}
-        if rng.random() < 0.5:
-            del metadata["experiment"]
-        user = metadata["_user"]
-        trace = f"{rng.getrandbits(128):032x}"
-        # A version-4 UUID (32 hex digits, which Postgres accepts without dashes).
-        uuid_int = (rng.getrandbits(128) & ~(0xF000 << 64) & ~(0xC << 60)) | (0x4000 << 64) | (0x8 << 60)
-        meta_json = "{" + ",".join(f'"{k}":"{v}"' for k, v in metadata.items()) + "}"
-        return "\t".join(
-            (
-                f"{uuid_int:032x}",
-                created_at,
-                str(workspace_id),
-                api_key,
-                provider,
-                model,
-                "/v1/embeddings" if embedding else "/v1/chat/completions",
-                "POST",
-                str(status),
-                "t" if success else "f",
-                "t" if stream else "f",
-                f"{latency:.3f}",
-                f"{latency * 0.3:.3f}" if stream else r"\N",
-                str(prompt),
-                str(completion),
-                str(prompt + completion),
-                cost,
-                "USD",
-                "DISABLED",
-                "0",
-                trace,
-                "",
-                "",
-                "",
-                user,
-                meta_json,
-                "[]",
-                "" if success else f"upstream returned {status}",
-                "python",
-                "1.52.0",
+        for i, offset in enumerate(offsets):
+            seconds, micros = divmod(offset, 1_000_000)
+            if seconds // 60 != minute_key:
+                minute_key = seconds // 60
+                minute_prefix = (self.start + timedelta(minutes=minute_key)).strftime("%Y-%m-%d %H:%M:")
+            workspace_id, keys = workspaces[i]
+            provider, model, price, embedding = models[i]
+            draw = rng.random()
+            success = draw >= ERROR_RATE
+            status = 200 if success else ERROR_STATUSES[int(draw * 1000) % len(ERROR_STATUSES)]
+            stream = not embedding and draw > 0.7
+            latency = self.embedding_latency[i % 4096] if embedding else latencies[i]
+            prompt = prompts[i]
+            completion = 0 if embedding or not success else completions[i]
+            cost = r"\N" if price is None else f"{price[0] * prompt + price[1] * completion:.8f}"
+            user = columns["_user"][i]
+            experiment = f',"experiment":"{columns["experiment"][i]}"' if draw < 0.5 else ""
+            metadata = (
+                f'{{"_user":"{user}","environment":"{columns["environment"][i]}",'
+                f'"feature":"{columns["feature"][i]}","team":"{columns["team"][i]}",'
+                f'"region":"{columns["region"][i]}","request_id":"{columns["request_id"][i]}",'
+                f'"prompt_version":"{columns["prompt_version"][i]}","customer_tier":"{columns["customer_tier"][i]}",'
+                f'"app_version":"{columns["app_version"][i]}"{experiment}}}'
             )
-        )
+            bits = rng.getrandbits(256)
+            # A version-4 UUID (32 hex digits, which Postgres accepts without dashes) and a trace id.
+            uuid_int = ((bits >> 128) & _UUID_CLEAR) | _UUID_SET
+            api_key = r"\N" if draw > 0.95 else str(keys[i & 1])
+            yield (
+                f"{uuid_int:032x}\t{minute_prefix}{seconds % 60:02d}.{micros:06d}+00\t{workspace_id}\t{api_key}\t"
+                f"{provider}\t{model}\t{'/v1/embeddings' if embedding else '/v1/chat/completions'}\tPOST\t"
+                f"{status}\t{'t' if success else 'f'}\t{'t' if stream else 'f'}\t{latency:.3f}\t"
+                f"{f'{latency * 0.3:.3f}' if stream else chr(92) + 'N'}\t{prompt}\t{completion}\t"
+                f"{prompt + completion}\t{cost}\tUSD\tDISABLED\t0\t{bits & _TRACE_MASK:032x}\t\t\t\t{user}\t"
+                f"{metadata}\t[]\t{'' if success else f'upstream returned {status}'}\tpython\t1.52.0"
+            )
+
+
+_UUID_CLEAR = ~((0xF000 << 64) | (0xC << 60)) & ((1 << 128) - 1)
+_UUID_SET = (0x4000 << 64) | (0x8 << 60)
+_TRACE_MASK = (1 << 128) - 1
+
+
+def _per_token(price: tuple[Decimal, Decimal] | None) -> tuple[float, float] | None:
+    return None if price is None else (float(price[0]) / 1e6, float(price[1]) / 1e6)
+
+
+def _cumulative(weights: list[float]) -> list[float]:
+    total, result = 0.0, []
+    for weight in weights:
+        total += weight
+        result.append(total)
+    return result
 
 
 def _prices() -> dict[str, tuple[Decimal, Decimal]]:
@@ -207,7 +220,7 @@ def bench_workspaces(count: int, days: int) -> list[tuple[int, list[int]]]:
         logs = RequestLog.objects.filter(workspace=workspace)
         RequestBody.objects.filter(log_id__in=logs.values("id")).delete()
         logs._raw_delete(logs.db)
-        keys = list(ApiKey.objects.filter(workspace=workspace).values_list("id", flat=True))
+        keys = list(ApiKey.objects.filter(workspace=workspace).order_by("id").values_list("id", flat=True))
         while len(keys) < 2:
             key, _secret = services.api_key_create(workspace=workspace, name=f"bench-{len(keys) + 1}")
             keys.append(key.id)
@@ -216,13 +229,18 @@ def bench_workspaces(count: int, days: int) -> list[tuple[int, list[int]]]:
 
 
 def load_postgres(generator: LogGenerator, count: int, chunk_lines: int = 5000) -> None:
+    """COPY ``count`` generated logs into analytics_requestlog in one transaction."""
     from django.db import connection, transaction
+    from psycopg.copy import QueuedLibpqWriter
 
     from analytics.models import RequestLog
 
     columns = ", ".join(f'"{c}"' for c in COPY_COLUMNS)
+    sql = f"COPY {RequestLog._meta.db_table} ({columns}) FROM STDIN"
     with transaction.atomic(), connection.cursor() as wrapper:
-        with wrapper.cursor.copy(f"COPY {RequestLog._meta.db_table} ({columns}) FROM STDIN") as copy:
+        cursor = wrapper.cursor
+        # The queued writer sends from a thread: generating the next rows overlaps the network.
+        with cursor.copy(sql, writer=QueuedLibpqWriter(cursor)) as copy:
             buffer: list[str] = []
             for line in generator.lines(count):
                 buffer.append(line)
@@ -231,6 +249,44 @@ def load_postgres(generator: LogGenerator, count: int, chunk_lines: int = 5000) 
                     buffer.clear()
             if buffer:
                 copy.write("\n".join(buffer) + "\n")
+
+
+def _load_slice(args: tuple) -> None:
+    """One loader process: its own connection, its own time slice and random stream."""
+    from django.db import connections
+
+    connections.close_all()  # never share the parent's socket
+    workspaces, start, end, seed, count = args
+    load_postgres(LogGenerator(workspaces=workspaces, start=start, end=end, seed=seed), count)
+    connections.close_all()
+
+
+def load_postgres_parallel(
+    *, workspaces: list[tuple[int, list[int]]], start: datetime, end: datetime, seed: int, count: int, jobs: int
+) -> None:
+    """Split the window into ``jobs`` time slices loaded by as many processes (one COPY each):
+    Postgres then parses and indexes on several cores."""
+    import multiprocessing
+
+    from django.db import connections
+
+    if jobs <= 1:
+        load_postgres(LogGenerator(workspaces=workspaces, start=start, end=end, seed=seed), count)
+        return
+    span = (end - start) / jobs
+    slices = [
+        (
+            workspaces,
+            start + span * n,
+            start + span * (n + 1),
+            seed * 1000 + n,
+            count * (n + 1) // jobs - count * n // jobs,
+        )
+        for n in range(jobs)
+    ]
+    connections.close_all()
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        pool.map(_load_slice, slices)
 
 
 def load_orm(generator: LogGenerator, count: int, chunk: int = 2000) -> None:
@@ -269,102 +325,35 @@ def load_orm(generator: LogGenerator, count: int, chunk: int = 2000) -> None:
         flush()
 
 
-# --- Rollups in one SQL aggregation (Postgres) -------------------------------------------------
-
-# Same rules as analytics.rollups (cap in (created_at, id) order, as a rebuild applies it; string,
-# number and boolean values, cut to 128; keys up to 128), expressed as one INSERT ... SELECT per
-# rollup table. Number values are rendered by Postgres, which can differ from Python's str()
-# for floats in exponent form; the bench only generates strings.
-_HIST_INDEX = (
-    "CASE WHEN l.latency_ms < 0.5::float8 THEN 0 "
-    "ELSE least(199, 1 + floor(ln(l.latency_ms / 0.5::float8) / ln(1.1::float8))::int) END"
-)
-_METRICS = """
-    sum(n)::int, sum(errors)::int, sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint,
-    sum(cost), sum(priced)::int, sum(latency_sum), jsonb_object_agg(hist::text, n), max(last_seen)
-"""
-_PER_HIST = """
-    count(*) AS n, count(*) FILTER (WHERE NOT l.success) AS errors, sum(l.prompt_tokens) AS prompt_tokens,
-    sum(l.completion_tokens) AS completion_tokens, coalesce(sum(l.cost), 0) AS cost,
-    count(l.cost) AS priced, sum(l.latency_ms) AS latency_sum, max(l.created_at) AS last_seen
-"""
-
-METADATA_ROLLUP_SQL = f"""
-WITH pairs AS (
-    SELECT l.*, e.key AS mkey,
-           left(CASE jsonb_typeof(e.value) WHEN 'string' THEN e.value #>> '{{}}' ELSE e.value::text END, 128) AS mvalue,
-           date_trunc('hour', l.created_at, 'UTC') AS bucket, {_HIST_INDEX} AS hist
-    FROM analytics_requestlog l CROSS JOIN LATERAL jsonb_each(l.metadata) AS e
-    WHERE l.workspace_id = ANY(%(workspaces)s) AND l.created_at >= %(since)s
-      AND jsonb_typeof(e.value) IN ('string', 'number', 'boolean') AND length(e.key) BETWEEN 1 AND 128
-),
-per_hist AS (
-    SELECT l.workspace_id, l.mkey, l.bucket, l.mvalue, l.hist, {_PER_HIST},
-           min(lpad((extract(epoch FROM l.created_at) * 1000000)::bigint::text, 20, '0') || l.id::text
-               COLLATE "C") AS first_key
-    FROM pairs l GROUP BY 1, 2, 3, 4, 5
-),
-ranked AS (
-    SELECT workspace_id, mkey, bucket, mvalue,
-           row_number() OVER (PARTITION BY workspace_id, mkey, bucket ORDER BY min(first_key) COLLATE "C") AS slot
-    FROM per_hist WHERE mvalue <> %(other)s GROUP BY 1, 2, 3, 4
-),
-folded AS (
-    SELECT h.workspace_id, h.mkey, h.bucket,
-           CASE WHEN r.slot <= %(cap)s THEN h.mvalue ELSE %(other)s END AS mvalue, h.hist,
-           sum(h.n) AS n, sum(h.errors) AS errors, sum(h.prompt_tokens) AS prompt_tokens,
-           sum(h.completion_tokens) AS completion_tokens, sum(h.cost) AS cost, sum(h.priced) AS priced,
-           sum(h.latency_sum) AS latency_sum, max(h.last_seen) AS last_seen
-    FROM per_hist h LEFT JOIN ranked r USING (workspace_id, mkey, bucket, mvalue)
-    GROUP BY 1, 2, 3, 4, 5
-)
-INSERT INTO analytics_metadatarollup (workspace_id, key, bucket, value, requests, errors, prompt_tokens,
-    completion_tokens, cost, priced_requests, latency_sum_ms, latency_hist, last_seen)
-SELECT workspace_id, mkey, bucket, mvalue, {_METRICS} FROM folded GROUP BY 1, 2, 3, 4
-"""
-
-DIMENSION_ROLLUP_SQL = f"""
-WITH per_hist AS (
-    SELECT l.workspace_id, date_trunc('hour', l.created_at, 'UTC') AS bucket, l.provider, l.model,
-           coalesce(l.api_key_id, 0) AS api_key_id, l.status_code / 100 AS status_class,
-           {_HIST_INDEX} AS hist, {_PER_HIST}
-    FROM analytics_requestlog l
-    WHERE l.workspace_id = ANY(%(workspaces)s) AND l.created_at >= %(since)s
-    GROUP BY 1, 2, 3, 4, 5, 6, 7
-)
-INSERT INTO analytics_dimensionrollup (workspace_id, bucket, provider, model, api_key_id, status_class,
-    requests, errors, prompt_tokens, completion_tokens, cost, priced_requests, latency_sum_ms, latency_hist,
-    last_seen)
-SELECT workspace_id, bucket, provider, model, api_key_id, status_class, {_METRICS}
-FROM per_hist GROUP BY 1, 2, 3, 4, 5, 6
-"""
+# --- Rollups ----------------------------------------------------------------------------------
 
 
-def build_rollups_sql(workspace_ids: list[int], since: datetime | None = None) -> None:
-    """Postgres: replace the workspaces' rollups (from ``since``'s hour) by one SQL aggregation
-    of their logs, then refresh their registry rows; equal to ``analytics.rollups.rebuild``."""
-    from django.conf import settings
-    from django.db import connection, transaction
+def _rebuild_workspace(workspace_id: int) -> int:
+    from django.db import connections
 
-    from analytics import rollups
-    from analytics.models import DimensionRollup, MetadataRollup
+    from analytics import recompute
 
-    start = rollups.hour_of(since) if since else datetime(1970, 1, 1, tzinfo=UTC)
-    params = {
-        "workspaces": workspace_ids,
-        "since": start,
-        "cap": settings.ROLLUP_VALUE_CAP,
-        "other": MetadataRollup.OTHER_VALUE,
-    }
-    with transaction.atomic():
-        for model in (MetadataRollup, DimensionRollup):
-            model.objects.filter(workspace_id__in=workspace_ids, bucket__gte=start).delete()
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL work_mem = '256MB'")
-            cursor.execute(METADATA_ROLLUP_SQL, params)
-            cursor.execute(DIMENSION_ROLLUP_SQL, params)
-        for workspace_id in workspace_ids:
-            rollups.refresh_metadata_keys(workspace_id=workspace_id, discover=True, lock=False)
+    connections.close_all()  # never share the parent's socket
+    logs = recompute.rebuild_rollups(workspace_id=workspace_id).logs
+    connections.close_all()
+    return logs
+
+
+def build_rollups(workspace_ids: list[int], jobs: int) -> int:
+    """``analytics.recompute.rebuild_rollups`` (what ``manage.py rebuild_rollups`` runs) per workspace, in
+    ``jobs`` processes: rebuilds of different workspaces do not wait for each other."""
+    import multiprocessing
+
+    from django.db import connections
+
+    if jobs <= 1 or len(workspace_ids) == 1:
+        from analytics import recompute
+
+        return sum(recompute.rebuild_rollups(workspace_id=w).logs for w in workspace_ids)
+    connections.close_all()
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        # Largest first (the first bench workspace has the most logs), for a balanced finish.
+        return sum(pool.map(_rebuild_workspace, workspace_ids, chunksize=1))
 
 
 # --- Main --------------------------------------------------------------------------------------
@@ -376,8 +365,9 @@ def main() -> None:
     parser.add_argument("--database-url", help="postgres://... (default: the DATABASE_URL setting)")
     parser.add_argument("--days", type=int, default=30, help="spread over the last N days (default 30)")
     parser.add_argument("--workspaces", type=int, default=3, help="bench workspaces (default 3)")
-    parser.add_argument("--rollups", choices=["sql", "python", "none"], default="sql")
+    parser.add_argument("--no-rollups", action="store_true", help="load logs only")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=2, help="parallel processes on Postgres (default 2)")
     args = parser.parse_args()
     if args.database_url:
         os.environ["DATABASE_URL"] = args.database_url
@@ -389,7 +379,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from analytics import retention, rollups
+    from analytics import retention
 
     call_command("migrate", verbosity=0)
     postgres = connection.vendor == "postgresql"
@@ -398,28 +388,26 @@ def main() -> None:
     start = end - timedelta(days=args.days)
     if postgres:
         retention.ensure_partitions(start.date(), end.date() + timedelta(days=retention.AHEAD_DAYS))
-    generator = LogGenerator(workspaces=workspaces, start=start, end=end, seed=args.seed)
     print(f"{connection.vendor}: {args.logs:,} logs over {args.days} days in {len(workspaces)} workspaces")
 
     began = time.perf_counter()
-    (load_postgres if postgres else load_orm)(generator, args.logs)
+    if postgres:
+        load_postgres_parallel(
+            workspaces=workspaces, start=start, end=end, seed=args.seed, count=args.logs, jobs=args.jobs
+        )
+    else:
+        load_orm(LogGenerator(workspaces=workspaces, start=start, end=end, seed=args.seed), args.logs)
     load_seconds = time.perf_counter() - began
     print(f"load:    {load_seconds:7.1f} s  {args.logs / load_seconds:>10,.0f} logs/s")
 
-    method = args.rollups if postgres or args.rollups == "none" else "python"
-    if method != "none":
+    total = load_seconds
+    if not args.no_rollups:
         began = time.perf_counter()
-        if method == "sql":
-            build_rollups_sql([w for w, _keys in workspaces])
-        else:
-            for workspace_id, _keys in workspaces:
-                rollups.rebuild(workspace_id=workspace_id)
+        logs = build_rollups([w for w, _keys in workspaces], args.jobs if postgres else 1)
         seconds = time.perf_counter() - began
-        print(f"rollups: {seconds:7.1f} s  {args.logs / seconds:>10,.0f} logs/s  ({method})")
-    if postgres:
-        with connection.cursor() as cursor:
-            cursor.execute("ANALYZE analytics_requestlog")
-    print(f"total:   {time.perf_counter() - began + load_seconds:7.1f} s" if method != "none" else "")
+        total += seconds
+        print(f"rollups: {seconds:7.1f} s  {logs / seconds:>10,.0f} logs/s  (rebuild_rollups)")
+    print(f"total:   {total:7.1f} s")
 
 
 if __name__ == "__main__":

@@ -194,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| 0 (started) | {rss_start / mb:.1f} | - |",
         ]
         for s in samples:
-            lines.append(f"| {s['requests']:,} | {s['rss'] / mb:.1f} | {s['rss'] / base['rss'] - 1:+.1%} |")
+            lines.append(f"| {s['requests']:,} | {s['rss'] / mb:.1f} | {s['rss'] / base['rss'] - 1:+.2%} |")
         lines.append(
-            f"| {idle['requests']:,} + 2 s idle | {idle['rss'] / mb:.1f} | {idle['rss'] / base['rss'] - 1:+.1%} |"
+            f"| {idle['requests']:,} + 2 s idle | {idle['rss'] / mb:.1f} | {idle['rss'] / base['rss'] - 1:+.2%} |"
         )
         lines += [
             "",
-            f"- growth from {base['requests']:,} to {final['requests']:,} requests: {growth:+.1%}"
+            f"- growth from {base['requests']:,} to {final['requests']:,} requests: {growth:+.2%}"
             f" (limit +{GROWTH_LIMIT:.0%}) - {'OK' if ok_growth else 'MISSED'}",
             f"- peak RSS {peak / mb:.1f} MB (limit {RSS_LIMIT / mb:.0f} MB) - {'OK' if ok_limit else 'MISSED'}",
             f"- logs: {expected:,} requests answered, {landed:,} log rows landed"

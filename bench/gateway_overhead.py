@@ -12,9 +12,10 @@ One command does everything:
 4. with --peers, installs (first time only) and starts LiteLLM's proxy and Portkey's gateway
    (bench/peers.py) against the same mock;
 5. measures every target against the same mock, in the same run:
-   - concurrency 1: per-request latency of non-streaming and streaming chat, all targets
-     interleaved request by request (the order rotates), plus time to first chunk for
-     streams; "added" = target percentile minus direct percentile;
+   - concurrency 1: per-request latency of non-streaming and streaming chat, each gateway's
+     requests alternating with direct calls request by request (gateways take turns in
+     blocks), plus time to first chunk for streams; "added" = gateway percentile minus the
+     percentile of the direct calls made alongside it;
    - every other --concurrency level: closed-loop throughput (req/s), latency under load and
      time to first chunk, --duration seconds per target, target order alternating per level;
    - errors, CPU time each target's processes used per request (robust to other load), and
@@ -25,12 +26,14 @@ One command does everything:
    a plot (gateway_overhead.png; matplotlib is installed into the venv if missing, --no-plot
    skips it) and the servers' logs; exit status 1 on request errors, lost logs or failed targets.
 
-    .venv/bin/python bench/gateway_overhead.py [--peers [litellm,portkey]] [--workers 2]
+    .venv/bin/python bench/gateway_overhead.py [--peers [litellm,portkey]] [--workers 1] [--litellm-workers N]
         [--concurrency 1,8,32,128] [--requests 2000] [--duration 5] [--scenarios chat,chat-stream]
         [--postgres URL | --database-url URL | --embedded] [--redis-url URL]
         [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot]
 
---workers takes a list (``1,2``) to run several Portico configurations side by side.
+--workers takes a list (``1,2``) to run several Portico configurations side by side; LiteLLM
+runs with --litellm-workers (default: one per CPU, its own advice), Portkey's gateway as the
+single Node process it ships as.
 --embedded is the small setup: fresh SQLite file, no Redis, no Celery (the gateway writes its
 logs itself). --profile attaches py-spy (if installed) to Portico's first worker during the
 concurrency-1 phase and writes collapsed stacks to OUT/portico_profile_<scenario>.txt.
@@ -479,28 +482,43 @@ def record(sample: Sample, result: tuple[float, float, str]) -> None:
         sample.ttfc.append(ttfc)
 
 
+C1_ROUNDS = 4
+
+
 async def interleaved(
     session: aiohttp.ClientSession, targets: list[Target], body: bytes, stream: bool, n: int
-) -> tuple[dict[str, Sample], dict[str, list[float]]]:
-    """n requests per target at concurrency 1, all targets interleaved (the order rotates every
-    round) so all see the same machine state; also the paired differences target - direct."""
-    samples = {t.name: Sample() for t in targets}
-    paired: dict[str, list[float]] = {t.name: [] for t in targets if t.kind != "direct"}
+) -> tuple[dict[str, Sample], dict[str, Sample], dict[str, list[float]]]:
+    """n requests per gateway at concurrency 1, each interleaved request by request with a
+    direct call (the order flips every request), so a gateway and its direct reference see the
+    same machine state. Gateways take turns in blocks (C1_ROUNDS rounds, order rotating), not
+    request by request: a heavy peer's request in between would otherwise leave the next
+    gateway with cold CPU caches. Returns (samples per target, the direct samples taken
+    alongside each gateway, paired differences gateway_i - direct_i)."""
     direct = next(t for t in targets if t.kind == "direct")
-    for i in range(n):
-        k = i % len(targets)
-        results = {}
-        for target in targets[k:] + targets[:k]:
-            results[target.name] = result = await call(session, target, body, stream)
-            record(samples[target.name], result)
-        d = results[direct.name]
-        for name in paired:
-            g = results[name]
-            if not d[2] and not g[2]:
-                paired[name].append(g[0] - d[0])
-    for sample in samples.values():
+    gateways = [t for t in targets if t.kind != "direct"]
+    samples = {t.name: Sample() for t in targets}
+    alongside = {t.name: Sample() for t in gateways}
+    paired: dict[str, list[float]] = {t.name: [] for t in gateways}
+    per_round = [n // C1_ROUNDS + (1 if r < n % C1_ROUNDS else 0) for r in range(C1_ROUNDS)]
+    for r, count in enumerate(per_round):
+        k = r % max(1, len(gateways))
+        for gateway in gateways[k:] + gateways[:k]:
+            for i in range(count):
+                d = g = None
+                for target in (direct, gateway) if i % 2 == 0 else (gateway, direct):
+                    result = await call(session, target, body, stream)
+                    if target is direct:
+                        d = result
+                        record(samples[direct.name], result)
+                        record(alongside[gateway.name], result)
+                    else:
+                        g = result
+                        record(samples[gateway.name], result)
+                if not d[2] and not g[2]:
+                    paired[gateway.name].append(g[0] - d[0])
+    for sample in (*samples.values(), *alongside.values()):
         sample.elapsed = sum(sample.latencies)  # each side's own busy time
-    return samples, paired
+    return samples, alongside, paired
 
 
 async def closed_loop(
@@ -586,7 +604,7 @@ class Profiler:
 
 async def run_load(args: argparse.Namespace, targets: list[Target]) -> dict:
     bodies = {s: orjson.dumps({**CHAT_BODY, "stream": True} if SCENARIOS[s] else CHAT_BODY) for s in args.scenarios}
-    results: dict[str, Any] = {"c1": {}, "paired": {}, "load": {}}
+    results: dict[str, Any] = {"c1": {}, "c1_direct": {}, "paired": {}, "load": {}}
     connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     portico = [t for t in targets if t.kind == "portico"]
@@ -607,8 +625,9 @@ async def run_load(args: argparse.Namespace, targets: list[Target]) -> dict:
                     else contextlib.nullcontext()
                 )
                 with profile:
-                    samples, paired = await interleaved(session, targets, body, stream, args.requests)
+                    samples, alongside, paired = await interleaved(session, targets, body, stream, args.requests)
                 results["c1"][scenario] = samples
+                results["c1_direct"][scenario] = alongside
                 results["paired"][scenario] = paired
             for i, c in enumerate(c for c in args.concurrency if c != 1):
                 print(f"  {scenario}: concurrency {c}, {args.duration:g} s per target", flush=True)
@@ -664,13 +683,15 @@ def summarise(args: argparse.Namespace, targets: list[Target], results: dict) ->
     direct = next(t.name for t in targets if t.kind == "direct")
     c1 = {}
     for scenario, samples in results["c1"].items():
-        d = samples[direct]
         rows = {}
         for name in names:
             s = samples[name]
+            # Each gateway against the direct calls made alongside it (the direct row: all of them).
+            d = results["c1_direct"][scenario].get(name, samples[direct])
             paired = results["paired"][scenario].get(name, [])
             rows[name] = {
                 **s.to_json(),
+                "direct_p50_ms": percentile(d.latencies, 50) * 1000,
                 "added_p50_ms": (percentile(s.latencies, 50) - percentile(d.latencies, 50)) * 1000,
                 "added_p99_ms": (percentile(s.latencies, 99) - percentile(d.latencies, 99)) * 1000,
                 "ttfc_added_p50_ms": (percentile(s.ttfc, 50) - percentile(d.ttfc, 50)) * 1000,
@@ -790,7 +811,7 @@ def build_report(args: argparse.Namespace, targets: list[Target], summary: dict,
         f" busy before the run (other processes): {meta['busy_before']}; load average {meta['loadavg']}",
         f"- upstream: bench/mock_upstream.py (aiohttp, 1 process), latency 0, {STREAM_CHUNKS} chunks per stream",
         f"- client: aiohttp in the bench process (one pooled session, uvloop), sharing the CPUs; warm-up"
-        f" {WARMUP} requests per scenario and target; c=1 interleaves all targets request by request;"
+        f" {WARMUP} requests per scenario and target; c=1 alternates each gateway with direct calls;"
         f" other levels: closed loop, {args.duration:g} s per target",
         f"- Portico: `{meta['portico_cmd']}` (DEBUG=false); {meta['database']}; logs: {meta['log_sink']}",
     ]
@@ -802,11 +823,15 @@ def build_report(args: argparse.Namespace, targets: list[Target], summary: dict,
         lines.append(f"- {name}: NOT RUN here ({first}); checks use the reference numbers, labelled as such")
     lines += [
         "",
-        "### Concurrency 1 (latency; ms; added = target percentile - direct percentile)",
+        "### Concurrency 1 (latency, ms)",
         "",
-        "| scenario | target | p50 | p99 | added p50 | added p99 | first chunk p50 | added first chunk p50"
-        " | added first chunk p99 | paired diff p50 | errors |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "Each gateway's requests alternate with direct calls to the mock, request by request;"
+        " added = gateway percentile - percentile of the direct calls made alongside it"
+        f" (gateways take turns in {C1_ROUNDS} rounds of blocks); the direct row pools all direct calls.",
+        "",
+        "| scenario | target | p50 | p99 | direct p50 alongside | added p50 | added p99 | first chunk p50"
+        " | added first chunk p50 | added first chunk p99 | paired diff p50 | errors |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for scenario, rows in summary["c1"].items():
         stream = SCENARIOS[scenario]
@@ -815,6 +840,7 @@ def build_report(args: argparse.Namespace, targets: list[Target], summary: dict,
             is_direct = name == direct
             lines.append(
                 f"| {scenario} | {name} | {f3(r['p50_ms'])} | {f3(r['p99_ms'])} "
+                f"| {'-' if is_direct else f3(r['direct_p50_ms'])} "
                 f"| {'-' if is_direct else '**' + f3(r['added_p50_ms']) + '**'} "
                 f"| {'-' if is_direct else f3(r['added_p99_ms'])} "
                 f"| {f3(r['ttfc_p50_ms']) if stream else '-'} "
@@ -969,7 +995,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", nargs="?", const="litellm,portkey", default="", help="run peers (litellm,portkey)")
     parser.add_argument("--peers-dir", type=Path, default=peer_setup.DEFAULT_DIR, help="where peers are installed")
-    parser.add_argument("--workers", default="2", help="Portico uvicorn workers; a list runs several side by side")
+    parser.add_argument(
+        "--workers", default="1", help="Portico uvicorn workers (1: best on a 2-core box); a list runs several"
+    )
+    parser.add_argument(
+        "--litellm-workers", type=int, default=os.cpu_count() or 1, help="LiteLLM workers (its advice: one per CPU)"
+    )
     parser.add_argument("--requests", type=int, default=2000, help="requests per target at concurrency 1 (2000)")
     parser.add_argument("--concurrency", default="1,8,32,128", help="levels; 1 = latency run (1,8,32,128)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per target at concurrency > 1 (5)")
@@ -1125,7 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
             ports = {name: free_port() for name in args.peers}
             install_log = args.out / "peers-install.log"
             peers, failed_peers = peer_setup.make_peers(
-                args.peers, args.peers_dir, install_log, ports, mock_url + "/v1", max(args.workers)
+                args.peers, args.peers_dir, install_log, ports, mock_url + "/v1", args.litellm_workers
             )
             for peer in peers:
                 proc = procs.start(peer.name, peer.cmd, peer.env, cwd=peer.cwd)

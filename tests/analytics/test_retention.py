@@ -45,7 +45,9 @@ def test_logs_past_their_workspace_retention_go_with_their_bodies(workspace, oth
     report = retention.apply_retention(now)
     assert report["logs_deleted"] == 1
     assert surviving([old, recent, other_old]) == {recent, other_old}
-    assert set(RequestBody.objects.values_list("log_id", flat=True)) == set(RequestLog.objects.values_list("id", flat=True))
+    assert set(RequestBody.objects.values_list("log_id", flat=True)) == set(
+        RequestLog.objects.values_list("id", flat=True)
+    )
 
 
 def test_a_zero_day_retention_keeps_the_last_day(workspace, now):

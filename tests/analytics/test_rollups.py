@@ -1,6 +1,6 @@
-"""Rollups and the metadata key registry, written by write_log_batch in its transaction;
-rebuild_rollups and refresh_metadata_keys. Runs on SQLite and on Postgres (the ``postgres``
-tests cover concurrent writers and the SQL histogram merge)."""
+"""Rollups and the metadata key registry, written by write_log_batch in its transaction, and
+rebuild_rollups / refresh_metadata_keys (analytics.recompute). Runs on SQLite and on Postgres
+(the ``postgres`` tests cover concurrent writers and the SQL histogram merge)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, connections
 
-from analytics import histogram, rollups
+from analytics import histogram, recompute
 from analytics.ingest import write_log_batch
-from analytics.models import DimensionRollup, MetadataKey, MetadataRollup
+from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestLog
 from config.celery import app
 from tests.analytics.records import log_record
 
@@ -74,13 +74,17 @@ def test_dimension_rows_split_by_provider_model_key_and_status_class(workspace, 
         (r.model, r.api_key_id, r.status_class): (r.requests, r.errors)
         for r in DimensionRollup.objects.filter(workspace=workspace, bucket=T0, provider="openai")
     }
-    assert rows == {("gpt-4o-mini", api_key[0].id, 2): (2, 0), ("gpt-4o-mini", api_key[0].id, 4): (1, 1), ("gpt-4o", 0, 2): (1, 0)}
+    assert rows == {
+        ("gpt-4o-mini", api_key[0].id, 2): (2, 0),
+        ("gpt-4o-mini", api_key[0].id, 4): (1, 1),
+        ("gpt-4o", 0, 2): (1, 0),
+    }
 
 
 def test_a_redelivered_batch_is_not_counted_twice(workspace):
     first = [log_record(workspace, created_at=at(i)) for i in range(3)]
     write_log_batch(first)
-    write_log_batch(first + [log_record(workspace, created_at=at(5))])
+    write_log_batch([*first, log_record(workspace, created_at=at(5))])
     assert metadata_rows()[("feature", "chat")].requests == 4
     assert DimensionRollup.objects.get().requests == 4
     assert MetadataKey.objects.get(key="feature").requests == 4
@@ -145,7 +149,7 @@ def test_refresh_recomputes_the_registry_from_the_rollups(workspace, other_works
     )
     MetadataKey.objects.filter(workspace=workspace).update(requests=99, top_values={"zzz": 1}, distinct_values=7)
     MetadataKey.objects.create(workspace=workspace, key="gone", first_seen=T0, last_seen=T0, requests=3)
-    assert rollups.refresh_metadata_keys(workspace_id=workspace.id) == 2
+    assert recompute.refresh_metadata_keys(workspace_id=workspace.id) == 2
     key = MetadataKey.objects.get(workspace=workspace, key="team")
     assert (key.requests, key.top_values, key.distinct_values) == (3, {"a": 2, "b": 1}, 2)
     assert key.first_seen == T0  # exact, not just the hour
@@ -188,11 +192,14 @@ def test_rebuild_is_limited_to_the_workspace_and_hours_asked_for(workspace, othe
     write_log_batch([log_record(ws, created_at=at(m)) for ws in (workspace, other_workspace) for m in (5, 65)])
     MetadataRollup.objects.update(requests=42)
     call_command("rebuild_rollups", workspace="acme", since=at(61), stdout=StringIO())
-    requests = {
-        (row.workspace_id, row.bucket): row.requests for row in MetadataRollup.objects.filter(key="feature")
-    }
+    requests = {(row.workspace_id, row.bucket): row.requests for row in MetadataRollup.objects.filter(key="feature")}
     hour = T0 + timedelta(hours=1)
-    assert requests == {(workspace.id, T0): 42, (workspace.id, hour): 1, (other_workspace.id, T0): 42, (other_workspace.id, hour): 42}
+    assert requests == {
+        (workspace.id, T0): 42,
+        (workspace.id, hour): 1,
+        (other_workspace.id, T0): 42,
+        (other_workspace.id, hour): 42,
+    }
 
 
 def test_rebuild_refuses_an_unknown_workspace_or_a_bad_time(workspace):
@@ -208,7 +215,9 @@ def test_rebuild_refuses_an_unknown_workspace_or_a_bad_time(workspace):
 @pytest.mark.postgres
 def test_histograms_merge_in_sql():
     with connection.cursor() as cursor:
-        cursor.execute("""SELECT portico_hist_merge('{"1": 2, "5": 1}', '{"5": 3, "9": 1}'), portico_hist_merge('{}', NULL)""")
+        cursor.execute(
+            """SELECT portico_hist_merge('{"1": 2, "5": 1}', '{"5": 3, "9": 1}'), portico_hist_merge('{}', NULL)"""
+        )
         merged, empty = cursor.fetchone()
     # Django reads jsonb as text and decodes it in JSONField.
     assert (json.loads(merged), json.loads(empty)) == ({"1": 2, "5": 4, "9": 1}, {})
@@ -221,7 +230,9 @@ def test_concurrent_writers_keep_the_cap_and_the_totals_exact(workspace, setting
     writers, per_writer = 6, 40
     batches = [
         [
-            log_record(workspace, created_at=at(i % 60), metadata={"_user": f"w{w}-{i % 8}", "env": "prod"}, latency_ms=50.0)
+            log_record(
+                workspace, created_at=at(i % 60), metadata={"_user": f"w{w}-{i % 8}", "env": "prod"}, latency_ms=50.0
+            )
             for i in range(per_writer)
         ]
         for w in range(writers)
@@ -249,7 +260,62 @@ def test_concurrent_writers_keep_the_cap_and_the_totals_exact(workspace, setting
     assert users.exclude(value=OTHER).count() == 5
     assert sum(users.values_list("requests", flat=True)) == writers * per_writer
     env = MetadataRollup.objects.get(key="env", value="prod")
-    assert (env.requests, env.latency_hist) == (writers * per_writer, {str(histogram.bucket_of(50.0)): writers * per_writer})
+    assert (env.requests, env.latency_hist) == (
+        writers * per_writer,
+        {str(histogram.bucket_of(50.0)): writers * per_writer},
+    )
     key = MetadataKey.objects.get(key="_user")
     assert (key.requests, key.distinct_values) == (writers * per_writer, writers * 8)
     assert DimensionRollup.objects.get().requests == writers * per_writer
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_rebuild_during_ingestion_neither_loses_nor_double_counts(workspace, other_workspace):
+    write_log_batch([log_record(ws, created_at=at(i)) for i in range(60) for ws in (workspace, other_workspace)])
+    rebuilt = threading.Event()
+    errors = []
+
+    def write():
+        # Until the last rebuild is over, every batch brings a new hour (no rollup rows yet,
+        # ahead of where the rebuild reads); every other batch has no metadata at all.
+        try:
+            hour = 0
+            while not rebuilt.is_set():
+                hour += 1
+                metadata = {} if hour % 2 else {"metadata": {}}
+                write_log_batch(
+                    [
+                        log_record(ws, created_at=at(60 * hour + i), **metadata)
+                        for i in range(10)
+                        for ws in (workspace, other_workspace)
+                    ]
+                )
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def rebuild():
+        try:
+            for _ in range(3):
+                recompute.rebuild_rollups(workspace_id=workspace.id, chunk_size=7)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+        finally:
+            rebuilt.set()
+            connections.close_all()
+
+    threads = [threading.Thread(target=write), threading.Thread(target=rebuild)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for ws in (workspace, other_workspace):
+        logs = RequestLog.objects.filter(workspace=ws).count()
+        assert sum(DimensionRollup.objects.filter(workspace=ws).values_list("requests", flat=True)) == logs
+        tagged = RequestLog.objects.filter(workspace=ws, metadata__has_key="feature").count()
+        feature = MetadataRollup.objects.filter(workspace=ws, key="feature")
+        assert sum(feature.values_list("requests", flat=True)) == tagged
+        assert MetadataKey.objects.get(workspace=ws, key="feature").requests == tagged

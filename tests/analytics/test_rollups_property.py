@@ -32,6 +32,7 @@ ALPHABETS = {
     "req": [f"r{i}" for i in range(12)],  # high cardinality: overflows the cap
 }
 
+
 @st.composite
 def logs_strategy(draw) -> list[dict]:
     # Logs gather in a few random hours of the 3 days, so hours overflow the cap often.

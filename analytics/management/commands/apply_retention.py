@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from analytics import retention, rollups
+from analytics import recompute, retention
 
 
 class Command(BaseCommand):
@@ -15,6 +15,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         created = retention.maintain_partitions()
         report = retention.apply_retention()
-        keys = rollups.refresh_metadata_keys()
+        keys = recompute.refresh_metadata_keys()
         counts = ", ".join(f"{name.replace('_', ' ')}: {count}" for name, count in sorted(report.items()))
         self.stdout.write(f"Partitions created: {len(created)}, {counts}, registry keys refreshed: {keys}.")

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics import rollups
+from analytics import recompute
 from workspaces.models import Workspace
 
 
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             since = since if since.tzinfo else since.replace(tzinfo=UTC)
         if options["chunk_size"] < 1:
             raise CommandError("--chunk-size must be at least 1.")
-        result = rollups.rebuild(workspace_id=workspace_id, since=since, chunk_size=options["chunk_size"])
+        result = recompute.rebuild_rollups(workspace_id=workspace_id, since=since, chunk_size=options["chunk_size"])
         self.stdout.write(
             f"Rebuilt rollups from {result.logs} log(s): {result.metadata_rows} metadata row(s), "
             f"{result.dimension_rows} dimension row(s)."

@@ -1,0 +1,144 @@
+"""Recomputing derived analytics data from its source: the hourly rollups from RequestLog
+(``rebuild_rollups``, the ``rebuild_rollups`` command) and the metadata key registry from the
+rollups (``refresh_metadata_keys``, a periodic task). Both take the advisory locks described in
+analytics.rollups, so they run safely beside live ingestion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Max, Min, Q, Sum
+
+from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestLog
+from analytics.rollups import LOG_FIELDS, OTHER, apply_rows, hour_of, lock_for_writing, lock_workspace
+from workspaces.models import Workspace
+
+# --- Registry -----------------------------------------------------------------------------
+
+
+def refresh_metadata_keys(*, workspace_id: int | None = None, discover: bool = False, lock: bool = True) -> int:
+    """Recompute registry rows from the rollups; return how many keys were looked at.
+
+    Each key is refreshed in its own short transaction under its advisory locks, so ingestion
+    waits at most one key's recomputation. ``discover`` also visits keys that have rollups but
+    no registry row (after a rebuild); keys whose rollups are all gone lose their row.
+    """
+    registry = MetadataKey.objects.all()
+    rollups = MetadataRollup.objects.all()
+    if workspace_id is not None:
+        registry = registry.filter(workspace_id=workspace_id)
+        rollups = rollups.filter(workspace_id=workspace_id)
+    pairs = set(registry.values_list("workspace_id", "key"))
+    if discover:
+        pairs |= set(rollups.order_by().values_list("workspace_id", "key").distinct())
+    for pair in sorted(pairs):
+        with transaction.atomic():
+            if lock and connection.vendor == "postgresql":
+                lock_for_writing([pair[0]], [pair])
+            _refresh_key(*pair)
+    return len(pairs)
+
+
+def _refresh_key(workspace_id: int, key: str) -> None:
+    rows = MetadataRollup.objects.filter(workspace_id=workspace_id, key=key)
+    totals = rows.aggregate(requests=Sum("requests"), first=Min("bucket"), last=Max("last_seen"))
+    registry = MetadataKey.objects.filter(workspace_id=workspace_id, key=key)
+    if not totals["requests"]:
+        registry.delete()
+        return
+    top = (
+        rows.exclude(value=OTHER)
+        .values("value")
+        .annotate(count=Sum("requests"))
+        .order_by("-count", "value")[: MetadataKey.VALUE_CAP]
+    )
+    top_values = {row["value"]: row["count"] for row in top}
+    first_hour = totals["first"]
+    current = registry.first()
+    # Rollups know the first hour only; keep the exact first_seen when it lies in that hour.
+    if current is not None and first_hour <= current.first_seen < first_hour + timedelta(hours=1):
+        first_seen = current.first_seen
+    else:
+        first_seen = first_hour
+    MetadataKey.objects.update_or_create(
+        workspace_id=workspace_id,
+        key=key,
+        defaults={
+            "first_seen": first_seen,
+            "last_seen": totals["last"] or first_hour,
+            "requests": totals["requests"],
+            "distinct_values": len(top_values),
+            "top_values": top_values,
+        },
+    )
+
+
+# --- Rollups ------------------------------------------------------------------------------
+
+
+@dataclass
+class RebuildResult:
+    logs: int
+    metadata_rows: int
+    dimension_rows: int
+
+
+def rebuild_rollups(
+    *, workspace_id: int | None = None, since: datetime | None = None, chunk_size: int = 5000
+) -> RebuildResult:
+    """Delete the rollups in scope (whole hours from ``since``'s hour) and recompute them, and
+    the registry, from RequestLog, reading logs in (created_at, id) keyset chunks: memory stays
+    constant.
+
+    One transaction per workspace, holding that workspace's rollup lock exclusively (see the
+    analytics.rollups docstring): its log writers wait at their rollup step, other workspaces are not held
+    up, and nothing is lost or counted twice.
+    """
+    start = hour_of(since) if since is not None else None
+    result = RebuildResult(logs=0, metadata_rows=0, dimension_rows=0)
+    for workspace in _workspaces(workspace_id):
+        scope = Q(workspace_id=workspace) if start is None else Q(workspace_id=workspace, bucket__gte=start)
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                lock_workspace(workspace)
+            MetadataRollup.objects.filter(scope).delete()
+            DimensionRollup.objects.filter(scope).delete()
+            for chunk in _log_chunks(workspace, start, chunk_size):
+                apply_rows(chunk, lock=False)
+                result.logs += len(chunk)
+            refresh_metadata_keys(workspace_id=workspace, discover=True, lock=False)
+            result.metadata_rows += MetadataRollup.objects.filter(scope).count()
+            result.dimension_rows += DimensionRollup.objects.filter(scope).count()
+    return result
+
+
+def _workspaces(workspace_id: int | None) -> list[int]:
+    workspaces = Workspace.objects.order_by("id")
+    if workspace_id is not None:
+        workspaces = workspaces.filter(id=workspace_id)
+    return list(workspaces.values_list("id", flat=True))
+
+
+def _log_chunks(workspace_id: int, start: datetime | None, chunk_size: int) -> Iterator[list[dict]]:
+    """A workspace's logs from ``start`` in (created_at, id) order, chunk by chunk (keyset).
+
+    The ``created_at >= last`` bound is redundant with the exclusion but lets the database
+    start the (workspace, created_at) index scan at the last position instead of the beginning.
+    """
+    logs = RequestLog.objects.filter(workspace_id=workspace_id).order_by("created_at", "id")
+    if start is not None:
+        logs = logs.filter(created_at__gte=start)
+    page = logs
+    while True:
+        chunk = list(page.values(*LOG_FIELDS)[:chunk_size])
+        if not chunk:
+            return
+        yield chunk
+        last = chunk[-1]
+        page = logs.filter(created_at__gte=last["created_at"]).exclude(
+            created_at=last["created_at"], id__lte=last["id"]
+        )
