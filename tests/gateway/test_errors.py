@@ -138,3 +138,21 @@ def test_it_refuses_custom_hosts_unless_allowed(gw, upstream):
     resp = gw.post(headers=headers)
     assert resp.status_code == 200
     assert upstream.requests[-1]["authorization"] == "Bearer sk-client-own"
+
+
+def test_it_refuses_deeply_nested_json_with_a_400(gw):
+    nested = b'{"model": "gpt-4o-mini", "messages": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    resp = httpx.post(
+        gw.v1 + "/chat/completions", content=nested, headers={**gw.headers(), "content-type": "application/json"}
+    )
+    assert resp.status_code == 400
+    assert _error(resp)["code"] == "invalid_json"
+    assert gw.post().status_code == 200  # and keeps serving
+
+
+def test_it_refuses_bodies_over_the_limit(gw, settings):
+    settings.GATEWAY_MAX_BODY_BYTES = 2048
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 4096}]}
+    resp = gw.post(json=body)
+    assert resp.status_code == 413
+    assert "larger than 2048" in _error(resp)["message"]

@@ -308,3 +308,22 @@ def test_it_filters_keys_by_scope(admin_client, workspace):
     services.api_key_create(workspace=workspace, name="gateway", scopes=["inference"])
     response = admin_client.get(_url(ApiKey, "changelist"), {"scope": "logs.read"})
     assert list(response.context["cl"].result_list) == [reader]
+
+
+@pytest.mark.django_db
+def test_an_outsider_gets_nothing_from_the_admin(client, outsider, workspace, api_key):
+    """The admin is for staff only: a logged-in non-staff user (or a key holder) sees no page
+    of any registered model, neither lists nor objects."""
+    from django.contrib import admin as django_admin
+    from django.urls import reverse
+
+    client.force_login(outsider)
+    for model in django_admin.site._registry:
+        meta = model._meta
+        listing = reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist")
+        resp = client.get(listing)
+        assert resp.status_code == 302 and "/admin/login/" in resp["Location"], listing
+    resp = client.get(reverse("admin:workspaces_workspace_change", args=[workspace.pk]))
+    assert resp.status_code == 302
+    resp = client.get("/admin/", headers={"x-portkey-api-key": api_key[1]})
+    assert resp.status_code == 302
