@@ -1156,7 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
             ports = {name: free_port() for name in args.peers}
             install_log = args.out / "peers-install.log"
             peers, failed_peers = peer_setup.make_peers(
-                args.peers, args.peers_dir, install_log, ports, mock_url + "/v1", args.litellm_workers
+                args.peers, args.peers_dir, install_log, ports, mock_url + "/v1", args.litellm_workers, tmp
             )
             for peer in peers:
                 proc = procs.start(peer.name, peer.cmd, peer.env, cwd=peer.cwd)

@@ -96,10 +96,10 @@ def install_litellm(base: Path, log: Path) -> tuple[Path, str]:
     return exe, version or "unknown"
 
 
-def litellm_peer(base: Path, log: Path, port: int, mock_v1: str, workers: int) -> Peer:
+def litellm_peer(base: Path, log: Path, port: int, mock_v1: str, workers: int, run_dir: Path) -> Peer:
     exe, version = install_litellm(base, log)
     master_key = "sk-bench-" + secrets.token_hex(16)
-    config = base / f"litellm-{port}.yaml"
+    config = run_dir / "litellm.yaml"  # per run (it holds the run's master key)
     # YAML is a superset of JSON: no PyYAML needed on our side.
     config.write_text(
         json.dumps(
@@ -126,7 +126,7 @@ def litellm_peer(base: Path, log: Path, port: int, mock_v1: str, workers: int) -
         version=f"litellm {version}",
         cmd=cmd,
         env=env,
-        cwd=base,
+        cwd=run_dir,
         health_path="/health/liveliness",
         workers=workers,
         headers={"authorization": f"Bearer {master_key}"},
@@ -188,16 +188,17 @@ def portkey_peer(base: Path, log: Path, port: int, mock_v1: str) -> Peer:
 
 
 def make_peers(
-    names: list[str], base: Path, log: Path, ports: dict[str, int], mock_v1: str, workers: int
+    names: list[str], base: Path, log: Path, ports: dict[str, int], mock_v1: str, workers: int, run_dir: Path
 ) -> tuple[list[Peer], dict[str, str]]:
-    """The peers that could be prepared, and for the others the reason they could not."""
+    """The peers that could be prepared, and for the others the reason they could not.
+    ``base`` keeps the installs between runs; ``run_dir`` gets this run's config files."""
     base.mkdir(parents=True, exist_ok=True)
     peers: list[Peer] = []
     failed: dict[str, str] = {}
     for name in names:
         try:
             if name == "litellm":
-                peers.append(litellm_peer(base, log, ports[name], mock_v1, workers))
+                peers.append(litellm_peer(base, log, ports[name], mock_v1, workers, run_dir))
             elif name == "portkey":
                 peers.append(portkey_peer(base, log, ports[name], mock_v1))
             else:
