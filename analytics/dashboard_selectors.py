@@ -11,7 +11,6 @@ which keeps the merged cells (sums and latency histograms) of closed days in the
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from collections import defaultdict
@@ -19,16 +18,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
-from django.core.cache import cache
-from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.functions import TruncDay
 
 from analytics import histogram
 from analytics.dashboard_cache import Cell, merge_cells, rollup_cells
-from analytics.filters import MetadataCondition
 from analytics.forms import Window
-from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestLog
+from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 from workspaces.models import ApiKey, Workspace
 
 USER_KEY = "_user"
@@ -238,17 +234,27 @@ def group_series(workspace: Workspace, window: Window, dimension: str, values: l
 
 
 def _dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
-    fields = ["provider", "model", "api_key_id", "status_class"]
+    fields = ["provider", "model", "api_key_id", "status_class", "status_code"]
     return _cells(_dimension_rows(workspace), fields, workspace, window, hist=False)
 
 
-def status_classes(workspace: Workspace, window: Window) -> list[dict]:
-    """Requests per status class (2xx, 4xx, 5xx, ...) in the window."""
-    by_class = merge_cells([_dimension_cells(workspace, window)], key=lambda group: (group[3],))
-    total = sum(cell.requests for cell in by_class.values()) or 1
+def status_codes(workspace: Workspace, window: Window) -> list[dict]:
+    """Requests per HTTP status code in the window, most frequent first within each class
+    (2xx, then 4xx, ...). ``code`` is None for rollup rows written before codes were kept
+    (their class is still known; ``rebuild_rollups`` fills the code in)."""
+    by_code = merge_cells([_dimension_cells(workspace, window)], key=lambda group: (group[3], group[4]))
+    total = sum(cell.requests for cell in by_code.values()) or 1
+    ordered = sorted(by_code.items(), key=lambda item: (item[0][0], -item[1].requests, item[0][1]))
     return [
-        {"status": f"{status}xx", "requests": cell.requests, "share": cell.requests / total}
-        for (status,), cell in sorted(by_class.items())
+        {
+            "status": str(code) if code else f"{status_class}xx",
+            "code": code or None,
+            "status_class": status_class,
+            "requests": cell.requests,
+            "errors": cell.errors,
+            "share": cell.requests / total,
+        }
+        for (status_class, code), cell in ordered
     ]
 
 
@@ -337,7 +343,7 @@ def metadata_key_report(workspace: Workspace, window: Window, total_requests: in
         groups[normalised_key(row["key"])].append(row["key"])
     duplicates = [sorted(keys) for keys in groups.values() if len(keys) > 1]
     duplicate_keys = {key for keys in duplicates for key in keys}
-    senders = _cached_senders(workspace, window, duplicate_keys, registry) if duplicate_keys else {}
+    senders = _api_keys_sending(workspace, window, duplicate_keys) if duplicate_keys else {}
     key_names = api_key_names(workspace) if senders else {}
     for row in rows:
         known = registry.get(row["key"], {})
@@ -365,40 +371,16 @@ def metadata_key_report(workspace: Workspace, window: Window, total_requests: in
     return {"keys": rows, "warnings": warnings, "declared_unseen": sorted(undeclared)}
 
 
-SENDER_SAMPLE = 2000
-SENDERS_TTL = 5 * 60
-
-
-def _cached_senders(workspace: Workspace, window: Window, keys: set[str], registry: dict) -> dict:
-    # A sample of recent logs: kept a few minutes so paging around does not re-read it.
-    cache_key = f"portico:dash:senders:{_scope(workspace)}:{window.preset or window.start.isoformat()}:{sorted(keys)}"
-    digest = hashlib.sha1(cache_key.encode(), usedforsecurity=False).hexdigest()
-    senders = cache.get(f"portico:dash:senders:{digest}")
-    if senders is None:
-        senders = _api_keys_sending(workspace, window, keys, registry)
-        cache.set(f"portico:dash:senders:{digest}", senders, timeout=SENDERS_TTL)
-    return senders
-
-
-def _api_keys_sending(
-    workspace: Workspace, window: Window, keys: set[str], registry: dict[str, dict]
-) -> dict[str, list[int | None]]:
-    """Which API keys send each of ``keys``: read from the newest SENDER_SAMPLE logs of the
-    window, then, for a spelling missing from that sample (a rare one), from the newest logs
-    carrying it (an indexed containment test on its most common values on Postgres)."""
-    logs = RequestLog.objects.filter(workspace=workspace, created_at__gte=window.start, created_at__lt=window.end)
+def _api_keys_sending(workspace: Workspace, window: Window, keys: set[str]) -> dict[str, list[int | None]]:
+    """Which API keys sent each of ``keys`` during the window, from MetadataKeySender (kept by
+    the log writer, one row per key and API key): a sender counts when its first..last seen
+    span overlaps the window. ``None`` stands for logs without a key (custom logs)."""
     senders: dict[str, set[int | None]] = defaultdict(set)
-    for api_key_id, metadata in logs.order_by("-created_at").values_list("api_key_id", "metadata")[:SENDER_SAMPLE]:
-        for key in keys & set(metadata or {}):
-            senders[key].add(api_key_id)
-    for key in keys - set(senders):
-        top = sorted((registry.get(key, {}).get("top_values") or {}).items(), key=lambda item: -item[1])[:3]
-        if connection.vendor == "postgresql" and top:
-            condition = MetadataCondition(f"metadata.{key}", key, "in", tuple(value for value, _ in top)).q()
-        else:
-            condition = MetadataCondition(f"metadata.{key}__exists", key, "exists").q()
-        found = logs.filter(condition).order_by("-created_at").values_list("api_key_id", flat=True)[:200]
-        senders[key].update(found)
+    rows = MetadataKeySender.objects.filter(
+        workspace=workspace, key__in=keys, last_seen__gte=window.start, first_seen__lt=window.end
+    ).values_list("key", "api_key_id")
+    for key, api_key_id in rows:
+        senders[key].add(api_key_id or None)
     return {key: sorted(ids, key=lambda pk: pk or 0) for key, ids in senders.items()}
 
 

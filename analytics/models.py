@@ -144,24 +144,28 @@ class MetadataRollup(RollupMetrics):
 
 
 class DimensionRollup(RollupMetrics):
-    """Per hour, per (provider, model, API key, status class)."""
+    """Per hour, per (provider, model, API key, HTTP status code). ``status_class`` is
+    ``status_code // 100``, stored so success/error splits filter on an integer."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
     provider = models.CharField(max_length=64)
     model = models.CharField(max_length=200)
     api_key_id = models.BigIntegerField(default=0, help_text="0 = no key (custom logs).")
     status_class = models.PositiveSmallIntegerField(help_text="2 = 2xx, 4 = 4xx, 5 = 5xx, ...")
+    status_code = models.PositiveSmallIntegerField(
+        default=0, help_text="HTTP status; 0 on rows written before codes were kept (rebuild_rollups fills it)."
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["workspace", "bucket", "provider", "model", "api_key_id", "status_class"],
-                name="dimension_rollup_unique",
+                fields=["workspace", "bucket", "provider", "model", "api_key_id", "status_class", "status_code"],
+                name="dimension_rollup_code_unique",
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.bucket:%Y-%m-%d %H}h {self.provider} {self.model} {self.status_class}xx"
+        return f"{self.bucket:%Y-%m-%d %H}h {self.provider} {self.model} {self.status_code or f'{self.status_class}xx'}"
 
 
 class MetadataKey(models.Model):
@@ -184,6 +188,27 @@ class MetadataKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class MetadataKeySender(models.Model):
+    """Which API keys send a metadata key: one row per (workspace, key, API key), updated by the
+    log writer with the registry. Lets the metadata-keys page name the keys behind each spelling
+    of a near-duplicate (``env`` vs ``environment``) without scanning logs."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.CharField(max_length=128)
+    api_key_id = models.BigIntegerField(default=0, help_text="0 = no key (custom logs).")
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    requests = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "key", "api_key_id"], name="metadata_key_sender_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} from key {self.api_key_id or '-'}"
 
 
 class Feedback(models.Model):

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 
-from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestLog
+from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
 from analytics.rollups import LOG_FIELDS, OTHER, apply_rows, hour_of, lock_for_writing, lock_workspace
 from workspaces.models import Workspace
 
@@ -107,8 +107,10 @@ def rebuild_rollups(
                 lock_workspace(workspace)
             MetadataRollup.objects.filter(scope).delete()
             DimensionRollup.objects.filter(scope).delete()
+            if start is None:
+                MetadataKeySender.objects.filter(workspace_id=workspace).delete()
             for chunk in _log_chunks(workspace, start, chunk_size):
-                apply_rows(chunk, lock=False)
+                apply_rows(chunk, lock=False, senders=start is None)
                 result.logs += len(chunk)
             refresh_metadata_keys(workspace_id=workspace, discover=True, lock=False)
             result.metadata_rows += MetadataRollup.objects.filter(scope).count()

@@ -5,7 +5,8 @@ inserted the rows, with only the rows that were new (a redelivered batch adds no
 ``analytics.recompute.rebuild_rollups`` with rows read back from RequestLog, so a rebuild computes
 what ingestion computed. A row counts:
 
-- once in DimensionRollup under (workspace, hour, provider, model, api key or 0, status_code // 100);
+- once in DimensionRollup under (workspace, hour, provider, model, api key or 0, status_code // 100,
+  status_code);
 - once in MetadataRollup per metadata key, under (workspace, key, hour, value). String values are
   used as they are, numbers and booleans as their JSON text, cut to 128 characters; null,
   objects and arrays, and keys longer than 128 characters, are not grouped.
@@ -37,6 +38,9 @@ from deadlocking. A hash collision between lock ids only makes two workspaces or
 lock (more waiting, never a wrong count). On SQLite writers are serialised by the database
 (BEGIN IMMEDIATE): plain select-then-update/insert.
 
+MetadataKeySender (which API keys send a key: first/last seen, requests) is updated under the same
+key locks. A partial rebuild (``since``) leaves it as it is; a full rebuild recomputes it.
+
 The registry (MetadataKey) is updated in the same transaction: first/last seen and requests
 exactly; ``top_values`` adds counts to values it holds and admits new values while it has fewer
 than ``MetadataKey.VALUE_CAP`` (it never evicts), ``distinct_values`` is its size. The periodic
@@ -62,7 +66,7 @@ from django.db import connection, models
 from django.db.models import Q
 
 from analytics import histogram
-from analytics.models import DimensionRollup, MetadataKey, MetadataRollup
+from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 
 OTHER = MetadataRollup.OTHER_VALUE
 KEY_MAX_LENGTH = MetadataRollup._meta.get_field("key").max_length
@@ -85,7 +89,8 @@ LOG_FIELDS = (
 )
 
 MetadataGroup = tuple[int, str, datetime]  # workspace_id, key, bucket
-DimensionKey = tuple[int, datetime, str, str, int, int]  # workspace, bucket, provider, model, key, class
+DimensionKey = tuple[int, datetime, str, str, int, int, int]  # workspace, bucket, provider, model, key, class, code
+SenderKey = tuple[int, str, int]  # workspace, metadata key, api key or 0
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -202,6 +207,21 @@ class BatchRollup:
     # Values in order of first appearance: the cap gives free slots in this order.
     metadata: dict[MetadataGroup, dict[str, list[Contribution]]] = field(default_factory=dict)
     dimensions: dict[DimensionKey, list[Contribution]] = field(default_factory=dict)
+    # (workspace, api key or 0, the row's metadata keys) -> [first, last, requests]: rows of one
+    # client mostly carry the same keys, so this is one dict update per row, expanded per key later.
+    senders: dict[tuple[int, int, tuple[str, ...]], list] = field(default_factory=dict)
+
+    def sender_stats(self) -> dict[SenderKey, list]:
+        stats: dict[SenderKey, list] = {}
+        for (workspace_id, api_key_id, keys), (first, last, requests) in self.senders.items():
+            for key in keys:
+                current = stats.get((workspace_id, key, api_key_id))
+                if current is None:
+                    stats[(workspace_id, key, api_key_id)] = [first, last, requests]
+                else:
+                    current[0], current[1] = min(current[0], first), max(current[1], last)
+                    current[2] += requests
+        return stats
 
     def key_stats(self) -> dict[tuple[int, str], KeyStats]:
         keys: dict[tuple[int, str], KeyStats] = {}
@@ -225,7 +245,7 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
     sum() runs in C; adding field by field per log and key costs several times more).
     """
     batch = BatchRollup()
-    metadata, dimensions = batch.metadata, batch.dimensions
+    metadata, dimensions, senders = batch.metadata, batch.dimensions, batch.senders
     for row in sorted(rows, key=lambda r: (r["created_at"], r["id"].int)):
         workspace_id, created_at = row["workspace_id"], row["created_at"]
         bucket = hour_of(created_at)
@@ -238,28 +258,32 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
             row["latency_ms"],
             str(histogram.bucket_of(row["latency_ms"])),
         )
-        dimension = (
-            workspace_id,
-            bucket,
-            row["provider"],
-            row["model"],
-            row["api_key_id"] or 0,
-            row["status_code"] // 100,
-        )
+        status, api_key_id = row["status_code"], row["api_key_id"] or 0
+        dimension = (workspace_id, bucket, row["provider"], row["model"], api_key_id, status // 100, status)
         dimensions.setdefault(dimension, []).append(contribution)
-        for key, value in metadata_items(row["metadata"]):
+        items = metadata_items(row["metadata"])
+        for key, value in items:
             metadata.setdefault((workspace_id, key, bucket), {}).setdefault(value, []).append(contribution)
+        if items:
+            signature = (workspace_id, api_key_id, tuple(key for key, _value in items))
+            sender = senders.get(signature)
+            if sender is None:
+                senders[signature] = [created_at, created_at, 1]
+            else:
+                sender[1] = created_at  # rows are in created_at order
+                sender[2] += 1
     return batch
 
 
 # --- Applying a batch ---------------------------------------------------------------------
 
 
-def apply_rows(rows: list[dict], *, lock: bool = True) -> None:
+def apply_rows(rows: list[dict], *, lock: bool = True, senders: bool = True) -> None:
     """Add ``rows`` (new RequestLog rows, as dicts with LOG_FIELDS) to the rollups and registry.
 
     Must run inside the transaction that wrote the rows. ``lock=False`` is for callers that
-    already exclude concurrent writers (a rebuild holds its workspace's lock exclusively).
+    already exclude concurrent writers (a rebuild holds its workspace's lock exclusively);
+    ``senders=False`` leaves MetadataKeySender alone (a partial rebuild).
     """
     if not rows:
         return
@@ -271,6 +295,8 @@ def apply_rows(rows: list[dict], *, lock: bool = True) -> None:
     upsert(MetadataRollup, [(key, Totals.of(group)) for key, group in folded])
     upsert(DimensionRollup, [(key, Totals.of(group)) for key, group in sorted(batch.dimensions.items())])
     update_registry(keys)
+    if senders:
+        update_senders(batch.sender_stats())
 
 
 def lock_for_writing(workspace_ids: Iterable[int], keys: Iterable[tuple[int, str]]) -> None:
@@ -339,7 +365,7 @@ def fold_capped(
 
 _KEY_FIELDS = {
     MetadataRollup: ("workspace_id", "key", "bucket", "value"),
-    DimensionRollup: ("workspace_id", "bucket", "provider", "model", "api_key_id", "status_class"),
+    DimensionRollup: ("workspace_id", "bucket", "provider", "model", "api_key_id", "status_class", "status_code"),
 }
 _PG_TYPES = {
     "workspace_id": "bigint",
@@ -350,6 +376,7 @@ _PG_TYPES = {
     "model": "text",
     "api_key_id": "bigint",
     "status_class": "integer",
+    "status_code": "integer",
     "requests": "integer",
     "errors": "integer",
     "prompt_tokens": "bigint",
@@ -484,3 +511,50 @@ def _update_registry_postgres(changed: list[MetadataKey]) -> None:
                 [orjson.dumps(obj.top_values).decode() for obj in changed],
             ],
         )
+
+
+def update_senders(stats: dict[SenderKey, list]) -> None:
+    """Add a batch's (workspace, key, API key) counts to MetadataKeySender (under the key locks)."""
+    if not stats:
+        return
+    rows = sorted(stats.items())
+    if connection.vendor == "postgresql":
+        payload = orjson.dumps([[*key, first, last, requests] for key, (first, last, requests) in rows])
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {MetadataKeySender._meta.db_table} AS t "  # noqa: S608 (the model's table)
+                "(workspace_id, key, api_key_id, first_seen, last_seen, requests) "
+                "SELECT (r->>0)::bigint, r->>1, (r->>2)::bigint, (r->>3)::timestamptz, (r->>4)::timestamptz, "
+                "(r->>5)::bigint FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(r, n) ORDER BY n "
+                "ON CONFLICT (workspace_id, key, api_key_id) DO UPDATE SET "
+                "first_seen = LEAST(t.first_seen, EXCLUDED.first_seen), "
+                "last_seen = GREATEST(t.last_seen, EXCLUDED.last_seen), requests = t.requests + EXCLUDED.requests",
+                [payload.decode()],
+            )
+        return
+    stored = {
+        (obj.workspace_id, obj.key, obj.api_key_id): obj
+        for obj in MetadataKeySender.objects.filter(
+            workspace_id__in={key[0] for key, _ in rows}, key__in={key[1] for key, _ in rows}
+        )
+    }
+    changed, created = [], []
+    for (workspace_id, key, api_key_id), (first, last, requests) in rows:
+        obj = stored.get((workspace_id, key, api_key_id))
+        if obj is None:
+            created.append(
+                MetadataKeySender(
+                    workspace_id=workspace_id,
+                    key=key,
+                    api_key_id=api_key_id,
+                    first_seen=first,
+                    last_seen=last,
+                    requests=requests,
+                )
+            )
+        else:
+            obj.first_seen, obj.last_seen = min(obj.first_seen, first), max(obj.last_seen, last)
+            obj.requests += requests
+            changed.append(obj)
+    MetadataKeySender.objects.bulk_create(created)
+    MetadataKeySender.objects.bulk_update(changed, ["first_seen", "last_seen", "requests"], batch_size=500)

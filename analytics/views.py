@@ -352,7 +352,7 @@ def errors(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         **_base_context(request, access, "errors", window),
         "totals": ds.totals(workspace, window, hours=hours),
         "series": ds.timeseries(workspace, window, hours=hours),
-        "status_classes": ds.status_classes(workspace, window),
+        "status_codes": ds.status_codes(workspace, window),
         "failing_models": ds.top_failing(workspace, window, "model"),
         "failing_providers": ds.top_failing(workspace, window, "provider"),
         "failing_keys": ds.top_failing(workspace, window, "api_key"),

@@ -1,11 +1,31 @@
-"""Log ingestion throughput: write_log_batch (COPY + INSERT ... ON CONFLICT on Postgres) versus
-plain Django bulk_create of the same records, in the same run and database.
+"""Log ingestion throughput, in the same run and database:
+
+- ``bulk_create``: plain Django ``bulk_create`` of the records (the baseline);
+- ``write_log_batch``: ``analytics.ingest.write_log_batch`` (COPY + INSERT ... ON CONFLICT and
+  the rollups, one transaction per batch), and ``redelivered``: the same batches written again
+  (all duplicates);
+- ``stream``: the real log pipeline's writer end to end. A fresh Redis stream
+  (``portico:bench:ingest:<uuid>``) is pre-filled the way the gateway fills it (one entry per
+  flush, field ``batch`` = ``analytics.pipeline.encode_batch(records)``, ``--entry-size``
+  records each), then ``analytics.pipeline.consume_log_stream`` (the Celery task's defaults:
+  20 entries per read, 500 ms block; one writer, in this process) is called until every record
+  is written. The clock stops when the writer finds the stream drained (its first empty
+  XREADGROUP), so the idle wait until ``--max-seconds`` is not counted. Each round checks the
+  records returned, the workspace's new rows and that nothing is left pending, then deletes
+  the stream.
 
     createdb -h 127.0.0.1 -U postgres portico_bench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/portico_bench .venv/bin/python bench/bench_ingest.py
+    DATABASE_URL=... .venv/bin/python bench/bench_ingest.py --methods stream,bulk_create \
+        [--stream-records 20000] [--entry-size 50] [--redis-url redis://127.0.0.1:6379/15]
 
-Records are gateway-shaped (5-key metadata, no bodies), 500 per batch. The bench workspace's
-rows are deleted before and after. Prints logs/s per method, best of --rounds.
+Options: --batches (40) x --batch-size (500) records per measurement for the batch methods,
+--stream-records (default: the same total) for ``stream``, --rounds (3), --methods (comma list
+of bulk_create, write_log_batch, redelivered, stream; default all), --redis-url (default
+REDIS_URL, else redis://127.0.0.1:6379/15). Records are gateway-shaped (5-key metadata, no
+bodies). The bench workspace's logs, rollups and metadata key registry rows are deleted before
+and after. Prints logs/s per method (best and median of the rounds), the ratio to bulk_create in
+the same run, and a Markdown table for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -26,10 +46,14 @@ import django
 
 django.setup()
 
+import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from analytics import models as analytics_models  # noqa: E402
+from analytics import pipeline  # noqa: E402
 from analytics.ingest import write_log_batch  # noqa: E402
 from analytics.models import RequestLog  # noqa: E402
 from workspaces.models import ApiKey, Workspace  # noqa: E402
@@ -98,38 +122,184 @@ def timed(write, batches: list[list[dict]]) -> float:
     return time.perf_counter() - started
 
 
+# --- stream: gateway -> Redis stream -> consume_log_stream -> database ----------------------
+
+
+class DrainTimingRedis(redis.Redis):
+    """A plain Redis client that notes when XREADGROUP first comes back empty after entries:
+    by then the writer has written and acknowledged everything it read (the stream is
+    pre-filled, nothing is added meanwhile), so that is when the stream was drained."""
+
+    drained_at: float | None = None
+
+    def xreadgroup(self, *args, **kwargs):
+        started = time.perf_counter()
+        response = super().xreadgroup(*args, **kwargs)
+        if response and response[0][1]:
+            self.drained_at = None
+        elif self.drained_at is None:
+            self.drained_at = started
+        return response
+
+
+def prefill_stream(client: redis.Redis, key: str, records: list[dict], entry_size: int) -> int:
+    """XADD ``records`` as the gateway does (one entry per flush); return the entries added."""
+    pipe = client.pipeline(transaction=False)
+    entries = 0
+    for start in range(0, len(records), entry_size):
+        pipe.xadd(key, {"batch": pipeline.encode_batch(records[start : start + entry_size])})
+        entries += 1
+        if len(pipe) >= 200:
+            pipe.execute()
+    pipe.execute()
+    return entries
+
+
+def stream_round(client: DrainTimingRedis, workspace: Workspace, api_key: ApiKey | None, args) -> float:
+    """One round of the stream method; returns its logs/s. Raises if a record went missing."""
+    key = f"portico:bench:ingest:{uuid.uuid4()}"
+    total = args.stream_records
+    records = make_records(workspace, api_key, total)
+    try:
+        prefill_stream(client, key, records, args.entry_size)
+        rows_before = RequestLog.objects.filter(workspace=workspace).count()
+        written, calls = 0, 0
+        client.drained_at = None
+        started = last_progress = time.perf_counter()
+        while written < total:
+            got = pipeline.consume_log_stream(
+                client=client, stream_key=key, consumer="bench-writer", max_seconds=args.max_seconds
+            )
+            written += got
+            calls += 1
+            if got:
+                last_progress = time.perf_counter()
+            elif client.xlen(key) == 0 or time.perf_counter() - last_progress > 60:
+                break  # drained but short, or stuck (database down?): reported below
+        drained_at = client.drained_at
+        finished = time.perf_counter()
+        elapsed = (drained_at if drained_at is not None and drained_at > started else finished) - started
+        rows = RequestLog.objects.filter(workspace=workspace).count() - rows_before
+        pending = client.xpending(key, pipeline.CONSUMER_GROUP)["pending"]
+        left, dead = client.xlen(key), client.xlen(f"{key}:dead")
+        if not (written == rows == total and pending == 0 and left == 0 and dead == 0):
+            raise SystemExit(
+                f"stream: {total} records queued, {written} reported written, {rows} new rows, "
+                f"{pending} pending, {left} left in the stream, {dead} dead-lettered"
+            )
+        print(
+            f"  stream: {total} records in {-(-total // args.entry_size)} entries, drained in {elapsed:.2f} s "
+            f"({calls} consume_log_stream call(s)); {rows} rows, 0 pending",
+            flush=True,
+        )
+        return total / elapsed
+    finally:
+        client.delete(key, f"{key}:dead")
+
+
+# --- main -----------------------------------------------------------------------------------
+
+METHODS = {
+    "bulk_create": "plain `bulk_create`",
+    "write_log_batch": "`write_log_batch`",
+    "redelivered": "`write_log_batch`, batch redelivered (all duplicates)",
+    "stream": "stream -> `consume_log_stream` ({entry_size} records/entry)",
+}
+
+
+def clean_workspace(workspace: Workspace) -> None:
+    """Delete the bench workspace's logs, rollups and metadata key registry rows."""
+    RequestLog.objects.filter(workspace=workspace).delete()
+    tables = set(connection.introspection.table_names())
+    for name in ("MetadataRollup", "DimensionRollup", "MetadataKey", "MetadataKeySender"):
+        model = getattr(analytics_models, name, None)
+        if model is not None and model._meta.db_table in tables:  # a model may be newer than its migration
+            model.objects.filter(workspace=workspace).delete()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40, help="batches per measurement (default 40)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)} (all)")
+    parser.add_argument(
+        "--stream-records", type=int, help="records through the stream per round (default: batches x batch size)"
+    )
+    parser.add_argument("--entry-size", type=int, default=50, help="records per stream entry, i.e. per gateway flush")
+    parser.add_argument("--max-seconds", type=float, default=5.0, help="consume_log_stream max_seconds (task: 5)")
+    parser.add_argument("--redis-url", default=settings.REDIS_URL or "redis://127.0.0.1:6379/15")
     args = parser.parse_args()
+    methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    if unknown := [name for name in methods if name not in METHODS]:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    if args.stream_records is None:
+        args.stream_records = args.batches * args.batch_size
+    if min(args.batches, args.batch_size, args.rounds, args.stream_records, args.entry_size) < 1:
+        parser.error("counts must be positive")
+
+    client = None
+    if "stream" in methods:
+        # The socket timeout must outlast XREADGROUP's block, as in pipeline.redis_client.
+        client = DrainTimingRedis.from_url(args.redis_url, socket_connect_timeout=2, socket_timeout=10)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            raise SystemExit(f"Redis at {args.redis_url} unreachable ({exc}); the stream method needs it") from exc
 
     call_command("migrate", verbosity=0)
     workspace, _ = Workspace.objects.get_or_create(slug="bench-ingest", defaults={"name": "Bench ingest"})
     api_key = ApiKey.objects.filter(workspace=workspace).first()
-    RequestLog.objects.filter(workspace=workspace).delete()
+    clean_workspace(workspace)
+    total = args.batches * args.batch_size
     print(
-        f"{connection.vendor}, {args.batches} batches x {args.batch_size} records, best of {args.rounds} rounds",
+        f"{connection.vendor}, methods {', '.join(methods)}; batches: {args.batches} x {args.batch_size} records; "
+        f"stream: {args.stream_records} records, {args.entry_size} per entry; {args.rounds} round(s)",
         flush=True,
     )
 
-    results: dict[str, list[float]] = {"write_log_batch": [], "write_log_batch (redelivered)": [], "bulk_create": []}
-    total = args.batches * args.batch_size
+    results: dict[str, list[float]] = {name: [] for name in METHODS if name in methods}
     try:
-        for _ in range(args.rounds):
-            fresh = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
-            other = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
-            results["bulk_create"].append(total / timed(bulk_create_baseline, other))
-            results["write_log_batch"].append(total / timed(write_log_batch, fresh))
-            results["write_log_batch (redelivered)"].append(total / timed(write_log_batch, fresh))
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}", flush=True)
+            if "bulk_create" in methods:
+                other = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
+                results["bulk_create"].append(total / timed(bulk_create_baseline, other))
+            if "write_log_batch" in methods or "redelivered" in methods:
+                fresh = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
+                if "write_log_batch" in methods:
+                    results["write_log_batch"].append(total / timed(write_log_batch, fresh))
+                else:
+                    timed(write_log_batch, fresh)  # first delivery, not measured
+                if "redelivered" in methods:
+                    results["redelivered"].append(total / timed(write_log_batch, fresh))
+            if "stream" in methods:
+                results["stream"].append(stream_round(client, workspace, api_key, args))
+            for name, rates in results.items():
+                print(f"  {name:16} {rates[-1]:>9,.0f} logs/s", flush=True)
     finally:
-        RequestLog.objects.filter(workspace=workspace).delete()
+        clean_workspace(workspace)
+        if client is not None:
+            client.close()
 
+    baseline = max(results["bulk_create"]) if results.get("bulk_create") else None
+    print()
     for name, rates in results.items():
-        print(f"{name:32} {max(rates):>9,.0f} logs/s  (median {statistics.median(rates):,.0f})")
-    ratio = max(results["write_log_batch"]) / max(results["bulk_create"])
-    print(f"write_log_batch / bulk_create: {ratio:.2f}x")
+        ratio = f"  {max(rates) / baseline:.2f}x bulk_create" if baseline else ""
+        print(f"{name:16} {max(rates):>9,.0f} logs/s  (median {statistics.median(rates):,.0f}){ratio}")
+    if baseline is None:
+        print("(no bulk_create in --methods: no ratios)")
+
+    print()
+    print(f"{args.rounds} round(s), {connection.vendor}; batch methods {args.batches} x {args.batch_size} records;")
+    print(f"stream {args.stream_records} records, {args.entry_size} per entry, one writer")
+    print()
+    print("| method | logs/s (best) | median | vs bulk_create |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, rates in results.items():
+        label = METHODS[name].format(entry_size=args.entry_size)
+        ratio = f"{max(rates) / baseline:.2f}x" if baseline else "-"
+        print(f"| {label} | {max(rates):,.0f} | {statistics.median(rates):,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def test_a_batch_is_summed_per_key_value_and_hour(workspace, api_key):
     assert metadata_rows(bucket=T0 + timedelta(hours=1)).keys() == {("environment", "staging")}
 
 
-def test_dimension_rows_split_by_provider_model_key_and_status_class(workspace, api_key):
+def test_dimension_rows_split_by_provider_model_key_and_status_code(workspace, api_key):
     write_log_batch(
         [
             log_record(workspace, api_key[0], created_at=at(1)),
@@ -71,13 +71,14 @@ def test_dimension_rows_split_by_provider_model_key_and_status_class(workspace, 
         ]
     )
     rows = {
-        (r.model, r.api_key_id, r.status_class): (r.requests, r.errors)
+        (r.model, r.api_key_id, r.status_class, r.status_code): (r.requests, r.errors)
         for r in DimensionRollup.objects.filter(workspace=workspace, bucket=T0, provider="openai")
     }
     assert rows == {
-        ("gpt-4o-mini", api_key[0].id, 2): (2, 0),
-        ("gpt-4o-mini", api_key[0].id, 4): (1, 1),
-        ("gpt-4o", 0, 2): (1, 0),
+        ("gpt-4o-mini", api_key[0].id, 2, 200): (1, 0),
+        ("gpt-4o-mini", api_key[0].id, 2, 201): (1, 0),
+        ("gpt-4o-mini", api_key[0].id, 4, 429): (1, 1),
+        ("gpt-4o", 0, 2, 200): (1, 0),
     }
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from analytics import histogram
 from analytics.ingest import write_log_batch
-from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestLog
+from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
 
 CAP = 3
 OTHER = MetadataRollup.OTHER_VALUE
@@ -144,7 +144,8 @@ def expected_rollups(records: list[dict], arrival: list[list[int]]) -> tuple[dic
             record = records[i]
             ws, hour = record["workspace_id"], _hour(record)
             api_key = 0
-            _add(dimensions[(ws, hour, "openai", record["model"], api_key, record["status_code"] // 100)], record)
+            status = record["status_code"]
+            _add(dimensions[(ws, hour, "openai", record["model"], api_key, status // 100, status)], record)
             for key, value in record["metadata"].items():
                 held = slots[(ws, key, hour)]
                 if value != OTHER and value not in held and len(held) < CAP:
@@ -168,6 +169,25 @@ def expected_registry(records: list[dict]) -> dict:
     return registry
 
 
+def expected_senders(records: list[dict]) -> dict:
+    """(workspace, key, api key or 0) -> (first seen, last seen, requests)."""
+    found: dict = {}
+    for record in records:
+        created = datetime.fromisoformat(record["created_at"])
+        for key in record["metadata"]:
+            pair = (record["workspace_id"], key, record.get("api_key_id") or 0)
+            first, last, requests = found.get(pair, (created, created, 0))
+            found[pair] = (min(first, created), max(last, created), requests + 1)
+    return found
+
+
+def senders() -> dict:
+    return {
+        (s.workspace_id, s.key, s.api_key_id): (s.first_seen, s.last_seen, s.requests)
+        for s in MetadataKeySender.objects.all()
+    }
+
+
 # --- Comparing -------------------------------------------------------------------------------
 
 
@@ -189,12 +209,12 @@ def assert_same(actual: dict, expected: dict) -> None:
 def check(records: list[dict], arrival: list[list[int]]) -> None:
     metadata, dimensions = expected_rollups(records, arrival)
     assert_same(stored(MetadataRollup, ("workspace_id", "key", "bucket", "value")), metadata)
-    dimension_key = ("workspace_id", "bucket", "provider", "model", "api_key_id", "status_class")
+    dimension_key = ("workspace_id", "bucket", "provider", "model", "api_key_id", "status_class", "status_code")
     assert_same(stored(DimensionRollup, dimension_key), dimensions)
 
 
 def run_property(workspaces, logs: list[dict], plan: tuple[bool, list[list[int]]]) -> None:
-    for model in (MetadataRollup, DimensionRollup, MetadataKey, RequestLog):
+    for model in (MetadataRollup, DimensionRollup, MetadataKey, MetadataKeySender, RequestLog):
         model.objects.all().delete()
     shuffled, arrival = plan
     records = make_records(logs, workspaces)
@@ -208,11 +228,13 @@ def run_property(workspaces, logs: list[dict], plan: tuple[bool, list[list[int]]
         got = registry[pair]
         assert (got.first_seen, got.last_seen, got.requests) == (want["first"], want["last"], want["requests"])
         assert (got.top_values, got.distinct_values) == (want["top"], len(want["top"]))
+    assert senders() == expected_senders(records)
     ingested = stored(MetadataRollup, ("workspace_id", "key", "bucket", "value"))
 
     call_command("rebuild_rollups", chunk_size=7, stdout=StringIO())
     in_time_order = [sorted(range(len(records)), key=lambda i: (records[i]["created_at"], records[i]["id"]))]
     check(records, in_time_order)
+    assert senders() == expected_senders(records)  # a full rebuild recomputes them
     if not shuffled:
         assert_same(stored(MetadataRollup, ("workspace_id", "key", "bucket", "value")), ingested)
     for pair, want in expected.items():

@@ -3,7 +3,10 @@ answers htmx refreshes with just its partial."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from django.urls import reverse
 
 from tests.dashboard.conftest import write_logs
@@ -162,8 +165,31 @@ def test_errors_page_shows_failing_dimensions(owner_client, workspace, logs):
     response = _get(owner_client, "errors", workspace, "range=24h")
     assert response.context["totals"]["errors"] == 1
     assert [r["value"] for r in response.context["failing_models"]] == ["gpt-4o"]
-    assert {r["status"] for r in response.context["status_classes"]} == {"2xx", "5xx"}
+    assert [(r["status"], r["requests"]) for r in response.context["status_codes"]] == [("200", 5), ("500", 1)]
     assert ("_user", "carol") in {(r["key"], r["value"]) for r in response.context["failing_metadata"]}
+    # Each code links to exactly its logs.
+    assert "?range=24h&amp;status_code=500" in response.content.decode()
+
+
+def test_errors_page_lists_exact_status_codes(owner_client, workspace, api_key):
+    now = timezone.now()
+    codes = [200, 200, 429, 429, 429, 404, 502, 503, 503]
+    write_logs(
+        workspace,
+        api_key[0],
+        [
+            {"status_code": code, "success": code < 400, "created_at": now - timedelta(minutes=i)}
+            for i, code in enumerate(codes)
+        ],
+    )
+    response = _get(owner_client, "errors", workspace, "range=24h")
+    shown = [(r["status"], r["requests"]) for r in response.context["status_codes"]]
+    # By class, busiest code first within a class.
+    assert shown == [("200", 2), ("429", 3), ("404", 1), ("503", 2), ("502", 1)]
+    page = response.content.decode()
+    assert 'data-status="429"' in page and "status_code=429" in page
+    logs_page = _get(owner_client, "logs", workspace, "range=24h&status_code=503")
+    assert {row["status_code"] for row in logs_page.context["rows"]} == {503}
 
 
 def test_metadata_keys_page_warns_about_near_duplicates(owner_client, workspace, api_key, logs):
