@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -36,7 +37,9 @@ logger = logging.getLogger(__name__)
 # Process-wide counters (records), for metrics and tests: inserted, duplicate, malformed, orphaned.
 ingest_counters: Counter[str] = Counter()
 
-REQUIRED_KEYS = ("id", "workspace_id", "status_code", "success")
+# created_at is required: on Postgres it is part of the conflict target, so a record that got a
+# fresh timestamp per delivery could be inserted twice.
+REQUIRED_KEYS = ("id", "created_at", "workspace_id", "status_code", "success")
 _SMALLINT_MAX = 32767
 _INT_MAX = 2147483647
 _COST_LIMIT = Decimal(10) ** 10  # DecimalField(max_digits=18, decimal_places=8)
@@ -190,7 +193,7 @@ def _coercer(field: models.Field) -> Callable[[Any], Any]:
 # (record key / attname, column, coerce, field). Built from the model so a new column is
 # picked up without touching this module (add a coercer above if its type is new).
 _LOG_FIELDS = [(f.attname, f.column, _coercer(f), f) for f in RequestLog._meta.concrete_fields]
-_JSON_COLUMNS = {f.attname for f in RequestLog._meta.concrete_fields if isinstance(f, models.JSONField)}
+_JSON_COLUMNS = [f.attname for f in RequestLog._meta.concrete_fields if isinstance(f, models.JSONField)]
 
 
 def _coerce_log(record: dict) -> dict:
@@ -211,6 +214,117 @@ def _coerce_log(record: dict) -> dict:
         except MalformedRecord as exc:
             raise MalformedRecord(f"{attname}: {exc}") from None
     return row
+
+
+# The fast path: gateway records are well-formed, so each value is checked with a type test and
+# taken as it is; a record with any value that would need coercing (or is missing a required
+# key) goes through _coerce_log instead, which stays the reference for every rule. A value is
+# only taken here when _coerce_log would return an equal one.
+_KIND_TEXT, _KIND_INT, _KIND_FLOAT, _KIND_BOOL, _KIND_UUID, _KIND_TIME, _KIND_DECIMAL, _KIND_JSON, _KIND_ID = range(9)
+_DECIMAL_TEXT = re.compile(r"-?\d{1,10}(?:\.\d{1,8})?")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _fast_plan() -> list[tuple]:
+    plan = []
+    for field in RequestLog._meta.concrete_fields:
+        low, high = 0, None
+        if isinstance(field, models.ForeignKey):
+            kind, low, high = _KIND_ID, 1, 2**63 - 1
+        elif isinstance(field, models.UUIDField):
+            kind = _KIND_UUID
+        elif isinstance(field, models.DateTimeField):
+            kind = _KIND_TIME
+        elif isinstance(field, models.BooleanField):
+            kind = _KIND_BOOL
+        elif isinstance(field, models.PositiveSmallIntegerField):
+            kind, high = _KIND_INT, _SMALLINT_MAX
+        elif isinstance(field, models.PositiveIntegerField):
+            kind, high = _KIND_INT, _INT_MAX
+        elif isinstance(field, models.FloatField):
+            kind = _KIND_FLOAT
+        elif isinstance(field, models.DecimalField):
+            kind = _KIND_DECIMAL
+        elif isinstance(field, models.JSONField):
+            kind, high = _KIND_JSON, list if field.default is list else dict
+        else:
+            kind, high = _KIND_TEXT, field.max_length or 2**62
+        required = field.attname in REQUIRED_KEYS
+        # None: NULL, or the default (JSON defaults are callables: a fresh object per row).
+        plan.append((field.attname, kind, low, high, required, field.null, field.get_default))
+    return plan
+
+
+_FAST_PLAN = _fast_plan()
+
+
+def _coerce_fast(record: Any) -> dict | None:
+    """The row _coerce_log would build, for a record needing no coercion; otherwise None."""
+    if type(record) is not dict:
+        return None
+    get = record.get
+    row = {}
+    for attname, kind, low, high, required, null, default in _FAST_PLAN:
+        value = get(attname)
+        if value is None:
+            if required:
+                return None
+            row[attname] = None if null else default()
+            continue
+        vtype = type(value)
+        if kind == _KIND_TEXT:
+            if vtype is not str or len(value) > high or "\x00" in value:
+                return None
+        elif kind == _KIND_INT or kind == _KIND_ID:
+            if vtype is not int or not low <= value <= high:
+                return None
+        elif kind == _KIND_FLOAT:
+            if vtype is float:
+                if not math.isfinite(value):
+                    return None
+            elif vtype is int:
+                value = float(value)
+            else:
+                return None
+        elif kind == _KIND_BOOL:
+            if vtype is not bool:
+                return None
+        elif kind == _KIND_UUID:
+            if vtype is not str or not _CANONICAL_UUID.fullmatch(value):
+                return None
+            value = uuid.UUID(value)
+        elif kind == _KIND_TIME:
+            if vtype is not str:
+                return None
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                return None
+            if value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+        elif kind == _KIND_DECIMAL:
+            if vtype is not str or not _DECIMAL_TEXT.fullmatch(value):
+                return None
+            value = Decimal(value).quantize(_COST_QUANTUM)
+        elif kind == _KIND_JSON:
+            if vtype is not high:
+                return None
+        row[attname] = value
+    return row
+
+
+def _json_text(value: Any) -> tuple[Any, str]:
+    """(the value as stored, its JSON text): the text is what COPY writes, the value is what
+    the rollups read, so both must agree. A JSON-born object of strings is its own stored form;
+    anything else is read back from its text (NUL characters dropped, odd types as strings)."""
+    if (type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())) or (
+        type(value) is list and not value
+    ):
+        encoded = orjson.dumps(value)
+        if b"\\u0000" not in encoded:
+            return value, encoded.decode()
+    text = _dump_json(value)
+    return orjson.loads(text), text
 
 
 def _coerce_body(body: Any) -> dict:
@@ -234,17 +348,21 @@ def _dump_json(value: Any) -> str:
     return encoded.decode()
 
 
-def _prepare(records: Iterable[Any]) -> tuple[list[dict], dict[uuid.UUID, dict]]:
-    """Coerced rows (first occurrence of each id) and bodies by id; malformed records skipped."""
+def _prepare(records: Iterable[Any]) -> tuple[list[dict], dict[uuid.UUID, dict], dict[uuid.UUID, list[str]]]:
+    """Coerced rows (first occurrence of each id), bodies by id and the JSON columns' text by
+    id (what COPY writes); malformed records skipped."""
     rows: list[dict] = []
     bodies: dict[uuid.UUID, dict] = {}
+    json_texts: dict[uuid.UUID, list[str]] = {}
     seen: set[uuid.UUID] = set()
     for record in records:
         try:
-            row = _coerce_log(record)
+            row = _coerce_fast(record) or _coerce_log(record)
+            texts = []
             for attname in _JSON_COLUMNS:
                 # Checked here so an unserialisable value skips this record, not the batch.
-                row[attname] = orjson.loads(_dump_json(row[attname]))
+                row[attname], text = _json_text(row[attname])
+                texts.append(text)
             body = _coerce_body(record["body"]) if record.get("body") is not None else None
         except (MalformedRecord, TypeError, ValueError) as exc:
             record_id = record.get("id") if isinstance(record, dict) else None
@@ -255,9 +373,10 @@ def _prepare(records: Iterable[Any]) -> tuple[list[dict], dict[uuid.UUID, dict]]
             continue
         seen.add(row["id"])
         rows.append(row)
+        json_texts[row["id"]] = texts
         if body is not None:
             bodies[row["id"]] = body
-    return rows, bodies
+    return rows, bodies, json_texts
 
 
 # --- Writing -----------------------------------------------------------------------------
@@ -271,15 +390,17 @@ def write_log_batch(records: list[dict]) -> list[str]:
     Logs, bodies and rollups are written in one transaction; database errors propagate
     so the caller can keep the batch and retry (nothing is acknowledged on failure).
     """
-    rows, bodies = _prepare(records)
+    rows, bodies, json_texts = _prepare(records)
     if not rows:
         return []
     with transaction.atomic():
         rows = _drop_orphans(rows)
         if not rows:
             return []
-        insert = _insert_postgres if connection.vendor == "postgresql" else _insert_generic
-        new_ids = insert(rows, bodies)
+        if connection.vendor == "postgresql":
+            new_ids = _insert_postgres(rows, bodies, json_texts)
+        else:
+            new_ids = _insert_generic(rows, bodies)
         new_rows = [row for row in rows if row["id"] in new_ids]
         _update_rollups(new_rows)
     ingest_counters["inserted"] += len(new_rows)
@@ -345,7 +466,9 @@ def _insert_generic(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uuid
     return {row["id"] for row in fresh}
 
 
-def _insert_postgres(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uuid.UUID]:
+def _insert_postgres(
+    rows: list[dict], bodies: dict[uuid.UUID, dict], json_texts: dict[uuid.UUID, list[str]]
+) -> set[uuid.UUID]:
     log_table = RequestLog._meta.db_table
     columns = [column for _attname, column, _coerce, _field in _LOG_FIELDS]
     column_list = ", ".join(f'"{column}"' for column in columns)
@@ -359,14 +482,11 @@ def _insert_postgres(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uui
         )
         # Empty already, unless an enclosing transaction wrote a batch before (tests do).
         cursor.execute(f"DELETE FROM {_TMP_LOG_TABLE}")  # noqa: S608
-        with cursor.copy(f"COPY {_TMP_LOG_TABLE} ({column_list}) FROM STDIN") as copy:
+        plain = [attname for attname, _column, _coerce, _field in _LOG_FIELDS if attname not in _JSON_COLUMNS]
+        copy_columns = ", ".join(f'"{RequestLog._meta.get_field(name).column}"' for name in plain + _JSON_COLUMNS)
+        with cursor.copy(f"COPY {_TMP_LOG_TABLE} ({copy_columns}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(
-                    [
-                        _dump_json(row[attname]) if attname in _JSON_COLUMNS else row[attname]
-                        for attname, _column, _coerce, _field in _LOG_FIELDS
-                    ]
-                )
+                copy.write_row([*map(row.__getitem__, plain), *json_texts[row["id"]]])
         cursor.execute(
             f"INSERT INTO {log_table} ({column_list}) SELECT {column_list} FROM {_TMP_LOG_TABLE} "  # noqa: S608
             "ON CONFLICT (created_at, id) DO NOTHING RETURNING id"

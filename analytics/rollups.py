@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import reduce
-from operator import or_
+from operator import itemgetter, or_
 from typing import Any, NamedTuple
 
 import orjson
@@ -238,34 +238,76 @@ class BatchRollup:
         return keys
 
 
+def _metadata_item(key: Any, value: Any) -> tuple[str, str] | None:
+    """One (key, value) pair as metadata_items groups it, or None."""
+    items = metadata_items({key: value})
+    return items[0] if items else None
+
+
 def aggregate(rows: Iterable[dict]) -> BatchRollup:
     """Group rows' (dicts with LOG_FIELDS) contributions per rollup row, before the cap.
 
     Contributions are summed per row only after the cap folded the groups (summing lists with
-    sum() runs in C; adding field by field per log and key costs several times more).
+    sum() runs in C; adding field by field per log and key costs several times more). This
+    runs for every log the writer stores, so the common cases are inlined: string metadata
+    values (anything else goes through metadata_items' rules), hours and histogram buckets
+    memoised per batch.
     """
     batch = BatchRollup()
     metadata, dimensions, senders = batch.metadata, batch.dimensions, batch.senders
-    for row in sorted(rows, key=lambda r: (r["created_at"], r["id"].int)):
+    hours: dict[int, datetime] = {}
+    hist_keys: dict[float, str] = {}
+    # (created_at, id): UUIDs compare by their integer value.
+    for row in sorted(rows, key=_ORDER):
         workspace_id, created_at = row["workspace_id"], row["created_at"]
-        bucket = hour_of(created_at)
+        hour_number = int(created_at.timestamp()) // 3600
+        bucket = hours.get(hour_number)
+        if bucket is None:
+            bucket = hours[hour_number] = hour_of(created_at)
+        latency = row["latency_ms"]
+        hist_key = hist_keys.get(latency)
+        if hist_key is None:
+            hist_key = hist_keys[latency] = str(histogram.bucket_of(latency))
         contribution = Contribution(
             created_at,
             row["success"],
             row["prompt_tokens"],
             row["completion_tokens"],
             row["cost"],
-            row["latency_ms"],
-            str(histogram.bucket_of(row["latency_ms"])),
+            latency,
+            hist_key,
         )
         status, api_key_id = row["status_code"], row["api_key_id"] or 0
         dimension = (workspace_id, bucket, row["provider"], row["model"], api_key_id, status // 100, status)
-        dimensions.setdefault(dimension, []).append(contribution)
-        items = metadata_items(row["metadata"])
-        for key, value in items:
-            metadata.setdefault((workspace_id, key, bucket), {}).setdefault(value, []).append(contribution)
-        if items:
-            signature = (workspace_id, api_key_id, tuple(key for key, _value in items))
+        group = dimensions.get(dimension)
+        if group is None:
+            dimensions[dimension] = [contribution]
+        else:
+            group.append(contribution)
+        row_metadata = row["metadata"]
+        if not row_metadata or type(row_metadata) is not dict:
+            continue
+        keys = []
+        for key, value in row_metadata.items():
+            if type(value) is not str or type(key) is not str or not 0 < len(key) <= KEY_MAX_LENGTH:
+                item = _metadata_item(key, value)
+                if item is None:
+                    continue
+                key, value = item
+            elif len(value) > VALUE_MAX_LENGTH:
+                value = value[:VALUE_MAX_LENGTH]
+            keys.append(key)
+            values = metadata.get((workspace_id, key, bucket))
+            if values is None:
+                metadata[(workspace_id, key, bucket)] = {value: [contribution]}
+            else:
+                group = values.get(value)
+                if group is None:
+                    values[value] = [contribution]
+                else:
+                    group.append(contribution)
+        if keys:
+            signature = (workspace_id, api_key_id, tuple(keys))
             sender = senders.get(signature)
             if sender is None:
                 senders[signature] = [created_at, created_at, 1]
@@ -273,6 +315,9 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
                 sender[1] = created_at  # rows are in created_at order
                 sender[2] += 1
     return batch
+
+
+_ORDER = itemgetter("created_at", "id")
 
 
 # --- Applying a batch ---------------------------------------------------------------------

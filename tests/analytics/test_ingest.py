@@ -105,7 +105,9 @@ def test_a_record_that_is_not_an_object_is_skipped(workspace):
 
 
 def test_missing_optional_keys_take_the_model_defaults(workspace):
-    record = {"id": str(uuid.uuid4()), "workspace_id": workspace.id, "status_code": 502, "success": False}
+    created = "2026-01-02T03:04:05+00:00"
+    record = {"id": str(uuid.uuid4()), "created_at": created, "workspace_id": workspace.id, "status_code": 502}
+    record["success"] = False
     ingest.write_log_batch([record])
     log = RequestLog.objects.get()
     assert (log.method, log.currency, log.cache_status, log.metadata, log.metadata_changes) == (
@@ -116,7 +118,17 @@ def test_missing_optional_keys_take_the_model_defaults(workspace):
         [],
     )
     assert (log.api_key_id, log.cost, log.ttft_ms, log.model) == (None, None, None, "")
-    assert log.created_at is not None
+    assert log.created_at.isoformat() == created
+
+
+def test_a_record_without_created_at_is_skipped(workspace, caplog):
+    # created_at is part of the conflict target on Postgres: a record that took a fresh
+    # timestamp per delivery could be stored twice, so it must come with one.
+    record = log_record(workspace)
+    del record["created_at"]
+    assert ingest.write_log_batch([record]) == []
+    assert "missing created_at" in caplog.text
+    assert RequestLog.objects.count() == 0
 
 
 def test_over_long_and_awkward_values_are_coerced(workspace):
