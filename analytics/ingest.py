@@ -220,7 +220,7 @@ def _coerce_log(record: dict) -> dict:
 # taken as it is; a record with any value that would need coercing (or is missing a required
 # key) goes through _coerce_log instead, which stays the reference for every rule. A value is
 # only taken here when _coerce_log would return an equal one.
-_KIND_TEXT, _KIND_INT, _KIND_FLOAT, _KIND_BOOL, _KIND_UUID, _KIND_TIME, _KIND_DECIMAL, _KIND_JSON, _KIND_ID = range(9)
+_KIND_TEXT, _KIND_INT, _KIND_FLOAT, _KIND_BOOL, _KIND_UUID, _KIND_TIME, _KIND_DECIMAL, _KIND_JSON = range(8)
 _DECIMAL_TEXT = re.compile(r"-?\d{1,10}(?:\.\d{1,8})?")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -230,7 +230,7 @@ def _fast_plan() -> list[tuple]:
     for field in RequestLog._meta.concrete_fields:
         low, high = 0, None
         if isinstance(field, models.ForeignKey):
-            kind, low, high = _KIND_ID, 1, 2**63 - 1
+            kind, low, high = _KIND_INT, 1, 2**63 - 1  # an object id: never clamped, see _object_id
         elif isinstance(field, models.UUIDField):
             kind = _KIND_UUID
         elif isinstance(field, models.DateTimeField):
@@ -275,7 +275,7 @@ def _coerce_fast(record: Any) -> dict | None:
         if kind == _KIND_TEXT:
             if vtype is not str or len(value) > high or "\x00" in value:
                 return None
-        elif kind == _KIND_INT or kind == _KIND_ID:
+        elif kind == _KIND_INT:
             if vtype is not int or not low <= value <= high:
                 return None
         elif kind == _KIND_FLOAT:
@@ -306,9 +306,8 @@ def _coerce_fast(record: Any) -> dict | None:
             if vtype is not str or not _DECIMAL_TEXT.fullmatch(value):
                 return None
             value = Decimal(value).quantize(_COST_QUANTUM)
-        elif kind == _KIND_JSON:
-            if vtype is not high:
-                return None
+        elif kind == _KIND_JSON and vtype is not high:
+            return None
         row[attname] = value
     return row
 
