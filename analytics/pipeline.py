@@ -70,19 +70,27 @@ def consume_log_stream(
     stream_key: str | None = None,
     consumer: str | None = None,
     max_seconds: float = 5.0,
-    count: int = 20,
+    count: int = 100,
     block_ms: int = 500,
     min_idle_ms: int = 10_000,
+    batch_records: int | None = None,
+    linger_ms: int | None = None,
 ) -> int:
     """Write stream entries to the database for up to ``max_seconds``; return the records written.
 
-    Entries are acknowledged (and deleted) only after their batch is committed. When the
-    database is unavailable the entries stay pending, and this (or any other) consumer
-    reclaims them after ``min_idle_ms``.
+    Entries are gathered into one transaction until it holds ``batch_records`` records
+    (LOG_WRITER_BATCH_RECORDS) or ``linger_ms`` (LOG_WRITER_LINGER_MS) passed since the first:
+    a busy gateway adds one entry per flush, and a write of a few thousand records costs far
+    less per record than one of a single entry (the transaction, COPY set-up and rollup
+    upserts are per write). Entries are acknowledged (and deleted) only after their batch is
+    committed. When the database is unavailable the entries stay pending, and this (or any
+    other) consumer reclaims them after ``min_idle_ms``.
     """
     client = client or redis_client(block_ms=block_ms)
     stream_key = stream_key or settings.LOG_STREAM_KEY
     consumer = consumer or consumer_name()
+    batch_records = batch_records or settings.LOG_WRITER_BATCH_RECORDS
+    linger = (settings.LOG_WRITER_LINGER_MS if linger_ms is None else linger_ms) / 1000
     ensure_group(client, stream_key)
     deadline = time.monotonic() + max_seconds
     written = 0
@@ -95,19 +103,25 @@ def consume_log_stream(
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 break
-            response = client.xreadgroup(
-                CONSUMER_GROUP, consumer, {stream_key: ">"}, count=count, block=min(block_ms, remaining_ms)
-            )
-            entries = response[0][1] if response else []
-        if entries:
+            entries = _read(client, stream_key, consumer, count, min(block_ms, remaining_ms))
+        batches = _decode_entries(client, stream_key, entries)
+        gather_until = time.monotonic() + linger
+        while batches and sum(map(len, batches.values())) < batch_records:
+            wait_ms = int((min(gather_until, deadline) - time.monotonic()) * 1000)
+            more = _read(client, stream_key, consumer, count, wait_ms) if wait_ms > 0 else []
+            if not more:
+                break
+            entries = entries + more
+            batches.update(_decode_entries(client, stream_key, more))
+        if batches:
             try:
-                written += _write_entries(client, stream_key, entries)
+                written += _write_batches(client, stream_key, batches, dict(entries))
             except DatabaseError as exc:
                 # Not acknowledged: the entries stay pending and are reclaimed once idle.
                 logger.warning(
                     "Database unavailable (%s); %d log stream entries left pending for redelivery",
                     type(exc).__name__,
-                    len(entries),
+                    len(batches),
                 )
                 time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))  # don't spin on a dead database
                 break
@@ -117,14 +131,14 @@ def consume_log_stream(
     return written
 
 
-def _write_entries(client: redis.Redis, stream_key: str, entries: list) -> int:
-    """Write the entries' batches in one transaction, then XACK + XDEL them.
+def _read(client: redis.Redis, stream_key: str, consumer: str, count: int, block_ms: int) -> list:
+    response = client.xreadgroup(CONSUMER_GROUP, consumer, {stream_key: ">"}, count=count, block=max(1, block_ms))
+    return response[0][1] if response else []
 
-    Database unavailable: raises, nothing acknowledged. A batch the database refuses as data
-    (IntegrityError/DataError despite ingest's coercion) is isolated and dead-lettered so it
-    cannot block the stream forever.
-    """
-    fields_by_id = dict(entries)
+
+def _decode_entries(client: redis.Redis, stream_key: str, entries: list) -> dict[bytes, list]:
+    """The entries' batches by entry id; entries deleted while pending are acknowledged and
+    undecodable ones dead-lettered (neither can ever be written)."""
     batches: dict[bytes, list] = {}
     for entry_id, fields in entries:
         if fields is None:  # deleted while pending (Redis < 7 still reports it)
@@ -133,8 +147,16 @@ def _write_entries(client: redis.Redis, stream_key: str, entries: list) -> int:
             _dead_letter(client, stream_key, entry_id, fields, "undecodable entry")
         else:
             batches[entry_id] = batch
-    if not batches:
-        return 0
+    return batches
+
+
+def _write_batches(client: redis.Redis, stream_key: str, batches: dict[bytes, list], fields_by_id: dict) -> int:
+    """Write the batches in one transaction, then XACK + XDEL their entries.
+
+    Database unavailable: raises, nothing acknowledged. A batch the database refuses as data
+    (IntegrityError/DataError despite ingest's coercion) is isolated and dead-lettered so it
+    cannot block the stream forever.
+    """
     close_old_connections()
     records = [record for batch in batches.values() for record in batch]
     try:

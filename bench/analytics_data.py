@@ -198,9 +198,17 @@ def _prices() -> dict[str, tuple[Decimal, Decimal]]:
 # --- Setup -------------------------------------------------------------------------------------
 
 
-def bench_workspaces(count: int, days: int) -> list[tuple[int, list[int]]]:
-    """(workspace id, [api key ids]) of the bench workspaces, emptied of earlier bench data."""
-    from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestBody, RequestLog
+def bench_workspaces(count: int, days: int, *, keep_logs: bool = False) -> list[tuple[int, list[int]]]:
+    """(workspace id, [api key ids]) of the bench workspaces, emptied of earlier bench data
+    (``keep_logs``: their rollups and registry only)."""
+    from analytics.models import (
+        DimensionRollup,
+        MetadataKey,
+        MetadataKeySender,
+        MetadataRollup,
+        RequestBody,
+        RequestLog,
+    )
     from workspaces import services
     from workspaces.models import ApiKey, Workspace
 
@@ -215,11 +223,12 @@ def bench_workspaces(count: int, days: int) -> list[tuple[int, list[int]]]:
             workspace = services.workspace_create(slug=slug, name=f"Bench data {n + 1}", owner=owner)
         # Longer than the data so the retention task leaves it alone.
         Workspace.objects.filter(id=workspace.id).update(log_retention_days=max(days + 30, 60))
-        for model in (MetadataRollup, DimensionRollup, MetadataKey):
+        for model in (MetadataRollup, DimensionRollup, MetadataKey, MetadataKeySender):
             model.objects.filter(workspace=workspace).delete()
-        logs = RequestLog.objects.filter(workspace=workspace)
-        RequestBody.objects.filter(log_id__in=logs.values("id")).delete()
-        logs._raw_delete(logs.db)
+        if not keep_logs:
+            logs = RequestLog.objects.filter(workspace=workspace)
+            RequestBody.objects.filter(log_id__in=logs.values("id")).delete()
+            logs._raw_delete(logs.db)
         keys = list(ApiKey.objects.filter(workspace=workspace).order_by("id").values_list("id", flat=True))
         while len(keys) < 2:
             key, _secret = services.api_key_create(workspace=workspace, name=f"bench-{len(keys) + 1}")
@@ -366,6 +375,9 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=30, help="spread over the last N days (default 30)")
     parser.add_argument("--workspaces", type=int, default=3, help="bench workspaces (default 3)")
     parser.add_argument("--no-rollups", action="store_true", help="load logs only")
+    parser.add_argument(
+        "--rollups-only", action="store_true", help="skip the load: (re)build the bench workspaces' rollups only"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2, help="parallel processes on Postgres (default 2)")
     args = parser.parse_args()
@@ -383,7 +395,7 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     postgres = connection.vendor == "postgresql"
-    workspaces = bench_workspaces(args.workspaces, args.days)
+    workspaces = bench_workspaces(args.workspaces, args.days, keep_logs=args.rollups_only)
     end = datetime.now(UTC).replace(microsecond=0)
     start = end - timedelta(days=args.days)
     if postgres:
@@ -391,14 +403,17 @@ def main() -> None:
     print(f"{connection.vendor}: {args.logs:,} logs over {args.days} days in {len(workspaces)} workspaces")
 
     began = time.perf_counter()
-    if postgres:
+    if args.rollups_only:
+        pass
+    elif postgres:
         load_postgres_parallel(
             workspaces=workspaces, start=start, end=end, seed=args.seed, count=args.logs, jobs=args.jobs
         )
     else:
         load_orm(LogGenerator(workspaces=workspaces, start=start, end=end, seed=args.seed), args.logs)
     load_seconds = time.perf_counter() - began
-    print(f"load:    {load_seconds:7.1f} s  {args.logs / load_seconds:>10,.0f} logs/s")
+    if not args.rollups_only:
+        print(f"load:    {load_seconds:7.1f} s  {args.logs / load_seconds:>10,.0f} logs/s")
 
     total = load_seconds
     if not args.no_rollups:

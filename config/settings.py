@@ -298,6 +298,10 @@ GATEWAY_MAX_BODY_BYTES = env_int("GATEWAY_MAX_BODY_BYTES", 20 * 1024 * 1024, min
 # Log hand-off: records are batched in memory and flushed every interval or at batch size.
 LOG_FLUSH_INTERVAL_MS = env_int("LOG_FLUSH_INTERVAL_MS", 50, minimum=1, maximum=60_000)
 LOG_BATCH_SIZE = env_int("LOG_BATCH_SIZE", 500, minimum=1, maximum=100_000)
+# The stream consumer gathers entries into one transaction up to this many records, waiting at
+# most LOG_WRITER_LINGER_MS for more (analytics.pipeline.consume_log_stream).
+LOG_WRITER_BATCH_RECORDS = env_int("LOG_WRITER_BATCH_RECORDS", 5000, minimum=1, maximum=100_000)
+LOG_WRITER_LINGER_MS = env_int("LOG_WRITER_LINGER_MS", 100, minimum=0, maximum=10_000)
 LOG_STREAM_KEY = env_str("LOG_STREAM_KEY", "portico:logs")
 # Prefix of the gateway's other Redis keys (rate and usage counters).
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "portico")
