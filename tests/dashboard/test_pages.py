@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.dashboard.conftest import write_logs
+from workspaces import services
 
 pytestmark = pytest.mark.django_db
 
@@ -207,6 +208,24 @@ def test_metadata_keys_page_warns_about_near_duplicates(owner_client, workspace,
     assert set(variants) == {"env", "environment"}
     assert variants["env"]["api_keys"] == [f"default ({api_key[0].prefix}…)"]
     assert "Near-duplicate keys" in response.content.decode()
+
+
+def test_metadata_keys_page_names_the_keys_sending_each_variant_in_the_window(owner_client, workspace, api_key, logs):
+    # A second key sent "env" three days ago and a keyless custom log sent it just now: in
+    # the 24 h window only the default key and the keyless log are named; over 7 days all three.
+    old_key, _ = services.api_key_create(workspace=workspace, name="legacy")
+    now = timezone.now()
+    write_logs(workspace, old_key, [{"created_at": now - timedelta(days=3), "metadata": {"env": "staging"}}])
+    write_logs(workspace, None, [{"created_at": now - timedelta(minutes=1), "metadata": {"env": "dev"}}])
+
+    def senders(query):
+        report = _get(owner_client, "metadata_keys", workspace, query).context["report"]
+        [warning] = report["warnings"]
+        return {v["key"]: v["api_keys"] for v in warning["keys"]}
+
+    default = f"default ({api_key[0].prefix}…)"
+    assert senders("range=24h")["env"] == ["(no key)", default]
+    assert senders("range=7d")["env"] == ["(no key)", default, f"legacy ({old_key.prefix}…)"]
 
 
 def test_metadata_keys_page_flags_case_and_separator_variants():
