@@ -6,11 +6,13 @@ idempotent on the record id: a batch written twice inserts nothing the second ti
 
 Records are the gateway's JSON-serialisable dicts (see DESIGN.md, "The log pipeline"). They are
 coerced here, defensively: a record that cannot be stored is skipped and counted, never allowed
-to fail the batch it travels in. On Postgres the batch is COPY'd into a temporary table and
-moved with ``INSERT ... ON CONFLICT (created_at, id) DO NOTHING RETURNING id`` (the table is
+to fail the batch it travels in. On Postgres the records already stored are looked up and the
+rest COPY'd straight into the log table; if a concurrent writer stored some of them meanwhile
+(the COPY hits the primary key), that is undone and the batch goes through a temporary table
+and ``INSERT ... ON CONFLICT (created_at, id) DO NOTHING RETURNING id`` instead (the table is
 partitioned by created_at, so its primary key is (id, created_at); a record always carries the
-same created_at, so this is idempotency on the id); elsewhere (the SQLite
-embedded default) existing ids are looked up and the rest bulk-created.
+same created_at, so this is idempotency on the id). Elsewhere (the SQLite embedded default)
+existing ids are looked up and the rest bulk-created.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
+import psycopg
 from django.db import connection, models, transaction
 
 from analytics import rollups
@@ -465,32 +468,19 @@ def _insert_generic(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uuid
     return {row["id"] for row in fresh}
 
 
+_PLAIN_FIELDS = [attname for attname, _column, _coerce, _field in _LOG_FIELDS if attname not in _JSON_COLUMNS]
+# COPY column order: the plain columns, then the JSON ones (written from their prepared text).
+_COPY_COLUMNS = ", ".join(f'"{RequestLog._meta.get_field(name).column}"' for name in _PLAIN_FIELDS + _JSON_COLUMNS)
+
+
 def _insert_postgres(
     rows: list[dict], bodies: dict[uuid.UUID, dict], json_texts: dict[uuid.UUID, list[str]]
 ) -> set[uuid.UUID]:
-    log_table = RequestLog._meta.db_table
-    columns = [column for _attname, column, _coerce, _field in _LOG_FIELDS]
-    column_list = ", ".join(f'"{column}"' for column in columns)
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor  # the psycopg 3 cursor, for COPY
-        # Kept for the session, emptied at every commit: no catalog churn per batch. Created
-        # inside the transaction when missing (also right behind a transaction-mode pooler).
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_TMP_LOG_TABLE} "
-            f"(LIKE {log_table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        # Empty already, unless an enclosing transaction wrote a batch before (tests do).
-        cursor.execute(f"DELETE FROM {_TMP_LOG_TABLE}")  # noqa: S608
-        plain = [attname for attname, _column, _coerce, _field in _LOG_FIELDS if attname not in _JSON_COLUMNS]
-        copy_columns = ", ".join(f'"{RequestLog._meta.get_field(name).column}"' for name in plain + _JSON_COLUMNS)
-        with cursor.copy(f"COPY {_TMP_LOG_TABLE} ({copy_columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([*map(row.__getitem__, plain), *json_texts[row["id"]]])
-        cursor.execute(
-            f"INSERT INTO {log_table} ({column_list}) SELECT {column_list} FROM {_TMP_LOG_TABLE} "  # noqa: S608
-            "ON CONFLICT (created_at, id) DO NOTHING RETURNING id"
-        )
-        new_ids = {row[0] for row in cursor.fetchall()}
+        new_ids = _copy_new_rows(cursor, rows, json_texts)
+        if new_ids is None:
+            new_ids = _insert_on_conflict(cursor, rows, json_texts)
         new_bodies = [(log_id, body) for log_id, body in bodies.items() if log_id in new_ids]
         if new_bodies:
             # The log rows were created by this transaction, so their bodies cannot exist yet.
@@ -502,3 +492,58 @@ def _insert_postgres(
                         [log_id, _dump_json(body["request_headers"]), body["request_body"], body["response_body"]]
                     )
     return new_ids
+
+
+def _copy_new_rows(cursor, rows: list[dict], json_texts: dict[uuid.UUID, list[str]]) -> set[uuid.UUID] | None:
+    """The usual case, no concurrent writer of the same records: look up which (id, created_at)
+    are stored already (primary key probes, pruned to the partitions of the batch's time span)
+    and COPY the others straight into the log table. Returns the ids inserted, or None when the
+    COPY hit the primary key (another writer stored some of them meanwhile): then nothing of it
+    is kept (rolled back to a savepoint) and the caller takes the ON CONFLICT path."""
+    log_table = RequestLog._meta.db_table
+    stored = _stored_keys(cursor, rows)
+    fresh = [row for row in rows if (row["id"], row["created_at"]) not in stored] if stored else rows
+    if not fresh:
+        return set()
+    savepoint = transaction.savepoint()
+    try:
+        with cursor.copy(f"COPY {log_table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
+            for row in fresh:
+                copy.write_row([*map(row.__getitem__, _PLAIN_FIELDS), *json_texts[row["id"]]])
+    except psycopg.errors.UniqueViolation:
+        transaction.savepoint_rollback(savepoint)
+        return None
+    transaction.savepoint_commit(savepoint)
+    return {row["id"] for row in fresh}
+
+
+def _stored_keys(cursor, rows: list[dict]) -> set[tuple[uuid.UUID, datetime]]:
+    times = [row["created_at"] for row in rows]
+    cursor.execute(
+        f"SELECT id, created_at FROM {RequestLog._meta.db_table} "  # noqa: S608
+        "WHERE id = ANY(%s) AND created_at BETWEEN %s AND %s",
+        [[row["id"] for row in rows], min(times), max(times)],
+    )
+    return set(cursor.fetchall())
+
+
+def _insert_on_conflict(cursor, rows: list[dict], json_texts: dict[uuid.UUID, list[str]]) -> set[uuid.UUID]:
+    """COPY into a temporary table, then INSERT ... ON CONFLICT DO NOTHING RETURNING: safe
+    beside concurrent writers of the same records (the slower path)."""
+    log_table = RequestLog._meta.db_table
+    # Kept for the session, emptied at every commit: no catalog churn per batch. Created
+    # inside the transaction when missing (also right behind a transaction-mode pooler).
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_TMP_LOG_TABLE} (LIKE {log_table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    # Empty already, unless an enclosing transaction wrote a batch before (tests do).
+    cursor.execute(f"DELETE FROM {_TMP_LOG_TABLE}")  # noqa: S608
+    with cursor.copy(f"COPY {_TMP_LOG_TABLE} ({_COPY_COLUMNS}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([*map(row.__getitem__, _PLAIN_FIELDS), *json_texts[row["id"]]])
+    column_list = ", ".join(f'"{column}"' for _attname, column, _coerce, _field in _LOG_FIELDS)
+    cursor.execute(
+        f"INSERT INTO {log_table} ({column_list}) SELECT {column_list} FROM {_TMP_LOG_TABLE} "  # noqa: S608
+        "ON CONFLICT (created_at, id) DO NOTHING RETURNING id"
+    )
+    return {row[0] for row in cursor.fetchall()}

@@ -8,9 +8,10 @@
   (``portico:bench:ingest:<uuid>``) is pre-filled the way the gateway fills it (one entry per
   flush, field ``batch`` = ``analytics.pipeline.encode_batch(records)``, ``--entry-size``
   records each), then ``analytics.pipeline.consume_log_stream`` (the Celery task's defaults:
-  20 entries per read, 500 ms block; one writer, in this process) is called until every record
-  is written. The clock stops when the writer finds the stream drained (its first empty
-  XREADGROUP), so the idle wait until ``--max-seconds`` is not counted. Each round checks the
+  transactions of up to LOG_WRITER_BATCH_RECORDS records; ``--writers`` processes in one consumer
+  group, default one, in this process) is called until every record is written. The clock
+  stops at the last acknowledgement (the last batch committed), so the idle wait until
+  ``--max-seconds`` is not counted. Each round checks the
   records returned, the workspace's new rows and that nothing is left pending, then deletes
   the stream.
 
@@ -31,6 +32,7 @@ the same run, and a Markdown table for bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -125,23 +127,6 @@ def timed(write, batches: list[list[dict]]) -> float:
 # --- stream: gateway -> Redis stream -> consume_log_stream -> database ----------------------
 
 
-class DrainTimingRedis(redis.Redis):
-    """A plain Redis client that notes when XREADGROUP first comes back empty after entries:
-    by then the writer has written and acknowledged everything it read (the stream is
-    pre-filled, nothing is added meanwhile), so that is when the stream was drained."""
-
-    drained_at: float | None = None
-
-    def xreadgroup(self, *args, **kwargs):
-        started = time.perf_counter()
-        response = super().xreadgroup(*args, **kwargs)
-        if response and response[0][1]:
-            self.drained_at = None
-        elif self.drained_at is None:
-            self.drained_at = started
-        return response
-
-
 def prefill_stream(client: redis.Redis, key: str, records: list[dict], entry_size: int) -> int:
     """XADD ``records`` as the gateway does (one entry per flush); return the entries added."""
     pipe = client.pipeline(transaction=False)
@@ -155,30 +140,61 @@ def prefill_stream(client: redis.Redis, key: str, records: list[dict], entry_siz
     return entries
 
 
-def stream_round(client: DrainTimingRedis, workspace: Workspace, api_key: ApiKey | None, args) -> float:
+def _drain(args: tuple) -> tuple[int, float | None]:
+    """One writer: consume_log_stream until the stream is drained. Returns (records written,
+    time.monotonic() of its last acknowledgement, when its last batch was committed)."""
+    redis_url, key, consumer, max_seconds = args
+    from django.db import connections
+
+    connections.close_all()  # a forked writer opens its own database connection
+    client = pipeline.redis_client(redis_url)
+    last_ack: list[float] = []
+    acknowledge = pipeline._acknowledge
+
+    def timed_acknowledge(*a, **kw):
+        acknowledge(*a, **kw)
+        last_ack.append(time.monotonic())
+
+    pipeline._acknowledge = timed_acknowledge
+    written, idle_since = 0, None
+    try:
+        while True:
+            got = pipeline.consume_log_stream(client=client, stream_key=key, consumer=consumer, max_seconds=max_seconds)
+            written += got
+            if got:
+                idle_since = None
+                continue
+            if client.xlen(key) == 0 and client.xpending(key, pipeline.CONSUMER_GROUP)["pending"] == 0:
+                break
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > 60:
+                break  # stuck (database down?): reported by the caller
+    finally:
+        pipeline._acknowledge = acknowledge
+        client.close()
+    return written, (last_ack[-1] if last_ack else None)
+
+
+def stream_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | None, args) -> float:
     """One round of the stream method; returns its logs/s. Raises if a record went missing."""
     key = f"portico:bench:ingest:{uuid.uuid4()}"
     total = args.stream_records
     records = make_records(workspace, api_key, total)
     try:
         prefill_stream(client, key, records, args.entry_size)
+        pipeline.ensure_group(client, key)
         rows_before = RequestLog.objects.filter(workspace=workspace).count()
-        written, calls = 0, 0
-        client.drained_at = None
-        started = last_progress = time.perf_counter()
-        while written < total:
-            got = pipeline.consume_log_stream(
-                client=client, stream_key=key, consumer="bench-writer", max_seconds=args.max_seconds
-            )
-            written += got
-            calls += 1
-            if got:
-                last_progress = time.perf_counter()
-            elif client.xlen(key) == 0 or time.perf_counter() - last_progress > 60:
-                break  # drained but short, or stuck (database down?): reported below
-        drained_at = client.drained_at
-        finished = time.perf_counter()
-        elapsed = (drained_at if drained_at is not None and drained_at > started else finished) - started
+        jobs = [(args.redis_url, key, f"bench-writer-{n}", args.max_seconds) for n in range(args.writers)]
+        started = time.monotonic()
+        if args.writers == 1:
+            results = [_drain(jobs[0])]
+        else:
+            connection.close()
+            with multiprocessing.get_context("fork").Pool(args.writers) as pool:
+                results = pool.map(_drain, jobs)
+        written = sum(count for count, _ in results)
+        finished = max((at for _, at in results if at is not None), default=time.monotonic())
+        elapsed = finished - started
         rows = RequestLog.objects.filter(workspace=workspace).count() - rows_before
         pending = client.xpending(key, pipeline.CONSUMER_GROUP)["pending"]
         left, dead = client.xlen(key), client.xlen(f"{key}:dead")
@@ -188,8 +204,8 @@ def stream_round(client: DrainTimingRedis, workspace: Workspace, api_key: ApiKey
                 f"{pending} pending, {left} left in the stream, {dead} dead-lettered"
             )
         print(
-            f"  stream: {total} records in {-(-total // args.entry_size)} entries, drained in {elapsed:.2f} s "
-            f"({calls} consume_log_stream call(s)); {rows} rows, 0 pending",
+            f"  stream: {total} records in {-(-total // args.entry_size)} entries, {args.writers} writer(s), "
+            f"last batch committed after {elapsed:.2f} s; {rows} rows, 0 pending",
             flush=True,
         )
         return total / elapsed
@@ -229,6 +245,7 @@ def main() -> None:
     parser.add_argument("--entry-size", type=int, default=50, help="records per stream entry, i.e. per gateway flush")
     parser.add_argument("--max-seconds", type=float, default=5.0, help="consume_log_stream max_seconds (task: 5)")
     parser.add_argument("--redis-url", default=settings.REDIS_URL or "redis://127.0.0.1:6379/15")
+    parser.add_argument("--writers", type=int, default=1, help="writer processes for the stream method (default 1)")
     args = parser.parse_args()
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     if unknown := [name for name in methods if name not in METHODS]:
@@ -241,7 +258,7 @@ def main() -> None:
     client = None
     if "stream" in methods:
         # The socket timeout must outlast XREADGROUP's block, as in pipeline.redis_client.
-        client = DrainTimingRedis.from_url(args.redis_url, socket_connect_timeout=2, socket_timeout=10)
+        client = pipeline.redis_client(args.redis_url)
         try:
             client.ping()
         except redis.RedisError as exc:
@@ -292,7 +309,7 @@ def main() -> None:
 
     print()
     print(f"{args.rounds} round(s), {connection.vendor}; batch methods {args.batches} x {args.batch_size} records;")
-    print(f"stream {args.stream_records} records, {args.entry_size} per entry, one writer")
+    print(f"stream {args.stream_records} records, {args.entry_size} per entry, {args.writers} writer process(es)")
     print()
     print("| method | logs/s (best) | median | vs bulk_create |")
     print("| --- | ---: | ---: | ---: |")
