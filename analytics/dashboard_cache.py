@@ -5,18 +5,22 @@ Summing is cheap; merging histograms is not (every row's JSON object is expanded
 database), and a 30-day window with its previous window touches tens of thousands of rows.
 
 Rollup hours that ended more than STABLE_AFTER ago no longer change: logs reach the rollups
-within seconds, so only a late batch (a spool replayed long after an outage) can touch them.
+within seconds, so only a late batch (a spool replayed long after an outage), a rebuild or
+retention can touch them; those bump the workspace's data generation (``note_changed``), which
+is part of every cache key, so the next page view reads the new numbers.
 Their merged cells are kept in Django's cache (Redis in production, per process in the
 embedded mode): per whole UTC day, per run of whole days a window covers, and by exact range
 for the closed hours outside whole days. A page merges those in Python and reads only the last
-STABLE_AFTER hours live. Entries expire after CLOSED_DAY_TTL, which bounds how long a late
-batch stays invisible.
+STABLE_AFTER hours live. Entries expire after CLOSED_DAY_TTL regardless.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -26,6 +30,8 @@ from django.db import connection
 from django.db.models import Max, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 STABLE_AFTER = timedelta(hours=2)
 CLOSED_DAY_TTL = 10 * 60
@@ -201,6 +207,38 @@ def _days(start: datetime, end: datetime, stable: datetime) -> list[datetime]:
         days.append(first)
         first += DAY
     return days
+
+
+def _generation_key(workspace_id: int) -> str:
+    return f"portico:dash:generation:{workspace_id}"
+
+
+def data_generation(workspace_id: int) -> int:
+    """A number that changes whenever closed rollup hours of the workspace change."""
+    try:
+        return cache.get(_generation_key(workspace_id), 0)
+    except Exception:
+        return -1
+
+
+def note_changed(workspace_ids: Iterable[int]) -> None:
+    """Closed rollup hours of these workspaces changed (late logs, rebuild, retention): cached
+    cells made before are not used again. Never raises: the data is written already, and
+    without the cache the worst case is CLOSED_DAY_TTL of stale totals."""
+    for workspace_id in set(workspace_ids):
+        key = _generation_key(workspace_id)
+        try:
+            try:
+                cache.incr(key)
+            except ValueError:  # not set yet (or expired)
+                cache.set(key, int(time.time() * 1000), timeout=None)
+        except Exception:
+            logger.warning("Could not mark workspace %s's dashboard cache stale", workspace_id, exc_info=True)
+
+
+def is_closed(moment: datetime, now: datetime | None = None) -> bool:
+    """Whether ``moment``'s rollup hour is cached as closed by now."""
+    return moment < (now or timezone.now()).replace(minute=0, second=0, microsecond=0) - STABLE_AFTER
 
 
 def _signature(qs: QuerySet, fields: list[str], hist: bool, scope: str) -> str:

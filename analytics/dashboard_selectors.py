@@ -22,7 +22,7 @@ from django.db.models import QuerySet
 from django.db.models.functions import TruncDay
 
 from analytics import histogram
-from analytics.dashboard_cache import Cell, merge_cells, rollup_cells
+from analytics.dashboard_cache import Cell, data_generation, merge_cells, rollup_cells
 from analytics.forms import Window
 from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 from workspaces.models import ApiKey, Workspace
@@ -40,7 +40,7 @@ SUCCESS_CLASSES = (2, 3)
 
 
 def _scope(workspace: Workspace) -> str:
-    return f"{workspace.pk}:{workspace.created_at.timestamp()}"
+    return f"{workspace.pk}:{workspace.created_at.timestamp()}:{data_generation(workspace.pk)}"
 
 
 def _cells(qs: QuerySet, fields: list[str], workspace: Workspace, window: Window, *, hist: bool) -> dict:

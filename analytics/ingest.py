@@ -30,8 +30,9 @@ from typing import Any
 import orjson
 import psycopg
 from django.db import connection, models, transaction
+from django.utils import timezone
 
-from analytics import rollups
+from analytics import dashboard_cache, rollups
 from analytics.models import RequestBody, RequestLog
 from workspaces.models import ApiKey, Workspace
 
@@ -405,6 +406,12 @@ def write_log_batch(records: list[dict]) -> list[str]:
             new_ids = _insert_generic(rows, bodies)
         new_rows = [row for row in rows if row["id"] in new_ids]
         _update_rollups(new_rows)
+    if new_rows and dashboard_cache.is_closed(min(row["created_at"] for row in new_rows)):
+        # Late logs (a spool replayed hours after an outage) changed hours the dashboard caches.
+        now = timezone.now()
+        dashboard_cache.note_changed(
+            row["workspace_id"] for row in new_rows if dashboard_cache.is_closed(row["created_at"], now)
+        )
     ingest_counters["inserted"] += len(new_rows)
     ingest_counters["duplicate"] += len(rows) - len(new_rows)
     return [str(row["id"]) for row in new_rows]

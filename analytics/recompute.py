@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 
+from analytics import dashboard_cache
 from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
 from analytics.rollups import LOG_FIELDS, OTHER, apply_rows, hour_of, lock_for_writing, lock_workspace
 from workspaces.models import Workspace
@@ -115,6 +116,7 @@ def rebuild_rollups(
             refresh_metadata_keys(workspace_id=workspace, discover=True, lock=False)
             result.metadata_rows += MetadataRollup.objects.filter(scope).count()
             result.dimension_rows += DimensionRollup.objects.filter(scope).count()
+        dashboard_cache.note_changed([workspace])
     return result
 
 

@@ -35,6 +35,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from analytics import dashboard_cache
 from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestBody, RequestLog
 from workspaces.models import Workspace
 
@@ -208,5 +209,8 @@ def apply_retention(now: datetime | None = None) -> dict[str, int]:
         log_days = retention_days(days)
         report["logs_deleted"] += delete_expired_logs(workspace_id, now - timedelta(days=log_days))
         rollup_days = max(settings.ROLLUP_RETENTION_DAYS, log_days)
-        report["rollups_deleted"] += delete_expired_rollups(workspace_id, now - timedelta(days=rollup_days))
+        deleted = delete_expired_rollups(workspace_id, now - timedelta(days=rollup_days))
+        if deleted:
+            dashboard_cache.note_changed([workspace_id])
+        report["rollups_deleted"] += deleted
     return dict(report)
