@@ -395,17 +395,14 @@ def _rollup_cells(source: Source, keys: dict[str, Combinable]) -> dict[tuple, To
 
     Merging is the costly part of a percentile (30 days of hourly rows hold ~10^5-10^6 bucket
     counts). One query sums every (keys, UTC day) cell; each cell's histogram is cached under
-    a fingerprint of its rows (requests, latency sum, last seen, row count), so an unchanged
+    a fingerprint of its rows (requests, tokens, cost, last seen, row count), so an unchanged
     cell is merged once, and any new log, rebuild or retention changes its key. Cells of the
     running day are merged every time and not stored.
     """
     names = list(keys)
     cell_exprs = {**keys, "cell_day": Trunc(source.time_field, "day", tzinfo=UTC)}
     cells = list(
-        source.queryset.annotate(**cell_exprs)
-        .values(*cell_exprs)
-        .annotate(**source.sums, f_rows=Count("id"))
-        .order_by()
+        source.queryset.annotate(**cell_exprs).values(*cell_exprs).annotate(**source.sums, f_rows=Count("*")).order_by()
     )
     by_key = {_cell_cache_key(source, cell, cell_exprs): cell for cell in cells}
     found = _cache_get_many(list(by_key))
@@ -431,8 +428,12 @@ def _cell_cache_key(source: Source, cell: dict, exprs: dict) -> str:
         [
             source.signature,
             [str(cell[n]) for n in exprs],
+            # Exact sums only: a float sum (latency) depends on the order the database adds the
+            # rows in, which changes between plans, and made the key miss at random.
             cell["m_requests"],
-            cell["m_latency_sum_ms"],
+            cell["m_prompt_tokens"],
+            cell["m_completion_tokens"],
+            str(cell["m_cost"]),
             str(cell["m_last_seen"]),
         ],
         default=str,

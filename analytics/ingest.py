@@ -17,6 +17,7 @@ existing ids are looked up and the rest bulk-created.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import re
@@ -393,6 +394,19 @@ def write_log_batch(records: list[dict]) -> list[str]:
     Logs, bodies and rollups are written in one transaction; database errors propagate
     so the caller can keep the batch and retry (nothing is acknowledged on failure).
     """
+    # A batch allocates a few dicts per record and frees them all at the end: the cyclic
+    # collector finds nothing to collect, yet runs many times over (~25% of the Python time of
+    # a 5,000-record batch). Paused for the batch; the objects are freed by reference counting.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _write_log_batch(records)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _write_log_batch(records: list[dict]) -> list[str]:
     rows, bodies, json_texts = _prepare(records)
     if not rows:
         return []

@@ -129,6 +129,21 @@ def test_portkey_time_of_generation_aliases(client, key, workspace):
     assert ids(response) == {inside["id"]}
 
 
+def test_far_offsets_are_read_as_the_same_instant(client, key, workspace):
+    # Python accepts offsets up to +/-23:59, Postgres up to 15:59: the window is taken in UTC.
+    from datetime import timedelta
+    from datetime import timezone as tz
+
+    inside = write(workspace, created_at=ago(days=20))
+    write(workspace, created_at=ago(days=1))
+    far = tz(timedelta(hours=23, minutes=21))
+    start, end = ago(days=21).astimezone(far).isoformat(), ago(days=19).astimezone(far).isoformat()
+    assert ids(get(client, URL, key, start=start, end=end)) == {inside["id"]}
+    for graph in ("/api/v1/analytics/graphs/requests", "/api/v1/analytics/groups/users"):
+        response = get(client, graph, key, start=start, end=end, user="alice")
+        assert response.status_code == 200, response.content
+
+
 def test_end_alone_defaults_start_to_7_days_before(client, key, workspace):
     inside = write(workspace, created_at=ago(days=12))
     write(workspace, created_at=ago(days=18))
