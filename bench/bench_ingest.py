@@ -225,7 +225,10 @@ METHODS = {
 
 def clean_workspace(workspace: Workspace) -> None:
     """Delete the bench workspace's logs, rollups and metadata key registry rows."""
-    RequestLog.objects.filter(workspace=workspace).delete()
+    # Raw deletes: the ORM's delete() would first load every log (and its body) into memory.
+    logs = RequestLog.objects.filter(workspace=workspace)
+    analytics_models.RequestBody.objects.filter(log_id__in=logs.values("id"))._raw_delete(connection.alias)
+    logs._raw_delete(connection.alias)
     tables = set(connection.introspection.table_names())
     for name in ("MetadataRollup", "DimensionRollup", "MetadataKey", "MetadataKeySender"):
         model = getattr(analytics_models, name, None)
