@@ -405,19 +405,41 @@ def _rollup_cells(source: Source, keys: dict[str, Combinable]) -> dict[tuple, To
         source.queryset.annotate(**cell_exprs).values(*cell_exprs).annotate(**source.sums, f_rows=Count("*")).order_by()
     )
     by_key = {_cell_cache_key(source, cell, cell_exprs): cell for cell in cells}
-    found = _cache_get_many(list(by_key))
-    missing = {key: cell for key, cell in by_key.items() if key not in found}
+    # A group's closed days merged are cached too, under the fingerprints of all its closed
+    # cells: a month of day cells is then one cache read and no merging per group.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    closed_by_group: dict[tuple, list[str]] = {}
+    for key, cell in by_key.items():
+        if cell["cell_day"] < today:
+            closed_by_group.setdefault(tuple(cell[n] for n in names), []).append(key)
+    range_keys = {
+        group: "portico:histrange:" + hashlib.blake2b("|".join(sorted(keys)).encode(), digest_size=16).hexdigest()
+        for group, keys in closed_by_group.items()
+        if len(keys) > 1
+    }
+    ranges = _cache_get_many(list(range_keys.values()))
+    covered = {key for group, range_key in range_keys.items() if range_key in ranges for key in closed_by_group[group]}
+    wanted = [key for key in by_key if key not in covered]
+    found = _cache_get_many(wanted)
+    missing = {key: by_key[key] for key in wanted if key not in found}
     if missing:
         found.update(_merge_cells(source, cell_exprs, missing))
     result: dict[tuple, Totals] = {}
     for key, cell in by_key.items():
         totals = Totals.from_row(cell)
-        totals.hist = dict(found.get(key, {}))
+        totals.hist = dict(found.get(key, {})) if key not in covered else {}
         group = tuple(cell[n] for n in names)
         if group in result:
             result[group].add(totals)
         else:
             result[group] = totals
+    new_ranges = {}
+    for group, range_key in range_keys.items():
+        if range_key in ranges:
+            histogram.merge(result[group].hist, ranges[range_key])
+        else:
+            new_ranges[range_key] = histogram.merge_all(found.get(key, {}) for key in closed_by_group[group])
+    _cache_set_many(new_ranges)
     if not keys and () not in result:
         result[()] = Totals()
     return result

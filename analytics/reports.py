@@ -212,14 +212,19 @@ def groups(
         )
         .filter(m_requests__gt=0)
     )
-    total = rows.count()
     offset = (page - 1) * page_size
     if GROUP_ORDERING[column] is None:
-        page_rows = _sorted_by_p95(source, expr, list(rows), descending)[offset : offset + page_size]
+        every = list(rows)
+        total = len(every)
+        page_rows = _sorted_by_p95(source, expr, every, descending)[offset : offset + page_size]
     else:
         order = f"{'-' if descending else ''}{GROUP_ORDERING[column]}"
         tie = "g" if column != "value" else None
-        page_rows = list(rows.order_by(*[o for o in (order, tie) if o])[offset : offset + page_size])
+        # One row past the page: when it is missing, the total is known without a COUNT.
+        fetched = list(rows.order_by(*[o for o in (order, tie) if o])[offset : offset + page_size + 1])
+        page_rows = fetched[:page_size]
+        complete = len(fetched) <= page_size and (fetched or offset == 0)
+        total = offset + len(fetched) if complete else rows.count()
         _attachhistograms(source, expr, page_rows)
     names = _api_key_names(workspace, page_rows) if grouping.kind == "api_key" else {}
     return {

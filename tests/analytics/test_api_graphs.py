@@ -274,3 +274,30 @@ def test_users_past_the_rollup_cap_are_counted_from_logs(client, key, workspace,
     )
     body = graph(client, key, "users", **window(hour0))
     assert (body["source"], body["summary"]["total"]) == ("logs", 5)
+
+
+def test_cached_day_histograms_follow_late_logs(client, key, workspace, api_key):
+    # Closed days' merged histograms are cached (per day and per group's run of days); a log
+    # landing late in one of those days must change the percentiles on the next request.
+    days_ago = timezone.now().astimezone(UTC).replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    params = {"start": (days_ago - timedelta(days=2)).isoformat(), "end": timezone.now().isoformat()}
+    write_many(
+        workspace, api_key[0], [{"created_at": days_ago - timedelta(days=d), "latency_ms": 100.0} for d in (0, 1)]
+    )
+
+    def p95_by_model():
+        response = get(client, "/api/v1/analytics/groups/models", key, **params)
+        assert response.status_code == 200, response.content
+        return {row["value"]: row["p95_latency_ms"] for row in response.json()["data"]}
+
+    assert graph(client, key, "latency", **params)["summary"]["p99"] == histogram.percentile(
+        histogram.add({}, 100.0), 99
+    )
+    before = p95_by_model()
+    assert p95_by_model() == before  # served from the caches now (a run of two closed days)
+    write_many(workspace, api_key[0], [{"created_at": days_ago + timedelta(minutes=5), "latency_ms": 9000.0}])
+    expected: dict = {}
+    for latency in (100.0, 100.0, 9000.0):
+        histogram.add(expected, latency)
+    assert graph(client, key, "latency", **params)["summary"]["p99"] == histogram.percentile(expected, 99)
+    assert p95_by_model() == {"gpt-4o-mini": histogram.percentile(expected, 95)}
