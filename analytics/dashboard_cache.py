@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -111,6 +112,15 @@ class Cell:
             datetime.fromtimestamp(seen, UTC) if seen is not None else None,
             dict(hist),
         )
+
+
+class FrozenCell(Cell):
+    """A memoised cell shared between page views: reading is free, changing it is an error."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"shared dashboard cell is read-only (tried to set {name})")
 
 
 def merge_cells(parts: list[dict[tuple, Cell | tuple]], key=None) -> dict[tuple, Cell]:
@@ -268,12 +278,62 @@ def rollup_cells(
     # last closed midnight and `stable`) are cached by their exact range: such a range moves
     # with the window once an hour.
     closed_ranges = [(start, days[0]), (days[-1] + DAY, closed_end)] if days else [(start, closed_end)]
-    parts = [_cached_hours(qs, fields, low, high, hist=hist, scope=scope) for low, high in closed_ranges if low < high]
-    if days:
-        parts.append(_closed_range(qs, fields, days, hist=hist, scope=scope))
-    if closed_end < end:
-        parts.append(_query(qs.filter(bucket__gte=closed_end, bucket__lt=end), fields, hist=hist))
-    return merge_cells(parts)
+    closed_ranges = [(low, high) for low, high in closed_ranges if low < high]
+    signature = _signature(qs, fields, hist, scope)
+    memo_key = (signature, tuple(closed_ranges), (days[0], days[-1]) if days else None)
+    closed = _memo_get(memo_key)
+    if closed is None:
+        parts = [_cached_hours(qs, fields, low, high, hist=hist, scope=scope) for low, high in closed_ranges]
+        if days:
+            parts.append(_closed_range(qs, fields, days, hist=hist, scope=scope))
+        closed = merge_cells(parts)
+        _memo_put(memo_key, closed)
+    if closed_end >= end:
+        return dict(closed)
+    result = dict(closed)
+    for group, cell in _query(qs.filter(bucket__gte=closed_end, bucket__lt=end), fields, hist=hist).items():
+        base = closed.get(group)
+        if base is not None:
+            cell.add(base)  # the fresh cell is ours; the memoised one stays as it is
+        result[group] = cell
+    return result
+
+
+# The closed part of a window, merged and unpacked, kept in this process too: a month of
+# (key, value) cells is tens of thousands of cells, and unpacking them from the shared cache on
+# every view cost more than the rest of a page. Keyed like the shared cache (signature with the
+# workspace's data generation, ranges), bounded by the number of cells held. Callers must treat
+# the returned cells as read-only (every selector only reads them or merges into new cells);
+# they are FrozenCells, so a change raises instead of leaking into the next view.
+_MEMO: OrderedDict[tuple, dict[tuple, Cell]] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+MEMO_MAX_CELLS = 100_000
+
+
+def _memo_get(key: tuple) -> dict[tuple, Cell] | None:
+    with _MEMO_LOCK:
+        found = _MEMO.get(key)
+        if found is not None:
+            _MEMO.move_to_end(key)
+        return found
+
+
+def _memo_put(key: tuple, cells: dict[tuple, Cell]) -> None:
+    if len(cells) > MEMO_MAX_CELLS:
+        return
+    for cell in cells.values():
+        object.__setattr__(cell, "__class__", FrozenCell)
+    with _MEMO_LOCK:
+        _MEMO[key] = cells
+        held = sum(len(value) for value in _MEMO.values())
+        while held > MEMO_MAX_CELLS:
+            _old_key, dropped = _MEMO.popitem(last=False)
+            held -= len(dropped)
+
+
+def clear_memo() -> None:
+    with _MEMO_LOCK:
+        _MEMO.clear()
 
 
 def _cached_hours(qs: QuerySet, fields: list[str], start: datetime, end: datetime, *, hist: bool, scope: str) -> dict:

@@ -1,0 +1,52 @@
+"""analytics.dashboard_cache: what a page reads through the caches (shared cache, then the
+per-process memo of a window's closed part) equals what the database says, view after view,
+and late logs show up."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from analytics import dashboard_cache
+from analytics.dashboard_selectors import _scope
+from analytics.models import MetadataRollup
+from tests.dashboard.conftest import write_logs
+
+pytestmark = pytest.mark.django_db
+
+
+def _comparable(cells: dict) -> dict:
+    return {group: (c.requests, c.errors, c.prompt_tokens, c.cost, dict(c.hist)) for group, c in cells.items()}
+
+
+def test_cached_cells_equal_a_direct_query_on_every_view(workspace, api_key):
+    now = timezone.now()
+    write_logs(
+        workspace,
+        api_key[0],
+        [
+            {"created_at": now - timedelta(hours=h), "metadata": {"feature": f"f{h % 3}"}, "success": h % 4 != 0}
+            for h in (1, 3, 5, 26, 30, 50, 70)
+        ],
+    )
+    dashboard_cache.clear_memo()
+    start, end = now - timedelta(days=3), now + timedelta(hours=1)
+    rows = MetadataRollup.objects.filter(workspace=workspace)
+
+    def through_caches():
+        workspace.refresh_from_db()
+        return dashboard_cache.rollup_cells(rows, ["key", "value"], start, end, hist=True, scope=_scope(workspace))
+
+    direct = _comparable(
+        dashboard_cache._query(rows.filter(bucket__gte=start, bucket__lt=end), ["key", "value"], hist=True)
+    )
+    first = through_caches()
+    assert _comparable(first) == direct
+    with pytest.raises(AttributeError, match="read-only"):
+        first[("feature", "f0")].requests += 1000  # a careless caller cannot leak into the next view
+    assert _comparable(through_caches()) == direct
+    # A late log in a closed hour: a new data generation, so neither cache serves the old part.
+    write_logs(workspace, api_key[0], [{"created_at": now - timedelta(hours=50), "metadata": {"feature": "f9"}}])
+    assert through_caches()[("feature", "f9")].requests == 1
