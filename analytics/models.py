@@ -104,6 +104,20 @@ class ModelPrice(models.Model):
         )
 
 
+# RollupMetrics' additive columns (analytics.rollups.Totals sums them per row).
+ROLLUP_TOTALS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+    "priced_requests",
+    "latency_sum_ms",
+    "latency_hist",
+    "last_seen",
+)
+
+
 class RollupMetrics(models.Model):
     """Additive counters shared by every hourly rollup."""
 
@@ -169,16 +183,7 @@ class DimensionRollup(RollupMetrics):
             # is ~50k rows; reading them from the heap was the slow part at 10M logs).
             models.Index(
                 fields=["workspace", "bucket"],
-                include=[
-                    "requests",
-                    "errors",
-                    "prompt_tokens",
-                    "completion_tokens",
-                    "cost",
-                    "priced_requests",
-                    "latency_sum_ms",
-                    "last_seen",
-                ],
+                include=[name for name in ROLLUP_TOTALS if name != "latency_hist"],
                 name="dimension_rollup_window_sums",
             )
         ]

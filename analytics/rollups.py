@@ -66,7 +66,7 @@ from django.db import connection, models
 from django.db.models import Q
 
 from analytics import histogram
-from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
+from analytics.models import ROLLUP_TOTALS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 
 OTHER = MetadataRollup.OTHER_VALUE
 KEY_MAX_LENGTH = MetadataRollup._meta.get_field("key").max_length
@@ -121,17 +121,7 @@ def metadata_items(metadata: Any) -> list[tuple[str, str]]:
 class Totals:
     """The additive metrics of one rollup row (RollupMetrics' fields)."""
 
-    FIELDS = (
-        "requests",
-        "errors",
-        "prompt_tokens",
-        "completion_tokens",
-        "cost",
-        "priced_requests",
-        "latency_sum_ms",
-        "latency_hist",
-        "last_seen",
-    )
+    FIELDS = ROLLUP_TOTALS
     __slots__ = FIELDS
 
     def __init__(self) -> None:

@@ -24,6 +24,7 @@ from analytics import selectors
 from analytics.filters import LogFilter
 from analytics.forms import GROUP_DIMENSIONS, PRESETS, Window, log_filter_data, parse_group, parse_window
 from analytics.models import MetadataKey, RequestLog
+from analytics.templatetags.dashboard import logs_query
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey
 
@@ -298,7 +299,7 @@ def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "group_label": GROUP_DIMENSIONS.get(group) or group.removeprefix("metadata."),
         "group_choices": [*GROUP_DIMENSIONS.items()],
         "known_keys": known_keys,
-        "rows": rows,
+        "rows": _drill_down(request, access, rows, group),
         "sort": sort,
         "desc": desc,
         "columns": TABLE_COLUMNS,
@@ -307,6 +308,16 @@ def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "window_errors": errors,
     }
     return _render(request, "dashboard/summary.html", "dashboard/_summary.html", context)
+
+
+def _drill_down(request: HttpRequest, access: WorkspaceAccess, rows: list[dict], param: str) -> list[dict]:
+    """Give each table row the link to its logs (same window, filtered by the row's value):
+    built here once per row, not by two template tags per row (a 200-row table spent a third of
+    its render time on them)."""
+    base = reverse("dashboard:logs", args=[access.workspace.slug])
+    for row in rows:
+        row["href"] = base + logs_query(request.GET, param, row["raw"])
+    return rows
 
 
 @workspace_view()
@@ -333,7 +344,7 @@ def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     rows = ds.group_table(access.workspace, window, "user", sort=sort, desc=desc, p95=False)
     context = {
         **_base_context(request, access, "users", window),
-        "rows": rows,
+        "rows": _drill_down(request, access, rows, "user"),
         "sort": sort,
         "desc": desc,
         "columns": USER_COLUMNS,

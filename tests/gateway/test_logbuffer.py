@@ -314,6 +314,22 @@ def test_the_consume_task_is_a_no_op_in_embedded_mode(settings):
     assert tasks.consume_log_stream.apply().get() == 0
 
 
+def _record_write_sizes(monkeypatch) -> list[int]:
+    """The size of every batch the stream writer hands to write_log_batch, in order."""
+    sizes: list[int] = []
+    real_write = ingest.write_log_batch
+    monkeypatch.setattr(ingest, "write_log_batch", lambda batch: sizes.append(len(batch)) or real_write(batch))
+    return sizes
+
+
+def _consume(client, expected: int, **options) -> int:
+    # On a busy machine one short consumer run may end before it reads: give it a few.
+    written, deadline = 0, time.monotonic() + 15
+    while written < expected and time.monotonic() < deadline:
+        written += pipeline.consume_log_stream(client=client, block_ms=50, **options)
+    return written
+
+
 @pytest.mark.redis
 def test_the_writer_gathers_entries_into_larger_transactions(workspace, stream, monkeypatch):
     # Ten gateway flushes of 30 records: written as transactions of at least 100 records (the
@@ -323,14 +339,8 @@ def test_the_writer_gathers_entries_into_larger_transactions(workspace, stream, 
     records = [log_record(workspace) for _ in range(300)]
     for start in range(0, 300, 30):
         client.xadd(key, {"batch": pipeline.encode_batch(records[start : start + 30])})
-    sizes = []
-    real_write = ingest.write_log_batch
-    monkeypatch.setattr(ingest, "write_log_batch", lambda batch: sizes.append(len(batch)) or real_write(batch))
-    written, deadline = 0, time.monotonic() + 15
-    while written < 300 and time.monotonic() < deadline:
-        written += pipeline.consume_log_stream(
-            client=client, max_seconds=1.0, block_ms=50, count=2, batch_records=100, linger_ms=500
-        )
+    sizes = _record_write_sizes(monkeypatch)
+    written = _consume(client, 300, max_seconds=1.0, count=2, batch_records=100, linger_ms=500)
     assert written == 300 and RequestLog.objects.count() == 300
     assert sum(sizes) == 300
     assert all(size >= 100 for size in sizes[:-1]), sizes
@@ -344,12 +354,6 @@ def test_without_linger_the_writer_writes_what_one_read_returns(workspace, strea
     pipeline.ensure_group(client, key)
     for _ in range(4):
         client.xadd(key, {"batch": pipeline.encode_batch([log_record(workspace) for _ in range(5)])})
-    sizes = []
-    real_write = ingest.write_log_batch
-    monkeypatch.setattr(ingest, "write_log_batch", lambda batch: sizes.append(len(batch)) or real_write(batch))
-    written, deadline = 0, time.monotonic() + 15
-    while written < 20 and time.monotonic() < deadline:
-        written += pipeline.consume_log_stream(
-            client=client, max_seconds=0.5, block_ms=50, count=1, batch_records=10_000, linger_ms=0
-        )
+    sizes = _record_write_sizes(monkeypatch)
+    written = _consume(client, 20, max_seconds=0.5, count=1, batch_records=10_000, linger_ms=0)
     assert written == 20 and sizes == [5, 5, 5, 5]
