@@ -238,11 +238,17 @@ def _dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
     return _cells(_dimension_rows(workspace), fields, workspace, window, hist=False)
 
 
-def status_codes(workspace: Workspace, window: Window) -> list[dict]:
+def dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+    """What the Errors page's dimension tables read; compute once per page and pass it on."""
+    return _dimension_cells(workspace, window)
+
+
+def status_codes(workspace: Workspace, window: Window, cells: dict[tuple, Cell] | None = None) -> list[dict]:
     """Requests per HTTP status code in the window, most frequent first within each class
     (2xx, then 4xx, ...). ``code`` is None for rollup rows written before codes were kept
     (their class is still known; ``rebuild_rollups`` fills the code in)."""
-    by_code = merge_cells([_dimension_cells(workspace, window)], key=lambda group: (group[3], group[4]))
+    cells = _dimension_cells(workspace, window) if cells is None else cells
+    by_code = merge_cells([cells], key=lambda group: (group[3], group[4]))
     total = sum(cell.requests for cell in by_code.values()) or 1
     ordered = sorted(by_code.items(), key=lambda item: (item[0][0], -item[1].requests, item[0][1]))
     return [
@@ -261,10 +267,13 @@ def status_codes(workspace: Workspace, window: Window) -> list[dict]:
 _DIMENSION_INDEX = {"provider": 0, "model": 1, "api_key": 2}
 
 
-def top_failing(workspace: Workspace, window: Window, dimension: str, limit: int = 8) -> list[dict]:
+def top_failing(
+    workspace: Workspace, window: Window, dimension: str, limit: int = 8, cells: dict[tuple, Cell] | None = None
+) -> list[dict]:
     """Values of ``dimension`` (provider, model or api_key) with the most errors."""
     index = _DIMENSION_INDEX[dimension]
-    by_value = merge_cells([_dimension_cells(workspace, window)], key=lambda group: (group[index],))
+    cells = _dimension_cells(workspace, window) if cells is None else cells
+    by_value = merge_cells([cells], key=lambda group: (group[index],))
     failing = sorted(
         ((value, cell) for (value,), cell in by_value.items() if cell.errors),
         key=lambda item: (-item[1].errors, str(item[0])),

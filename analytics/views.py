@@ -359,14 +359,15 @@ def errors(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     window, window_errors = parse_window(request.GET)
     workspace = access.workspace
     hours = ds.hourly(workspace, window, hist=False)  # no latency on this page
+    cells = ds.dimension_cells(workspace, window)  # read once for the four dimension tables
     context = {
         **_base_context(request, access, "errors", window),
         "totals": ds.totals(workspace, window, hours=hours),
         "series": ds.timeseries(workspace, window, hours=hours),
-        "status_codes": ds.status_codes(workspace, window),
-        "failing_models": ds.top_failing(workspace, window, "model"),
-        "failing_providers": ds.top_failing(workspace, window, "provider"),
-        "failing_keys": ds.top_failing(workspace, window, "api_key"),
+        "status_codes": ds.status_codes(workspace, window, cells),
+        "failing_models": ds.top_failing(workspace, window, "model", cells=cells),
+        "failing_providers": ds.top_failing(workspace, window, "provider", cells=cells),
+        "failing_keys": ds.top_failing(workspace, window, "api_key", cells=cells),
         "failing_metadata": ds.top_failing_metadata(workspace, window),
         "window_errors": window_errors,
     }
