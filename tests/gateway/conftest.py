@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 from django.conf import settings
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 from analytics.models import RequestLog
 from analytics.pricing import load_pricing
@@ -39,6 +40,17 @@ def log_consumer():
 
     stop = threading.Event()
 
+    def yield_to_the_flush(sender, connection, **kwargs):
+        # Between transactional tests the database is flushed (one TRUNCATE of every table)
+        # while this thread may be writing a batch; the two lock tables in opposite orders. With
+        # a shorter deadlock_timeout this thread notices first and is the one rolled back (its
+        # entries stay pending and are written later), never the test's flush.
+        if threading.current_thread().name == "test-log-consumer" and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET deadlock_timeout = '100ms'")
+
+    connection_created.connect(yield_to_the_flush, weak=False)
+
     def loop():
         while not stop.is_set():
             try:
@@ -52,6 +64,7 @@ def log_consumer():
     yield thread
     stop.set()
     thread.join(timeout=10)
+    connection_created.disconnect(yield_to_the_flush)
     pipeline.redis_client().delete(settings.LOG_STREAM_KEY)
 
 
