@@ -39,6 +39,10 @@ def log_consumer():
     from analytics import pipeline
 
     stop = threading.Event()
+    # Fixed at start, like the gateway's buffer: a test that points settings.LOG_STREAM_KEY at a
+    # stream of its own (test_logbuffer's `stream`) must not have this thread drain it (it did,
+    # and dropped the records as orphans: the test's workspace is not committed).
+    stream_key, name = settings.LOG_STREAM_KEY, f"{pipeline.consumer_name()}-test-consumer"
 
     def yield_to_the_flush(sender, connection, **kwargs):
         # Between transactional tests the database is flushed (one TRUNCATE of every table)
@@ -54,7 +58,9 @@ def log_consumer():
     def loop():
         while not stop.is_set():
             try:
-                pipeline.consume_log_stream(max_seconds=0.5, block_ms=50, min_idle_ms=2_000)
+                pipeline.consume_log_stream(
+                    stream_key=stream_key, consumer=name, max_seconds=0.5, block_ms=50, min_idle_ms=2_000
+                )
             except Exception:  # between tests the database is blocked; try again shortly
                 time.sleep(0.05)
         connections.close_all()
@@ -65,7 +71,7 @@ def log_consumer():
     stop.set()
     thread.join(timeout=10)
     connection_created.disconnect(yield_to_the_flush)
-    pipeline.redis_client().delete(settings.LOG_STREAM_KEY)
+    pipeline.redis_client().delete(stream_key)
 
 
 @pytest.fixture(scope="session")
