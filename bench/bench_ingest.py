@@ -14,6 +14,13 @@
   ``--max-seconds`` is not counted. Each round checks the
   records returned, the workspace's new rows and that nothing is left pending, then deletes
   the stream.
+- ``celery``: the production writer itself. The same pre-filled stream, drained by a real
+  ``celery -A config worker -B --concurrency N`` (``--celery-concurrency``, default 2 as in
+  docker-compose.yml; DEBUG off, production settings, beat embedded so consume_log_stream runs
+  on its schedule from config/celery.py). The clock runs from the worker's first read of the
+  stream (XINFO GROUPS entries-read, polled every 5 ms, so the worker's start-up is not
+  counted) to the moment the stream is empty with nothing pending (every entry is deleted
+  when its batch is acknowledged). Checks as for ``stream``. Needs DATABASE_URL and Redis.
 
     createdb -h 127.0.0.1 -U postgres portico_bench
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/portico_bench .venv/bin/python bench/bench_ingest.py
@@ -21,8 +28,9 @@
         [--stream-records 20000] [--entry-size 50] [--redis-url redis://127.0.0.1:6379/15]
 
 Options: --batches (40) x --batch-size (500) records per measurement for the batch methods,
---stream-records (default: the same total) for ``stream``, --rounds (3), --methods (comma list
-of bulk_create, write_log_batch, redelivered, stream; default all), --redis-url (default
+--stream-records (default: the same total) for ``stream`` and ``celery``, --rounds (3), --methods
+(comma list of bulk_create, write_log_batch, redelivered, stream, celery; default all),
+--writers (1), --celery-concurrency (2), --redis-url (default
 REDIS_URL, else redis://127.0.0.1:6379/15). Records are gateway-shaped (5-key metadata, no
 bodies). The bench workspace's logs, rollups and metadata key registry rows are deleted before
 and after. Prints logs/s per method (best and median of the rounds), the ratio to bulk_create in
@@ -36,6 +44,7 @@ import multiprocessing
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -59,6 +68,8 @@ from analytics import pipeline  # noqa: E402
 from analytics.ingest import write_log_batch  # noqa: E402
 from analytics.models import RequestLog  # noqa: E402
 from workspaces.models import ApiKey, Workspace  # noqa: E402
+
+from bench import stack  # noqa: E402
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet", "llama-3.1-70b"]
 
@@ -196,13 +207,7 @@ def stream_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | No
         finished = max((at for _, at in results if at is not None), default=time.monotonic())
         elapsed = finished - started
         rows = RequestLog.objects.filter(workspace=workspace).count() - rows_before
-        pending = client.xpending(key, pipeline.CONSUMER_GROUP)["pending"]
-        left, dead = client.xlen(key), client.xlen(f"{key}:dead")
-        if not (written == rows == total and pending == 0 and left == 0 and dead == 0):
-            raise SystemExit(
-                f"stream: {total} records queued, {written} reported written, {rows} new rows, "
-                f"{pending} pending, {left} left in the stream, {dead} dead-lettered"
-            )
+        _check_drained(client, key, total, written, rows)
         print(
             f"  stream: {total} records in {-(-total // args.entry_size)} entries, {args.writers} writer(s), "
             f"last batch committed after {elapsed:.2f} s; {rows} rows, 0 pending",
@@ -213,6 +218,64 @@ def stream_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | No
         client.delete(key, f"{key}:dead")
 
 
+def _check_drained(client: redis.Redis, key: str, total: int, written: int | None, rows: int) -> None:
+    pending = client.xpending(key, pipeline.CONSUMER_GROUP)["pending"]
+    left, dead = client.xlen(key), client.xlen(f"{key}:dead")
+    if written is None:
+        written = rows  # the Celery tasks' return values are not kept
+    if not (written == rows == total and pending == 0 and left == 0 and dead == 0):
+        raise SystemExit(
+            f"{total} records queued, {written} reported written, {rows} new rows, "
+            f"{pending} pending, {left} left in the stream, {dead} dead-lettered"
+        )
+
+
+def celery_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | None, args) -> float:
+    """One round of the celery method: a real Celery worker drains a pre-filled stream; returns
+    its logs/s. Raises if a record went missing or the worker stalls."""
+    key = f"portico:bench:ingest:{uuid.uuid4()}"
+    total = args.stream_records
+    records = make_records(workspace, api_key, total)
+    log_dir = Path(tempfile.mkdtemp(prefix="portico-bench-ingest-"))
+    env = stack.portico_env(
+        database_url=os.environ["DATABASE_URL"],
+        redis_url=args.redis_url,
+        var_dir=log_dir,
+        keys=stack.new_secrets(),
+        stream_key=key,
+    )
+    worker = stack.CeleryWorker(env, log_dir, name="bench-ingest-celery", concurrency=args.celery_concurrency)
+    try:
+        prefill_stream(client, key, records, args.entry_size)
+        pipeline.ensure_group(client, key)
+        rows_before = RequestLog.objects.filter(workspace=workspace).count()
+        worker.start()
+        started = finished = None
+        give_up = time.monotonic() + 60 + total / 1000
+        while finished is None:
+            worker.process.check_alive(" while draining the stream")
+            if time.monotonic() > give_up:
+                raise SystemExit(f"celery: stream not drained in time; worker log {worker.process.log_path}")
+            if started is None:
+                group = client.xinfo_groups(key)[0]
+                if group.get("entries-read") or group.get("pending"):
+                    started = time.monotonic()
+            elif client.xlen(key) == 0 and client.xpending(key, pipeline.CONSUMER_GROUP)["pending"] == 0:
+                finished = time.monotonic()
+            time.sleep(0.005)
+        rows = RequestLog.objects.filter(workspace=workspace).count() - rows_before
+        _check_drained(client, key, total, None, rows)
+        print(
+            f"  celery: {total} records in {-(-total // args.entry_size)} entries, worker concurrency "
+            f"{args.celery_concurrency}, drained {finished - started:.2f} s after its first read; {rows} rows, 0 pending",
+            flush=True,
+        )
+        return total / (finished - started)
+    finally:
+        worker.stop()
+        client.delete(key, f"{key}:dead")
+
+
 # --- main -----------------------------------------------------------------------------------
 
 METHODS = {
@@ -220,6 +283,7 @@ METHODS = {
     "write_log_batch": "`write_log_batch`",
     "redelivered": "`write_log_batch`, batch redelivered (all duplicates)",
     "stream": "stream -> `consume_log_stream` ({entry_size} records/entry)",
+    "celery": "stream -> Celery worker, concurrency {celery_concurrency} ({entry_size} records/entry)",
 }
 
 
@@ -249,6 +313,9 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=5.0, help="consume_log_stream max_seconds (task: 5)")
     parser.add_argument("--redis-url", default=settings.REDIS_URL or "redis://127.0.0.1:6379/15")
     parser.add_argument("--writers", type=int, default=1, help="writer processes for the stream method (default 1)")
+    parser.add_argument(
+        "--celery-concurrency", type=int, default=2, help="worker processes for the celery method (default 2)"
+    )
     args = parser.parse_args()
     methods = [name.strip() for name in args.methods.split(",") if name.strip()]
     if unknown := [name for name in methods if name not in METHODS]:
@@ -258,8 +325,10 @@ def main() -> None:
     if min(args.batches, args.batch_size, args.rounds, args.stream_records, args.entry_size) < 1:
         parser.error("counts must be positive")
 
+    if "celery" in methods and not os.environ.get("DATABASE_URL"):
+        parser.error("the celery method needs DATABASE_URL (the worker is a separate process)")
     client = None
-    if "stream" in methods:
+    if "stream" in methods or "celery" in methods:
         # The socket timeout must outlast XREADGROUP's block, as in pipeline.redis_client.
         client = pipeline.redis_client(args.redis_url)
         try:
@@ -295,6 +364,8 @@ def main() -> None:
                     results["redelivered"].append(total / timed(write_log_batch, fresh))
             if "stream" in methods:
                 results["stream"].append(stream_round(client, workspace, api_key, args))
+            if "celery" in methods:
+                results["celery"].append(celery_round(client, workspace, api_key, args))
             for name, rates in results.items():
                 print(f"  {name:16} {rates[-1]:>9,.0f} logs/s", flush=True)
     finally:
@@ -317,7 +388,7 @@ def main() -> None:
     print("| method | logs/s (best) | median | vs bulk_create |")
     print("| --- | ---: | ---: | ---: |")
     for name, rates in results.items():
-        label = METHODS[name].format(entry_size=args.entry_size)
+        label = METHODS[name].format(entry_size=args.entry_size, celery_concurrency=args.celery_concurrency)
         ratio = f"{max(rates) / baseline:.2f}x" if baseline else "-"
         print(f"| {label} | {max(rates):,.0f} | {statistics.median(rates):,.0f} | {ratio} |")
 

@@ -496,13 +496,25 @@ class LogConsumer:
 
 
 class CeleryWorker:
-    """``celery -A config worker -B --concurrency 1``: the worker with beat embedded, which runs
-    consume_log_stream every second and replay_spool every 30 s (config/celery.py)."""
+    """``celery -A config worker -B --concurrency N`` (default 1): the worker with beat embedded,
+    which runs consume_log_stream every second and replay_spool every 30 s (config/celery.py)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, *, name: str = "celery") -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path, *, name: str = "celery", concurrency: int = 1) -> None:
         self.log_dir = Path(log_dir)
         schedule = self.log_dir / f"{name}-beat-schedule"
-        cmd = [PYTHON, "-m", "celery", "-A", "config", "worker", "-B", "-l", "warning", "--concurrency", "1"]
+        cmd = [
+            PYTHON,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-B",
+            "-l",
+            "warning",
+            "--concurrency",
+            str(concurrency),
+        ]
         cmd += ["-s", str(schedule), "-n", f"{name}-{secrets.token_hex(3)}@%h", "--without-mingle", "--without-gossip"]
         self.process = Process(name, cmd, env=env, log_dir=log_dir)
 

@@ -166,6 +166,17 @@ def test_a_deleted_api_key_is_cleared(workspace):
     assert RequestLog.objects.get().api_key_id is None
 
 
+def test_deleting_a_key_or_workspace_still_reaches_its_stored_logs(workspace, other_workspace):
+    # The log table has no database foreign keys (migration 0010): Django's on_delete does it.
+    key, _ = services.api_key_create(workspace=workspace, name="temporary")
+    keyed, other = log_record(workspace, key), log_record(other_workspace)
+    ingest.write_log_batch([keyed, other])
+    key.delete()
+    assert RequestLog.objects.get(id=keyed["id"]).api_key_id is None
+    other_workspace.delete()
+    assert list(RequestLog.objects.values_list("id", flat=True)) == [uuid.UUID(keyed["id"])]
+
+
 def test_the_rollup_hook_sees_only_new_rows(workspace, monkeypatch):
     seen = []
     monkeypatch.setattr(ingest, "_update_rollups", lambda rows: seen.append([str(r["id"]) for r in rows]))
