@@ -22,7 +22,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 from django.db.models import Case, F, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import Combinable
-from django.db.models.functions import Cast, Coalesce
+from django.db.models.functions import Cast
 from django.http import Http404
 
 from analytics.models import Feedback, MetadataKey, RequestBody, RequestLog
@@ -261,42 +261,38 @@ def _postgres_blocks(queryset: QuerySet, *, export_format: str, workspace_slug: 
         position = last[0]
 
 
-def _copy_csv(rows: QuerySet, options: str = "") -> bytes:
-    sql, params = rows.query.sql_with_params()
+def _copy_csv(rows: QuerySet) -> bytes:
+    return _copy_statement(*rows.query.sql_with_params())
+
+
+def _copy_statement(sql: str, params: tuple, options: str = "") -> bytes:
     statement = f"COPY ({sql}) TO STDOUT (FORMAT csv{', ' + options if options else ''})"
     with connection.cursor() as wrapper, wrapper.cursor.copy(statement, params) as copy:
         return b"".join(bytes(block) for block in copy)
 
 
-_JSON_STRINGS = {"provider", "model", "endpoint", "method", "currency", "cache_status", "trace_id", "span_id"}
-_JSON_STRINGS |= {"parent_span_id", "span_name", "user"}
-_JSON_NULLABLE = {"api_key_id", "ttft_ms", "cost"}
-
-
 def _json_lines(page: QuerySet, workspace_slug: str) -> bytes:
-    """JSONL by string concatenation in SQL (about twice as fast as json_build_object):
-    strings through to_json, numbers and booleans as their text, metadata as its jsonb text."""
-    parts: list[Combinable] = []
-    for index, name in enumerate(EXPORT_COLUMNS):
-        parts.append(Value(("{" if index == 0 else ",") + f'"{name}":', output_field=TextField()))
+    """JSONL by ``row_to_json`` over the export columns, renamed to their JSON keys: Postgres
+    writes each row's JSON in one pass in C (booleans, numbers and NULLs as JSON, strings
+    escaped, metadata as its jsonb text); created_at is formatted as the CSV has it."""
+    columns: dict[str, Combinable] = {}
+    for name in EXPORT_COLUMNS:
         if name == "created_at":
-            value = Func(Func(F(name), template=_PG_TIME, output_field=TextField()), function="to_json")
+            columns[f"x_{name}"] = Func(F(name), template=_PG_TIME, output_field=TextField())
         elif name == "workspace":
-            value = Func(Cast(Value(workspace_slug), TextField()), function="to_json")
-        elif name in _JSON_STRINGS or name == "id":
-            value = Func(Cast(name, TextField()) if name == "id" else F(name), function="to_json")
-        elif name in _JSON_NULLABLE:
-            value = Coalesce(Cast(name, TextField()), Value("null", output_field=TextField()))
-        elif name in ("success", "is_stream"):
-            value = Cast(name, TextField())  # 'true' / 'false' (concat alone would write t / f)
+            columns[f"x_{name}"] = Value(workspace_slug, output_field=TextField())
         else:
-            value = F(name)
-        parts.append(value)
-    parts.append(Value("}", output_field=TextField()))
-    document = Func(*parts, function="concat", output_field=TextField())
-    # One CSV column whose quote and delimiter are control characters, which JSON text never
-    # holds raw: COPY then writes each document as is, one per line.
-    return _copy_csv(page.annotate(doc=document).values_list("doc"), options="QUOTE E'\\x01', DELIMITER E'\\x02'")
+            columns[f"x_{name}"] = F(name)
+    sql, params = page.annotate(**columns).values_list(*columns).query.sql_with_params()
+    renamed = ", ".join(f'i."x_{name}" AS "{name}"' for name in EXPORT_COLUMNS)
+    # The inner query keeps its ORDER BY (a sorted subquery is not flattened). One CSV column
+    # whose quote and delimiter are control characters, which JSON text never holds raw: COPY
+    # then writes each document as is, one per line.
+    return _copy_statement(
+        f"SELECT row_to_json(r) FROM (SELECT {renamed} FROM ({sql}) i) r",  # noqa: S608
+        params,
+        options="QUOTE E'\\x01', DELIMITER E'\\x02'",
+    )
 
 
 async def aiterate(iterator: Iterator[bytes]) -> AsyncIterator[bytes]:

@@ -48,6 +48,9 @@ def setup_django(database_url: str) -> None:
     import django
 
     django.setup()
+    from config.startup import freeze_startup_heap
+
+    freeze_startup_heap()  # as the server processes do at start (config/asgi.py)
 
 
 def timed(fn: Callable[[], object], runs: int) -> tuple[list[float], object, float]:

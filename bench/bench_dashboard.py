@@ -31,6 +31,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from config.startup import freeze_startup_heap  # noqa: E402
+
+freeze_startup_heap()  # as the server processes do at start (config/asgi.py)
+
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402

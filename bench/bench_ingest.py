@@ -67,9 +67,8 @@ from analytics import models as analytics_models  # noqa: E402
 from analytics import pipeline  # noqa: E402
 from analytics.ingest import write_log_batch  # noqa: E402
 from analytics.models import RequestLog  # noqa: E402
-from workspaces.models import ApiKey, Workspace  # noqa: E402
-
 from bench import stack  # noqa: E402
+from workspaces.models import ApiKey, Workspace  # noqa: E402
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet", "llama-3.1-70b"]
 

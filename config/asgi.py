@@ -12,6 +12,10 @@ django_application = get_asgi_application()
 from gateway.app import GatewayApp  # noqa: E402 - needs django.setup() first
 
 gateway_application = GatewayApp()
+
+from config.startup import freeze_startup_heap  # noqa: E402
+
+freeze_startup_heap()
 DJANGO_V1_PATHS = ("/v1/logs", "/v1/feedback")
 
 
