@@ -6,6 +6,7 @@ from decimal import Decimal
 from django.db import models
 from django.utils import timezone
 
+from analytics.ids import uuid7
 from workspaces.models import ApiKey, Workspace
 
 
@@ -16,7 +17,7 @@ class RequestLog(models.Model):
     ``analytics.ingest.write_log_batch`` and never edited afterwards.
     """
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: analytics.ids
     created_at = models.DateTimeField(default=timezone.now)
     # No database-level foreign keys (Django's relation and on_delete stay): the deferred
     # constraint triggers checked the workspace and key once per inserted row at commit, about

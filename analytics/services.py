@@ -9,7 +9,6 @@ one invalid item rejects the request before anything is written.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,6 +18,7 @@ import orjson
 from django.conf import settings
 from django.utils import timezone
 
+from analytics.ids import new_uuid7
 from analytics.ingest import write_log_batch
 from analytics.models import Feedback, ModelPrice
 from gateway.errors import GatewayError
@@ -114,7 +114,7 @@ def _record(item: dict, context: _Context) -> dict:
         if name in TRACE_KEYS and isinstance(metadata[name], str | int):
             field = TRACE_KEYS[name]
             trace[field] = str(metadata.pop(name))[: _TRACE_LIMITS[field]]
-    trace["trace_id"] = trace["trace_id"] or request_headers.get("x-portkey-trace-id", "")[:128] or str(uuid.uuid4())
+    trace["trace_id"] = trace["trace_id"] or request_headers.get("x-portkey-trace-id", "")[:128] or new_uuid7()
     resolved = _resolve_metadata(metadata, request_doc, request_headers, context.policy)
     usage = _usage(response_doc)
     model = request_doc.get("model") if isinstance(request_doc.get("model"), str) else ""
@@ -122,7 +122,7 @@ def _record(item: dict, context: _Context) -> dict:
     status = response["status"]
     latency = response.get("response_time", response.get("time", 0.0))
     record = {
-        "id": str(uuid.uuid4()),
+        "id": new_uuid7(),
         "created_at": context.now.astimezone(UTC).isoformat(),
         "workspace_id": context.api_key.workspace_id,
         "api_key_id": context.api_key.pk,

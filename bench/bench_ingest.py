@@ -30,7 +30,8 @@
 Options: --batches (40) x --batch-size (500) records per measurement for the batch methods,
 --stream-records (default: the same total) for ``stream`` and ``celery``, --rounds (3), --methods
 (comma list of bulk_create, write_log_batch, redelivered, stream, celery; default all),
---writers (1), --celery-concurrency (2), --redis-url (default
+--writers (1), --celery-concurrency (2), --random-ids (UUIDv4 log and trace ids instead of the
+gateway's time-ordered UUIDv7), --redis-url (default
 REDIS_URL, else redis://127.0.0.1:6379/15). Records are gateway-shaped (5-key metadata, no
 bodies). The bench workspace's logs, rollups and metadata key registry rows are deleted before
 and after. Prints logs/s per method (best and median of the rounds), the ratio to bulk_create in
@@ -65,6 +66,7 @@ from django.utils import timezone  # noqa: E402
 
 from analytics import models as analytics_models  # noqa: E402
 from analytics import pipeline  # noqa: E402
+from analytics.ids import new_uuid7  # noqa: E402
 from analytics.ingest import write_log_batch  # noqa: E402
 from analytics.models import RequestLog  # noqa: E402
 from bench import stack  # noqa: E402
@@ -73,14 +75,18 @@ from workspaces.models import ApiKey, Workspace  # noqa: E402
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet", "llama-3.1-70b"]
 
 
-def make_records(workspace: Workspace, api_key: ApiKey | None, count: int) -> list[dict]:
+def make_records(workspace: Workspace, api_key: ApiKey | None, count: int, *, random_ids: bool = False) -> list[dict]:
+    """Gateway-shaped records. Log and trace ids are UUIDv7 as the gateway makes them
+    (analytics.ids); ``random_ids`` uses UUIDv4 instead (ids made elsewhere, e.g. by clients
+    sending their own trace ids)."""
     now = timezone.now()
     records = []
     for i in range(count):
         prompt, completion = 100 + i % 900, 20 + i % 300
+        log_id, trace_id = (str(uuid.uuid4()), uuid.uuid4().hex) if random_ids else (new_uuid7(), new_uuid7())
         records.append(
             {
-                "id": str(uuid.uuid4()),
+                "id": log_id,
                 "created_at": now.isoformat(),
                 "workspace_id": workspace.id,
                 "api_key_id": api_key.id if api_key else None,
@@ -100,7 +106,7 @@ def make_records(workspace: Workspace, api_key: ApiKey | None, count: int) -> li
                 "currency": "USD",
                 "cache_status": "DISABLED",
                 "retry_count": 0,
-                "trace_id": uuid.uuid4().hex,
+                "trace_id": trace_id,
                 "span_id": "",
                 "parent_span_id": "",
                 "span_name": "",
@@ -189,7 +195,7 @@ def stream_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | No
     """One round of the stream method; returns its logs/s. Raises if a record went missing."""
     key = f"portico:bench:ingest:{uuid.uuid4()}"
     total = args.stream_records
-    records = make_records(workspace, api_key, total)
+    records = make_records(workspace, api_key, total, random_ids=args.random_ids)
     try:
         prefill_stream(client, key, records, args.entry_size)
         pipeline.ensure_group(client, key)
@@ -234,7 +240,7 @@ def celery_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | No
     its logs/s. Raises if a record went missing or the worker stalls."""
     key = f"portico:bench:ingest:{uuid.uuid4()}"
     total = args.stream_records
-    records = make_records(workspace, api_key, total)
+    records = make_records(workspace, api_key, total, random_ids=args.random_ids)
     log_dir = Path(tempfile.mkdtemp(prefix="portico-bench-ingest-"))
     env = stack.portico_env(
         database_url=os.environ["DATABASE_URL"],
@@ -313,6 +319,9 @@ def main() -> None:
     parser.add_argument("--redis-url", default=settings.REDIS_URL or "redis://127.0.0.1:6379/15")
     parser.add_argument("--writers", type=int, default=1, help="writer processes for the stream method (default 1)")
     parser.add_argument(
+        "--random-ids", action="store_true", help="UUIDv4 log and trace ids instead of the gateway's UUIDv7"
+    )
+    parser.add_argument(
         "--celery-concurrency", type=int, default=2, help="worker processes for the celery method (default 2)"
     )
     args = parser.parse_args()
@@ -351,10 +360,16 @@ def main() -> None:
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}", flush=True)
             if "bulk_create" in methods:
-                other = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
+                other = [
+                    make_records(workspace, api_key, args.batch_size, random_ids=args.random_ids)
+                    for _ in range(args.batches)
+                ]
                 results["bulk_create"].append(total / timed(bulk_create_baseline, other))
             if "write_log_batch" in methods or "redelivered" in methods:
-                fresh = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
+                fresh = [
+                    make_records(workspace, api_key, args.batch_size, random_ids=args.random_ids)
+                    for _ in range(args.batches)
+                ]
                 if "write_log_batch" in methods:
                     results["write_log_batch"].append(total / timed(write_log_batch, fresh))
                 else:
@@ -383,6 +398,7 @@ def main() -> None:
     print()
     print(f"{args.rounds} round(s), {connection.vendor}; batch methods {args.batches} x {args.batch_size} records;")
     print(f"stream {args.stream_records} records, {args.entry_size} per entry, {args.writers} writer process(es)")
+    print(f"log and trace ids: {'UUIDv4 (random)' if args.random_ids else 'UUIDv7 (as the gateway makes them)'}")
     print()
     print("| method | logs/s (best) | median | vs bulk_create |")
     print("| --- | ---: | ---: | ---: |")

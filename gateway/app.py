@@ -7,7 +7,8 @@ no database query when caches are warm.
 
 Hot-path notes (measured with bench/gateway_overhead.py; keep them true when editing):
 settings are read from a snapshot refreshed on ``setting_changed`` (``settings.X`` costs a
-LazyObject call each time); ids come from one ``os.urandom`` each, formatted by hand;
+LazyObject call each time); ids are time-ordered UUIDv7 from one ``os.urandom`` each, formatted
+by hand (analytics.ids);
 upstream URLs and their SSRF verdicts are memoised per URL; warm caches are read without
 awaiting; usage is parsed after the response went out; a stream is watched for client
 disconnects by one task that cancels the relay, not two racing tasks; the upstream call
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import re
 import time
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ from django.core.signals import setting_changed
 from django.db import connections
 from yarl import URL
 
+from analytics.ids import new_uuid7
 from gateway import netguard, proxy
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authenticate_cached, provider_cache
 from gateway.errors import GatewayError
@@ -116,17 +117,6 @@ def _reload_conf(**kwargs: object) -> None:
 setting_changed.connect(_reload_conf, dispatch_uid="portico.gateway.conf")
 
 
-_urandom = os.urandom
-# uuid4: version nibble 4 and variant bits 10xx, applied to the hex digits directly.
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
-
-
-def _new_uuid() -> str:
-    """``str(uuid.uuid4())`` for a quarter of the cost (same randomness source and format)."""
-    h = _urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
 class RequestContext:
     """Everything known about one request; becomes its log record."""
 
@@ -162,7 +152,7 @@ class RequestContext:
     def __init__(self, method: str, endpoint: str, headers: dict[str, str]) -> None:
         self.started = time.perf_counter()
         self.started_wall = time.time()
-        self.log_id = _new_uuid()
+        self.log_id = new_uuid7()
         self.method = method
         self.endpoint = endpoint
         self.client_headers = headers
@@ -209,7 +199,7 @@ def _trace_ids(headers: dict[str, str]) -> tuple[str, str]:
         if match and match.group(1) != _ZERO_TRACE and match.group(2) != _ZERO_SPAN:
             trace_id = trace_id or match.group(1)
             span_id = span_id or match.group(2)
-    return trace_id or _new_uuid(), span_id
+    return trace_id or new_uuid7(), span_id
 
 
 def _decode_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import httpx
 import orjson
@@ -48,9 +49,13 @@ def test_it_answers_portkey_response_headers(gw):
 
 
 def test_it_generates_a_trace_id_and_reads_traceparent(gw):
+    before = time.time()
     resp = gw.post()
     generated = resp.headers["x-portkey-trace-id"]
-    assert len(generated) == 36
+    # Generated log and trace ids are time-ordered UUIDv7 (analytics.ids): 48-bit Unix ms first.
+    for made in (generated, resp.headers["x-portico-log-id"]):
+        assert uuid.UUID(made).version == 7 and str(uuid.UUID(made)) == made
+        assert before - 1 <= int(made.replace("-", "")[:12], 16) / 1000 <= time.time() + 1
     tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     resp = gw.post(headers=gw.headers(traceparent=tp, x_portkey_span_name="summarise"))
     assert resp.headers["x-portkey-trace-id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
