@@ -211,8 +211,7 @@ def stream_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | No
         written = sum(count for count, _ in results)
         finished = max((at for _, at in results if at is not None), default=time.monotonic())
         elapsed = finished - started
-        rows = RequestLog.objects.filter(workspace=workspace).count() - rows_before
-        _check_drained(client, key, total, written, rows)
+        rows = _check_drained(client, key, workspace, rows_before, total, written)
         print(
             f"  stream: {total} records in {-(-total // args.entry_size)} entries, {args.writers} writer(s), "
             f"last batch committed after {elapsed:.2f} s; {rows} rows, 0 pending",
@@ -223,7 +222,12 @@ def stream_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | No
         client.delete(key, f"{key}:dead")
 
 
-def _check_drained(client: redis.Redis, key: str, total: int, written: int | None, rows: int) -> None:
+def _check_drained(
+    client: redis.Redis, key: str, workspace: Workspace, rows_before: int, total: int, written: int | None
+) -> int:
+    """The workspace's new rows; raises unless every queued record landed once and the stream
+    is empty with nothing pending or dead-lettered."""
+    rows = RequestLog.objects.filter(workspace=workspace).count() - rows_before
     pending = client.xpending(key, pipeline.CONSUMER_GROUP)["pending"]
     left, dead = client.xlen(key), client.xlen(f"{key}:dead")
     if written is None:
@@ -233,6 +237,7 @@ def _check_drained(client: redis.Redis, key: str, total: int, written: int | Non
             f"{total} records queued, {written} reported written, {rows} new rows, "
             f"{pending} pending, {left} left in the stream, {dead} dead-lettered"
         )
+    return rows
 
 
 def celery_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | None, args) -> float:
@@ -268,8 +273,7 @@ def celery_round(client: redis.Redis, workspace: Workspace, api_key: ApiKey | No
             elif client.xlen(key) == 0 and client.xpending(key, pipeline.CONSUMER_GROUP)["pending"] == 0:
                 finished = time.monotonic()
             time.sleep(0.005)
-        rows = RequestLog.objects.filter(workspace=workspace).count() - rows_before
-        _check_drained(client, key, total, None, rows)
+        rows = _check_drained(client, key, workspace, rows_before, total, None)
         print(
             f"  celery: {total} records in {-(-total // args.entry_size)} entries, worker concurrency "
             f"{args.celery_concurrency}, drained {finished - started:.2f} s after its first read; {rows} rows, 0 pending",
