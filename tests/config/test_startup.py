@@ -31,11 +31,14 @@ def test_a_server_process_starts_with_its_heap_frozen(tmp_path, entry_point):
     # what the process allocated after start-up.
     assert frozen > 50_000
     assert tracked < frozen / 20
-    assert "analytics.api" in subprocess.run(
-        [sys.executable, "-c", f"import {entry_point}, sys; print(' '.join(sys.modules))"],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout.split()
+    assert (
+        "analytics.api"
+        in subprocess.run(
+            [sys.executable, "-c", f"import {entry_point}, sys; print(' '.join(sys.modules))"],
+            cwd=BASE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
+    )
