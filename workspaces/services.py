@@ -6,6 +6,7 @@ transaction as the change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -100,6 +101,37 @@ def audit_record(
     )
 
 
+def _save_audited(
+    obj: models.Model,
+    *,
+    action: str | Callable[[dict], str],
+    before: dict,
+    actor: Actor,
+    via: str,
+    update_fields: list[str] | None = None,
+    after_extra: dict | None = None,
+    only_if_changed: bool = False,
+) -> None:
+    """Save ``obj`` and record ``action`` with its before/after snapshots in one transaction.
+    ``action`` may be a function of the after snapshot; ``after_extra`` is added to that
+    snapshot (a secret marked changed, never its value); with ``only_if_changed`` an unchanged
+    snapshot records nothing."""
+    with transaction.atomic():
+        obj.save(update_fields=update_fields)
+        after = {**audit_snapshot(obj), **(after_extra or {})}
+        if only_if_changed and after == before:
+            return
+        audit_record(
+            workspace=obj if isinstance(obj, Workspace) else obj.workspace,
+            action=action(after) if callable(action) else action,
+            obj=obj,
+            before=before,
+            after=after,
+            actor=actor,
+            via=via,
+        )
+
+
 def workspace_create(
     *,
     slug: str,
@@ -124,16 +156,7 @@ def workspace_create(
     )
     workspace.full_clean()
     with transaction.atomic():
-        workspace.save()
-        audit_record(
-            workspace=workspace,
-            action="workspace.create",
-            obj=workspace,
-            before={},
-            after=audit_snapshot(workspace),
-            actor=actor,
-            via=via,
-        )
+        _save_audited(workspace, action="workspace.create", before={}, actor=actor, via=via)
         if owner is not None:
             membership_add(workspace=workspace, user=owner, role=Membership.Role.OWNER, actor=actor, via=via)
     return workspace
@@ -146,19 +169,8 @@ def workspace_update(
     for name, value in fields.items():
         setattr(workspace, name, value)
     workspace.full_clean()
-    with transaction.atomic():
-        workspace.save()
-        after = audit_snapshot(workspace)
-        if after != before:
-            audit_record(
-                workspace=workspace,
-                action="workspace.update" if before else "workspace.create",
-                obj=workspace,
-                before=before,
-                after=after,
-                actor=actor,
-                via=via,
-            )
+    action = "workspace.update" if before else "workspace.create"
+    _save_audited(workspace, action=action, before=before, actor=actor, via=via, only_if_changed=True)
     return workspace
 
 
@@ -229,17 +241,7 @@ def api_key_create(
         **limits,
     )
     api_key.full_clean()
-    with transaction.atomic():
-        api_key.save()
-        audit_record(
-            workspace=workspace,
-            action="api_key.create",
-            obj=api_key,
-            before={},
-            after=audit_snapshot(api_key),
-            actor=actor,
-            via=via,
-        )
+    _save_audited(api_key, action="api_key.create", before={}, actor=actor, via=via)
     return api_key, full_key
 
 
@@ -250,22 +252,13 @@ def api_key_update(
     for name, value in fields.items():
         setattr(api_key, name, value)
     api_key.full_clean()
-    with transaction.atomic():
-        api_key.save()
-        after = audit_snapshot(api_key)
-        if after != before:
-            action = "api_key.update" if before else "api_key.create"
-            if before.get("is_active") and not after["is_active"]:
-                action = "api_key.revoke"
-            audit_record(
-                workspace=api_key.workspace,
-                action=action,
-                obj=api_key,
-                before=before,
-                after=after,
-                actor=actor,
-                via=via,
-            )
+
+    def action(after: dict) -> str:
+        if before.get("is_active") and not after["is_active"]:
+            return "api_key.revoke"
+        return "api_key.update" if before else "api_key.create"
+
+    _save_audited(api_key, action=action, before=before, actor=actor, via=via, only_if_changed=True)
     return api_key
 
 
@@ -273,17 +266,9 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor = None, via: str = AuditEven
     before = audit_snapshot(api_key)
     api_key.is_active = False
     api_key.revoked_at = timezone.now()
-    with transaction.atomic():
-        api_key.save(update_fields=["is_active", "revoked_at"])
-        audit_record(
-            workspace=api_key.workspace,
-            action="api_key.revoke",
-            obj=api_key,
-            before=before,
-            after=audit_snapshot(api_key),
-            actor=actor,
-            via=via,
-        )
+    _save_audited(
+        api_key, action="api_key.revoke", before=before, actor=actor, via=via, update_fields=["is_active", "revoked_at"]
+    )
     return api_key
 
 
@@ -311,17 +296,7 @@ def provider_create(
     provider = Provider(workspace=workspace, slug=slug, base_url=base_url.rstrip("/"), name=name or slug, kind=kind)
     provider.set_secret(api_key)
     provider.full_clean()
-    with transaction.atomic():
-        provider.save()
-        audit_record(
-            workspace=workspace,
-            action="provider.create",
-            obj=provider,
-            before={},
-            after=audit_snapshot(provider),
-            actor=actor,
-            via=via,
-        )
+    _save_audited(provider, action="provider.create", before={}, actor=actor, via=via)
     return provider
 
 
@@ -343,21 +318,15 @@ def provider_update(
     if secret is not None:
         provider.set_secret(secret)
     provider.full_clean()
-    with transaction.atomic():
-        provider.save()
-        after = audit_snapshot(provider)
-        if secret:
-            after["secret"] = "changed"
-        if after != before:
-            audit_record(
-                workspace=provider.workspace,
-                action="provider.update" if before else "provider.create",
-                obj=provider,
-                before=before,
-                after=after,
-                actor=actor,
-                via=via,
-            )
+    _save_audited(
+        provider,
+        action="provider.update" if before else "provider.create",
+        before=before,
+        actor=actor,
+        via=via,
+        after_extra={"secret": "changed"} if secret else None,
+        only_if_changed=True,
+    )
     return provider
 
 
@@ -366,15 +335,13 @@ def provider_rotate_secret(
 ) -> Provider:
     before = audit_snapshot(provider)
     provider.set_secret(api_key)
-    with transaction.atomic():
-        provider.save(update_fields=["encrypted_secret", "updated_at"])
-        audit_record(
-            workspace=provider.workspace,
-            action="provider.rotate_secret",
-            obj=provider,
-            before=before,
-            after={**audit_snapshot(provider), "secret": "changed" if api_key else "removed"},
-            actor=actor,
-            via=via,
-        )
+    _save_audited(
+        provider,
+        action="provider.rotate_secret",
+        before=before,
+        actor=actor,
+        via=via,
+        update_fields=["encrypted_secret", "updated_at"],
+        after_extra={"secret": "changed" if api_key else "removed"},
+    )
     return provider

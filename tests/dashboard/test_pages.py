@@ -3,6 +3,7 @@ answers htmx refreshes with just its partial."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -148,8 +149,17 @@ def test_summary_groups_by_a_dimension(owner_client, workspace, logs, group):
 def test_summary_sorts(owner_client, workspace, logs):
     rows = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=value&dir=asc").context["rows"]
     assert [row["value"] for row in rows] == ["alice", "bob", "carol", "dave"]
-    rows = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=avg_latency&dir=desc").context["rows"]
-    assert rows[0]["value"] == "dave"  # 500 ms; bob averages 200 and 600
+    response = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=avg_latency&dir=desc")
+    assert response.context["rows"][0]["value"] == "dave"  # 500 ms; bob averages 200 and 600
+    # The head names the grouped dimension, marks the sorted column and links the reverse order.
+    html = response.content.decode()
+    assert re.search(r'aria-sort="descending"><a href="[^"]*sort=avg_latency&amp;dir=asc', html)
+    assert re.search(r'aria-sort="none"><a href="[^"]*sort=value[^"]*"[^>]*>User</a>', html)
+
+
+def test_users_table_head_marks_the_sorted_column(owner_client, workspace, logs):
+    html = _get(owner_client, "users", workspace, "range=24h&sort=requests&dir=asc").content.decode()
+    assert re.search(r'aria-sort="ascending"><a href="[^"]*sort=requests&amp;dir=desc', html)
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
