@@ -233,21 +233,16 @@ def group_series(workspace: Workspace, window: Window, dimension: str, values: l
 # --- Errors ------------------------------------------------------------------------------
 
 
-def _dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+def dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+    """What the Errors page's dimension tables read; compute once per page and pass it on."""
     fields = ["provider", "model", "api_key_id", "status_class", "status_code"]
     return _cells(_dimension_rows(workspace), fields, workspace, window, hist=False)
 
 
-def dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
-    """What the Errors page's dimension tables read; compute once per page and pass it on."""
-    return _dimension_cells(workspace, window)
-
-
-def status_codes(workspace: Workspace, window: Window, cells: dict[tuple, Cell] | None = None) -> list[dict]:
-    """Requests per HTTP status code in the window, most frequent first within each class
-    (2xx, then 4xx, ...). ``code`` is None for rollup rows written before codes were kept
-    (their class is still known; ``rebuild_rollups`` fills the code in)."""
-    cells = _dimension_cells(workspace, window) if cells is None else cells
+def status_codes(cells: dict[tuple, Cell]) -> list[dict]:
+    """Requests per HTTP status code in ``cells`` (dimension_cells of a window), most frequent
+    first within each class (2xx, then 4xx, ...). ``code`` is None for rollup rows written
+    before codes were kept (their class is still known; ``rebuild_rollups`` fills the code in)."""
     by_code = merge_cells([cells], key=lambda group: (group[3], group[4]))
     total = sum(cell.requests for cell in by_code.values()) or 1
     ordered = sorted(by_code.items(), key=lambda item: (item[0][0], -item[1].requests, item[0][1]))
@@ -267,12 +262,10 @@ def status_codes(workspace: Workspace, window: Window, cells: dict[tuple, Cell] 
 _DIMENSION_INDEX = {"provider": 0, "model": 1, "api_key": 2}
 
 
-def top_failing(
-    workspace: Workspace, window: Window, dimension: str, limit: int = 8, cells: dict[tuple, Cell] | None = None
-) -> list[dict]:
-    """Values of ``dimension`` (provider, model or api_key) with the most errors."""
+def top_failing(workspace: Workspace, cells: dict[tuple, Cell], dimension: str, limit: int = 8) -> list[dict]:
+    """Values of ``dimension`` (provider, model or api_key) with the most errors in ``cells``
+    (dimension_cells of a window)."""
     index = _DIMENSION_INDEX[dimension]
-    cells = _dimension_cells(workspace, window) if cells is None else cells
     by_value = merge_cells([cells], key=lambda group: (group[index],))
     failing = sorted(
         ((value, cell) for (value,), cell in by_value.items() if cell.errors),

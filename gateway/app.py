@@ -7,8 +7,7 @@ no database query when caches are warm.
 
 Hot-path notes (measured with bench/gateway_overhead.py; keep them true when editing):
 settings are read from a snapshot refreshed on ``setting_changed`` (``settings.X`` costs a
-LazyObject call each time); ids are time-ordered UUIDv7 from one ``os.urandom`` each, formatted
-by hand (analytics.ids);
+LazyObject call each time); ids are time-ordered UUIDv7 from uuid-utils (analytics.ids, ~0.2 us);
 upstream URLs and their SSRF verdicts are memoised per URL; warm caches are read without
 awaiting; usage is parsed after the response went out; a stream is watched for client
 disconnects by one task that cancels the relay, not two racing tasks; the upstream call
