@@ -1,11 +1,17 @@
-"""Admin for request logs (read-only: logs are evidence and are never edited) and model prices."""
+"""Admin for request logs (read-only: logs are evidence and are never edited) and model prices
+(written through ``analytics.pricing``'s services, so every change is audited)."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
+from django.db import transaction
+from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from analytics import pricing
 from analytics.models import ModelPrice, RequestBody, RequestLog
+from workspaces.models import AuditEvent
 
 
 class _ReadOnly:
@@ -76,3 +82,15 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_editable = ["input_per_million", "output_per_million"]
     list_filter = ["currency"]
     search_fields = ["model"]
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form: forms.ModelForm, change: bool) -> None:
+        # Also the path of the changelist's inline editing (list_editable).
+        pricing.price_update(price=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+    def delete_model(self, request: HttpRequest, obj: ModelPrice) -> None:
+        pricing.price_delete(price=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        with transaction.atomic():
+            for price in queryset:
+                pricing.price_delete(price=price, actor=request.user, via=AuditEvent.Via.ADMIN)

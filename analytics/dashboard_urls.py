@@ -26,6 +26,15 @@ workspace_patterns = [
     path("settings/validate/", settings_views.settings_metadata_validate, name="settings_validate"),
     path("settings/keys/", settings_views.settings_keys, name="settings_keys"),
     path("settings/keys/<int:key_id>/revoke/", settings_views.settings_key_revoke, name="settings_key_revoke"),
+    path("settings/members/", settings_views.settings_members, name="settings_members"),
+    path(
+        "settings/members/<int:membership_id>/role/", settings_views.settings_member_role, name="settings_member_role"
+    ),
+    path(
+        "settings/members/<int:membership_id>/remove/",
+        settings_views.settings_member_remove,
+        name="settings_member_remove",
+    ),
     path("settings/providers/", settings_views.settings_providers, name="settings_providers"),
     path(
         "settings/providers/<int:provider_id>/test/",

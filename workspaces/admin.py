@@ -1,12 +1,15 @@
 """Admin panel for workspaces, their members, API keys and providers: where operators set
-default metadata and metadata schemas. Writes go through ``workspaces.services`` so the admin
-validates, hashes and encrypts exactly like the commands and the dashboard."""
+default metadata and metadata schemas. Writes, deletions included (one object or the bulk
+"delete selected" action), go through ``workspaces.services`` so the admin validates, hashes,
+encrypts and audits exactly like the commands and the dashboard."""
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import models
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -25,6 +28,21 @@ SCHEMA_HELP = (
     '<code>{"type": "object", "properties": {"team": {"type": "string", "enum": ["search", "ads"]}}, '
     '"required": ["team"]}</code>. Leave a box empty for none.'
 )
+
+
+class _AuditedDeletes:
+    """Deletes through a service, one object or the bulk action, all or nothing."""
+
+    def delete_through_service(self, request: HttpRequest, obj: models.Model) -> None:
+        raise NotImplementedError
+
+    def delete_model(self, request: HttpRequest, obj: models.Model) -> None:
+        self.delete_through_service(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_through_service(request, obj)
 
 
 class MembershipInline(admin.TabularInline):
@@ -60,7 +78,7 @@ class ProviderInline(_ReadOnlyInline):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(admin.ModelAdmin):
+class WorkspaceAdmin(_AuditedDeletes, admin.ModelAdmin):
     list_display = ["name", "slug", "log_retention_days", "store_bodies", "allow_custom_hosts", "created_at"]
     list_filter = ["store_bodies", "allow_custom_hosts", "created_at"]
     search_fields = ["name", "slug"]
@@ -77,13 +95,17 @@ class WorkspaceAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Workspace, form: forms.ModelForm, change: bool) -> None:
         services.workspace_update(workspace=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
 
+    def delete_through_service(self, request: HttpRequest, obj: Workspace) -> None:
+        services.workspace_delete(workspace=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
     def save_formset(
         self, request: HttpRequest, form: forms.ModelForm, formset: forms.BaseFormSet, change: bool
     ) -> None:
         if formset.model is not Membership:
             super().save_formset(request, form, formset, change)
             return
-        # Membership changes go through the services so they land in the audit trail.
+        # Membership changes go through the services so they land in the audit trail. Superusers
+        # may leave a workspace ownerless here (keep_owner=False); the dashboard may not.
         for membership in formset.save(commit=False):
             services.membership_add(
                 workspace=form.instance,
@@ -91,13 +113,16 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 role=membership.role,
                 actor=request.user,
                 via=AuditEvent.Via.ADMIN,
+                keep_owner=False,
             )
         for membership in formset.deleted_objects:
-            services.membership_remove(membership=membership, actor=request.user, via=AuditEvent.Via.ADMIN)
+            services.membership_remove(
+                membership=membership, actor=request.user, via=AuditEvent.Via.ADMIN, keep_owner=False
+            )
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(_AuditedDeletes, admin.ModelAdmin):
     list_display = ["user", "workspace", "role", "created_at"]
     list_filter = ["role", "workspace"]
     search_fields = ["user__username", "user__email", "workspace__slug", "workspace__name"]
@@ -109,16 +134,24 @@ class MembershipAdmin(admin.ModelAdmin):
         if change and {"user", "workspace"} & set(form.changed_data):
             # Moving a membership is a removal plus an addition.
             services.membership_remove(
-                membership=Membership.objects.get(pk=obj.pk), actor=request.user, via=AuditEvent.Via.ADMIN
+                membership=Membership.objects.get(pk=obj.pk),
+                actor=request.user,
+                via=AuditEvent.Via.ADMIN,
+                keep_owner=False,
             )
         saved = services.membership_add(
-            workspace=obj.workspace, user=obj.user, role=obj.role, actor=request.user, via=AuditEvent.Via.ADMIN
+            workspace=obj.workspace,
+            user=obj.user,
+            role=obj.role,
+            actor=request.user,
+            via=AuditEvent.Via.ADMIN,
+            keep_owner=False,
         )
         obj.pk = saved.pk
         obj._state.adding = False
 
-    def delete_model(self, request: HttpRequest, obj: Membership) -> None:
-        services.membership_remove(membership=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+    def delete_through_service(self, request: HttpRequest, obj: Membership) -> None:
+        services.membership_remove(membership=obj, actor=request.user, via=AuditEvent.Via.ADMIN, keep_owner=False)
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -150,7 +183,7 @@ class ScopeFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(_AuditedDeletes, admin.ModelAdmin):
     form = ApiKeyForm
     list_display = [
         "name",
@@ -214,6 +247,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
             fields["revoked_at"] = None if obj.is_active else timezone.now()
         services.api_key_update(api_key=obj, actor=request.user, via=AuditEvent.Via.ADMIN, **fields)
 
+    def delete_through_service(self, request: HttpRequest, obj: ApiKey) -> None:
+        services.api_key_delete(api_key=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
     def response_add(self, request: HttpRequest, obj: ApiKey, post_url_continue: str | None = None) -> HttpResponse:
         full_key = getattr(request, "_portico_full_key", None)
         if full_key is None:
@@ -266,7 +302,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(_AuditedDeletes, admin.ModelAdmin):
     form = ProviderForm
     list_display = ["slug", "workspace", "kind", "base_url", "has_secret", "is_active", "updated_at"]
     list_filter = ["workspace", "kind", "is_active"]
@@ -303,15 +339,19 @@ class ProviderAdmin(admin.ModelAdmin):
             secret = form.cleaned_data["api_key"]
         services.provider_update(provider=obj, secret=secret, actor=request.user, via=AuditEvent.Via.ADMIN)
 
+    def delete_through_service(self, request: HttpRequest, obj: Provider) -> None:
+        services.provider_delete(provider=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only: the audit trail is evidence."""
 
-    list_display = ["created_at", "workspace", "actor_label", "via", "action", "object_repr"]
-    list_filter = ["via", "action", "object_type", "workspace"]
-    search_fields = ["object_repr", "actor_label", "action"]
-    list_select_related = ["workspace"]
+    # The copied slug, not the foreign key: events of deleted workspaces keep it (superusers
+    # find them by filtering or searching on it).
+    list_display = ["created_at", "workspace_slug", "actor_label", "via", "action", "object_repr"]
+    list_filter = ["via", "action", "object_type", "workspace_slug"]
+    search_fields = ["object_repr", "actor_label", "action", "workspace_slug", "workspace_name"]
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
@@ -322,3 +362,14 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+# Deleting a user removes their memberships: the user admin routes deletes through a service
+# that records each removal in the workspace's trail.
+admin.site.unregister(get_user_model())
+
+
+@admin.register(get_user_model())
+class AuditedUserAdmin(_AuditedDeletes, UserAdmin):
+    def delete_through_service(self, request: HttpRequest, obj: models.Model) -> None:
+        services.user_delete(user=obj, actor=request.user, via=AuditEvent.Via.ADMIN)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.forms.fields import InvalidJSONInput
 
-from workspaces.models import ApiKey
+from workspaces.models import ApiKey, Membership
 
 
 class PrettyJSONField(forms.JSONField):
@@ -81,3 +83,31 @@ class ProviderSecretForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Replaces the stored key; the old one is not shown.",
     )
+
+
+class MemberAddForm(forms.Form):
+    """Who to add (an existing account, by username or e-mail) and with which role."""
+
+    user = forms.CharField(
+        label="Username or e-mail",
+        max_length=254,
+        help_text="An existing account. New people get one from an administrator (manage.py add_member --email).",
+    )
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+    def clean_user(self) -> AbstractBaseUser:
+        value = self.cleaned_data["user"].strip()
+        User = get_user_model()
+        user = User.objects.filter(**{User.USERNAME_FIELD: value}).first()
+        if user is None and "@" in value:
+            matches = list(User.objects.filter(email__iexact=value)[:2])
+            if len(matches) > 1:
+                raise forms.ValidationError("Several accounts use this e-mail; enter the username instead.")
+            user = matches[0] if matches else None
+        if user is None:
+            raise forms.ValidationError(f"No account with the username or e-mail '{value}'.")
+        return user
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)

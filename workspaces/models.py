@@ -200,10 +200,13 @@ class Provider(models.Model):
 
 
 class AuditEvent(models.Model):
-    """One change to a workspace, its members, API keys or providers, written by
-    ``workspaces.services`` in the same transaction as the change. Secrets (key hashes,
-    provider credentials) are never part of ``before``/``after``; a rotation shows up as
-    ``secret: "changed"``."""
+    """One change to a workspace, its members, API keys or providers (or to a model price,
+    which belongs to no workspace), written by the write services in the same transaction as
+    the change. Secrets (key hashes, provider credentials) are never part of
+    ``before``/``after``; a rotation shows up as ``secret: "changed"``.
+
+    The trail outlives what it describes: deleting a workspace nulls ``workspace`` and the
+    copied ``workspace_slug``/``workspace_name`` keep its events findable in the admin."""
 
     class Via(models.TextChoices):
         DASHBOARD = "dashboard"
@@ -212,7 +215,12 @@ class AuditEvent(models.Model):
         COMMAND = "command"
         SYSTEM = "system"
 
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="audit_events")
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.SET_NULL, null=True, blank=True, related_name="audit_events"
+    )
+    # Copied at write time so the events of a deleted workspace still say whose they were.
+    workspace_slug = models.CharField(max_length=63, blank=True, db_index=True)
+    workspace_name = models.CharField(max_length=200, blank=True)
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

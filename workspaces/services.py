@@ -1,8 +1,14 @@
-"""Writes to workspaces, memberships, API keys and providers. Every caller (admin, commands,
-dashboard, REST) goes through these so validation, hashing and the audit trail happen in one
-place. Each write takes ``actor=`` (the user, when there is one) and ``via=`` (where the change
-came from: dashboard, admin, api, command) and records an ``AuditEvent`` in the same
-transaction as the change."""
+"""Writes to workspaces, memberships, API keys and providers, deletions included. Every caller
+(admin, commands, dashboard, REST, a shell) goes through these so validation, hashing and the
+audit trail happen in one place. Each write takes ``actor=`` (the user, when there is one) and
+``via=`` (where the change came from: dashboard, admin, api, command) and records an
+``AuditEvent`` in the same transaction as the change.
+
+Why services and not database triggers (django-pghistory): the default install runs on SQLite,
+where pgtrigger's triggers do not exist, and a trigger sees rows, not the person and the page
+behind a change; the services know both. What guards the services' completeness instead: the
+admin's save and delete hooks call them (a test fails for a ModelAdmin that does not), and
+nothing else in the code base saves or deletes these models."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -49,11 +56,23 @@ _AUDITED_FIELDS = {
 _OBJECT_TYPES = {Workspace: "workspace", ApiKey: "api_key", Provider: "provider", Membership: "membership"}
 
 
+def register_audited(model: type[models.Model], *, object_type: str, fields: list[str]) -> None:
+    """Let another app's services audit ``model`` (e.g. analytics' model prices) through
+    ``save_audited``/``delete_audited``; ``fields`` are the ones shown in the trail."""
+    _AUDITED_FIELDS[model] = fields
+    _OBJECT_TYPES[model] = object_type
+
+
+def _workspace_of(obj: models.Model) -> Workspace | None:
+    return obj if isinstance(obj, Workspace) else getattr(obj, "workspace", None)
+
+
 def _json_value(value: object) -> object:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return str(value)
+        # "2.5" whether it came from a form or from a 6-decimal column, so equal is unchanged.
+        return format(value.normalize(), "f")
     return value
 
 
@@ -67,7 +86,7 @@ def audit_snapshot(obj: models.Model) -> dict:
     return snapshot
 
 
-def _stored_snapshot(obj: models.Model) -> dict:
+def stored_snapshot(obj: models.Model) -> dict:
     """The audited fields as currently stored (callers such as the admin hand in an instance
     that already carries the new values)."""
     if obj.pk is None:
@@ -78,7 +97,7 @@ def _stored_snapshot(obj: models.Model) -> dict:
 
 def audit_record(
     *,
-    workspace: Workspace,
+    workspace: Workspace | None,
     action: str,
     obj: models.Model,
     before: dict,
@@ -86,9 +105,13 @@ def audit_record(
     actor: Actor = None,
     via: str = AuditEvent.Via.SYSTEM,
 ) -> AuditEvent:
+    """Record one change. ``workspace`` is None for settings of the whole installation (model
+    prices)."""
     label = actor.get_username() if actor is not None else via
     return AuditEvent.objects.create(
         workspace=workspace,
+        workspace_slug=workspace.slug if workspace else "",
+        workspace_name=workspace.name if workspace else "",
         actor=actor if actor is not None and actor.pk else None,
         actor_label=label[:150],
         via=via,
@@ -101,7 +124,7 @@ def audit_record(
     )
 
 
-def _save_audited(
+def save_audited(
     obj: models.Model,
     *,
     action: str | Callable[[dict], str],
@@ -122,7 +145,7 @@ def _save_audited(
         if only_if_changed and after == before:
             return
         audit_record(
-            workspace=obj if isinstance(obj, Workspace) else obj.workspace,
+            workspace=_workspace_of(obj),
             action=action(after) if callable(action) else action,
             obj=obj,
             before=before,
@@ -130,6 +153,22 @@ def _save_audited(
             actor=actor,
             via=via,
         )
+
+
+def delete_audited(obj: models.Model, *, action: str, actor: Actor, via: str, before_extra: dict | None = None) -> None:
+    """Record ``action`` with the object's last snapshot, then delete it, in one transaction
+    (the event is written first: afterwards the object has no primary key to name)."""
+    with transaction.atomic():
+        audit_record(
+            workspace=_workspace_of(obj),
+            action=action,
+            obj=obj,
+            before={**audit_snapshot(obj), **(before_extra or {})},
+            after={},
+            actor=actor,
+            via=via,
+        )
+        obj.delete()
 
 
 def workspace_create(
@@ -156,7 +195,7 @@ def workspace_create(
     )
     workspace.full_clean()
     with transaction.atomic():
-        _save_audited(workspace, action="workspace.create", before={}, actor=actor, via=via)
+        save_audited(workspace, action="workspace.create", before={}, actor=actor, via=via)
         if owner is not None:
             membership_add(workspace=workspace, user=owner, role=Membership.Role.OWNER, actor=actor, via=via)
     return workspace
@@ -165,13 +204,43 @@ def workspace_create(
 def workspace_update(
     *, workspace: Workspace, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
 ) -> Workspace:
-    before = _stored_snapshot(workspace)
+    before = stored_snapshot(workspace)
     for name, value in fields.items():
         setattr(workspace, name, value)
     workspace.full_clean()
     action = "workspace.update" if before else "workspace.create"
-    _save_audited(workspace, action=action, before=before, actor=actor, via=via, only_if_changed=True)
+    save_audited(workspace, action=action, before=before, actor=actor, via=via, only_if_changed=True)
     return workspace
+
+
+def workspace_delete(*, workspace: Workspace, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    """Delete a workspace with its members, keys, providers and logs. Its audit trail stays
+    (``AuditEvent.workspace`` is set to NULL); the last event lists what went with it."""
+    went_with_it = {
+        "api_keys": sorted(workspace.api_keys.values_list("prefix", flat=True)),
+        "providers": sorted(workspace.providers.values_list("slug", flat=True)),
+        "members": dict(workspace.memberships.order_by("user__username").values_list("user__username", "role")),
+    }
+    delete_audited(workspace, action="workspace.delete", actor=actor, via=via, before_extra=went_with_it)
+
+
+class LastOwnerError(ValidationError):
+    """Removing or demoting this membership would leave its workspace without an owner."""
+
+
+def _ensure_another_owner(membership: Membership) -> None:
+    if membership.role != Membership.Role.OWNER:
+        return
+    # Locking the owners serialises two owners removing each other at the same moment: the
+    # second sees the first's removal and is refused.
+    owners = Membership.objects.select_for_update().filter(
+        workspace_id=membership.workspace_id, role=Membership.Role.OWNER
+    )
+    if not [pk for pk in owners.order_by("pk").values_list("pk", flat=True) if pk != membership.pk]:
+        raise LastOwnerError(
+            f"{membership.user.get_username()} is the last owner of {membership.workspace.slug}: "
+            "make someone else owner first."
+        )
 
 
 def membership_add(
@@ -181,9 +250,17 @@ def membership_add(
     role: str = Membership.Role.MEMBER,
     actor: Actor = None,
     via: str = AuditEvent.Via.SYSTEM,
+    keep_owner: bool = True,
 ) -> Membership:
+    """Add ``user`` with ``role``, or change their role (idempotent: the same role records
+    nothing). With ``keep_owner`` (all callers but the superusers' admin) the last owner
+    cannot be demoted (LastOwnerError)."""
+    if role not in Membership.Role.values:
+        raise ValidationError({"role": f"Unknown role '{role}'; choose one of {', '.join(Membership.Role.values)}."})
     with transaction.atomic():
         existing = Membership.objects.filter(workspace=workspace, user=user).first()
+        if existing and keep_owner and role != Membership.Role.OWNER:
+            _ensure_another_owner(existing)
         before = audit_snapshot(existing) if existing else {}
         membership, _ = Membership.objects.update_or_create(workspace=workspace, user=user, defaults={"role": role})
         after = audit_snapshot(membership)
@@ -200,18 +277,23 @@ def membership_add(
     return membership
 
 
-def membership_remove(*, membership: Membership, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+def membership_remove(
+    *, membership: Membership, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, keep_owner: bool = True
+) -> None:
+    """Remove a member. With ``keep_owner`` the last owner cannot be removed (LastOwnerError);
+    the admin passes False: superusers may leave a workspace ownerless, e.g. before deleting it."""
     with transaction.atomic():
-        audit_record(
-            workspace=membership.workspace,
-            action="membership.remove",
-            obj=membership,
-            before=audit_snapshot(membership),
-            after={},
-            actor=actor,
-            via=via,
-        )
-        membership.delete()
+        if keep_owner:
+            _ensure_another_owner(membership)
+        delete_audited(membership, action="membership.remove", actor=actor, via=via)
+
+
+def user_delete(*, user: AbstractBaseUser, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    """Delete a user account; each workspace it belonged to records the membership's removal."""
+    with transaction.atomic():
+        for membership in Membership.objects.select_related("workspace", "user").filter(user=user):
+            membership_remove(membership=membership, actor=actor, via=via, keep_owner=False)
+        user.delete()
 
 
 def api_key_create(
@@ -241,14 +323,14 @@ def api_key_create(
         **limits,
     )
     api_key.full_clean()
-    _save_audited(api_key, action="api_key.create", before={}, actor=actor, via=via)
+    save_audited(api_key, action="api_key.create", before={}, actor=actor, via=via)
     return api_key, full_key
 
 
 def api_key_update(
     *, api_key: ApiKey, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
 ) -> ApiKey:
-    before = _stored_snapshot(api_key)
+    before = stored_snapshot(api_key)
     for name, value in fields.items():
         setattr(api_key, name, value)
     api_key.full_clean()
@@ -258,7 +340,7 @@ def api_key_update(
             return "api_key.revoke"
         return "api_key.update" if before else "api_key.create"
 
-    _save_audited(api_key, action=action, before=before, actor=actor, via=via, only_if_changed=True)
+    save_audited(api_key, action=action, before=before, actor=actor, via=via, only_if_changed=True)
     return api_key
 
 
@@ -266,10 +348,15 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor = None, via: str = AuditEven
     before = audit_snapshot(api_key)
     api_key.is_active = False
     api_key.revoked_at = timezone.now()
-    _save_audited(
+    save_audited(
         api_key, action="api_key.revoke", before=before, actor=actor, via=via, update_fields=["is_active", "revoked_at"]
     )
     return api_key
+
+
+def api_key_delete(*, api_key: ApiKey, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    """Delete a key. Revoking keeps it listed; deleting removes it (its logs stay, unlinked)."""
+    delete_audited(api_key, action="api_key.delete", actor=actor, via=via)
 
 
 def api_key_authenticate(full_key: str) -> ApiKey | None:
@@ -296,7 +383,7 @@ def provider_create(
     provider = Provider(workspace=workspace, slug=slug, base_url=base_url.rstrip("/"), name=name or slug, kind=kind)
     provider.set_secret(api_key)
     provider.full_clean()
-    _save_audited(provider, action="provider.create", before={}, actor=actor, via=via)
+    save_audited(provider, action="provider.create", before={}, actor=actor, via=via)
     return provider
 
 
@@ -310,7 +397,7 @@ def provider_update(
 ) -> Provider:
     """Change a provider's settings. ``secret``: None keeps the stored credential, "" removes
     it, anything else replaces it (recorded in the audit trail as changed, never as a value)."""
-    before = _stored_snapshot(provider)
+    before = stored_snapshot(provider)
     for name, value in fields.items():
         setattr(provider, name, value)
     if isinstance(provider.base_url, str):
@@ -318,7 +405,7 @@ def provider_update(
     if secret is not None:
         provider.set_secret(secret)
     provider.full_clean()
-    _save_audited(
+    save_audited(
         provider,
         action="provider.update" if before else "provider.create",
         before=before,
@@ -335,7 +422,7 @@ def provider_rotate_secret(
 ) -> Provider:
     before = audit_snapshot(provider)
     provider.set_secret(api_key)
-    _save_audited(
+    save_audited(
         provider,
         action="provider.rotate_secret",
         before=before,
@@ -345,3 +432,7 @@ def provider_rotate_secret(
         after_extra={"secret": "changed" if api_key else "removed"},
     )
     return provider
+
+
+def provider_delete(*, provider: Provider, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    delete_audited(provider, action="provider.delete", actor=actor, via=via)

@@ -1,7 +1,8 @@
-"""Workspace settings pages (default metadata and schema, API keys, providers) and the audit
-trail. Every member can read them; only owners and admins can change anything (403 for the
-others). Writes go through ``workspaces.services`` with ``via="dashboard"`` so they are
-validated and audited exactly like admin, command and REST changes."""
+"""Workspace settings pages (default metadata and schema, API keys, providers, members) and the
+audit trail. Every member can read them; only owners and admins can change settings, and only
+owners can manage members (403 for the others). Writes go through ``workspaces.services`` with
+``via="dashboard"`` so they are validated and audited exactly like admin, command and REST
+changes."""
 
 from __future__ import annotations
 
@@ -24,8 +25,15 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from workspaces import services
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
-from workspaces.forms import ApiKeyCreateForm, ProviderCreateForm, ProviderSecretForm, WorkspaceMetadataForm
-from workspaces.models import ApiKey, AuditEvent, Provider, Workspace
+from workspaces.forms import (
+    ApiKeyCreateForm,
+    MemberAddForm,
+    MemberRoleForm,
+    ProviderCreateForm,
+    ProviderSecretForm,
+    WorkspaceMetadataForm,
+)
+from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
 
 VIA = AuditEvent.Via.DASHBOARD
 AUDIT_PAGE_SIZE = 100
@@ -163,6 +171,102 @@ def settings_key_revoke(request: HttpRequest, access: WorkspaceAccess, key_id: i
     if api_key.is_active:
         services.api_key_revoke(api_key=api_key, actor=request.user, via=VIA)
     return redirect("dashboard:settings_keys", slug=access.workspace.slug)
+
+
+# --- Members -----------------------------------------------------------------------------
+
+
+def _require_owner(access: WorkspaceAccess) -> None:
+    if access.role != Membership.Role.OWNER:
+        raise PermissionDenied("Only workspace owners can manage members.")
+
+
+def _members_page(
+    request: HttpRequest,
+    access: WorkspaceAccess,
+    *,
+    form: MemberAddForm | None = None,
+    error: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    members = Membership.objects.filter(workspace=access.workspace).select_related("user").order_by("user__username")
+    context = _context(
+        request,
+        access,
+        "settings",
+        section="members",
+        members=members,
+        form=form or MemberAddForm(),
+        error=error,
+        roles=Membership.Role.values,
+        can_manage=access.role == Membership.Role.OWNER,
+    )
+    return render(request, "dashboard/settings_members.html", context, status=status)
+
+
+def _member(access: WorkspaceAccess, membership_id: int) -> Membership:
+    return get_object_or_404(
+        Membership.objects.select_related("user", "workspace"), workspace=access.workspace, pk=membership_id
+    )
+
+
+@workspace_view()
+@require_http_methods(["GET", "POST"])
+def settings_members(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    """The member list; owners add an existing account by username or e-mail."""
+    if request.method == "GET":
+        return _members_page(request, access)
+    _require_owner(access)
+    form = MemberAddForm(request.POST)
+    if form.is_valid():
+        user = form.cleaned_data["user"]
+        if Membership.objects.filter(workspace=access.workspace, user=user).exists():
+            form.add_error("user", f"{user.get_username()} is already a member; change their role in the list.")
+        else:
+            services.membership_add(
+                workspace=access.workspace, user=user, role=form.cleaned_data["role"], actor=request.user, via=VIA
+            )
+            return redirect("dashboard:settings_members", slug=access.workspace.slug)
+    return _members_page(request, access, form=form, status=400)
+
+
+@workspace_view()
+@require_POST
+def settings_member_role(request: HttpRequest, access: WorkspaceAccess, membership_id: int) -> HttpResponse:
+    _require_owner(access)
+    membership = _member(access, membership_id)
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        return _members_page(request, access, error=f"role: {' '.join(form.errors['role'])}", status=400)
+    try:
+        services.membership_add(
+            workspace=access.workspace,
+            user=membership.user,
+            role=form.cleaned_data["role"],
+            actor=request.user,
+            via=VIA,
+        )
+    except ValidationError as exc:
+        return _members_page(request, access, error=" ".join(exc.messages), status=400)
+    return redirect("dashboard:settings_members", slug=access.workspace.slug)
+
+
+@workspace_view()
+@require_http_methods(["GET", "POST"])
+def settings_member_remove(request: HttpRequest, access: WorkspaceAccess, membership_id: int) -> HttpResponse:
+    """GET asks for confirmation (a page, so no script is needed); POST removes."""
+    _require_owner(access)
+    membership = _member(access, membership_id)
+    if request.method == "GET":
+        context = _context(request, access, "settings", section="members", membership=membership, can_manage=True)
+        return render(request, "dashboard/settings_member_remove.html", context)
+    try:
+        services.membership_remove(membership=membership, actor=request.user, via=VIA)
+    except ValidationError as exc:
+        return _members_page(request, access, error=" ".join(exc.messages), status=400)
+    if membership.user_id == request.user.pk:
+        return redirect("dashboard:home")  # they left: the workspace is no longer theirs to see
+    return redirect("dashboard:settings_members", slug=access.workspace.slug)
 
 
 # --- Providers ---------------------------------------------------------------------------

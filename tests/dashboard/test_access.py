@@ -19,12 +19,17 @@ POST_ONLY = {
     "settings_key_revoke",
     "settings_provider_test",
     "settings_provider_rotate",
+    "settings_member_role",
 }
+# Pages only owners may open (the removal confirmation); members get a 403.
+OWNER_ONLY = {"settings_member_remove"}
 EDITS = [
     "settings",
     "settings_validate",
     "settings_keys",
     "settings_providers",
+    "settings_members",
+    "settings_member_remove",
     *sorted(POST_ONLY - {"settings_validate"}),
 ]
 
@@ -42,13 +47,18 @@ def _url(name: str, slug: str, ids: dict) -> str:
 
 
 @pytest.fixture
-def ids(workspace, api_key, provider, logs):
-    return {"log_id": uuid.UUID(logs[0]["id"]), "key_id": api_key[0].id, "provider_id": provider.id}
+def ids(workspace, member, api_key, provider, logs):
+    return {
+        "log_id": uuid.UUID(logs[0]["id"]),
+        "key_id": api_key[0].id,
+        "provider_id": provider.id,
+        "membership_id": workspace.memberships.get(user=member).id,
+    }
 
 
 def test_every_workspace_route_is_covered():
     assert set(_workspace_routes()) >= {"overview", "logs", "log_rows", "log_detail", "summary", "audit"}
-    assert len(_workspace_routes()) == 19
+    assert len(_workspace_routes()) == 22
 
 
 @pytest.mark.parametrize("name", _workspace_routes())
@@ -75,7 +85,7 @@ def test_it_sends_anonymous_visitors_to_the_login_page(client, workspace, ids, n
     assert response["Location"].startswith(reverse("dashboard:login"))
 
 
-@pytest.mark.parametrize("name", sorted(set(_workspace_routes()) - POST_ONLY))
+@pytest.mark.parametrize("name", sorted(set(_workspace_routes()) - POST_ONLY - OWNER_ONLY))
 def test_a_member_can_open_every_page(client, member, workspace, ids, name):
     client.force_login(member)
     response = client.get(_url(name, workspace.slug, ids))

@@ -10,5 +10,5 @@ class Command(BaseCommand):
         parser.add_argument("--overwrite", action="store_true", help="Replace prices edited in the admin.")
 
     def handle(self, *args, overwrite: bool, **options):
-        count = load_pricing(overwrite=overwrite)
+        count = load_pricing(overwrite=overwrite, via="command")
         self.stdout.write(f"{count} prices loaded")
