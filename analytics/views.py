@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterator
 from datetime import timedelta
 
+from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
@@ -82,7 +84,18 @@ def _known_keys(access: WorkspaceAccess) -> list[str]:
     return list(MetadataKey.objects.filter(workspace=access.workspace).order_by("key").values_list("key", flat=True))
 
 
-# --- Home --------------------------------------------------------------------------------
+# --- Login and home ----------------------------------------------------------------------
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login page, plus the demo account hint only where that account exists: the
+    demo (make run) creates admin/admin with DEBUG on; a production login page must not
+    advertise a password."""
+
+    redirect_authenticated_user = True
+
+    def get_context_data(self, **kwargs: object) -> dict:
+        return {**super().get_context_data(**kwargs), "demo_login_hint": settings.DEBUG}
 
 
 @login_required

@@ -68,7 +68,9 @@ class ApiKeyCreateForm(forms.Form):
 class ProviderCreateForm(forms.Form):
     slug = forms.CharField(max_length=63, help_text="Clients select it with x-portkey-provider: @slug.")
     name = forms.CharField(max_length=200, required=False)
-    base_url = forms.URLField(max_length=500, assume_scheme="https", help_text="e.g. https://api.openai.com/v1")
+    base_url = forms.URLField(
+        label="Base URL", max_length=500, assume_scheme="https", help_text="e.g. https://api.openai.com/v1"
+    )
     api_key = forms.CharField(
         label="API key",
         required=False,

@@ -26,6 +26,14 @@
     };
   }
 
+  // Bars are centred on their time, so the first and last would be cut in half at the plot's
+  // edges: widen the x range by half a step on each side for bar charts.
+  function xScale(t, bars) {
+    if (!bars || t.length < 2) return { time: true };
+    var half = (t[1] - t[0]) / 2;
+    return { time: true, range: function () { return [t[0] - half, t[t.length - 1] + half]; } };
+  }
+
   function readJSON(id) {
     var el = document.getElementById(id);
     if (!el) return null;
@@ -74,7 +82,7 @@
       height: el.classList.contains("small") ? 160 : 220,
       series: series,
       axes: [axis, Object.assign({}, axis, { values: function (u, vals) { return vals.map(function (v) { return fmt(u, v); }); }, size: 64 })],
-      scales: { x: { time: true } },
+      scales: { x: xScale(data.t, el.dataset.bars === "true") },
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
     };

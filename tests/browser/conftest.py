@@ -1,8 +1,13 @@
 """Browser tests: Playwright (Python) drives Debian's chromium against pytest-django's live
 server. Screenshots of every page land in test-artifacts/screenshots/ (gitignored).
 
-Chromium is the Debian package at /usr/bin/chromium (CI installs it when missing); Playwright's
-own browser downloads are never used."""
+Chromium is the Debian package at /usr/bin/chromium (PORTICO_CHROMIUM overrides the path);
+Playwright's own browser downloads are never used. When it is missing, the run stops before
+any test with the one command that installs it.
+
+Every page a test opens fails that test at teardown on a console error, an uncaught exception
+or a Content-Security-Policy violation: a handler the CSP blocks does nothing visible, so
+only the browser's report shows it."""
 
 from __future__ import annotations
 
@@ -28,14 +33,59 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+INSTALL_HINT = "sudo apt-get install chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 PASSWORD = "browser-pass-123"
+
+# The browser reports CSP violations to the console itself ("Refused to execute inline event
+# handler ..."); the securitypolicyviolation event is a second witness in case a Chromium
+# version logs them at another level.
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", function (e) {
+  console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline code") + " at " + e.sourceFile + ":" + e.lineNumber);
+});
+"""
+
+
+def chromium_missing() -> bool:
+    return not (shutil.which(CHROMIUM) or Path(CHROMIUM).is_file())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # One clear stop instead of an error per test: browser tests never skip, and a newcomer
+    # running `make test` needs the install command, not a wall of fixture failures.
+    if config.option.collectonly or not chromium_missing():
+        return
+    if any(item.get_closest_marker("browser") for item in items):
+        pytest.exit(
+            f"Browser tests need Chromium at {CHROMIUM}, which is missing. "
+            f"Install it with: {INSTALL_HINT}   (Debian/Ubuntu; the tests never download browsers)",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
+
+
+class PageProblems:
+    """Console errors, uncaught exceptions and CSP violations of the pages it watches."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def watch(self, page) -> None:
+        page.add_init_script(REPORT_CSP_VIOLATIONS)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda exc: self.messages.append(f"uncaught exception: {exc}"))
+
+    def _on_console(self, message) -> None:
+        if (
+            message.type == "error"
+            or message.text.startswith("Refused to")
+            or "Content Security Policy" in message.text
+        ):
+            self.messages.append(f"console {message.type}: {message.text} ({message.location.get('url', '')})")
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (browser tests never skip).")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop on this thread while it runs; the tests' own
@@ -56,15 +106,30 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme="light")
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.set_default_timeout(10_000)
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+def open_page(browser):
+    """Opens watched pages: open_page(width=1280, color_scheme="dark"). The test fails at
+    teardown if any of them logged an error or hit the CSP."""
+    problems = PageProblems()
+    contexts = []
+
+    def open_(*, width: int = 1440, height: int = 900, color_scheme: str = "light"):
+        context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        problems.watch(page)
+        return page
+
+    open_.problems = problems
+    yield open_
+    for context in contexts:
+        context.close()
+    assert not problems.messages, "The browser reported problems:\n" + "\n".join(problems.messages)
+
+
+@pytest.fixture
+def page(open_page):
+    return open_page()
 
 
 @pytest.fixture
@@ -127,4 +192,5 @@ def login(page, live_server, username: str = "dana") -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{live_server.url}/w/**")
+    # One workspace: its overview; several: the chooser at /.
+    page.wait_for_url(lambda url: "/login/" not in url)

@@ -5,12 +5,15 @@ the schema error for invalid default metadata. Every page is screenshotted."""
 from __future__ import annotations
 
 import re
+import urllib.error
+import urllib.request
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import login
+from workspaces import services
 from workspaces.models import ApiKey, AuditEvent
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -160,14 +163,60 @@ def test_create_and_revoke_an_api_key(page, live_server, demo, shot):
     assert ApiKey.objects.filter(name="ci-pipeline").count() == 1
     page.goto(f"{live_server.url}/w/acme/settings/keys/")
     assert full_key not in page.content()
-    page.once("dialog", lambda dialog: dialog.accept())
+    assert _api_status(live_server, full_key) == 200
+
+    # Revoke asks first; cancelling keeps the key working.
+    questions = []
+
+    def answer(dialog, accept: bool) -> None:
+        questions.append((dialog.type, dialog.message))
+        dialog.accept() if accept else dialog.dismiss()
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=False))
     row = page.locator(f'tr[data-key-prefix="{key.prefix}"]')
     row.get_by_role("button", name="Revoke ci-pipeline").click()
+    expect(row.locator(".pill")).to_have_text("active")
+    assert questions == [("confirm", "Revoke ci-pipeline? Clients using it stop working within seconds.")]
+    page.reload()
+    expect(page.locator(f'tr[data-key-prefix="{key.prefix}"] .pill')).to_have_text("active")
+    key.refresh_from_db()
+    assert key.is_active and _api_status(live_server, full_key) == 200
+    assert not AuditEvent.objects.filter(action="api_key.revoke").exists()
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=True))
+    row.get_by_role("button", name="Revoke ci-pipeline").click()
     expect(row.locator(".pill")).to_have_text("revoked")
+    assert len(questions) == 2
     key.refresh_from_db()
     assert not key.is_active
+    assert _api_status(live_server, full_key) == 401
     assert AuditEvent.objects.filter(action="api_key.revoke", via="dashboard").exists()
     shot(page, "15-key-revoked")
+
+
+def _api_status(live_server, full_key: str) -> int:
+    """What the logs API answers a client holding this key (no browser session involved)."""
+    request = urllib.request.Request(f"{live_server.url}/api/v1/logs", headers={"x-portkey-api-key": full_key})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_workspace_switcher_opens_the_other_workspace(page, live_server, demo):
+    services.workspace_create(slug="beta", name="Beta Labs", owner=demo["user"])
+    login(page, live_server)  # two workspaces: the chooser
+    page.get_by_role("link", name="Acme").click()
+    expect(page).to_have_url(f"{live_server.url}/w/acme/")
+    expect(page.locator('[data-kpi="requests"]')).to_have_text("21")
+
+    page.get_by_label("Workspace", exact=True).select_option(label="Beta Labs")
+    expect(page).to_have_url(f"{live_server.url}/w/beta/")
+    expect(page).to_have_title("Overview · Beta Labs")
+    expect(page.get_by_label("Workspace", exact=True)).to_have_value("/w/beta/")
+    expect(page.locator("#empty-title")).to_be_visible()  # Beta has no traffic yet
+    expect(page.locator('[data-kpi="requests"]')).to_have_count(0)
 
 
 def test_workspace_metadata_shows_the_schema_error(page, live_server, demo, shot):
@@ -193,18 +242,14 @@ def test_workspace_metadata_shows_the_schema_error(page, live_server, demo, shot
     assert demo["workspace"].default_metadata == {"environment": "staging"}
 
 
-def test_dark_theme_and_a_laptop_screen(browser, live_server, demo, shot):
-    context = browser.new_context(viewport={"width": 1280, "height": 720}, color_scheme="dark")
-    page = context.new_page()
-    try:
-        login(page, live_server)
-        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
-        assert background == "rgb(15, 19, 26)"  # the dark palette's --bg
-        shot(page, "17-overview-dark-1280")
-        for path in ("logs/", "summary/", "metadata-keys/", "settings/keys/"):
-            page.goto(f"{live_server.url}/w/acme/{path}")
-            # Nothing spills sideways on a laptop screen (wide tables scroll inside their panel).
-            assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
-        shot(page, "18-settings-keys-dark-1280")
-    finally:
-        context.close()
+def test_dark_theme_and_a_laptop_screen(open_page, live_server, demo, shot):
+    page = open_page(width=1280, height=720, color_scheme="dark")
+    login(page, live_server)
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(15, 19, 26)"  # the dark palette's --bg
+    shot(page, "17-overview-dark-1280")
+    for path in ("logs/", "summary/", "metadata-keys/", "settings/keys/"):
+        page.goto(f"{live_server.url}/w/acme/{path}")
+        # Nothing spills sideways on a laptop screen (wide tables scroll inside their panel).
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+    shot(page, "18-settings-keys-dark-1280")

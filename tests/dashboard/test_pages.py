@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -266,3 +267,36 @@ def test_an_invalid_window_says_so_and_falls_back(owner_client, workspace, logs)
     assert response.status_code == 200
     assert "ISO 8601" in response.content.decode()
     assert response.context["window"].preset == "24h"
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_login_page_names_the_demo_account_only_in_debug(client, settings, debug):
+    # The demo's admin/admin exists only under `make run` (DEBUG); production must not
+    # advertise a password.
+    settings.DEBUG = debug
+    page = client.get(reverse("dashboard:login")).content.decode()
+    assert 'name="password"' in page
+    assert ("<code>admin</code> / <code>admin</code>" in page) is debug
+
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+# An on...= attribute inside a tag (not text like "Pick one"), and a <script> with no src.
+INLINE_HANDLER = re.compile(r"<[a-z][^>]*\son[a-z]+\s*=", re.IGNORECASE)
+INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>", re.IGNORECASE)
+
+
+@pytest.mark.parametrize("path", sorted(TEMPLATES.rglob("*.html")), ids=lambda p: str(p.relative_to(TEMPLATES)))
+def test_no_template_has_inline_script_or_handlers(path):
+    # Our CSP (script-src 'self') blocks both: the code silently never runs in a browser.
+    text = path.read_text()
+    assert not INLINE_HANDLER.search(text)
+    assert not INLINE_SCRIPT.search(text)
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_rendered_pages_carry_no_inline_code(owner_client, workspace, logs, provider, name):
+    html = _get(owner_client, name, workspace, PAGES[name][0]).content.decode()
+    assert not INLINE_HANDLER.search(html)
+    # json_script's data blocks are not executed, so CSP does not apply to them.
+    scripts = INLINE_SCRIPT.findall(html)
+    assert all('type="application/json"' in tag for tag in scripts), scripts
