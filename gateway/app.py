@@ -522,12 +522,14 @@ class GatewayApp:
     async def _relay_stream(
         self, ctx: RequestContext, resp: proxy.UpstreamResponse, receive, send, hide_usage: bool
     ) -> None:
-        ctx.status = 200
+        # The upstream's clean end of body ends the stream, [DONE] or not (the Responses API
+        # sends none); only a truncated body or a broken connection is a failure.
+        ctx.status = resp.status
         relay = proxy.StreamRelay(ctx.usage, hide_usage_chunk=hide_usage, capture=ctx.store_body)
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": resp.status,
                 "headers": proxy.response_headers(resp) + ctx.response_headers(),
             }
         )
@@ -543,9 +545,6 @@ class GatewayApp:
         if gone:
             ctx.status = 499
             ctx.error_message = "Client disconnected during the stream."
-        elif ctx.status == 200 and not relay.done:
-            ctx.status = 502
-            ctx.error_message = "The provider stream ended without [DONE]."
         ctx.response_body = bytes(relay.captured)
         if relay.first_chunk_at is not None:
             ctx.ttft_ms = (relay.first_chunk_at - ctx.started) * 1000

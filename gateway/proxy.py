@@ -82,7 +82,10 @@ def response_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
 
 
 class UsageTracker:
-    """Reads usage and model out of upstream answers (JSON bodies or SSE events)."""
+    """Reads usage and model out of upstream answers (JSON bodies or SSE events), each API in
+    its own shape: chat/completions and embeddings ``usage.prompt_tokens/completion_tokens``;
+    the Responses API ``usage.input_tokens/output_tokens`` on the response object, which its
+    stream events (response.created, response.completed, ...) carry under ``response``."""
 
     __slots__ = ("completion_tokens", "content_chunks", "model", "prompt_tokens", "saw_usage", "total_tokens")
 
@@ -95,14 +98,27 @@ class UsageTracker:
         self.content_chunks = 0
 
     def read_usage(self, doc: dict) -> None:
-        if doc.get("model") and not self.model:
-            self.model = doc["model"]
+        response = doc.get("response")
+        if isinstance(response, dict):  # a Responses API stream event
+            doc = response
+        model = doc.get("model")
+        if model and not self.model and isinstance(model, str):
+            self.model = model
         usage = doc.get("usage")
-        if isinstance(usage, dict):
-            self.saw_usage = True
-            self.prompt_tokens = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+        if not isinstance(usage, dict):
+            return
+        if "input_tokens" in usage and "prompt_tokens" not in usage:
+            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+        else:
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        try:
+            self.prompt_tokens = int(prompt or 0)
+            self.completion_tokens = int(completion or 0)
             self.total_tokens = int(usage.get("total_tokens") or self.prompt_tokens + self.completion_tokens)
+        except (TypeError, ValueError):  # not numbers: no usage rather than a failed log
+            self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
+            return
+        self.saw_usage = True
 
     def read_body(self, body: bytes) -> None:
         try:
@@ -127,6 +143,9 @@ def inject_stream_usage(doc: dict) -> bool:
         return False
     doc["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return True
+
+
+_TEXT_DELTA = b'"response.output_text.delta"'  # a Responses API content event
 
 
 class StreamRelay:
@@ -171,13 +190,13 @@ class StreamRelay:
             if payload == b"[DONE]":
                 self.done = True
                 return True
-            # Most chunks are content deltas: count them without parsing; parse only the
-            # first (model) and those that carry usage.
+            # Most events are content deltas: count them without parsing; parse only those
+            # before the model is known and those that carry usage.
             has_usage = b'"usage"' in payload and b'"usage":null' not in payload
-            if b'"choices":[]' not in payload and b'"choices"' in payload:
+            if (b'"choices"' in payload and b'"choices":[]' not in payload) or _TEXT_DELTA in payload:
                 self.tracker.content_chunks += 1
-                if not has_usage and self.tracker.model:
-                    continue
+            if not has_usage and self.tracker.model:
+                continue
             try:
                 doc = orjson.loads(payload)
             except orjson.JSONDecodeError:
