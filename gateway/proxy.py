@@ -8,6 +8,7 @@ and the usage-only chunk this produces is withheld from the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import math
@@ -111,13 +112,10 @@ class UsageTracker:
             prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
         else:
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        try:
-            self.prompt_tokens = int(prompt or 0)
-            self.completion_tokens = int(completion or 0)
-            self.total_tokens = int(usage.get("total_tokens") or self.prompt_tokens + self.completion_tokens)
-        except (TypeError, ValueError):  # not numbers: no usage rather than a failed log
-            self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
-            return
+        # Raises TypeError/ValueError for counts that are not numbers (custom logs answer 400).
+        prompt_tokens, completion_tokens = int(prompt or 0), int(completion or 0)
+        total_tokens = int(usage.get("total_tokens") or prompt_tokens + completion_tokens)
+        self.prompt_tokens, self.completion_tokens, self.total_tokens = prompt_tokens, completion_tokens, total_tokens
         self.saw_usage = True
 
     def read_body(self, body: bytes) -> None:
@@ -126,7 +124,9 @@ class UsageTracker:
         except orjson.JSONDecodeError:
             return
         if isinstance(doc, dict):
-            self.read_usage(doc)
+            # A provider's usage that is not numbers: logged without tokens, not a 500.
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                self.read_usage(doc)
 
     def finish(self) -> None:
         # A stream cut short carries no usage; count the content chunks we relayed as a
@@ -203,7 +203,10 @@ class StreamRelay:
                 return True
             if not isinstance(doc, dict):
                 return True
-            self.tracker.read_usage(doc)
+            try:
+                self.tracker.read_usage(doc)
+            except (TypeError, ValueError, OverflowError):
+                return True  # usage that is not numbers: relayed, logged without tokens
             if self.hide_usage_chunk and not doc.get("choices") and doc.get("usage"):
                 return False
         return True
