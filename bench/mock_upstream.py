@@ -8,6 +8,8 @@ Endpoints
     POST /v1/chat/completions   chat.completion / chat.completion.chunk (SSE)
     POST /v1/completions        text_completion (SSE too)
     POST /v1/embeddings         8 deterministic floats per input
+    POST /v1/responses          response / Responses API SSE events (response.created ...
+                                response.completed with usage; no [DONE], like OpenAI)
     GET  /v1/models             a fixed list of models
     *    /v1/<anything else>    {"object": "echo", "method", "path", "query", "body"}
     GET  /_mock/requests        the last 200 /v1 requests, newest last
@@ -19,6 +21,8 @@ Deterministic usage
                                 (list contents: the "text" parts only)
     prompt_tokens (other)       words of the prompt / input (token arrays count
                                 one per element)
+    input_tokens (responses)    words of a string input, or of a message list as in
+                                chat (input_text parts too), plus words of instructions
     completion_tokens           words of the reply
 
 Reply text: "This is a mock reply." (or the configured / x-mock-reply text),
@@ -185,7 +189,7 @@ def _content_words(content: Any) -> int:
         return sum(
             count_words(part.get("text") or "")
             for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            if isinstance(part, dict) and part.get("type") in ("text", "input_text")
         )
     return 0
 
@@ -225,6 +229,12 @@ def split_reply(reply: str, chunks: int | None = None) -> tuple[str, ...]:
         pieces.append(piece if start == 0 else " " + piece)
         start = end
     return tuple(pieces)
+
+
+def responses_input_tokens(body: dict[str, Any]) -> int:
+    value, instructions = body.get("input"), body.get("instructions")
+    tokens = count_words(value) if isinstance(value, str) else chat_prompt_tokens(value)
+    return tokens + (count_words(instructions) if isinstance(instructions, str) else 0)
 
 
 def embedding_vector(item: Any) -> list[float]:
@@ -324,6 +334,53 @@ def _stream_tail(head: dict[str, Any], tokens: dict[str, int], include_usage: bo
     if include_usage:
         return [_sse({**head, "choices": [], "usage": tokens}), _DONE]
     return [_DONE]
+
+
+def responses_usage(prompt: int, completion: int) -> dict[str, Any]:
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
+
+
+def response_message(item_id: str, text: str) -> dict[str, Any]:
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+    return {"id": item_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+
+
+def response_stream_events(
+    head: dict[str, Any], item_id: str, pieces: tuple[str, ...], tokens: dict[str, Any]
+) -> list[bytes]:
+    """SSE events of a Responses API stream as OpenAI sends them: an ``event:`` line naming the
+    type, a ``sequence_number`` on each, usage only in response.completed, and no [DONE]."""
+    sequence = itertools.count()
+
+    def event(kind: str, **fields: Any) -> bytes:
+        data = orjson.dumps({"type": kind, "sequence_number": next(sequence), **fields})
+        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+    text = "".join(pieces)
+    running = {**head, "status": "in_progress", "output": [], "usage": None}
+    item = {"id": item_id, "type": "message", "status": "in_progress", "content": [], "role": "assistant"}
+    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    done = response_message(item_id, text)
+    events = [
+        event("response.created", response=running),
+        event("response.in_progress", response=running),
+        event("response.output_item.added", output_index=0, item=item),
+        event("response.content_part.added", **where, part={**done["content"][0], "text": ""}),
+    ]
+    events += [event("response.output_text.delta", **where, delta=piece, logprobs=[]) for piece in pieces]
+    events += [
+        event("response.output_text.done", **where, text=text, logprobs=[]),
+        event("response.content_part.done", **where, part=done["content"][0]),
+        event("response.output_item.done", output_index=0, item=done),
+        event("response.completed", response={**head, "status": "completed", "output": [done], "usage": tokens}),
+    ]
+    return events
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
@@ -481,6 +538,31 @@ class _Handlers:
         choice = {"text": content, "index": 0, "logprobs": None, "finish_reason": "stop"}
         return _json_response({**head, "choices": [choice], "usage": tokens})
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        call = await self._begin(request)
+        body = self._json_object(call.raw)
+        pieces = split_reply(call.reply, call.chunks)
+        content = "".join(pieces)
+        tokens = responses_usage(responses_input_tokens(body), count_words(content))
+        head = {
+            "id": _new_id("resp"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "model": body.get("model") or "mock",
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+        item_id = _new_id("msg")
+        if body.get("stream"):
+            return await self._stream(request, call, response_stream_events(head, item_id, pieces, tokens))
+        return _json_response(
+            {**head, "status": "completed", "output": [response_message(item_id, content)], "usage": tokens}
+        )
+
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         call = await self._begin(request)
         body = self._json_object(call.raw)
@@ -557,6 +639,7 @@ def create_app(config: MockConfig | None = None, state: MockState | None = None)
             web.post("/v1/chat/completions", _guarded(h.chat)),
             web.post("/v1/completions", _guarded(h.completions)),
             web.post("/v1/embeddings", _guarded(h.embeddings)),
+            web.post("/v1/responses", _guarded(h.responses)),
             web.get("/v1/models", _guarded(h.models), allow_head=False),
             # Registered last: the router falls through to it for any other
             # path, or for a method the specific routes above do not accept.

@@ -37,7 +37,7 @@ from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authentica
 from gateway.errors import GatewayError
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
-from gateway.metadata import resolve_metadata
+from gateway.metadata import MetadataError, resolve_metadata
 from gateway.pricing import cached_cost, cost_of
 
 log = logging.getLogger("portico.gateway")
@@ -164,7 +164,7 @@ class RequestContext:
         self.body = b""
         self.doc: dict | None = None
         self.response_body = b""
-        self.metadata: dict[str, str] = {}
+        self.metadata: dict[str, str] | None = None  # None until resolved
         self.metadata_changes: list[str] = []
         self.error_message = ""
         self.ttft_ms: float | None = None
@@ -335,20 +335,7 @@ class GatewayApp:
             )
         base_url, secret = await self._resolve_provider(ctx, snapshot, key_in_bearer)
         self._parse_body(ctx)
-        metadata_header = headers.get("x-portkey-metadata")
-        resolved = resolve_metadata(
-            header_value=metadata_header.encode("latin-1") if metadata_header else None,  # raw bytes
-            body_user=ctx.doc.get("user") if ctx.doc else None,
-            mapped_headers={h: headers[h] for h in conf.headers_to_metadata if h in headers}
-            if conf.headers_to_metadata
-            else {},
-            baggage=headers.get("baggage"),
-            policy=snapshot.policy,
-            strict=conf.strict,
-            request_first=conf.request_first,
-            max_keys=conf.metadata_max_keys,
-        )
-        ctx.metadata, ctx.metadata_changes = resolved.metadata, resolved.changes
+        _resolve_metadata(ctx, conf)
         if snapshot.rate_limit_rpm or snapshot.usage_limit_cost is not None:
             await limiter.check(
                 key_id=snapshot.key_id,
@@ -535,12 +522,14 @@ class GatewayApp:
     async def _relay_stream(
         self, ctx: RequestContext, resp: proxy.UpstreamResponse, receive, send, hide_usage: bool
     ) -> None:
-        ctx.status = 200
+        # The upstream's clean end of body ends the stream, [DONE] or not (the Responses API
+        # sends none); only a truncated body or a broken connection is a failure.
+        ctx.status = resp.status
         relay = proxy.StreamRelay(ctx.usage, hide_usage_chunk=hide_usage, capture=ctx.store_body)
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": resp.status,
                 "headers": proxy.response_headers(resp) + ctx.response_headers(),
             }
         )
@@ -556,9 +545,6 @@ class GatewayApp:
         if gone:
             ctx.status = 499
             ctx.error_message = "Client disconnected during the stream."
-        elif ctx.status == 200 and not relay.done:
-            ctx.status = 502
-            ctx.error_message = "The provider stream ended without [DONE]."
         ctx.response_body = bytes(relay.captured)
         if relay.first_chunk_at is not None:
             ctx.ttft_ms = (relay.first_chunk_at - ctx.started) * 1000
@@ -567,6 +553,9 @@ class GatewayApp:
     # --- logging ---------------------------------------------------------------------
     async def _emit_log(self, ctx: RequestContext) -> None:
         snapshot = ctx.snapshot
+        metadata = ctx.metadata
+        if metadata is None:
+            metadata = _metadata_after_error(ctx)
         usage = ctx.usage
         model = ctx.model or usage.model
         status = ctx.status
@@ -583,7 +572,6 @@ class GatewayApp:
         if snapshot.usage_limit_cost is not None:
             await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
         headers = ctx.client_headers
-        metadata = ctx.metadata
         user = metadata.get("_user")
         record = {
             "id": ctx.log_id,
@@ -622,6 +610,54 @@ class GatewayApp:
                 "response_body": ctx.response_body.decode("utf-8", "replace"),
             }
         get_log_buffer().emit(record)
+
+
+def _resolve_metadata(ctx: RequestContext, conf: _Conf) -> None:
+    """Resolve the request's metadata onto ``ctx``, also when it is refused (then the 400 is
+    raised with ``ctx`` holding what could be resolved, for the log)."""
+    headers = ctx.client_headers
+    metadata_header = headers.get("x-portkey-metadata")
+    try:
+        resolved = resolve_metadata(
+            header_value=metadata_header.encode("latin-1") if metadata_header else None,  # raw bytes
+            body_user=ctx.doc.get("user") if ctx.doc else None,
+            mapped_headers={h: headers[h] for h in conf.headers_to_metadata if h in headers}
+            if conf.headers_to_metadata
+            else {},
+            baggage=headers.get("baggage"),
+            policy=ctx.snapshot.policy,
+            strict=conf.strict,
+            request_first=conf.request_first,
+            max_keys=conf.metadata_max_keys,
+        )
+    except MetadataError as err:
+        resolved = err.resolved
+        ctx.metadata, ctx.metadata_changes = resolved.metadata, resolved.changes
+        raise
+    ctx.metadata, ctx.metadata_changes = resolved.metadata, resolved.changes
+
+
+def _metadata_after_error(ctx: RequestContext) -> dict[str, str]:
+    """The metadata of a request refused before its metadata was resolved (unknown provider,
+    malformed body, ...): resolved now, so the failure is logged and counted with its
+    workspace and key defaults, header values and ``_user``, not with ``{}``."""
+    if ctx.doc is None and ctx.body and ctx.method == "POST":
+        try:  # the body may be fine when something else was refused first (`user`, `model`)
+            doc = orjson.loads(ctx.body)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict):
+            ctx.doc = doc
+            model = doc.get("model")
+            ctx.model = ctx.model or (model[:200] if isinstance(model, str) else "")
+    try:
+        _resolve_metadata(ctx, _conf)
+    except MetadataError:
+        pass  # the request already failed for another reason; the refusal is in metadata_changes
+    except Exception:
+        log.exception("could not resolve metadata for the log of a failed request")
+        ctx.metadata = {}
+    return ctx.metadata
 
 
 def _blocked(exc: Exception) -> GatewayError:

@@ -8,6 +8,7 @@ and the usage-only chunk this produces is withheld from the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import math
@@ -82,7 +83,10 @@ def response_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
 
 
 class UsageTracker:
-    """Reads usage and model out of upstream answers (JSON bodies or SSE events)."""
+    """Reads usage and model out of upstream answers (JSON bodies or SSE events), each API in
+    its own shape: chat/completions and embeddings ``usage.prompt_tokens/completion_tokens``;
+    the Responses API ``usage.input_tokens/output_tokens`` on the response object, which its
+    stream events (response.created, response.completed, ...) carry under ``response``."""
 
     __slots__ = ("completion_tokens", "content_chunks", "model", "prompt_tokens", "saw_usage", "total_tokens")
 
@@ -95,14 +99,24 @@ class UsageTracker:
         self.content_chunks = 0
 
     def read_usage(self, doc: dict) -> None:
-        if doc.get("model") and not self.model:
-            self.model = doc["model"]
+        response = doc.get("response")
+        if isinstance(response, dict):  # a Responses API stream event
+            doc = response
+        model = doc.get("model")
+        if model and not self.model and isinstance(model, str):
+            self.model = model
         usage = doc.get("usage")
-        if isinstance(usage, dict):
-            self.saw_usage = True
-            self.prompt_tokens = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-            self.completion_tokens = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-            self.total_tokens = int(usage.get("total_tokens") or self.prompt_tokens + self.completion_tokens)
+        if not isinstance(usage, dict):
+            return
+        if "input_tokens" in usage and "prompt_tokens" not in usage:
+            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+        else:
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        # Raises TypeError/ValueError for counts that are not numbers (custom logs answer 400).
+        prompt_tokens, completion_tokens = int(prompt or 0), int(completion or 0)
+        total_tokens = int(usage.get("total_tokens") or prompt_tokens + completion_tokens)
+        self.prompt_tokens, self.completion_tokens, self.total_tokens = prompt_tokens, completion_tokens, total_tokens
+        self.saw_usage = True
 
     def read_body(self, body: bytes) -> None:
         try:
@@ -110,7 +124,9 @@ class UsageTracker:
         except orjson.JSONDecodeError:
             return
         if isinstance(doc, dict):
-            self.read_usage(doc)
+            # A provider's usage that is not numbers: logged without tokens, not a 500.
+            with contextlib.suppress(TypeError, ValueError, OverflowError):
+                self.read_usage(doc)
 
     def finish(self) -> None:
         # A stream cut short carries no usage; count the content chunks we relayed as a
@@ -127,6 +143,9 @@ def inject_stream_usage(doc: dict) -> bool:
         return False
     doc["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return True
+
+
+_TEXT_DELTA = b'"response.output_text.delta"'  # a Responses API content event
 
 
 class StreamRelay:
@@ -171,20 +190,23 @@ class StreamRelay:
             if payload == b"[DONE]":
                 self.done = True
                 return True
-            # Most chunks are content deltas: count them without parsing; parse only the
-            # first (model) and those that carry usage.
+            # Most events are content deltas: count them without parsing; parse only those
+            # before the model is known and those that carry usage.
             has_usage = b'"usage"' in payload and b'"usage":null' not in payload
-            if b'"choices":[]' not in payload and b'"choices"' in payload:
+            if (b'"choices"' in payload and b'"choices":[]' not in payload) or _TEXT_DELTA in payload:
                 self.tracker.content_chunks += 1
-                if not has_usage and self.tracker.model:
-                    continue
+            if not has_usage and self.tracker.model:
+                continue
             try:
                 doc = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 return True
             if not isinstance(doc, dict):
                 return True
-            self.tracker.read_usage(doc)
+            try:
+                self.tracker.read_usage(doc)
+            except (TypeError, ValueError, OverflowError):
+                return True  # usage that is not numbers: relayed, logged without tokens
             if self.hide_usage_chunk and not doc.get("choices") and doc.get("usage"):
                 return False
         return True

@@ -213,6 +213,83 @@ def test_chunk_delay_paces_stream(upstream: MockUpstream) -> None:
     assert time.monotonic() - started >= 0.14
 
 
+RESPONSES = "/v1/responses"
+
+
+def test_responses_body(upstream: MockUpstream) -> None:
+    body = {"model": "gpt-4o-mini", "input": MESSAGES, "instructions": "be brief"}
+    status, _, raw = call(upstream, RESPONSES, body)
+    assert status == 200
+    reply = json.loads(raw)
+    assert reply["id"].startswith("resp-")
+    assert (reply["object"], reply["status"], reply["model"]) == ("response", "completed", "gpt-4o-mini")
+    [message] = reply["output"]
+    assert (message["type"], message["role"]) == ("message", "assistant")
+    assert message["content"][0] == {
+        "type": "output_text",
+        "annotations": [],
+        "logprobs": [],
+        "text": "This is a mock reply.",
+    }
+    usage = reply["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"], usage["total_tokens"]) == (
+        MESSAGES_TOKENS + 2,
+        5,
+        MESSAGES_TOKENS + 7,
+    )
+
+
+def response_events(raw: bytes) -> list[tuple[str, dict]]:
+    events = []
+    for block in raw.decode().split("\n\n")[:-1]:
+        event_line, data_line = block.split("\n")
+        assert event_line.startswith("event: ") and data_line.startswith("data: ")
+        data = json.loads(data_line[len("data: ") :])
+        assert data["type"] == event_line[len("event: ") :]
+        events.append((data["type"], data))
+    return events
+
+
+def test_responses_stream_events_end_with_completed_and_no_done(upstream: MockUpstream) -> None:
+    status, headers, raw = call(upstream, RESPONSES, {"model": "m", "input": "hello there", "stream": True})
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert b"[DONE]" not in raw
+    events = response_events(raw)
+    kinds = [kind for kind, _ in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[4:9] == ["response.output_text.delta"] * 5
+    assert kinds[9:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert "".join(data["delta"] for kind, data in events if kind.endswith(".delta")) == "This is a mock reply."
+    created, completed = events[0][1]["response"], events[-1][1]["response"]
+    assert (created["status"], created["usage"], created["model"]) == ("in_progress", None, "m")
+    assert completed["status"] == "completed"
+    assert completed["output"][0]["content"][0]["text"] == "This is a mock reply."
+    assert completed["usage"]["input_tokens"] == 2 and completed["usage"]["output_tokens"] == 5
+
+
+def test_responses_stream_reset_after(upstream: MockUpstream) -> None:
+    req = urllib.request.Request(
+        upstream.url + RESPONSES,
+        data=json.dumps({"input": "hi", "stream": True}).encode(),
+        headers={"x-mock-reset-after": "5"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp, pytest.raises(http.client.IncompleteRead) as excinfo:
+        resp.read()
+    assert excinfo.value.partial.count(b"event: ") == 5
+    assert b"response.completed" not in excinfo.value.partial
+
+
 def test_embeddings(upstream: MockUpstream) -> None:
     body = {"model": "text-embedding-3-small", "input": ["hello world", "hi"]}
     _, _, raw = call(upstream, "/v1/embeddings", body)

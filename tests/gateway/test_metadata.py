@@ -133,6 +133,50 @@ def test_schema_defaults_are_applied_and_constraints_checked():
     assert err.param == "x-portkey-metadata.ticket"
 
 
+def test_a_refusal_carries_what_could_be_resolved():
+    err = bad({"topic": "chat", "n": 5}, user="alice", mapped={"x-team": "T1"}, baggage="tenant=acme", policy=POLICY)
+    assert err.param == "x-portkey-metadata.n"  # the client's error is unchanged
+    assert err.resolved.metadata == {
+        "environment": "production",
+        "team": "ws",
+        "feature": "key-feature",
+        "topic": "chat",
+        "_user": "alice",
+        "x-team": "T1",
+        "tenant": "acme",
+    }
+    assert err.resolved.changes == ["refused 'n': metadata key 'n' must have a string value, got int"]
+
+
+def test_refused_header_values_and_baggage_are_named_with_their_source():
+    err = bad({"ok": "1"}, mapped={"x-long": "h" * 200}, baggage="b=1")
+    assert err.resolved.metadata == {"ok": "1", "b": "1"}
+    assert err.resolved.changes == [
+        "refused 'x-long': metadata key 'x-long' value is longer than 128 characters (from HEADERS_TO_METADATA)"
+    ]
+
+
+def test_too_many_keys_after_merging_keep_the_highest_precedence():
+    err = bad({"a": "1", "b": "2", "c": "3"}, mapped={"h1": "x", "h2": "y"}, policy=POLICY, max_keys=5)
+    assert "after merging" in err.message
+    # Workspace, then key defaults, then the request; header values (lowest) make way.
+    assert err.resolved.metadata == {
+        "environment": "production",
+        "team": "ws",
+        "feature": "key-feature",
+        "a": "1",
+        "b": "2",
+    }
+
+
+def test_schema_refusals_drop_the_invalid_key_and_name_the_missing_one():
+    err = bad({"environment": "prod", "team": "core"}, policy=SCHEMA_POLICY)
+    assert err.message.startswith("Invalid metadata: ")
+    assert err.resolved.metadata == {"team": "core"}
+    assert err.resolved.changes[0].startswith("refused 'environment': metadata key 'environment': 'prod'")
+    assert err.resolved.changes[1] == "missing 'ticket': metadata key 'ticket' is required"
+
+
 # --- end to end ----------------------------------------------------------------------
 
 
