@@ -106,6 +106,29 @@ def _upstream_url(url: str) -> URL:
     return URL(url)
 
 
+@functools.lru_cache(maxsize=1024)
+def _confined_endpoint(path: str) -> str | None:
+    """The endpoint to forward for a ``/v1/...`` path, or None when the path leaves ``/v1/``
+    once percent-decoded and its dot segments resolved (``/v1/../admin``, ``/v1/%2e%2e/``,
+    ``/v1/..%2f``, backslashes): appended to the provider's base URL it would reach another path
+    of the provider's host with the provider's secret attached. Clients resolve dot segments
+    before sending; a path that still has some is forwarded resolved, so the upstream reads
+    the path that was checked. Memoised: a deployment sees a handful of distinct paths."""
+    try:
+        resolved = netguard.resolve_path(path)
+    except netguard.PathOutsideBaseError:
+        return None
+    if not resolved.startswith("/v1/"):
+        return None
+    return path[3:] if resolved == path else resolved[3:]
+
+
+@functools.lru_cache(maxsize=256)
+def _base_path(base_url: str) -> str:
+    # The path every upstream URL built on ``base_url`` must stay under (checked by the client).
+    return netguard.resolve_path(URL(base_url).raw_path)
+
+
 _conf = _Conf()
 
 
@@ -321,6 +344,10 @@ class GatewayApp:
         ctx.snapshot = snapshot
         ctx.api_key_id = snapshot.key_id
         ctx.store_body = ctx.store_body and snapshot.store_bodies
+        endpoint = _confined_endpoint(scope["path"])
+        if endpoint is None:
+            raise _path_outside_v1()
+        ctx.endpoint = endpoint
         ctx.body = await self._read_body(receive, conf.max_body_bytes)
         ctx.provider = headers.get("x-portkey-provider", "")
         if INFERENCE_SCOPE not in snapshot.scopes:
@@ -465,9 +492,12 @@ class GatewayApp:
                 proxy.upstream_headers(ctx.client_headers, secret),
                 body or None,
                 timeout,
+                base_path=_base_path(base_url),
             )
         except TimeoutError:
             raise self._timeout_error(timeout_ms) from None
+        except netguard.PathOutsideBaseError:
+            raise _path_outside_v1() from None
         except netguard.BlockedUpstreamError as exc:
             raise _blocked(exc) from None
         except aiohttp.ClientError as exc:
@@ -622,6 +652,15 @@ class GatewayApp:
                 "response_body": ctx.response_body.decode("utf-8", "replace"),
             }
         get_log_buffer().emit(record)
+
+
+def _path_outside_v1() -> GatewayError:
+    return GatewayError(
+        400,
+        "The request path leaves /v1/ once percent-encoding and '..' segments are resolved; "
+        "send the API path itself, e.g. /v1/chat/completions.",
+        code="invalid_path",
+    )
 
 
 def _blocked(exc: Exception) -> GatewayError:

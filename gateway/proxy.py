@@ -635,13 +635,24 @@ class UpstreamClient:
         self.closed = False
 
     async def request(
-        self, method: str, url: URL, headers: dict[str, str], body: bytes | None, timeout: aiohttp.ClientTimeout
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: aiohttp.ClientTimeout,
+        *,
+        base_path: str,
     ) -> UpstreamResponse:
-        """Send the request and wait for the answer's status and headers."""
+        """Send the request and wait for the answer's status and headers. ``url`` must stay
+        under ``base_path`` (the provider's base path) once resolved: the provider's secret is
+        in ``headers``, and another path of its host is not the provider."""
         if url.scheme not in ("http", "https"):
             raise aiohttp.NonHttpUrlClientError(url)
         if not url.raw_host:
             raise aiohttp.InvalidUrlClientError(url)
+        if not netguard.is_within(url.raw_path, base_path):
+            raise netguard.PathOutsideBaseError(f"{url.path} is outside the provider's base path {base_path}")
         loop = self.loop
         deadline = loop.time() + timeout.total if timeout.total else None
         head = _request_head(method, url, headers, body)
@@ -744,6 +755,10 @@ class UpstreamClient:
 
     async def _resolve(self, host: str, port: int | None) -> list[dict]:
         if _is_ip(host):
+            # Literals are not resolved, so the guard the resolver applies to names runs here
+            # (once per new connection; the gateway also refuses them before calling).
+            if netguard.is_blocked(host):
+                raise netguard.BlockedUpstreamError(f"{host} is in a network the gateway may not call")
             return [{"host": host, "port": port, "family": 0}]
         now = self.loop.time()
         cached = self._dns.get((host, port))
