@@ -32,6 +32,7 @@ from django.db import connections
 from yarl import URL
 
 from analytics.ids import new_uuid7
+from config.parsing import InvalidParameter, parse_int
 from gateway import netguard, proxy
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authenticate_cached, provider_cache
 from gateway.errors import GatewayError
@@ -44,6 +45,7 @@ log = logging.getLogger("portico.gateway")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 INFERENCE_SCOPE = "inference"
+MAX_REQUEST_TIMEOUT_MS = 24 * 3600 * 1000  # x-portkey-request-timeout: a day is more than any call
 # Endpoints whose JSON body is read for model/stream/user and whose streams carry usage.
 _GENERATION = {"/chat/completions", "/completions"}
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
@@ -425,10 +427,18 @@ class GatewayApp:
                     type="permission_error",
                     param="x-portkey-custom-host",
                 )
+            try:
+                base_url = (
+                    netguard.clean_upstream_base(custom_host, param="x-portkey-custom-host")
+                    if custom_host
+                    else OPENAI_BASE_URL
+                )
+            except InvalidParameter as exc:
+                raise _invalid(exc) from None
             # The caller's own provider key travels in Authorization, unless Authorization
             # carried the Portico key itself.
             secret = "" if key_in_bearer else _bearer(ctx.client_headers)
-            return (custom_host.rstrip("/") or OPENAI_BASE_URL), secret
+            return base_url, secret
         slug = name[1:] if name.startswith("@") else name
         cache_key = (snapshot.workspace_id, slug)
         provider: ProviderSnapshot | None = provider_cache.peek(cache_key, _MISSING)
@@ -472,13 +482,11 @@ class GatewayApp:
         query = scope.get("query_string")
         timeout_ms = ctx.client_headers.get("x-portkey-request-timeout", "").strip()
         if timeout_ms:
-            if not timeout_ms.isdigit() or int(timeout_ms) <= 0:
-                raise GatewayError(
-                    400,
-                    "x-portkey-request-timeout must be a positive integer (milliseconds).",
-                    param="x-portkey-request-timeout",
-                )
-            timeout = aiohttp.ClientTimeout(total=int(timeout_ms) / 1000)
+            try:
+                ms = parse_int(timeout_ms, param="x-portkey-request-timeout", minimum=1, maximum=MAX_REQUEST_TIMEOUT_MS)
+            except InvalidParameter as exc:
+                raise GatewayError(400, exc.message[:-1] + " (milliseconds).", param=exc.param) from None
+            timeout = aiohttp.ClientTimeout(total=ms / 1000)
         else:
             timeout = _conf.upstream_timeout
         try:
@@ -652,6 +660,10 @@ class GatewayApp:
                 "response_body": ctx.response_body.decode("utf-8", "replace"),
             }
         get_log_buffer().emit(record)
+
+
+def _invalid(exc: InvalidParameter) -> GatewayError:
+    return GatewayError(400, exc.message, param=exc.param)
 
 
 def _path_outside_v1() -> GatewayError:

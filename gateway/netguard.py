@@ -7,7 +7,8 @@ name that resolves to an internal address, or re-resolves to one later, is refus
 time) and before the call for IP literals, which are not resolved. IPv6 addresses that carry
 an IPv4 address (mapped, IPv4-compatible, NAT64, 6to4, Teredo) are judged by that address too.
 
-A request path may not leave the provider's base path either (``/v1/../admin`` would reach
+``clean_upstream_base`` refuses a malformed ``x-portkey-custom-host`` with a 400 before any of
+this. A request path may not leave the provider's base path either (``/v1/../admin`` would reach
 another path of the provider's host with its secret attached): ``resolve_path`` is what the
 most lenient server would make of a path, and ``is_within`` the check on it.
 """
@@ -15,14 +16,17 @@ most lenient server would make of a path, and ``is_within`` the check on it.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from functools import lru_cache
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from django.conf import settings
 from yarl import URL
+
+from config.parsing import InvalidParameter
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -89,8 +93,13 @@ def is_blocked(address: str) -> bool:
 
 
 def check_url(url: str) -> None:
-    """Refuse an IP-literal URL in a blocked network (names are checked by the resolver)."""
-    host = URL(url).host or ""
+    """Refuse an IP-literal URL in a blocked network (names are checked by the resolver). A
+    malformed URL is not this check's to report (URLField and clean_upstream_base say what is
+    wrong with it; raising ValueError here was a 500 on the provider form)."""
+    try:
+        host = URL(url).host or ""
+    except (ValueError, UnicodeError):
+        return
     try:
         ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
@@ -112,15 +121,8 @@ def resolve_path(path: str) -> str:
     """``path`` as the most lenient server would read it: percent-decoded until nothing changes,
     backslashes read as slashes (IIS and some proxies do), dot segments removed as RFC 3986
     5.2.4 does. PathOutsideBaseError when it is still encoded after a few rounds."""
-    for _ in range(_MAX_DECODES + 1):
-        decoded = unquote(path)
-        if decoded == path:
-            break
-        path = decoded
-    else:
-        raise PathOutsideBaseError(f"the path is percent-encoded more than {_MAX_DECODES} times")
     out: list[str] = []
-    segments = path.replace("\\", "/").split("/")
+    segments = _segments(path)
     for i, segment in enumerate(segments):
         if segment in (".", ".."):
             if segment == ".." and len(out) > 1:
@@ -130,6 +132,17 @@ def resolve_path(path: str) -> str:
         else:
             out.append(segment)
     return "/".join(out) if out != [""] else "/"
+
+
+def _segments(path: str) -> list[str]:
+    """The segments of ``path`` percent-decoded until nothing changes, split at slashes and
+    backslashes."""
+    for _ in range(_MAX_DECODES + 1):
+        decoded = unquote(path)
+        if decoded == path:
+            return path.replace("\\", "/").split("/")
+        path = decoded
+    raise PathOutsideBaseError(f"the path is percent-encoded more than {_MAX_DECODES} times")
 
 
 @lru_cache(maxsize=2048)
@@ -142,6 +155,81 @@ def is_within(path: str, base_path: str) -> bool:
         return False
     base = base_path.rstrip("/")
     return resolved == base or resolved.startswith(base + "/")
+
+
+# A DNS label as resolvers accept it (underscores occur in internal names); "xn--" labels are
+# checked by decoding them.
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?", re.IGNORECASE)
+_MAX_BASE_URL = 2048
+
+
+def clean_upstream_base(raw: str, *, param: str) -> str:
+    """``raw`` as a base URL to call (``x-portkey-custom-host``): http(s), a host name or IP
+    literal, an optional port and path; no credentials, query, fragment or dot segments. The
+    base without trailing slash, or InvalidParameter naming ``param``. Without this a malformed
+    host reached yarl or the resolver's IDNA codec and came back as a 500."""
+    problem = _base_url_problem(raw)
+    if problem is not None:
+        raise InvalidParameter(param, f"{param}: {problem}")
+    return raw.rstrip("/")
+
+
+@lru_cache(maxsize=256)
+def _base_url_problem(raw: str) -> str | None:
+    """What is wrong with ``raw`` as a base URL, or None (memoised: a client sends one host)."""
+    if len(raw) > _MAX_BASE_URL:
+        return f"at most {_MAX_BASE_URL} characters."
+    if not raw.isascii() or any(c <= " " or c == "\x7f" for c in raw):
+        return "enter a URL without spaces or control characters; write international names as xn--."
+    try:
+        url = URL(raw)
+    except (ValueError, UnicodeError):
+        return "enter an http(s) URL such as https://api.example.com/v1 (host, optional port 1-65535, path)."
+    if url.scheme not in ("http", "https") or not raw.lower().startswith(url.scheme + "://"):
+        return "enter an http:// or https:// URL such as https://api.example.com/v1."
+    if url.raw_user is not None or url.raw_password is not None:
+        return "must not contain a user name or password; send the provider key in Authorization."
+    host = url.raw_host or ""
+    if not host:
+        return "enter a URL with a host, such as https://api.example.com/v1."
+    if url.explicit_port == 0:
+        return "enter a port from 1 to 65535."
+    if "?" in raw or "#" in raw:
+        return "must not contain a query string or fragment."
+    if not _is_ip_literal(host) and not _is_host_name(host):
+        return f"{host[:100]!r} is not a valid host name."
+    # yarl has already resolved plain dot segments in url.path: look at what was sent.
+    try:
+        dots = any(segment in (".", "..") for segment in _segments(urlsplit(raw).path))
+    except PathOutsideBaseError:
+        dots = True
+    if dots:
+        return "must not contain '.' or '..' path segments."
+    return None
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host_name(host: str) -> bool:
+    """A name the resolver can encode: labels of 1-63 characters, 253 in all, valid xn-- labels."""
+    name = host[:-1] if host.endswith(".") else host
+    if not name or len(name) > 253:
+        return False
+    for label in name.split("."):
+        if not _LABEL.fullmatch(label):
+            return False
+        if label.startswith("xn--"):
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                return False
+    return True
 
 
 class GuardedResolver(AbstractResolver):

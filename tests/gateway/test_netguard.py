@@ -90,3 +90,10 @@ def test_the_upstream_client_refuses_blocked_ip_literals_itself(nothing_allowed)
         return connections
 
     assert asyncio.run(scenario()) == 0
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[::1]]/v1", "http://h:99999/v1", "http://xn--/v1"])
+def test_malformed_provider_base_urls_are_a_form_error_not_a_crash(workspace, url):
+    with pytest.raises(ValidationError) as info:
+        services.provider_create(workspace=workspace, slug="bad", base_url=url)
+    assert "base_url" in info.value.message_dict
