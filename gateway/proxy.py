@@ -283,10 +283,12 @@ _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 
 class _ConnectionKey(NamedTuple):
-    # What aiohttp's ClientConnectorError formats ("Cannot connect to host h:p ssl:default").
+    # What aiohttp's ClientConnectorError formats ("Cannot connect to host h:p ssl:default");
+    # the certificate error formats is_ssl.
     host: str
     port: int | None
     ssl: bool
+    is_ssl: bool = False
 
 
 def _is_ip(host: str) -> bool:
@@ -746,7 +748,7 @@ class UpstreamClient:
             if deadline is not None and self.loop.time() >= deadline:
                 raise
             raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from None
-        conn_key = _ConnectionKey(host, port, True)
+        conn_key = _ConnectionKey(host, port, True, is_tls)
         if isinstance(last, ssl.SSLCertVerificationError):
             raise aiohttp.ClientConnectorCertificateError(conn_key, last)
         if isinstance(last, ssl.SSLError):

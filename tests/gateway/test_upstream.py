@@ -344,8 +344,10 @@ def test_tls_is_verified(tmp_path, monkeypatch):
         timeout = aiohttp.ClientTimeout(total=5)
         client = UpstreamClient(resolver=netguard.GuardedResolver())
         # An unknown issuer is refused, as aiohttp refuses it.
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        with pytest.raises(aiohttp.ClientConnectorCertificateError) as info:
             await client.request("GET", url, {}, None, timeout, base_path="")
+        # Readable, as the dashboard's connection test shows it (formatting it raised before).
+        assert str(info.value).startswith("Cannot connect to host 127.0.0.1:")
         # Trusted, the exchange works over TLS.
         trusting = ssl.create_default_context(cafile=str(cert))
         monkeypatch.setattr(proxy, "_SSL_CONTEXT", trusting)
