@@ -485,7 +485,7 @@ class GatewayApp:
             try:
                 ms = parse_int(timeout_ms, param="x-portkey-request-timeout", minimum=1, maximum=MAX_REQUEST_TIMEOUT_MS)
             except InvalidParameter as exc:
-                raise GatewayError(400, exc.message[:-1] + " (milliseconds).", param=exc.param) from None
+                raise GatewayError(400, exc.message.removesuffix(".") + " (milliseconds).", param=exc.param) from None
             timeout = aiohttp.ClientTimeout(total=ms / 1000)
         else:
             timeout = _conf.upstream_timeout
