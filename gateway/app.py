@@ -32,6 +32,7 @@ from django.db import connections
 from yarl import URL
 
 from analytics.ids import new_uuid7
+from config.parsing import InvalidParameter, parse_int
 from gateway import netguard, proxy
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authenticate_cached, provider_cache
 from gateway.errors import GatewayError
@@ -44,6 +45,7 @@ log = logging.getLogger("portico.gateway")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 INFERENCE_SCOPE = "inference"
+MAX_REQUEST_TIMEOUT_MS = 24 * 3600 * 1000  # x-portkey-request-timeout: a day is more than any call
 # Endpoints whose JSON body is read for model/stream/user and whose streams carry usage.
 _GENERATION = {"/chat/completions", "/completions"}
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
@@ -104,6 +106,29 @@ def _upstream_guard(url: str, allowed_networks: tuple[str, ...]) -> str | None:
 def _upstream_url(url: str) -> URL:
     # What aiohttp would build from the string on every call.
     return URL(url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _confined_endpoint(path: str) -> str | None:
+    """The endpoint to forward for a ``/v1/...`` path, or None when the path leaves ``/v1/``
+    once percent-decoded and its dot segments resolved (``/v1/../admin``, ``/v1/%2e%2e/``,
+    ``/v1/..%2f``, backslashes): appended to the provider's base URL it would reach another path
+    of the provider's host with the provider's secret attached. Clients resolve dot segments
+    before sending; a path that still has some is forwarded resolved, so the upstream reads
+    the path that was checked. Memoised: a deployment sees a handful of distinct paths."""
+    try:
+        resolved = netguard.resolve_path(path)
+    except netguard.PathOutsideBaseError:
+        return None
+    if not resolved.startswith("/v1/"):
+        return None
+    return path[3:] if resolved == path else resolved[3:]
+
+
+@functools.lru_cache(maxsize=256)
+def _base_path(base_url: str) -> str:
+    # The path every upstream URL built on ``base_url`` must stay under (checked by the client).
+    return netguard.resolve_path(URL(base_url).raw_path)
 
 
 _conf = _Conf()
@@ -321,6 +346,10 @@ class GatewayApp:
         ctx.snapshot = snapshot
         ctx.api_key_id = snapshot.key_id
         ctx.store_body = ctx.store_body and snapshot.store_bodies
+        endpoint = _confined_endpoint(scope["path"])
+        if endpoint is None:
+            raise _path_outside_v1()
+        ctx.endpoint = endpoint
         ctx.body = await self._read_body(receive, conf.max_body_bytes)
         ctx.provider = headers.get("x-portkey-provider", "")
         if INFERENCE_SCOPE not in snapshot.scopes:
@@ -385,10 +414,18 @@ class GatewayApp:
                     type="permission_error",
                     param="x-portkey-custom-host",
                 )
+            try:
+                base_url = (
+                    netguard.clean_upstream_base(custom_host, param="x-portkey-custom-host")
+                    if custom_host
+                    else OPENAI_BASE_URL
+                )
+            except InvalidParameter as exc:
+                raise _invalid(exc) from None
             # The caller's own provider key travels in Authorization, unless Authorization
             # carried the Portico key itself.
             secret = "" if key_in_bearer else _bearer(ctx.client_headers)
-            return (custom_host.rstrip("/") or OPENAI_BASE_URL), secret
+            return base_url, secret
         slug = name[1:] if name.startswith("@") else name
         cache_key = (snapshot.workspace_id, slug)
         provider: ProviderSnapshot | None = provider_cache.peek(cache_key, _MISSING)
@@ -432,13 +469,11 @@ class GatewayApp:
         query = scope.get("query_string")
         timeout_ms = ctx.client_headers.get("x-portkey-request-timeout", "").strip()
         if timeout_ms:
-            if not timeout_ms.isdigit() or int(timeout_ms) <= 0:
-                raise GatewayError(
-                    400,
-                    "x-portkey-request-timeout must be a positive integer (milliseconds).",
-                    param="x-portkey-request-timeout",
-                )
-            timeout = aiohttp.ClientTimeout(total=int(timeout_ms) / 1000)
+            try:
+                ms = parse_int(timeout_ms, param="x-portkey-request-timeout", minimum=1, maximum=MAX_REQUEST_TIMEOUT_MS)
+            except InvalidParameter as exc:
+                raise GatewayError(400, exc.message.removesuffix(".") + " (milliseconds).", param=exc.param) from None
+            timeout = aiohttp.ClientTimeout(total=ms / 1000)
         else:
             timeout = _conf.upstream_timeout
         try:
@@ -452,9 +487,12 @@ class GatewayApp:
                 proxy.upstream_headers(ctx.client_headers, secret),
                 body or None,
                 timeout,
+                base_path=_base_path(base_url),
             )
         except TimeoutError:
             raise self._timeout_error(timeout_ms) from None
+        except netguard.PathOutsideBaseError:
+            raise _path_outside_v1() from None
         except netguard.BlockedUpstreamError as exc:
             raise _blocked(exc) from None
         except aiohttp.ClientError as exc:
@@ -658,6 +696,19 @@ def _metadata_after_error(ctx: RequestContext) -> dict[str, str]:
         log.exception("could not resolve metadata for the log of a failed request")
         ctx.metadata = {}
     return ctx.metadata
+
+
+def _invalid(exc: InvalidParameter) -> GatewayError:
+    return GatewayError(400, exc.message, param=exc.param)
+
+
+def _path_outside_v1() -> GatewayError:
+    return GatewayError(
+        400,
+        "The request path leaves /v1/ once percent-encoding and '..' segments are resolved; "
+        "send the API path itself, e.g. /v1/chat/completions.",
+        code="invalid_path",
+    )
 
 
 def _blocked(exc: Exception) -> GatewayError:

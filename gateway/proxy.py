@@ -305,10 +305,12 @@ _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 
 
 class _ConnectionKey(NamedTuple):
-    # What aiohttp's ClientConnectorError formats ("Cannot connect to host h:p ssl:default").
+    # What aiohttp's ClientConnectorError formats ("Cannot connect to host h:p ssl:default");
+    # the certificate error formats is_ssl.
     host: str
     port: int | None
     ssl: bool
+    is_ssl: bool = False
 
 
 def _is_ip(host: str) -> bool:
@@ -657,13 +659,24 @@ class UpstreamClient:
         self.closed = False
 
     async def request(
-        self, method: str, url: URL, headers: dict[str, str], body: bytes | None, timeout: aiohttp.ClientTimeout
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: aiohttp.ClientTimeout,
+        *,
+        base_path: str,
     ) -> UpstreamResponse:
-        """Send the request and wait for the answer's status and headers."""
+        """Send the request and wait for the answer's status and headers. ``url`` must stay
+        under ``base_path`` (the provider's base path) once resolved: the provider's secret is
+        in ``headers``, and another path of its host is not the provider."""
         if url.scheme not in ("http", "https"):
             raise aiohttp.NonHttpUrlClientError(url)
         if not url.raw_host:
             raise aiohttp.InvalidUrlClientError(url)
+        if not netguard.is_within(url.raw_path, base_path):
+            raise netguard.PathOutsideBaseError(f"{url.path} is outside the provider's base path {base_path}")
         loop = self.loop
         deadline = loop.time() + timeout.total if timeout.total else None
         head = _request_head(method, url, headers, body)
@@ -757,7 +770,7 @@ class UpstreamClient:
             if deadline is not None and self.loop.time() >= deadline:
                 raise
             raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from None
-        conn_key = _ConnectionKey(host, port, True)
+        conn_key = _ConnectionKey(host, port, True, is_tls)
         if isinstance(last, ssl.SSLCertVerificationError):
             raise aiohttp.ClientConnectorCertificateError(conn_key, last)
         if isinstance(last, ssl.SSLError):
@@ -766,6 +779,10 @@ class UpstreamClient:
 
     async def _resolve(self, host: str, port: int | None) -> list[dict]:
         if _is_ip(host):
+            # Literals are not resolved, so the guard the resolver applies to names runs here
+            # (once per new connection; the gateway also refuses them before calling).
+            if netguard.is_blocked(host):
+                raise netguard.BlockedUpstreamError(f"{host} is in a network the gateway may not call")
             return [{"host": host, "port": port, "family": 0}]
         now = self.loop.time()
         cached = self._dns.get((host, port))

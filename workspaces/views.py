@@ -6,13 +6,8 @@ changes."""
 
 from __future__ import annotations
 
-import socket
-import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -325,36 +320,26 @@ def settings_provider_test(request: HttpRequest, access: WorkspaceAccess, provid
 
 
 def check_provider(provider: Provider) -> tuple[bool, str]:
-    """(reachable and accepted the key, a sentence saying what happened)."""
-    from gateway import netguard
+    """(reachable and accepted the key, a sentence saying what happened). The call goes through
+    the gateway's guarded client: the SSRF guard applies to the address actually connected to,
+    and a redirect is reported, not followed (it would carry the secret to another host)."""
+    from gateway.probe import probe_upstream
 
     url = provider.base_url.rstrip("/") + "/models"
-    host = urlsplit(url).hostname or ""
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
-    except OSError as exc:
-        return False, f"Cannot resolve {host}: {exc.strerror or exc}."
-    if any(netguard.is_blocked(address) for address in addresses):
-        return False, f"{host} is in a network the gateway may not call (see UPSTREAM_ALLOWED_NETWORKS)."
-    headers = {"Accept": "application/json"}
-    if provider.has_secret:
-        headers["Authorization"] = f"Bearer {provider.get_secret()}"
-    started = time.monotonic()
-    try:
-        # http/https only: base_url is a URLField.
-        request = urllib.request.Request(url, headers=headers)  # noqa: S310
-        with urllib.request.urlopen(request, timeout=TEST_TIMEOUT_SECONDS) as response:  # noqa: S310
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return False, f"Could not connect to {url}: {reason}."
-    elapsed = (time.monotonic() - started) * 1000
+    result = probe_upstream(url, secret=provider.get_secret(), timeout=TEST_TIMEOUT_SECONDS)
+    status, elapsed = result.status, result.elapsed_ms
+    if status is None:
+        return False, f"Could not connect to {url}: {result.error}."
     if 200 <= status < 300:
         return True, f"Connected: GET {url} answered {status} in {elapsed:.0f} ms."
     if status in (401, 403):
         return False, f"Reached {url}, but it refused the stored key ({status}). Rotate the secret."
+    if 300 <= status < 400:
+        return False, (
+            f"GET {url} answered {status}, a redirect to {result.location or 'an unnamed location'}. "
+            "The gateway does not follow redirects (the key would go to another address): "
+            "set the base URL to the address the provider serves from."
+        )
     return False, f"GET {url} answered {status} in {elapsed:.0f} ms."
 
 

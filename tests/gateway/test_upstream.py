@@ -88,6 +88,7 @@ async def call(server: Server, method="POST", body=b'{"a":1}', headers=None, tim
             headers or {"content-type": "application/json"},
             body,
             timeout or aiohttp.ClientTimeout(sock_connect=5, sock_read=5),
+            base_path="/v1",
         )
         data = await resp.read()
         resp.release()
@@ -124,9 +125,11 @@ def test_it_refuses_header_injection_and_non_http_urls():
         client = UpstreamClient(resolver=netguard.GuardedResolver())
         timeout = aiohttp.ClientTimeout(total=1)
         with pytest.raises(ValueError):
-            await client.request("POST", URL("http://127.0.0.1:9/x"), {"x-a": "1\r\nx-b: 2"}, b"", timeout)
+            await client.request(
+                "POST", URL("http://127.0.0.1:9/x"), {"x-a": "1\r\nx-b: 2"}, b"", timeout, base_path=""
+            )
         with pytest.raises(aiohttp.NonHttpUrlClientError):
-            await client.request("POST", URL("ftp://127.0.0.1/x"), {}, b"", timeout)
+            await client.request("POST", URL("ftp://127.0.0.1/x"), {}, b"", timeout, base_path="")
         await client.close()
 
     run(scenario())
@@ -182,7 +185,7 @@ def test_it_reuses_connections_and_respects_connection_close():
             client = UpstreamClient(resolver=netguard.GuardedResolver())
             timeout = aiohttp.ClientTimeout(sock_read=5)
             for _ in range(4):
-                resp = await client.request("POST", server.url(), {}, b"x", timeout)
+                resp = await client.request("POST", server.url(), {}, b"x", timeout, base_path="")
                 assert await resp.read() == OK_JSON
                 resp.release()
             await client.close()
@@ -206,7 +209,9 @@ def test_it_streams_large_bodies_with_back_pressure():
     async def scenario():
         async with Server([slow_big]) as server:
             client = UpstreamClient(resolver=netguard.GuardedResolver())
-            resp = await client.request("POST", server.url(), {}, b"x", aiohttp.ClientTimeout(sock_read=5))
+            resp = await client.request(
+                "POST", server.url(), {}, b"x", aiohttp.ClientTimeout(sock_read=5), base_path=""
+            )
             total = 0
             async for chunk in resp.content.iter_any():
                 total += len(chunk)
@@ -239,7 +244,9 @@ def test_failures_raise_aiohttp_errors():
             dead = s.getsockname()[1]
         client = UpstreamClient(resolver=netguard.GuardedResolver())
         with pytest.raises(aiohttp.ClientConnectorError):
-            await client.request("POST", URL(f"http://127.0.0.1:{dead}/"), {}, b"", aiohttp.ClientTimeout(total=2))
+            await client.request(
+                "POST", URL(f"http://127.0.0.1:{dead}/"), {}, b"", aiohttp.ClientTimeout(total=2), base_path=""
+            )
         await client.close()
 
     run(scenario())
@@ -271,7 +278,9 @@ def test_names_resolving_to_blocked_networks_are_refused(settings):
     async def scenario():
         client = UpstreamClient(resolver=netguard.GuardedResolver())
         with pytest.raises(netguard.BlockedUpstreamError):
-            await client.request("POST", URL("http://localhost:9/v1"), {}, b"", aiohttp.ClientTimeout(total=2))
+            await client.request(
+                "POST", URL("http://localhost:9/v1"), {}, b"", aiohttp.ClientTimeout(total=2), base_path=""
+            )
         await client.close()
 
     run(scenario())
@@ -335,12 +344,14 @@ def test_tls_is_verified(tmp_path, monkeypatch):
         timeout = aiohttp.ClientTimeout(total=5)
         client = UpstreamClient(resolver=netguard.GuardedResolver())
         # An unknown issuer is refused, as aiohttp refuses it.
-        with pytest.raises(aiohttp.ClientConnectorCertificateError):
-            await client.request("GET", url, {}, None, timeout)
+        with pytest.raises(aiohttp.ClientConnectorCertificateError) as info:
+            await client.request("GET", url, {}, None, timeout, base_path="")
+        # Readable, as the dashboard's connection test shows it (formatting it raised before).
+        assert str(info.value).startswith("Cannot connect to host 127.0.0.1:")
         # Trusted, the exchange works over TLS.
         trusting = ssl.create_default_context(cafile=str(cert))
         monkeypatch.setattr(proxy, "_SSL_CONTEXT", trusting)
-        resp = await client.request("GET", url, {}, None, timeout)
+        resp = await client.request("GET", url, {}, None, timeout, base_path="")
         data = await resp.read()
         resp.release()
         await client.close()

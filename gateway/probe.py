@@ -1,0 +1,68 @@
+"""One GET to a provider through the gateway's own upstream client, for the dashboard's "Test
+connection": the same SSRF guard as a real call (IP literals checked, names resolved once by
+the guarding resolver and the connection made to the address that was checked, so a DNS
+answer cannot change in between), and no redirect followed (the provider's secret is never
+sent to another host; a 3xx is reported). This is the one function other apps call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiohttp
+from asgiref.sync import async_to_sync
+from yarl import URL
+
+from gateway import netguard, proxy
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    status: int | None  # the provider's answer; None when it was not reached
+    error: str = ""  # why it was not reached
+    location: str = ""  # where a 3xx answer pointed (not followed)
+    elapsed_ms: float = 0.0
+
+
+def probe_upstream(url: str, *, secret: str, timeout: float) -> ProbeResult:
+    """GET ``url`` with ``Authorization: Bearer <secret>`` (when there is one) and report the
+    answer's status without reading its body."""
+    return async_to_sync(_probe)(url, secret, timeout)
+
+
+async def _probe(url: str, secret: str, timeout: float) -> ProbeResult:
+    try:
+        target = URL(url)
+        netguard.check_url(url)
+    except (ValueError, UnicodeError):
+        return ProbeResult(None, error="it is not a valid URL")
+    except netguard.BlockedUpstreamError as exc:
+        return ProbeResult(None, error=_blocked(exc))
+    headers = {"accept": "application/json"}
+    if secret:
+        headers["authorization"] = f"Bearer {secret}"
+    client = proxy.UpstreamClient(resolver=netguard.GuardedResolver())
+    started = time.monotonic()
+    try:
+        resp = await client.request(
+            "GET", target, headers, None, aiohttp.ClientTimeout(total=timeout), base_path=target.path
+        )
+        resp.close()  # the status is the answer; the body is not needed
+    except netguard.BlockedUpstreamError as exc:
+        return ProbeResult(None, error=_blocked(exc))
+    except aiohttp.ClientError as exc:
+        if isinstance(getattr(exc, "os_error", None), netguard.BlockedUpstreamError):
+            return ProbeResult(None, error=_blocked(exc.os_error))
+        return ProbeResult(None, error=str(exc) or type(exc).__name__)
+    except TimeoutError:
+        return ProbeResult(None, error=f"no answer within {timeout:g} s")
+    except (OSError, ValueError) as exc:
+        return ProbeResult(None, error=str(exc) or type(exc).__name__)
+    finally:
+        await client.close()
+    location = next((v.decode("latin-1") for k, v in resp.raw_headers if k.lower() == b"location"), "")
+    return ProbeResult(resp.status, location=location, elapsed_ms=(time.monotonic() - started) * 1000)
+
+
+def _blocked(exc: Exception) -> str:
+    return f"{exc} (see UPSTREAM_ALLOWED_NETWORKS)"
