@@ -179,8 +179,15 @@ class Provider(models.Model):
         return f"@{self.slug}"
 
     def clean(self) -> None:
-        from gateway.netguard import BlockedUpstreamError, check_url
+        from config.parsing import InvalidParameter
+        from gateway.netguard import BlockedUpstreamError, check_url, clean_upstream_base
 
+        try:
+            # The same shape rules as x-portkey-custom-host (no credentials, query or dot
+            # segments), then the SSRF guard.
+            clean_upstream_base(self.base_url or "", param="base_url")
+        except InvalidParameter as exc:
+            raise ValidationError({"base_url": exc.message.removeprefix("base_url: ")}) from None
         try:
             check_url(self.base_url or "")
         except BlockedUpstreamError as exc:

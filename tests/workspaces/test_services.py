@@ -115,3 +115,15 @@ def test_it_allows_a_provider_without_a_secret(workspace):
     provider = services.provider_create(workspace=workspace, slug="local", base_url="http://localhost:11434/v1")
     assert not provider.has_secret
     assert provider.get_secret() == ""
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["https://user:pw@api.example.com/v1", "https://api.example.com/v1?x=1", "https://api.example.com/v1/../admin"],
+)
+def test_it_holds_provider_base_urls_to_the_custom_host_rules(workspace, base_url):
+    # A stored base URL is forwarded to exactly like x-portkey-custom-host, so the same
+    # shape rules apply: no credentials, query or dot segments.
+    with pytest.raises(ValidationError) as exc:
+        services.provider_create(workspace=workspace, slug="bad", base_url=base_url)
+    assert "base_url" in exc.value.message_dict
