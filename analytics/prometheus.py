@@ -38,10 +38,11 @@ def metrics_enabled() -> bool:
     return settings.METRICS_ENABLED
 
 
-def join_metrics_dir() -> Path:
+def join_metrics_dir(directory: Path | None = None) -> Path:
     """Make this process one of the directory's writers (idempotent; forked children inherit
-    the parent's lock). Call before creating any metric: files made before a wipe are lost."""
-    directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    the parent's lock). Call before creating any metric: files made before a wipe are lost.
+    ``directory`` defaults to the one prometheus_client writes to."""
+    directory = directory or Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     if str(directory) in _joined:
         return directory
     directory.mkdir(parents=True, exist_ok=True)
