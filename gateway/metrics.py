@@ -37,6 +37,13 @@ _STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 _SINKS = {"to_redis": "redis", "to_database": "database", "spooled": "spool"}
 
 
+_NO_METADATA: dict = {}
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else "" if value is None else str(value)
+
+
 def _dollars(cost: Any) -> float:
     # Decimal strings from gateway/pricing.py; anything else (or NaN) would poison the counter.
     try:
@@ -64,45 +71,39 @@ class LabelCap:
 
 
 class _Group:
-    """What one batch adds to one label set."""
+    """What one batch adds to one raw label set: counts, token and cost sums, and the latencies
+    (milliseconds) still to be sorted into buckets."""
 
-    __slots__ = ("completion_tokens", "cost", "count", "duration", "first_chunk", "prompt_tokens", "upstream")
+    __slots__ = ("completion_tokens", "cost", "count", "durations", "first_chunks", "prompt_tokens", "upstreams")
 
     def __init__(self) -> None:
         self.count = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost = 0.0
-        self.duration = _Observed()
-        self.upstream = _Observed()
-        self.first_chunk = _Observed()
+        self.durations: list = []
+        self.upstreams: list = []
+        self.first_chunks: list = []
 
 
-class _Observed:
-    """Histogram observations of one batch: per-bucket counts (not cumulative) and their sum."""
+def _observe(child: Histogram, milliseconds: list) -> None:
+    """Add a batch's latencies to a histogram child: one write per bucket that changed.
 
-    __slots__ = ("buckets", "total")
-
-    def __init__(self) -> None:
-        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
-        self.total = 0.0
-
-    def add(self, milliseconds: Any) -> None:
-        if type(milliseconds) is float or type(milliseconds) is int:
-            seconds = milliseconds / 1000
-            self.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self.total += seconds
-
-    def apply(self, child: Histogram) -> None:
-        # prometheus_client's Histogram.observe adds one observation; adding a batch's counts
-        # per bucket writes each bucket once. _buckets/_sum are the values observe() updates
-        # (tests/monitoring checks the exposed histogram against the records).
-        if not self.total and not any(self.buckets):
-            return
-        for index, count in enumerate(self.buckets):
-            if count:
-                child._buckets[index].inc(count)
-        child._sum.inc(self.total)
+    prometheus_client's Histogram.observe adds one observation at a time (two memory-mapped
+    writes each); _buckets (one value per bucket, not cumulative) and _sum are the values it
+    updates (tests/monitoring checks the exposed histogram against the records)."""
+    counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+    total = 0.0
+    for value in milliseconds:
+        if type(value) is float or type(value) is int:
+            seconds = value / 1000
+            counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            total += seconds
+    for index, count in enumerate(counts):
+        if count:
+            child._buckets[index].inc(count)
+    if total:
+        child._sum.inc(total)
 
 
 class GatewayMetrics:
@@ -158,46 +159,52 @@ class GatewayMetrics:
         self._children: dict[tuple, tuple] = {}
 
     # --- records ---------------------------------------------------------------------------
-    def labels_of(self, record: dict) -> tuple[str, ...]:
+    def labels_of(self, provider: Any, model: Any, status: Any, *metadata_values: Any) -> tuple[str, ...]:
+        """The capped label values of one raw label set (as ``observe_records`` groups records)."""
         cap = self.cap
-        status = record.get("status_code")
-        status_class = _STATUS_CLASSES.get(status // 100, "other") if type(status) is int else "other"
-        values = [cap(0, str(record.get("provider") or "")), cap(1, str(record.get("model") or "")), status_class]
-        metadata = record.get("metadata")
-        if self.metadata_labels:
-            if type(metadata) is not dict:
-                metadata = {}
-            for position, key in enumerate(self.metadata_labels, start=3):
-                value = metadata.get(key)
-                if value is None:
-                    values.append("")
-                else:
-                    values.append(cap(position, value if type(value) is str else str(value)))
+        status_class = _STATUS_CLASSES.get(status // 100, OTHER) if type(status) is int else OTHER
+        values = [cap(0, _text(provider)), cap(1, _text(model)), status_class]
+        for position, value in enumerate(metadata_values, start=3):
+            values.append("" if value is None else cap(position, _text(value)))
         return tuple(values)
 
     def observe_records(self, records: list[dict]) -> None:
+        # Grouped by the raw values first (a tuple and a dict lookup per record); caps and label
+        # children are then looked up once per group, and each metric written once per group.
         groups: dict[tuple, _Group] = {}
+        keys = self.metadata_labels
         for record in records:
             if type(record) is not dict:
                 continue
-            labels = self.labels_of(record)
-            group = groups.get(labels)
+            get = record.get
+            if keys:
+                metadata = get("metadata")
+                if type(metadata) is not dict:
+                    metadata = _NO_METADATA
+                raw = (get("provider"), get("model"), get("status_code"), *[metadata.get(key) for key in keys])
+            else:
+                raw = (get("provider"), get("model"), get("status_code"))
+            try:
+                group = groups.get(raw)
+            except TypeError:  # an unhashable value (a list in metadata): its text stands in
+                raw = tuple(map(_text, raw))
+                group = groups.get(raw)
             if group is None:
-                group = groups[labels] = _Group()
+                group = groups[raw] = _Group()
             group.count += 1
-            group.duration.add(record.get("latency_ms"))
-            group.upstream.add(record.get("upstream_latency_ms"))
-            if record.get("is_stream"):
-                group.first_chunk.add(record.get("ttft_ms"))
-            prompt, completion = record.get("prompt_tokens"), record.get("completion_tokens")
+            group.durations.append(get("latency_ms"))
+            group.upstreams.append(get("upstream_latency_ms"))
+            if get("is_stream"):
+                group.first_chunks.append(get("ttft_ms"))
+            prompt, completion, cost = get("prompt_tokens"), get("completion_tokens"), get("cost")
             if type(prompt) is int:
                 group.prompt_tokens += prompt
             if type(completion) is int:
                 group.completion_tokens += completion
-            if (cost := record.get("cost")) is not None:
+            if cost is not None:
                 group.cost += _dollars(cost)
-        for labels, group in groups.items():
-            self._apply(labels, group)
+        for raw, group in groups.items():
+            self._apply(self.labels_of(*raw), group)
 
     def _apply(self, labels: tuple[str, ...], group: _Group) -> None:
         children = self._children.get(labels)
@@ -213,9 +220,10 @@ class GatewayMetrics:
             )
         requests, duration, upstream, first_chunk, tokens_in, tokens_out, cost = children
         requests.inc(group.count)
-        group.duration.apply(duration)
-        group.upstream.apply(upstream)
-        group.first_chunk.apply(first_chunk)
+        _observe(duration, group.durations)
+        _observe(upstream, group.upstreams)
+        if group.first_chunks:
+            _observe(first_chunk, group.first_chunks)
         if group.prompt_tokens:
             tokens_in.inc(group.prompt_tokens)
         if group.completion_tokens:
