@@ -1,5 +1,7 @@
-"""Metrics fixtures. The live gateway fixtures are the gateway tests' own (tests/gateway/conftest.py):
-a real uvicorn server in front of the real mock upstream."""
+"""Metrics fixtures and helpers. The test with a real Prometheus scraping the live gateway is
+tests/gateway/test_prometheus.py: the live server is one per test process (its fixtures live in
+tests/gateway/conftest.py; a second server on the same ASGI app would share its upstream client
+across event loops)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics.prometheus import render_metrics
-from tests.gateway.conftest import gateway_url, gw, log_consumer, upstream  # noqa: F401 - fixtures
 
 TOKEN = "test-metrics-token"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.monitoring.conftest import TOKEN
+from tests.monitoring.conftest import TOKEN, metrics_on, unique  # noqa: F401 - fixtures
 
 PROMETHEUS = Path("/usr/bin/prometheus")  # .ci/run installs Debian's package
 
@@ -92,7 +92,7 @@ def metadata(**values: str) -> dict[str, str]:
     return {"x-portkey-metadata": json.dumps(values)}
 
 
-def test_prometheus_scrapes_requests_by_metadata_label(metrics_on, gw, prometheus, unique):
+def test_prometheus_scrapes_requests_by_metadata_label(metrics_on, gw, prometheus, unique):  # noqa: F811
     production = {**gw.headers(), **metadata(environment="production", feature=unique)}
     staging = {**gw.headers(), **metadata(environment="staging", feature=unique)}
     for headers in (production, production, production, staging):
