@@ -188,10 +188,10 @@ class PipelineHealthCollector(Collector):
             waiting_since.append(oldest)
 
     def _database(self) -> Iterator[GaugeMetricFamily]:
-        from django.db import close_old_connections, connection
+        from django.db import connection
 
+        # Served by a Django view: the request cycle already recycles stale connections.
         try:
-            close_old_connections()
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
             up = 1
