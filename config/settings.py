@@ -326,3 +326,33 @@ LOGGING = {
         "level": env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper(),
     },
 }
+
+# --- Metrics (Prometheus; analytics/prometheus.py, gateway/metrics.py, analytics/health.py) -----
+# GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>". Without a token metrics are off
+# (not collected, /metrics answers 404), except with DEBUG, where /metrics is open.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+METRICS_ENABLED = bool(METRICS_TOKEN) or DEBUG
+# Metadata keys that become labels of the gateway metrics; each must be a Prometheus label name.
+METRICS_METADATA_LABELS = env_list("METRICS_METADATA_LABELS")
+_RESERVED_METRIC_LABELS = {"provider", "model", "status_class", "type", "le", "sink", "result", "job", "instance"}
+for _label in METRICS_METADATA_LABELS:
+    # An ASCII identifier is exactly a Prometheus label name: [a-zA-Z_][a-zA-Z0-9_]*.
+    if not (_label.isascii() and _label.isidentifier()) or _label.startswith("__"):
+        raise ImproperlyConfigured(
+            f"Environment variable METRICS_METADATA_LABELS has {_label!r}, which is not a Prometheus label name "
+            "(letters, digits and _, not starting with a digit or __)."
+        )
+    if _label in _RESERVED_METRIC_LABELS:
+        raise ImproperlyConfigured(
+            f"Environment variable METRICS_METADATA_LABELS has {_label!r}, which a Portico metric already uses as a label."
+        )
+if len(set(METRICS_METADATA_LABELS)) != len(METRICS_METADATA_LABELS):
+    raise ImproperlyConfigured("Environment variable METRICS_METADATA_LABELS names a key twice.")
+# Distinct values one label (model, provider, each metadata label) takes per process; values
+# first seen after that are counted under "other".
+METRICS_LABEL_MAX_VALUES = env_int("METRICS_LABEL_MAX_VALUES", 100, minimum=1, maximum=100_000)
+# Every Portico process (uvicorn workers, Celery) writes its metric values to files here and
+# /metrics adds them up (prometheus_client's multiprocess mode, which reads this variable).
+# Local to one host; emptied when the first Portico process using it starts.
+METRICS_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR") or VAR_DIR / "metrics")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)

@@ -170,6 +170,7 @@ class RequestContext:
         "store_body",
         "trace_id",
         "ttft_ms",
+        "upstream_ms",
         "usage",
     )
 
@@ -193,6 +194,7 @@ class RequestContext:
         self.metadata_changes: list[str] = []
         self.error_message = ""
         self.ttft_ms: float | None = None
+        self.upstream_ms: float | None = None  # sending upstream -> its answer relayed (metrics)
         self.usage = proxy.UsageTracker()
         self.cache_status = "DISABLED"
         debug = headers.get("x-portkey-debug")
@@ -476,6 +478,7 @@ class GatewayApp:
             timeout = aiohttp.ClientTimeout(total=ms / 1000)
         else:
             timeout = _conf.upstream_timeout
+        upstream_started = time.perf_counter()
         try:
             # The host decides the verdict, and a query string cannot change the host.
             blocked = _upstream_guard(url, _conf.allowed_networks)
@@ -511,6 +514,7 @@ class GatewayApp:
             else:
                 await self._relay_body(ctx, resp, send, timeout_ms)
         finally:
+            ctx.upstream_ms = (time.perf_counter() - upstream_started) * 1000
             # A connection whose stream was abandoned cannot go back to the pool.
             if ctx.status >= 499:
                 resp.close()
@@ -625,6 +629,7 @@ class GatewayApp:
             "is_stream": ctx.is_stream,
             "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
             "ttft_ms": round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
+            "upstream_latency_ms": round(ctx.upstream_ms, 3) if ctx.upstream_ms is not None else None,
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,

@@ -27,6 +27,8 @@ from django.conf import settings
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from gateway.metrics import observe_flush
+
 logger = logging.getLogger(__name__)
 
 _FROM_SETTINGS: Any = object()
@@ -154,6 +156,8 @@ class LogBuffer:
                     self._counters["failed"] += sum(map(len, self._retry))
                     break
             self._enforce_bound()
+            # Metrics come from the records (gateway/metrics.py): counted here, off the request path.
+            observe_flush(self, pending, self.stats)
 
     async def _deliver(self, batch: list[dict]) -> bool:
         count = len(batch)
