@@ -6,7 +6,6 @@ crafted cursor."""
 from __future__ import annotations
 
 import base64
-import uuid
 
 import orjson
 import pytest
@@ -129,7 +128,9 @@ def test_it_refuses_nul_in_text_filters(client, key, url, params, param):
     assert_names(get(client, url, key, **params), param)
 
 
-@pytest.mark.parametrize(("params", "param"), [({"group_by": "metadata.\x00"}, "group_by"), ({"interval": "\x00"}, "interval")])
+@pytest.mark.parametrize(
+    ("params", "param"), [({"group_by": "metadata.\x00"}, "group_by"), ({"interval": "\x00"}, "interval")]
+)
 def test_graph_parameters_refuse_nul(client, key, params, param):
     assert_names(get(client, "/api/v1/analytics/graphs/requests", key, **params), param)
 
