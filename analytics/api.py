@@ -44,6 +44,7 @@ from analytics.authentication import (
 )
 from analytics.filters import BooleanFilter, FloatFilter, IntegerFilter, LogFilter, WindowFilter
 from analytics.models import RequestLog
+from config.parsing import InvalidParameter, parse_int
 from workspaces.models import Workspace
 
 # --- Errors ------------------------------------------------------------------------------
@@ -215,9 +216,10 @@ def _int_param(request: Request, name: str, default: int, minimum: int, maximum:
     raw = request.query_params.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
-        raise _invalid(name, f"Enter a whole number from {minimum} to {maximum}.")
-    return int(raw)
+    try:
+        return parse_int(raw, param=name, minimum=minimum, maximum=maximum)
+    except InvalidParameter as exc:
+        raise _invalid(exc.param, exc.reason) from None
 
 
 def _log_filter(request: Request, workspace: Workspace, extra: set[str]) -> LogFilter:

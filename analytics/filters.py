@@ -26,10 +26,9 @@ On Postgres metadata equality is a containment test (``metadata @> {...}``) so t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import django_filters
@@ -46,17 +45,13 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from analytics.models import RequestLog
+from config.parsing import BIGINT_MAX, InvalidParameter, clean_text, parse_int, parse_timestamp
 
 DEFAULT_WINDOW = timedelta(days=7)
 METADATA_PREFIX = "metadata."
 METADATA_OPERATORS = ("ne", "in", "exists")
 MAX_LIST_ITEMS = 100
-_MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-_MAX_TIME = datetime(9000, 1, 1, tzinfo=UTC)
-_BIGINT_MAX = 2**63 - 1
 _NUMBER_LIMIT = Decimal(10) ** 12
-# "2024-05-01T10:00:00 02:00": a '+' in an unencoded query string arrives as a space.
-_SPACE_FOR_PLUS = re.compile(r"(T\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d(?::?\d\d)?)$")
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
@@ -64,23 +59,55 @@ _FALSE = {"false", "0", "no"}
 # --- Form fields -------------------------------------------------------------------------
 
 
+def _field_error(exc: InvalidParameter) -> ValidationError:
+    # The form keys the error by its field's name already; the reason alone follows it.
+    return ValidationError(exc.reason[:1].upper() + exc.reason[1:], code="invalid")
+
+
 class IsoDateTimeField(forms.Field):
-    """ISO 8601 date or date-time; naive values are UTC."""
+    """ISO 8601 date or date-time in UTC (config.parsing.parse_timestamp: naive values are UTC,
+    offsets normalised, 1970 to 9000)."""
 
     def to_python(self, value: str | None) -> datetime | None:
         if value in self.empty_values:
             return None
-        text = _SPACE_FOR_PLUS.sub(r"\1+\2", str(value).strip())
         try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValidationError("Enter an ISO 8601 date-time, e.g. 2025-01-31T12:00:00Z.", code="invalid") from None
-        # In UTC: Python accepts offsets up to +/-23:59, Postgres only up to 15:59 (found by
-        # schemathesis: "+23:21" reached the database as a 500).
-        parsed = parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        if not _MIN_TIME <= parsed < _MAX_TIME:
-            raise ValidationError("Enter a date-time between 1970 and 9000.", code="invalid")
-        return parsed
+            return parse_timestamp(value, param="value")
+        except InvalidParameter as exc:
+            raise _field_error(exc) from None
+
+
+class WholeNumberField(forms.Field):
+    """A whole number in ASCII digits within [min_value, max_value] (config.parsing.parse_int):
+    Django's IntegerField takes ``٣`` for 3 and leaves bigint overflow to the database."""
+
+    def __init__(self, *, min_value: int = 0, max_value: int = BIGINT_MAX, **kwargs) -> None:
+        self.min_value, self.max_value = min_value, max_value
+        super().__init__(**kwargs)
+
+    def to_python(self, value: str | None) -> int | None:
+        if value in self.empty_values:
+            return None
+        try:
+            return parse_int(value, param="value", minimum=self.min_value, maximum=self.max_value)
+        except InvalidParameter as exc:
+            raise _field_error(exc) from None
+
+
+class RequestTextField(forms.Field):
+    """Stripped text of at most ``max_length`` characters without NUL (config.parsing.clean_text)."""
+
+    def __init__(self, *, max_length: int = 200, **kwargs) -> None:
+        self.max_length = max_length
+        super().__init__(**kwargs)
+
+    def to_python(self, value: str | None) -> str:
+        if value in self.empty_values:
+            return ""
+        try:
+            return clean_text(value, param="value", max_length=self.max_length)
+        except InvalidParameter as exc:
+            raise _field_error(exc) from None
 
 
 class StrictBooleanField(forms.Field):
@@ -101,7 +128,7 @@ class CommaListField(forms.Field):
     """A comma-separated list; each item is cleaned by ``item_field``. Empty items are dropped."""
 
     def __init__(self, *, item_field: forms.Field | None = None, upper: bool = False, **kwargs) -> None:
-        self.item_field = item_field or forms.CharField(max_length=200)
+        self.item_field = item_field or RequestTextField(max_length=200)
         self.upper = upper
         super().__init__(**kwargs)
 
@@ -137,7 +164,7 @@ class ListFilter(django_filters.Filter):
 
 
 class IntegerFilter(django_filters.Filter):
-    field_class = forms.IntegerField
+    field_class = WholeNumberField
 
 
 class FloatFilter(django_filters.Filter):
@@ -157,16 +184,16 @@ class WindowFilter(django_filters.Filter):
         return qs
 
 
-def _status_item() -> forms.IntegerField:
-    return forms.IntegerField(min_value=100, max_value=599)
+def _status_item() -> WholeNumberField:
+    return WholeNumberField(min_value=100, max_value=599)
 
 
-def _id_item() -> forms.IntegerField:
-    return forms.IntegerField(min_value=1, max_value=_BIGINT_MAX)
+def _id_item() -> WholeNumberField:
+    return WholeNumberField(min_value=1, max_value=BIGINT_MAX)
 
 
-def _text_item(max_length: int = 200) -> forms.CharField:
-    return forms.CharField(max_length=max_length)
+def _text_item(max_length: int = 200) -> RequestTextField:
+    return RequestTextField(max_length=max_length)
 
 
 # --- Metadata conditions -----------------------------------------------------------------
@@ -205,12 +232,12 @@ class MetadataCondition:
         return self.op in ("eq", "in")
 
 
-def _clean_text(value: str, param: str, what: str) -> str:
-    if "\x00" in value:
-        raise ValidationError(f"Null characters are not allowed in {what}.")
-    if len(value) > 1000:
-        raise ValidationError(f"The {what} is too long.")
-    return value
+def _metadata_text(value: str, param: str) -> str:
+    """A metadata key or value as given (not stripped: values compare exactly)."""
+    try:
+        return clean_text(value, param=param, strip=False)
+    except InvalidParameter as exc:
+        raise _field_error(exc) from None
 
 
 def parse_metadata_param(param: str, raw_values: list[str]) -> list[MetadataCondition]:
@@ -223,10 +250,10 @@ def parse_metadata_param(param: str, raw_values: list[str]) -> list[MetadataCond
             break
     if not key:
         raise ValidationError("Name a metadata key: metadata.<key>=value.")
-    _clean_text(key, param, "metadata key")
+    _metadata_text(key, param)
     conditions = []
     for raw in raw_values:
-        value = _clean_text(raw, param, "value")
+        value = _metadata_text(raw, param)
         if value == "":
             continue
         if op == "exists":
@@ -256,7 +283,7 @@ def _scalar_text(value: object) -> str | None:
 
 def parse_metadata_json(raw: str) -> list[MetadataCondition]:
     """Portkey's ``metadata={"k": "v"}``: every pair must match."""
-    _clean_text(raw, "metadata", "value")
+    _metadata_text(raw, "metadata")
     if not raw.strip():
         return []
     try:
@@ -270,7 +297,9 @@ def parse_metadata_json(raw: str) -> list[MetadataCondition]:
         text = _scalar_text(value)
         if not key or text is None:
             raise ValidationError(f"'{key[:50]}': keys must be non-empty and values strings, numbers or booleans.")
-        conditions.append(MetadataCondition("metadata", key, "eq", (_clean_text(text, "metadata", "value"),)))
+        # Checked after decoding: JSON spells NUL as \u0000, which the raw text check cannot see.
+        key, text = _metadata_text(key, "metadata"), _metadata_text(text, "metadata")
+        conditions.append(MetadataCondition("metadata", key, "eq", (text,)))
     return conditions
 
 
@@ -310,12 +339,12 @@ class LogFilter(django_filters.FilterSet):
     cache_status = ListFilter(item_field=_text_item(16), upper=True, label="Cache statuses, comma separated.")
     cost_min = django_filters.NumberFilter("cost", "gte", **_bounded_decimal(label="Minimum cost."))
     cost_max = django_filters.NumberFilter("cost", "lte", **_bounded_decimal(label="Maximum cost."))
-    total_units_min = IntegerFilter("total_tokens", "gte", min_value=0, max_value=_BIGINT_MAX)
-    total_units_max = IntegerFilter("total_tokens", "lte", min_value=0, max_value=_BIGINT_MAX)
-    prompt_token_min = IntegerFilter("prompt_tokens", "gte", min_value=0, max_value=_BIGINT_MAX)
-    prompt_token_max = IntegerFilter("prompt_tokens", "lte", min_value=0, max_value=_BIGINT_MAX)
-    completion_token_min = IntegerFilter("completion_tokens", "gte", min_value=0, max_value=_BIGINT_MAX)
-    completion_token_max = IntegerFilter("completion_tokens", "lte", min_value=0, max_value=_BIGINT_MAX)
+    total_units_min = IntegerFilter("total_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    total_units_max = IntegerFilter("total_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
+    prompt_token_min = IntegerFilter("prompt_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    prompt_token_max = IntegerFilter("prompt_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
+    completion_token_min = IntegerFilter("completion_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    completion_token_max = IntegerFilter("completion_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
     latency_min = FloatFilter("latency_ms", "gte", min_value=0, label="Minimum latency (ms).")
     latency_max = FloatFilter("latency_ms", "lte", min_value=0, label="Maximum latency (ms).")
     metadata = django_filters.Filter(

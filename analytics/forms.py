@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import QueryDict
 from django.utils import timezone
 
 from analytics.filters import IsoDateTimeField, align_to_hours
+from config.parsing import clean_text
 
 PRESETS = {
     "1h": ("Last hour", timedelta(hours=1)),
@@ -90,7 +92,11 @@ def parse_window(params: QueryDict, *, now: datetime | None = None) -> tuple[Win
     form = WindowForm(params)
     errors: list[str] = []
     if not form.is_valid():
-        errors = [msg for messages in form.errors.values() for msg in messages]
+        errors = [
+            msg if name == NON_FIELD_ERRORS else f"{name}: {msg}"
+            for name, messages in form.errors.items()
+            for msg in messages
+        ]
         data = {}
     else:
         data = form.cleaned_data
@@ -130,10 +136,12 @@ GROUP_DIMENSIONS = {
 
 def parse_group(value: str | None, known_keys: list[str]) -> str:
     """``model``/``provider``/``api_key``/``user`` or ``metadata.<key>``; defaults to the first
-    metadata key other than ``_user``, else ``model``."""
+    metadata key other than ``_user``, else ``model``. Raises InvalidParameter for text no
+    metadata key can hold (NUL), which the page reports instead of grouping by a default."""
+    value = clean_text(value, param="group", max_length=137) if value else ""
     if value in GROUP_DIMENSIONS:
         return value
-    if value and value.startswith("metadata.") and len(value) > len("metadata.") and len(value) <= 137:
+    if value.startswith("metadata.") and len(value) > len("metadata."):
         return value
     for key in known_keys:
         if key != "_user":

@@ -26,6 +26,7 @@ from django.db.models.functions import Cast
 from django.http import Http404
 
 from analytics.models import Feedback, MetadataKey, RequestBody, RequestLog
+from config.parsing import parse_timestamp
 from workspaces.models import Workspace
 
 DEFAULT_PAGE_SIZE = 50
@@ -84,11 +85,16 @@ def encode_cursor(created_at: datetime, log_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """The (created_at, id) position a cursor names. Its time goes through parse_timestamp like
+    any request time: a crafted ``0001-01-01T00:00:00+23:59`` is refused here rather than
+    overflowing in SQLite or reaching Postgres unnormalised."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, log_id = orjson.loads(raw)
-        return datetime.fromisoformat(created), uuid.UUID(hex=log_id)
-    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):
+        if not isinstance(created, str) or not isinstance(log_id, str):
+            raise TypeError
+        return parse_timestamp(created, param="cursor"), uuid.UUID(hex=log_id)
+    except (binascii.Error, ValueError, TypeError, orjson.JSONDecodeError):  # InvalidParameter is a ValueError
         raise InvalidCursor("Invalid cursor: pass back the next_cursor of the previous page unchanged.") from None
 
 

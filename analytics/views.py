@@ -27,6 +27,7 @@ from analytics.filters import LogFilter
 from analytics.forms import GROUP_DIMENSIONS, PRESETS, Window, log_filter_data, parse_group, parse_window
 from analytics.models import MetadataKey, RequestLog
 from analytics.templatetags.dashboard import logs_query
+from config.parsing import InvalidParameter, clean_text, parse_int
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey
 
@@ -63,7 +64,10 @@ def _is_partial(request: HttpRequest, target: str = "results") -> bool:
 
 def _render(request: HttpRequest, page: str, partial: str, context: dict, target: str = "results") -> HttpResponse:
     template = partial if _is_partial(request, target) else page
-    response = render(request, template, context)
+    # A query string with errors still gets its page (the errors shown, defaults used), but as
+    # a 400 so a client or a monitor can tell. base.html has htmx swap 400s in as well.
+    status = 400 if context.get("window_errors") or context.get("filter_errors") else 200
+    response = render(request, template, context, status=status)
     # The same URL answers with a page or a fragment: caches must keep them apart.
     patch_vary_headers(response, ["HX-Request", "HX-Target"])
     return response
@@ -159,10 +163,17 @@ def _chips(params: QueryDict, api_keys: dict[int, str]) -> list[dict]:
                 continue
             label_value = value
             if name in ("api_key", "api_key_ids"):
-                label_value = ", ".join(api_keys.get(int(v), v) if v.isdigit() else v for v in value.split(","))
+                label_value = ", ".join(_api_key_label(v, api_keys) for v in value.split(","))
             label = name.removeprefix("metadata.").replace("__", " ") if name.startswith("metadata.") else name
             chips.append({"name": name, "value": value, "label": label, "label_value": label_value})
     return chips
+
+
+def _api_key_label(raw: str, api_keys: dict[int, str]) -> str:
+    try:
+        return api_keys.get(parse_int(raw, param="api_key"), raw)
+    except InvalidParameter:
+        return raw  # the filter reports it; the chip shows it as typed
 
 
 def _with_added_metadata(request: HttpRequest) -> str | None:
@@ -221,10 +232,13 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 @require_GET
 def log_rows(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The next page of the log table ("load more"), as table rows."""
-    window, _ = parse_window(request.GET)
+    window, errors = parse_window(request.GET)
     log_filter = _log_filter(request, window)
-    if not log_filter.is_valid():
-        return HttpResponse(status=400)
+    errors += [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
+    if errors:
+        return HttpResponse(
+            "Invalid filters: " + " ".join(errors), status=400, content_type="text/plain; charset=utf-8"
+        )
     try:
         rows, cursor = selectors.log_page(
             log_filter.qs.filter(workspace=access.workspace), cursor=request.GET.get("cursor"), limit=LOG_PAGE_SIZE
@@ -253,7 +267,10 @@ def log_detail(request: HttpRequest, access: WorkspaceAccess, log_id: str) -> Ht
 @require_GET
 def metadata_values(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """Value suggestions (a datalist) for the metadata key chosen in the filter bar."""
-    key = request.GET.get("add_key", "")
+    try:
+        key = clean_text(request.GET.get("add_key", ""), param="add_key", strip=False)
+    except InvalidParameter as exc:
+        return HttpResponse(exc.message, status=400, content_type="text/plain; charset=utf-8")
     row = MetadataKey.objects.filter(workspace=access.workspace, key=key).values("top_values").first()
     values = sorted((row or {}).get("top_values", {}).items(), key=lambda item: (-item[1], item[0]))[:50]
     return render(request, "dashboard/_value_options.html", {"values": [value for value, _ in values]})
@@ -263,9 +280,9 @@ def metadata_values(request: HttpRequest, access: WorkspaceAccess) -> HttpRespon
 @require_GET
 def log_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The filtered logs as CSV or JSONL (same filters as the table; at most 50,000 rows)."""
-    window, _ = parse_window(request.GET)
+    window, errors = parse_window(request.GET)
     log_filter = _log_filter(request, window)
-    if not log_filter.is_valid():
+    if errors or not log_filter.is_valid():
         return HttpResponse("Invalid filters: fix them on the logs page first.", status=400)
     fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
     chunks = _at_most(selectors.export_chunks(log_filter.qs.filter(workspace=access.workspace)), EXPORT_LIMIT)
@@ -298,7 +315,11 @@ def _sort(request: HttpRequest) -> tuple[str, bool]:
 def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     window, errors = parse_window(request.GET)
     known_keys = _known_keys(access)
-    group = parse_group(request.GET.get("group"), known_keys)
+    try:
+        group = parse_group(request.GET.get("group"), known_keys)
+    except InvalidParameter as exc:
+        errors.append(exc.message)
+        group = parse_group(None, known_keys)
     sort, desc = _sort(request)
     rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
     top = [row["raw"] for row in sorted(rows, key=lambda r: -r["requests"])[:5]]
@@ -337,8 +358,13 @@ def _drill_down(request: HttpRequest, access: WorkspaceAccess, rows: list[dict],
 @require_GET
 def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The summary table as shown (same window, grouping and sort) as CSV or JSONL."""
-    window, _ = parse_window(request.GET)
-    group = parse_group(request.GET.get("group"), _known_keys(access))
+    window, errors = parse_window(request.GET)
+    try:
+        group = parse_group(request.GET.get("group"), _known_keys(access))
+    except InvalidParameter as exc:
+        errors.append(exc.message)
+    if errors:
+        return HttpResponse("Invalid query: " + " ".join(errors), status=400, content_type="text/plain; charset=utf-8")
     sort, desc = _sort(request)
     rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
     fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"

@@ -36,6 +36,12 @@ class InvalidParameter(ValueError):
         self.param = param
         self.message = message
 
+    @property
+    def reason(self) -> str:
+        """The message without its leading ``param:``, for callers that name the parameter
+        themselves (a form field's error list, DRF's ``{param: [reason]}``)."""
+        return self.message.removeprefix(f"{self.param}: ")
+
 
 def parse_int(raw: object, *, param: str, minimum: int = BIGINT_MIN, maximum: int = BIGINT_MAX) -> int:
     """A whole number written in ASCII digits within [minimum, maximum]."""
@@ -65,7 +71,8 @@ def parse_timestamp(raw: object, *, param: str) -> datetime:
         parsed = raw
     else:
         text = str(raw).strip()
-        if len(text) > _MAX_TIME_CHARS:
+        # fromisoformat stops reading at a NUL ("2025-01-01\x00junk" parses): refuse it here.
+        if len(text) > _MAX_TIME_CHARS or "\x00" in text:
             raise _bad_time(param)
         text = _SPACE_FOR_PLUS.sub(r"\1+\2", text)
         try:
@@ -89,10 +96,11 @@ def _out_of_range(param: str) -> InvalidParameter:
     return InvalidParameter(param, f"{param}: enter a date-time between 1970 and 9000.")
 
 
-def clean_text(raw: object, *, param: str, max_length: int = 1000) -> str:
-    """Text from a request: stripped, at most ``max_length`` characters, no NUL byte (Postgres
-    refuses NUL in text; it is never part of a real value)."""
-    text = str(raw).strip()
+def clean_text(raw: object, *, param: str, max_length: int = 1000, strip: bool = True) -> str:
+    """Text from a request: stripped (unless ``strip=False``: metadata values compare exactly),
+    at most ``max_length`` characters, no NUL byte (Postgres refuses NUL in text; it is never
+    part of a real value)."""
+    text = str(raw).strip() if strip else str(raw)
     if "\x00" in text:
         raise InvalidParameter(param, f"{param}: must not contain NUL characters.")
     if len(text) > max_length:

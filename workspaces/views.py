@@ -18,6 +18,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from config.parsing import InvalidParameter, clean_text, parse_int
 from workspaces import services
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.forms import (
@@ -350,7 +351,7 @@ def check_provider(provider: Provider) -> tuple[bool, str]:
 @require_GET
 def audit(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     events = AuditEvent.objects.filter(workspace=access.workspace).select_related("actor")
-    filters = {name: request.GET.get(name, "").strip() for name in ("object_type", "via", "actor", "action")}
+    filters, errors = _audit_query(request)
     if filters["object_type"]:
         events = events.filter(object_type=filters["object_type"])
     if filters["via"]:
@@ -359,9 +360,8 @@ def audit(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         events = events.filter(actor_label__icontains=filters["actor"])
     if filters["action"]:
         events = events.filter(Q(action=filters["action"]) | Q(action__startswith=filters["action"] + "."))
-    before = request.GET.get("before", "")
-    if before.isdigit():
-        events = events.filter(id__lt=int(before))
+    if filters["before"]:
+        events = events.filter(id__lt=filters["before"])
     page = list(events.order_by("-id")[: AUDIT_PAGE_SIZE + 1])
     more = len(page) > AUDIT_PAGE_SIZE
     page = page[:AUDIT_PAGE_SIZE]
@@ -374,6 +374,25 @@ def audit(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         next_before=page[-1].id if more else None,
         object_types=["workspace", "api_key", "provider", "membership"],
         vias=AuditEvent.Via.values,
+        filter_errors=errors,
     )
     template = "dashboard/_audit.html" if request.headers.get("HX-Target") == "results" else "dashboard/audit.html"
-    return render(request, template, context)
+    return render(request, template, context, status=400 if errors else 200)
+
+
+def _audit_query(request: HttpRequest) -> tuple[dict, list[str]]:
+    """The audit page's filters and ``before`` cursor (an event id), through config.parsing; a
+    value it refuses is reported and ignored (NUL would be a database error on Postgres)."""
+    filters: dict = {}
+    errors = []
+    for name in ("object_type", "via", "actor", "action", "before"):
+        raw = request.GET.get(name, "")
+        try:
+            if name == "before":
+                filters[name] = parse_int(raw, param=name, minimum=1) if raw.strip() else None
+            else:
+                filters[name] = clean_text(raw, param=name, max_length=200)
+        except InvalidParameter as exc:
+            filters[name] = None if name == "before" else ""
+            errors.append(exc.message)
+    return filters, errors

@@ -27,7 +27,15 @@ def test_it_reads_integers_within_bounds():
 
 @pytest.mark.parametrize(
     "raw",
-    ["0001-01-01T00:00:00+23:59", "9999-12-31T23:59:59-23:59", "1969-12-31T23:59:59Z", "9000-01-01", "x", "2" * 5000],
+    [
+        "0001-01-01T00:00:00+23:59",
+        "9999-12-31T23:59:59-23:59",
+        "1969-12-31T23:59:59Z",
+        "9000-01-01",
+        "x",
+        "2" * 5000,
+        "2025-01-01T00:00:00\x00junk",
+    ],
 )
 def test_it_refuses_times_outside_the_range_without_overflowing(raw):
     with pytest.raises(InvalidParameter) as exc:
@@ -45,3 +53,10 @@ def test_it_refuses_nul_in_text():
     with pytest.raises(InvalidParameter, match="actor"):
         clean_text("a\x00b", param="actor")
     assert clean_text(" ok ", param="actor") == "ok"
+
+
+def test_it_can_keep_the_spaces_around_text():
+    assert clean_text(" v ", param="metadata.env", strip=False) == " v "
+    with pytest.raises(InvalidParameter) as exc:
+        clean_text("x" * 11, param="q", max_length=10)
+    assert exc.value.reason == "at most 10 characters."

@@ -57,7 +57,7 @@ def test_it_filters_by_api_key_and_trace(owner_client, workspace, api_key, logs)
 
 def test_it_reports_invalid_filters(owner_client, workspace, logs):
     response = _logs(owner_client, workspace, "range=24h&status_code=abc")
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert response.context["rows"] == []
     assert "status_code" in response.content.decode()
 
