@@ -42,14 +42,21 @@ async def health(send) -> None:
 
 async def lifespan(scope, receive, send) -> None:
     """The gateway's lifespan, plus this process's share of embedded mode's periodic jobs and
-    the log stream's persistence warning."""
-    await asyncio.to_thread(warn_if_log_stream_not_persistent)
-    scheduler = start_embedded_scheduler()
-    try:
-        await gateway_application.lifespan(scope, receive, send)
-    finally:
-        if scheduler is not None:
+    the log stream's persistence warning. The scheduler stops before the server hears that
+    shutdown is complete: after that the server cancels whatever the lifespan still awaits."""
+    scheduler = None
+
+    async def relay(message: dict) -> None:
+        nonlocal scheduler
+        if message["type"] == "lifespan.startup.complete":
+            await asyncio.to_thread(warn_if_log_stream_not_persistent)
+            scheduler = start_embedded_scheduler()
+        elif message["type"].startswith("lifespan.shutdown") and scheduler is not None:
             await asyncio.to_thread(scheduler.stop)
+            scheduler = None
+        await send(message)
+
+    await gateway_application.lifespan(scope, receive, relay)
 
 
 async def application(scope, receive, send):

@@ -79,7 +79,7 @@ class EmbeddedScheduler:
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         """Stop after the job running now (if any) and release the lock."""
         self._stop.set()
         if self._thread is not None:

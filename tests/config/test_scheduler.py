@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from django.utils import timezone
 
 from analytics import pipeline
@@ -106,9 +107,10 @@ def test_it_does_not_start_when_redis_is_configured(settings, tmp_path):
     scheduler.stop()
 
 
-def test_a_multi_worker_server_runs_one_scheduler_and_stops_it(tmp_path):
-    """uvicorn --workers 2 in embedded mode: both workers start a scheduler thread, one runs
-    the jobs, and a SIGTERM shuts the server down cleanly."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_runs_one_scheduler_and_stops_it_cleanly(tmp_path, workers):
+    """uvicorn in embedded mode: every worker starts a scheduler thread, one runs the jobs, and
+    a SIGTERM shuts the server down without an error."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PYTEST_VERSION")}
     env.update(DEBUG="true", PORTICO_VAR_DIR=str(tmp_path), LOG_LEVEL="info")
     with socket.socket() as sock:
@@ -117,19 +119,28 @@ def test_a_multi_worker_server_runs_one_scheduler_and_stops_it(tmp_path):
     log = tmp_path / "server.log"
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--port", str(port), "--workers", "2"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
             cwd=BASE_DIR,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_until(lambda: log.read_text().count("Application startup complete") == 2, timeout=60)
+            wait_until(lambda: log.read_text().count("Application startup complete") == workers, timeout=60)
             time.sleep(1.0)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
     text = log.read_text()
     assert text.count("Embedded scheduler running") == 1, text
-    assert text.count("Application shutdown complete") == 2, text
+    assert text.count("Application shutdown complete") == workers, text
     assert "Traceback" not in text
