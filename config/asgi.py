@@ -19,7 +19,7 @@ from gateway.app import GatewayApp  # noqa: E402 - needs django.setup() first
 
 gateway_application = GatewayApp()
 
-from config.checks import warn_if_log_stream_not_persistent  # noqa: E402
+from config.checks import warn_at_startup  # noqa: E402
 from config.scheduler import start_embedded_scheduler  # noqa: E402
 from config.startup import freeze_startup_heap  # noqa: E402
 
@@ -49,7 +49,7 @@ async def lifespan(scope, receive, send) -> None:
     async def relay(message: dict) -> None:
         nonlocal scheduler
         if message["type"] == "lifespan.startup.complete":
-            await asyncio.to_thread(warn_if_log_stream_not_persistent)
+            await asyncio.to_thread(warn_at_startup)
             scheduler = start_embedded_scheduler()
         elif message["type"].startswith("lifespan.shutdown") and scheduler is not None:
             await asyncio.to_thread(scheduler.stop)

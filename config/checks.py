@@ -63,7 +63,14 @@ def check_log_stream_persistence(app_configs=None, **kwargs) -> list[Warning]:
     return [warning] if warning else []
 
 
-def warn_if_log_stream_not_persistent() -> None:
-    """Server start-up: log the check's warning (servers do not run ``check --deploy``)."""
+def warn_at_startup() -> None:
+    """Server start-up: log what ``check --deploy`` would say about the log stream's Redis
+    (servers do not run it), and a production-mode server running on a checkout's generated
+    development secret (settings.DEV_SECRET_KEY_FILE)."""
     if settings.REDIS_URL and (warning := redis_persistence_warning(settings.REDIS_URL, timeout_s=1.0)):
         logger.warning("%s %s %s", warning.id, warning.msg, warning.hint)
+    if settings.USES_DEV_SECRET_KEY and not (settings.DEBUG or settings.TESTING):
+        logger.warning(
+            "SECRET_KEY is not set: using this checkout's development secret %s. Set SECRET_KEY in production.",
+            settings.DEV_SECRET_KEY_FILE,
+        )

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from django.core.checks import registry
 
 from bench.stack import RedisServer, free_port
-from config.checks import NO_PERSISTENCE, SNAPSHOTS_ONLY, redis_persistence_warning, warn_if_log_stream_not_persistent
+from config.checks import NO_PERSISTENCE, SNAPSHOTS_ONLY, redis_persistence_warning, warn_at_startup
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ def test_embedded_mode_has_no_stream_to_check(settings):
 def test_the_server_logs_the_warning_at_start_up(settings, redis_server, caplog):
     settings.REDIS_URL = redis_server(persistent=False).url
     with caplog.at_level(logging.WARNING, logger="config.checks"):
-        warn_if_log_stream_not_persistent()
+        warn_at_startup()
     assert NO_PERSISTENCE in caplog.text and "keeps nothing on disk" in caplog.text
 
 
@@ -93,3 +93,12 @@ def test_manage_py_check_deploy_reports_it(tmp_path, redis_server):
     )
     assert result.returncode == 0, result.stderr  # a warning, not an error
     assert f"({NO_PERSISTENCE}) The log stream's Redis keeps nothing on disk" in result.stderr
+
+
+def test_a_production_server_on_the_development_secret_says_so(settings, caplog):
+    settings.REDIS_URL = ""
+    settings.DEBUG = settings.TESTING = False
+    settings.USES_DEV_SECRET_KEY = True
+    with caplog.at_level(logging.WARNING, logger="config.checks"):
+        warn_at_startup()
+    assert "SECRET_KEY is not set: using this checkout's development secret" in caplog.text
