@@ -6,6 +6,7 @@ import base64
 import hashlib
 import ipaddress
 import os
+import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,12 +39,14 @@ def _secret_key() -> tuple[str, bool]:
     if TESTING:
         return "django-insecure-portico-local-development-only", True
     if DEBUG and not DEV_SECRET_KEY_FILE.exists():
-        import secrets
-
         DEV_SECRET_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(DEV_SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write("django-insecure-" + secrets.token_urlsafe(50) + "\n")
+        try:  # O_EXCL: of two processes starting at once, one writes and both read its key
+            fd = os.open(DEV_SECRET_KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write("django-insecure-" + secrets.token_urlsafe(50) + "\n")
     if DEV_SECRET_KEY_FILE.is_file():
         return DEV_SECRET_KEY_FILE.read_text().strip(), True
     raise ImproperlyConfigured(
