@@ -7,6 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Runtime dependencies only: tests, lint, SDKs, Playwright and schemathesis are in
+# requirements-dev.txt, which the image does not install.
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 

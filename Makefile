@@ -3,19 +3,26 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format venv bench clean
+.PHONY: run manage test lint format venv bench clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# Development install (runtime + tests, lint, SDKs, Playwright); again when either file changes.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 # Gateway + admin on http://127.0.0.1:8000 with a demo workspace, key and mock provider (SQLite, no Redis).
 run: venv
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
 	DEBUG=true $(BIN)/python manage.py run_demo
+
+# Any management command with this checkout's settings, e.g. make manage ARGS=createsuperuser.
+# (`.venv/bin/python manage.py ...` is the same: the secret make run generated is in var/.)
+ARGS ?= help
+manage: venv
+	$(BIN)/python manage.py $(ARGS)
 
 # The whole test suite against whatever DATABASE_URL / REDIS_URL say (default: embedded SQLite).
 test: venv

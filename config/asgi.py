@@ -1,7 +1,13 @@
 """ASGI entry point. ``/v1/...`` goes to the gateway's own lean ASGI app (no Django request
 cycle on the hot path); everything else, including the analytics endpoints that share the
-``/v1`` prefix with Portkey (``/v1/logs``, ``/v1/feedback``), goes to Django."""
+``/v1`` prefix with Portkey (``/v1/logs``, ``/v1/feedback``), goes to Django.
 
+``/healthz`` is answered here too, before Django: a container healthcheck asks for
+``http://localhost:8000/healthz`` over plain HTTP, which production settings would refuse
+(ALLOWED_HOSTS without localhost: 400; SECURE_SSL_REDIRECT: 301). It reveals nothing but
+that the process serves requests."""
+
+import asyncio
 import os
 
 from django.core.asgi import get_asgi_application
@@ -13,6 +19,8 @@ from gateway.app import GatewayApp  # noqa: E402 - needs django.setup() first
 
 gateway_application = GatewayApp()
 
+from config.checks import warn_at_startup  # noqa: E402
+from config.scheduler import start_embedded_scheduler  # noqa: E402
 from config.startup import freeze_startup_heap  # noqa: E402
 
 freeze_startup_heap()
@@ -23,10 +31,40 @@ def routes_to_gateway(path: str) -> bool:
     return path.startswith("/v1/") and not path.startswith(DJANGO_V1_PATHS)
 
 
+HEALTH_BODY = b'{"status": "ok"}'
+
+
+async def health(send) -> None:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(HEALTH_BODY)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": HEALTH_BODY})
+
+
+async def lifespan(scope, receive, send) -> None:
+    """The gateway's lifespan, plus this process's share of embedded mode's periodic jobs and
+    the log stream's persistence warning. The scheduler stops before the server hears that
+    shutdown is complete: after that the server cancels whatever the lifespan still awaits."""
+    scheduler = None
+
+    async def relay(message: dict) -> None:
+        nonlocal scheduler
+        if message["type"] == "lifespan.startup.complete":
+            await asyncio.to_thread(warn_at_startup)
+            scheduler = start_embedded_scheduler()
+        elif message["type"].startswith("lifespan.shutdown") and scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
+            scheduler = None
+        await send(message)
+
+    await gateway_application.lifespan(scope, receive, relay)
+
+
 async def application(scope, receive, send):
     if scope["type"] == "lifespan":
-        await gateway_application.lifespan(scope, receive, send)
+        await lifespan(scope, receive, send)
     elif scope["type"] == "http" and routes_to_gateway(scope["path"]):
         await gateway_application(scope, receive, send)
+    elif scope["type"] == "http" and scope["path"] == "/healthz":
+        await health(send)
     else:
         await django_application(scope, receive, send)

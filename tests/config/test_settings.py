@@ -84,6 +84,38 @@ def test_it_requires_a_secret_key_when_debug_is_off(tmp_path):
     assert "SECRET_KEY is required when DEBUG is off" in result.stderr
 
 
+def _secrets(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in CHECKED}
+    clean.update(DJANGO_SETTINGS_MODULE="config.settings", PORTICO_VAR_DIR=str(tmp_path), **env)
+    code = "from django.conf import settings; print(settings.SECRET_KEY, settings.PORTICO_ENCRYPTION_KEYS[0])"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_commands_outside_make_run_use_the_secret_make_run_generated(tmp_path):
+    """`make run` (DEBUG=true) generates var/dev-secret-key; a README command run later without
+    DEBUG hashes API keys and encrypts provider keys with the same secrets as that server."""
+    server = _secrets(tmp_path, DEBUG="true")
+    assert server.returncode == 0, server.stderr
+    secret_file = tmp_path / "dev-secret-key"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert secret_file.read_text().startswith("django-insecure-")  # flagged by check --deploy
+    command = _secrets(tmp_path)  # DEBUG unset: off
+    assert command.returncode == 0, command.stderr
+    assert command.stdout == server.stdout
+    assert server.stdout.split()[0] == secret_file.read_text().strip()
+    # An explicit SECRET_KEY wins over the file.
+    assert _secrets(tmp_path, DEBUG="true", SECRET_KEY="y" * 50).stdout.split()[0] == "y" * 50
+
+
+def test_production_without_a_development_secret_still_needs_secret_key(tmp_path):
+    result = _secrets(tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY is required when DEBUG is off" in result.stderr
+    assert not (tmp_path / "dev-secret-key").exists()  # only a development start creates it
+
+
 def test_it_requires_an_encryption_key_when_debug_is_off(tmp_path):
     result = _load_settings(tmp_path, DEBUG="false", SECRET_KEY="x" * 50)
     assert result.returncode != 0

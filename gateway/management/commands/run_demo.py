@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+from cryptography.fernet import InvalidToken
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -122,9 +123,23 @@ class Command(BaseCommand):
             services.provider_create(
                 workspace=workspace, slug="mock", base_url=mock_url, api_key="sk-mock-demo", via="command"
             )
-        elif provider.base_url != mock_url:
-            services.provider_update(provider=provider, base_url=mock_url, via="command")
+        else:
+            changes = {"base_url": mock_url} if provider.base_url != mock_url else {}
+            if not self._secret_readable(provider):
+                # Encrypted under an earlier development secret (checkouts from before
+                # var/dev-secret-key): the mock accepts any key, so store the demo one again.
+                changes["secret"] = "sk-mock-demo"
+            if changes:
+                services.provider_update(provider=provider, via="command", **changes)
         return workspace, self._demo_key(workspace)
+
+    @staticmethod
+    def _secret_readable(provider: Provider) -> bool:
+        try:
+            provider.get_secret()
+        except InvalidToken:
+            return False
+        return True
 
     def _demo_key(self, workspace: Workspace) -> str:
         # Keys are stored hashed, so the demo key is kept in var/ (local development only)
