@@ -109,6 +109,12 @@ def home(request: HttpRequest) -> HttpResponse:
     memberships = user_memberships(request.user)
     if len(memberships) == 1:
         return redirect("dashboard:overview", slug=memberships[0].workspace.slug)
+    # The workspace switcher without JavaScript submits ?ws=<the workspace's overview URL>;
+    # only the caller's own workspaces are followed (never an arbitrary URL: no open redirect).
+    if chosen := request.GET.get("ws"):
+        for m in memberships:
+            if chosen in (m.workspace.slug, reverse("dashboard:overview", args=[m.workspace.slug])):
+                return redirect("dashboard:overview", slug=m.workspace.slug)
     return render(request, "dashboard/home.html", {"memberships": memberships})
 
 

@@ -143,6 +143,17 @@ def test_home_lists_workspaces_for_several_memberships(owner_client, owner, work
     assert "Second team" in page and "Acme" in page
 
 
+def test_the_switcher_without_javascript_opens_the_chosen_workspace(owner_client, owner, workspace, other_workspace):
+    services.workspace_create(slug="second", name="Second team", owner=owner)
+    chosen = reverse("dashboard:overview", args=["second"])
+    response = owner_client.get(reverse("dashboard:home"), {"ws": chosen})
+    assert response.status_code == 302 and response["Location"] == chosen
+    # Someone else's workspace or an outside URL is never followed: the chooser is shown.
+    for foreign in (reverse("dashboard:overview", args=[other_workspace.slug]), "https://evil.example/"):
+        response = owner_client.get(reverse("dashboard:home"), {"ws": foreign})
+        assert response.status_code == 200 and "Second team" in response.content.decode()
+
+
 def test_the_switcher_lists_only_my_workspaces(owner_client, owner, workspace, other_workspace):
     services.workspace_create(slug="second", name="Second team", owner=owner)
     page = owner_client.get(reverse("dashboard:overview", args=[workspace.slug])).content.decode()
