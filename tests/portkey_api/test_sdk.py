@@ -11,12 +11,18 @@ import time
 import httpx
 import pytest
 import uvicorn
+from django.db import connections
 from portkey_ai import Portkey
 
 
 @pytest.fixture(scope="module")
 def server_url():
     from config.asgi import application
+
+    # The server's threads close their connections after each request, so none is left open
+    # on the test database when it is dropped.
+    settings = connections.settings["default"]
+    max_age, settings["CONN_MAX_AGE"] = settings.get("CONN_MAX_AGE", 0), 0
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -33,6 +39,7 @@ def server_url():
     yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     server.should_exit = True
     thread.join(timeout=10)
+    settings["CONN_MAX_AGE"] = max_age
 
 
 @pytest.fixture
