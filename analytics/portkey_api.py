@@ -125,7 +125,7 @@ def _graph(request: Request, metric: str) -> Response:
     )
 
 
-def _graph_view(path: str, metric: str):
+def _graph_view(metric: str):
     @extend_schema(exclude=True)
     @_read(["GET"])
     def view(request: Request) -> Response:
@@ -135,7 +135,7 @@ def _graph_view(path: str, metric: str):
     return view
 
 
-graph_views = {path: _graph_view(path, metric) for path, metric in GRAPHS.items()}
+graph_views = {path: _graph_view(metric) for path, metric in GRAPHS.items()}
 
 
 @extend_schema(exclude=True)
