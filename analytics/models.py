@@ -262,3 +262,51 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trace_id}: {self.value}"
+
+
+class LogExport(models.Model):
+    """A Portkey-style log export job (POST /v1/logs/exports): filters and requested fields
+    saved as a draft, run by ``start`` into LogExportChunk rows, downloaded as JSONL."""
+
+    class Status(models.TextChoices):
+        # Portkey's values; "stopped" is what cancel leaves.
+        DRAFT = "draft"
+        IN_PROGRESS = "in_progress"
+        SUCCESS = "success"
+        FAILED = "failed"
+        STOPPED = "stopped"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    description = models.CharField(max_length=500, blank=True)
+    filters = models.JSONField(default=dict, blank=True, help_text="Portkey's filter names, as sent.")
+    requested_data = models.JSONField(default=list, blank=True, help_text="Exported fields (Portkey's names).")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    total_records = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        # GET /v1/logs/exports: a workspace's jobs, newest first.
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="log_export_ws_time")]
+
+    def __str__(self) -> str:
+        return f"export {self.id} ({self.status})"
+
+
+class LogExportChunk(models.Model):
+    """Part of an export's JSONL, gzip-compressed; one row per chunk of the keyset walk, so
+    neither writing nor downloading holds a whole export in memory."""
+
+    export = models.ForeignKey(LogExport, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["export", "seq"], name="log_export_chunk_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.export_id} #{self.seq}"

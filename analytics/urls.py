@@ -1,9 +1,11 @@
-"""Routes of the logs and analytics API (/api/v1/...) and of Portkey's inserts (/v1/logs,
-/v1/feedback; config/asgi.py sends those two to Django rather than to the gateway app)."""
+"""Routes of the logs and analytics API (/api/v1/...), of Portkey's inserts (/v1/logs,
+/v1/feedback) and of Portkey's analytics and log export paths (/v1/analytics/...,
+/v1/logs/exports...; analytics.portkey_api). config/asgi.py sends those /v1 prefixes to Django
+rather than to the gateway app."""
 
-from django.urls import path
+from django.urls import path, re_path
 
-from analytics import api
+from analytics import api, portkey_api
 
 app_name = "analytics"
 
@@ -20,5 +22,21 @@ urlpatterns = [
     path("api/v1/analytics/groups/api-keys", api.groups_api_keys, name="groups-api-keys"),
     path("api/v1/analytics/metadata-keys", api.metadata_keys, name="metadata-keys"),
     path("v1/logs", api.custom_logs_create, name="custom-logs"),
+    # Portkey's paths (base https://api.portkey.ai/v1), aliases on the same engine.
+    *[
+        path(f"v1/analytics/graphs/{name}", view, name=f"portkey-graph-{name.replace('/', '-')}")
+        for name, view in portkey_api.graph_views.items()
+    ],
+    path("v1/analytics/graphs/errors/status-codes", portkey_api.graph_status_codes, name="portkey-graph-status-codes"),
+    path("v1/analytics/groups/users", portkey_api.groups_users, name="portkey-groups-users"),
+    path("v1/analytics/groups/ai-models", portkey_api.groups_ai_models, name="portkey-groups-ai-models"),
+    path("v1/analytics/groups/metadata/<str:key>", portkey_api.groups_metadata, name="portkey-groups-metadata"),
+    re_path(r"^v1/analytics/(?P<rest>.*)$", portkey_api.unsupported, name="portkey-unsupported"),
+    path("v1/logs/exports", portkey_api.exports, name="portkey-exports"),
+    path("v1/logs/exports/<str:export_id>", portkey_api.export_detail, name="portkey-export"),
+    path("v1/logs/exports/<str:export_id>/start", portkey_api.export_start, name="portkey-export-start"),
+    path("v1/logs/exports/<str:export_id>/cancel", portkey_api.export_cancel, name="portkey-export-cancel"),
+    path("v1/logs/exports/<str:export_id>/download", portkey_api.export_download, name="portkey-export-download"),
+    path("v1/logs/exports/<str:export_id>/file", portkey_api.export_file, name="portkey-export-file"),
     path("v1/feedback", api.feedback_create, name="feedback"),
 ]

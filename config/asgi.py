@@ -1,6 +1,7 @@
 """ASGI entry point. ``/v1/...`` goes to the gateway's own lean ASGI app (no Django request
 cycle on the hot path); everything else, including the analytics endpoints that share the
-``/v1`` prefix with Portkey (``/v1/logs``, ``/v1/feedback``), goes to Django.
+``/v1`` prefix with Portkey (``/v1/logs`` and ``/v1/logs/exports...``, ``/v1/feedback``,
+``/v1/analytics/...``), goes to Django.
 
 ``/healthz`` is answered here too, before Django: a container healthcheck asks for
 ``http://localhost:8000/healthz`` over plain HTTP, which production settings would refuse
@@ -24,7 +25,7 @@ from config.scheduler import start_embedded_scheduler  # noqa: E402
 from config.startup import freeze_startup_heap  # noqa: E402
 
 freeze_startup_heap()
-DJANGO_V1_PATHS = ("/v1/logs", "/v1/feedback")
+DJANGO_V1_PATHS = ("/v1/logs", "/v1/feedback", "/v1/analytics")
 
 
 def routes_to_gateway(path: str) -> bool:

@@ -348,6 +348,8 @@ LOG_SPOOL_DIR = Path(env_str("LOG_SPOOL_DIR") or VAR_DIR / "spool")
 ROLLUP_VALUE_CAP = env_int("ROLLUP_VALUE_CAP", 50, minimum=1, maximum=10_000)
 # Rollups are kept this many days, or as long as the workspace keeps its logs if that is longer.
 ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 400, minimum=1, maximum=100_000)
+# Portkey-style log export jobs (POST /v1/logs/exports) hold at most this many logs, as Portkey's.
+LOG_EXPORT_MAX_LOGS = env_int("LOG_EXPORT_MAX_LOGS", 50_000, minimum=1, maximum=1_000_000)
 
 LOGGING = {
     "version": 1,
