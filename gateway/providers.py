@@ -146,6 +146,11 @@ def prepare_upstream(
 
 def join_url(base: str, path: str) -> str:
     """``base`` + ``path``, refusing any path that could leave the base path."""
+    return base + check_path(path)
+
+
+def check_path(path: str) -> str:
+    """``path`` when it stays below whatever it is appended to, else a 400."""
     if (
         not path.startswith("/")
         or "//" in path
@@ -156,7 +161,7 @@ def join_url(base: str, path: str) -> str:
         or "/../" in path + "/"
     ):
         raise GatewayError(400, f"Invalid request path: {path[:200]!r}.", param="path", code="invalid_path")
-    return base + path
+    return path
 
 
 def _with_stream_usage(doc: dict, body: bytes, endpoint: str, stream: bool) -> tuple[bytes, bool]:
@@ -193,6 +198,7 @@ def _openai(provider, endpoint, headers, body, doc, stream, query) -> UpstreamRe
 
 def _azure(provider, endpoint, headers, body, doc, stream, query) -> UpstreamRequest:
     base = provider.base_url.removesuffix("/openai")
+    check_path(endpoint)
     if endpoint in _AZURE_DEPLOYMENT_PATHS:
         deployment = provider.deployment or (doc.get("model") if doc is not None else None)
         if not isinstance(deployment, str) or not _SEGMENT.fullmatch(deployment):
@@ -393,3 +399,25 @@ def read_usage(kind: str, endpoint: str, body_or_events: bytes | list[dict]) -> 
             with contextlib.suppress(TypeError, ValueError, OverflowError):
                 tracker.read_usage(event)
     return {**usage_fields(tracker), "model": tracker.model}
+
+
+def probe_request(kind: str, base_url: str, secret: str, api_version: str = "") -> tuple[str, dict[str, str]]:
+    """URL and credential headers of a cheap authenticated GET (the model list), for the
+    dashboard's "Test connection"."""
+    base = base_url.rstrip("/")
+    if kind == AZURE_OPENAI:
+        version = quote(api_version or AZURE_API_VERSION, safe="")
+        return f"{base.removesuffix('/openai')}/openai/models?api-version={version}", {
+            "api-key": secret
+        } if secret else {}
+    headers: dict[str, str] = {}
+    if kind == ANTHROPIC:
+        headers["anthropic-version"] = api_version or ANTHROPIC_VERSION
+        if secret:
+            headers["x-api-key"] = secret
+    elif kind == GOOGLE:
+        if secret:
+            headers["x-goog-api-key"] = secret
+    elif secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    return base + "/models", headers

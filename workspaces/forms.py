@@ -71,6 +71,7 @@ class ProviderCreateForm(forms.Form):
     kind = forms.ChoiceField(
         choices=Provider.Kind.choices,
         initial=Provider.Kind.OPENAI,
+        required=False,
         help_text="The provider's own API: its auth header, URL shapes and usage format.",
     )
     base_url = forms.URLField(
@@ -95,6 +96,9 @@ class ProviderCreateForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Stored encrypted and never shown again.",
     )
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data["kind"] or Provider.Kind.OPENAI
 
 
 class ProviderSecretForm(forms.Form):

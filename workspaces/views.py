@@ -326,9 +326,11 @@ def settings_provider_test(request: HttpRequest, access: WorkspaceAccess, provid
 
 def check_provider(provider: Provider) -> tuple[bool, str]:
     """(reachable and accepted the key, a sentence saying what happened)."""
-    from gateway import netguard
+    from gateway import netguard, providers
 
-    url = provider.base_url.rstrip("/") + "/models"
+    url, credentials = providers.probe_request(
+        provider.kind, provider.base_url, provider.get_secret() if provider.has_secret else "", provider.api_version
+    )
     host = urlsplit(url).hostname or ""
     try:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
@@ -336,9 +338,7 @@ def check_provider(provider: Provider) -> tuple[bool, str]:
         return False, f"Cannot resolve {host}: {exc.strerror or exc}."
     if any(netguard.is_blocked(address) for address in addresses):
         return False, f"{host} is in a network the gateway may not call (see UPSTREAM_ALLOWED_NETWORKS)."
-    headers = {"Accept": "application/json"}
-    if provider.has_secret:
-        headers["Authorization"] = f"Bearer {provider.get_secret()}"
+    headers = {"Accept": "application/json", **credentials}
     started = time.monotonic()
     try:
         # http/https only: base_url is a URLField.
