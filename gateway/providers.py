@@ -22,6 +22,7 @@ leave the provider's base path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from urllib.parse import quote
 
@@ -151,17 +152,18 @@ def join_url(base: str, path: str) -> str:
 
 def check_path(path: str) -> str:
     """``path`` when it stays below whatever it is appended to, else a 400."""
-    if (
-        not path.startswith("/")
-        or "//" in path
-        or "\\" in path
-        or "?" in path
-        or "#" in path
-        or "/./" in path + "/"
-        or "/../" in path + "/"
-    ):
+    if not _path_stays_below(path):
         raise GatewayError(400, f"Invalid request path: {path[:200]!r}.", param="path", code="invalid_path")
     return path
+
+
+@functools.lru_cache(maxsize=1024)
+def _path_stays_below(path: str) -> bool:
+    # Memoised: a handful of distinct paths per deployment, checked on every request.
+    if not path.startswith("/") or "//" in path or "\\" in path or "?" in path or "#" in path:
+        return False
+    segments = path.split("/")
+    return "." not in segments and ".." not in segments
 
 
 def _with_stream_usage(doc: dict, body: bytes, endpoint: str, stream: bool) -> tuple[bytes, bool]:
@@ -184,7 +186,9 @@ def _provider_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def _openai(provider, endpoint, headers, body, doc, stream, query) -> UpstreamRequest:
-    body, hide = _with_stream_usage(doc, body, endpoint, stream)
+    hide = False
+    if stream:
+        body, hide = _with_stream_usage(doc, body, endpoint, stream)
     return UpstreamRequest(
         OPENAI,
         join_url(provider.base_url, endpoint),

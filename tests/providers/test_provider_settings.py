@@ -131,3 +131,27 @@ def test_test_connection_uses_the_kinds_own_credential_header(
     assert "Connected" in response.content.decode()
     assert seen["url"] == url
     assert seen["headers"] == {"Accept": "application/json", **headers}
+
+
+def test_create_provider_takes_the_kind_and_its_settings(workspace, capsys):
+    from django.core.management import call_command
+
+    call_command(
+        "create_provider",
+        "--workspace",
+        "acme",
+        "--slug",
+        "azure",
+        "--kind",
+        "azure-openai",
+        "--base-url",
+        "https://res.openai.azure.com",
+        "--deployment",
+        "gpt4o",
+        "--api-key",
+        "k",
+    )
+
+    provider = Provider.objects.get(slug="azure")
+    assert (provider.kind, provider.deployment, provider.api_version) == ("azure-openai", "gpt4o", "")
+    assert capsys.readouterr().out.strip() == "@azure"
