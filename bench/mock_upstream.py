@@ -681,10 +681,14 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 async def start_runner(
-    sock: socket.socket, config: MockConfig, state: MockState, shutdown_timeout: float
+    sock: socket.socket,
+    config: MockConfig,
+    state: MockState,
+    shutdown_timeout: float,
+    app_factory: Callable[[MockConfig, MockState], web.Application] = create_app,
 ) -> web.AppRunner:
     runner = web.AppRunner(
-        create_app(config, state),
+        app_factory(config, state),
         access_log=None,  # per-request logging would dominate benchmark CPU
         handler_cancellation=True,  # so x-mock-hang ends when the client leaves
         shutdown_timeout=shutdown_timeout,
@@ -710,6 +714,9 @@ class MockUpstream:
     >>> with MockUpstream(latency_ms=5) as upstream:
     ...     client = OpenAI(base_url=upstream.base_url, api_key="sk-test")
     """
+
+    # The application served; bench/mock_providers.py serves other providers' APIs.
+    app_factory = staticmethod(create_app)
 
     def __init__(self, host: str = DEFAULT_HOST, port: int = 0, **config: Any) -> None:
         self.host = host
@@ -767,7 +774,7 @@ class MockUpstream:
         assert loop is not None
         asyncio.set_event_loop(loop)
         try:
-            starting = start_runner(sock, self.config, self.state, shutdown_timeout=0.25)
+            starting = start_runner(sock, self.config, self.state, 0.25, self.app_factory)
             runner = loop.run_until_complete(starting)
         except BaseException as exc:  # surfaced to start() in the caller thread
             failure.append(exc)
@@ -799,7 +806,9 @@ class MockUpstream:
 # ----------------------------------------------------------------------- CLI
 
 
-def _serve_socket(sock: socket.socket, config: MockConfig, watch_parent: int | None = None) -> None:
+def _serve_socket(
+    sock: socket.socket, config: MockConfig, watch_parent: int | None = None, app_factory: Callable = create_app
+) -> None:
     """Serve one socket until SIGINT/SIGTERM (or, in a worker, the parent's death)."""
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -809,7 +818,7 @@ def _serve_socket(sock: socket.socket, config: MockConfig, watch_parent: int | N
     state = MockState()
 
     async def main() -> None:
-        runner = await start_runner(sock, config, state, 1.0)
+        runner = await start_runner(sock, config, state, 1.0, app_factory)
         if watch_parent is not None:
             loop.create_task(_exit_with_parent(watch_parent, stop))
         await stop.wait()
@@ -828,7 +837,7 @@ async def _exit_with_parent(parent_pid: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
-def serve(host: str, port: int, config: MockConfig, workers: int = 1) -> None:
+def serve(host: str, port: int, config: MockConfig, workers: int = 1, app_factory: Callable = create_app) -> None:
     """Bind, announce the URL on stdout, then serve until killed."""
     reuse = workers > 1
     socks = [bind_socket(host, port, reuse_port=reuse)]
@@ -841,13 +850,13 @@ def serve(host: str, port: int, config: MockConfig, workers: int = 1) -> None:
     ctx = multiprocessing.get_context("fork")
     children = []
     for sock in socks[1:]:
-        proc = ctx.Process(target=_serve_socket, args=(sock, config, os.getpid()), daemon=True)
+        proc = ctx.Process(target=_serve_socket, args=(sock, config, os.getpid(), app_factory), daemon=True)
         proc.start()
         children.append(proc)
         # Dropping our copy lets the kernel stop routing to a dead worker's socket.
         sock.close()
     try:
-        _serve_socket(socks[0], config)
+        _serve_socket(socks[0], config, app_factory=app_factory)
     finally:
         for proc in children:
             proc.terminate()

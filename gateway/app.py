@@ -33,7 +33,7 @@ from yarl import URL
 
 from analytics.ids import new_uuid7
 from config.parsing import InvalidParameter, parse_int
-from gateway import netguard, proxy
+from gateway import netguard, providers, proxy
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authenticate_cached, provider_cache
 from gateway.errors import GatewayError
 from gateway.limits import limiter
@@ -46,8 +46,6 @@ log = logging.getLogger("portico.gateway")
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 INFERENCE_SCOPE = "inference"
 MAX_REQUEST_TIMEOUT_MS = 24 * 3600 * 1000  # x-portkey-request-timeout: a day is more than any call
-# Endpoints whose JSON body is read for model/stream/user and whose streams carry usage.
-_GENERATION = {"/chat/completions", "/completions"}
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
@@ -364,7 +362,7 @@ class GatewayApp:
                 "x-portkey-config (routing configs) is not supported by this gateway yet.",
                 param="x-portkey-config",
             )
-        base_url, secret = await self._resolve_provider(ctx, snapshot, key_in_bearer)
+        provider = await self._resolve_provider(ctx, snapshot, key_in_bearer)
         self._parse_body(ctx)
         _resolve_metadata(ctx, conf)
         if snapshot.rate_limit_rpm or snapshot.usage_limit_cost is not None:
@@ -374,7 +372,7 @@ class GatewayApp:
                 cost_limit=snapshot.usage_limit_cost,
                 period=snapshot.usage_limit_period,
             )
-        await self._forward(ctx, scope, receive, send, base_url, secret)
+        await self._forward(ctx, scope, receive, send, provider)
 
     async def _read_body(self, receive, limit: int) -> bytes:
         message = await receive()
@@ -401,7 +399,7 @@ class GatewayApp:
 
     async def _resolve_provider(
         self, ctx: RequestContext, snapshot: KeySnapshot, key_in_bearer: bool
-    ) -> tuple[str, str]:
+    ) -> ProviderSnapshot:
         name = ctx.provider.strip()
         if not name:
             raise GatewayError(
@@ -427,7 +425,7 @@ class GatewayApp:
             # The caller's own provider key travels in Authorization, unless Authorization
             # carried the Portico key itself.
             secret = "" if key_in_bearer else _bearer(ctx.client_headers)
-            return base_url, secret
+            return ProviderSnapshot(slug="openai", kind=providers.OPENAI, base_url=base_url, secret=secret)
         slug = name[1:] if name.startswith("@") else name
         cache_key = (snapshot.workspace_id, slug)
         provider: ProviderSnapshot | None = provider_cache.peek(cache_key, _MISSING)
@@ -439,7 +437,7 @@ class GatewayApp:
                 f"Invalid provider passed: '{name}' is not a provider of workspace '{snapshot.workspace_slug}'.",
                 param="x-portkey-provider",
             )
-        return provider.base_url, provider.secret
+        return provider
 
     def _parse_body(self, ctx: RequestContext) -> None:
         if ctx.method != "POST" or not ctx.body:
@@ -460,15 +458,23 @@ class GatewayApp:
         ctx.model = model[:200] if isinstance(model, str) else ""
         ctx.is_stream = doc.get("stream") is True
 
-    async def _forward(self, ctx: RequestContext, scope: dict, receive, send, base_url: str, secret: str) -> None:
-        hide_usage = False
-        body = ctx.body
-        if ctx.is_stream and ctx.endpoint in _GENERATION and ctx.doc is not None:
-            hide_usage = proxy.inject_stream_usage(ctx.doc)
-            if hide_usage:
-                body = orjson.dumps(ctx.doc)
-        url = base_url + ctx.endpoint
+    async def _forward(self, ctx: RequestContext, scope: dict, receive, send, provider: ProviderSnapshot) -> None:
         query = scope.get("query_string")
+        # The provider's kind decides the URL, auth header, body and how the answer is read.
+        up = providers.prepare_upstream(
+            provider,
+            ctx.endpoint,
+            ctx.client_headers,
+            ctx.body,
+            ctx.doc,
+            stream=ctx.is_stream,
+            query=query.decode("latin-1") if query else "",
+        )
+        if provider.kind != providers.OPENAI:
+            ctx.usage = up.usage_tracker()
+            ctx.is_stream = up.stream
+            ctx.model = ctx.model or up.model
+        url = up.url
         timeout_ms = ctx.client_headers.get("x-portkey-request-timeout", "").strip()
         if timeout_ms:
             try:
@@ -486,11 +492,11 @@ class GatewayApp:
                 raise netguard.BlockedUpstreamError(blocked)
             resp = await self.session.request(
                 ctx.method,
-                URL(url + "?" + query.decode("latin-1")) if query else _upstream_url(url),
-                proxy.upstream_headers(ctx.client_headers, secret),
-                body or None,
+                URL(url + "?" + up.query) if up.query else _upstream_url(url),
+                up.headers,
+                up.body or None,
                 timeout,
-                base_path=_base_path(base_url),
+                base_path=_base_path(provider.base_url),
             )
         except TimeoutError:
             raise self._timeout_error(timeout_ms) from None
@@ -510,9 +516,9 @@ class GatewayApp:
         try:
             streaming = ctx.is_stream and resp.status == 200 and resp.content_type == "text/event-stream"
             if streaming:
-                await self._relay_stream(ctx, resp, receive, send, hide_usage)
+                await self._relay_stream(ctx, resp, receive, send, up)
             else:
-                await self._relay_body(ctx, resp, send, timeout_ms)
+                await self._relay_body(ctx, resp, send, timeout_ms, up)
         finally:
             ctx.upstream_ms = (time.perf_counter() - upstream_started) * 1000
             # A connection whose stream was abandoned cannot go back to the pool.
@@ -531,9 +537,11 @@ class GatewayApp:
             )
         return GatewayError(504, "The provider did not answer in time.", type="timeout_error", code="upstream_timeout")
 
-    async def _relay_body(self, ctx: RequestContext, resp: proxy.UpstreamResponse, send, timeout_ms: str) -> None:
+    async def _relay_body(
+        self, ctx: RequestContext, resp: proxy.UpstreamResponse, send, timeout_ms: str, up: providers.UpstreamRequest
+    ) -> None:
         try:
-            data = await resp.read()
+            raw = await resp.read()
         except TimeoutError:
             raise self._timeout_error(timeout_ms) from None
         except netguard.BlockedUpstreamError as exc:
@@ -545,6 +553,7 @@ class GatewayApp:
                 502, f"The provider connection failed ({type(exc).__name__}).", type="api_error", code="upstream_error"
             ) from None
         status = resp.status
+        data = up.answer_body(status, raw) if up.translated else raw
         ctx.status = status
         ctx.is_stream = False
         ctx.response_body = data
@@ -557,17 +566,17 @@ class GatewayApp:
         finally:
             # Read for the log once the answer is out, so parsing does not delay it.
             if status < 400:
-                ctx.usage.read_body(data)
+                ctx.usage.read_body(raw)  # in the provider's own shape
             else:
                 ctx.error_message = data[:500].decode("utf-8", "replace")
 
     async def _relay_stream(
-        self, ctx: RequestContext, resp: proxy.UpstreamResponse, receive, send, hide_usage: bool
+        self, ctx: RequestContext, resp: proxy.UpstreamResponse, receive, send, up: providers.UpstreamRequest
     ) -> None:
         # The upstream's clean end of body ends the stream, [DONE] or not (the Responses API
         # sends none); only a truncated body or a broken connection is a failure.
         ctx.status = resp.status
-        relay = proxy.StreamRelay(ctx.usage, hide_usage_chunk=hide_usage, capture=ctx.store_body)
+        relay = up.stream_relay(ctx.usage, capture=ctx.store_body)
         await send(
             {
                 "type": "http.response.start",

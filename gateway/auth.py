@@ -45,10 +45,16 @@ class KeySnapshot:
 
 @dataclass(frozen=True, slots=True)
 class ProviderSnapshot:
+    """What the gateway needs to call a provider (gateway/providers.py reads it): ``kind`` picks
+    the auth header, URL shapes and usage format; ``api_version`` is Azure's api-version or
+    Anthropic's default anthropic-version; ``deployment`` Azure's fixed deployment."""
+
     slug: str
     kind: str
     base_url: str
     secret: str
+    api_version: str = ""
+    deployment: str = ""
 
 
 T = TypeVar("T")
@@ -148,7 +154,12 @@ def _load_provider(key: tuple[int, str]) -> ProviderSnapshot | None:
     if provider is None:
         return None
     return ProviderSnapshot(
-        slug=provider.slug, kind=provider.kind, base_url=provider.base_url.rstrip("/"), secret=provider.get_secret()
+        slug=provider.slug,
+        kind=provider.kind,
+        base_url=provider.base_url.rstrip("/"),
+        secret=provider.get_secret(),
+        api_version=provider.api_version,
+        deployment=provider.deployment,
     )
 
 

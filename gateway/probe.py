@@ -24,13 +24,13 @@ class ProbeResult:
     elapsed_ms: float = 0.0
 
 
-def probe_upstream(url: str, *, secret: str, timeout: float) -> ProbeResult:
-    """GET ``url`` with ``Authorization: Bearer <secret>`` (when there is one) and report the
-    answer's status without reading its body."""
-    return async_to_sync(_probe)(url, secret, timeout)
+def probe_upstream(url: str, *, credentials: dict[str, str], timeout: float) -> ProbeResult:
+    """GET ``url`` with the provider kind's ``credentials`` headers and report the answer's
+    status without reading its body."""
+    return async_to_sync(_probe)(url, credentials, timeout)
 
 
-async def _probe(url: str, secret: str, timeout: float) -> ProbeResult:
+async def _probe(url: str, credentials: dict[str, str], timeout: float) -> ProbeResult:
     try:
         target = URL(url)
         netguard.check_url(url)
@@ -38,9 +38,7 @@ async def _probe(url: str, secret: str, timeout: float) -> ProbeResult:
         return ProbeResult(None, error="it is not a valid URL")
     except netguard.BlockedUpstreamError as exc:
         return ProbeResult(None, error=_blocked(exc))
-    headers = {"accept": "application/json"}
-    if secret:
-        headers["authorization"] = f"Bearer {secret}"
+    headers = {"accept": "application/json", **{k.lower(): v for k, v in credentials.items()}}
     client = proxy.UpstreamClient(resolver=netguard.GuardedResolver())
     started = time.monotonic()
     try:

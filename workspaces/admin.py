@@ -289,7 +289,7 @@ class ProviderForm(forms.ModelForm):
 
     class Meta:
         model = Provider
-        fields = ["workspace", "slug", "name", "kind", "base_url", "is_active"]
+        fields = ["workspace", "slug", "name", "kind", "base_url", "api_version", "deployment", "is_active"]
 
     def clean_base_url(self) -> str:
         return self.cleaned_data["base_url"].rstrip("/")
@@ -314,6 +314,7 @@ class ProviderAdmin(_AuditedDeletes, admin.ModelAdmin):
         credentials = ["secret_status", "api_key", "clear_api_key"] if obj else ["api_key"]
         fieldsets = [
             (None, {"fields": ["workspace", "slug", "name", "kind", "base_url", "is_active"]}),
+            ("Provider settings", {"fields": ["api_version", "deployment"]}),
             ("Credentials", {"fields": credentials}),
         ]
         if obj:

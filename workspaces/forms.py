@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.forms.fields import InvalidJSONInput
 
-from workspaces.models import ApiKey, Membership
+from workspaces.models import ApiKey, Membership, Provider
 
 
 class PrettyJSONField(forms.JSONField):
@@ -68,8 +68,27 @@ class ApiKeyCreateForm(forms.Form):
 class ProviderCreateForm(forms.Form):
     slug = forms.CharField(max_length=63, help_text="Clients select it with x-portkey-provider: @slug.")
     name = forms.CharField(max_length=200, required=False)
+    kind = forms.ChoiceField(
+        choices=Provider.Kind.choices,
+        initial=Provider.Kind.OPENAI,
+        required=False,
+        help_text="The provider's own API: its auth header, URL shapes and usage format.",
+    )
     base_url = forms.URLField(
-        label="Base URL", max_length=500, assume_scheme="https", help_text="e.g. https://api.openai.com/v1"
+        label="Base URL",
+        max_length=500,
+        assume_scheme="https",
+        help_text="e.g. https://api.openai.com/v1, https://api.anthropic.com/v1, "
+        "https://RESOURCE.openai.azure.com, https://generativelanguage.googleapis.com/v1beta",
+    )
+    api_version = forms.CharField(
+        label="API version",
+        max_length=32,
+        required=False,
+        help_text="Azure: api-version (default 2024-10-21). Anthropic: anthropic-version (default 2023-06-01).",
+    )
+    deployment = forms.CharField(
+        max_length=64, required=False, help_text="Azure only. Empty: the request's model names the deployment."
     )
     api_key = forms.CharField(
         label="API key",
@@ -77,6 +96,9 @@ class ProviderCreateForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Stored encrypted and never shown again.",
     )
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data["kind"] or Provider.Kind.OPENAI
 
 
 class ProviderSecretForm(forms.Form):

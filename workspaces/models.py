@@ -155,9 +155,22 @@ class ApiKey(models.Model):
         return self.is_active and (self.expires_at is None or self.expires_at > timezone.now())
 
 
+# A URL path segment we build ourselves (an Azure deployment): no "/", no "..", no query.
+path_segment_validator = RegexValidator(
+    r"^(?!\.+$)[A-Za-z0-9._-]{1,64}$", "Use letters, digits, '.', '-' and '_' (at most 64 characters)."
+)
+api_version_validator = RegexValidator(
+    r"^[A-Za-z0-9._-]{1,32}$", "Use letters, digits, '.', '-' and '_' (at most 32 characters), e.g. 2024-10-21."
+)
+
+
 class Provider(models.Model):
     class Kind(models.TextChoices):
+        # The values are what gateway/providers.py dispatches on.
         OPENAI = "openai", "OpenAI-compatible"
+        AZURE_OPENAI = "azure-openai", "Azure OpenAI"
+        ANTHROPIC = "anthropic", "Anthropic"
+        GOOGLE = "google", "Google Gemini"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="providers")
     slug = models.CharField(
@@ -166,6 +179,19 @@ class Provider(models.Model):
     name = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.OPENAI)
     base_url = models.URLField(max_length=500, help_text="e.g. https://api.openai.com/v1")
+    api_version = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[api_version_validator],
+        help_text="Azure OpenAI: the api-version query parameter (default 2024-10-21). "
+        "Anthropic: the anthropic-version header when the client sends none (default 2023-06-01).",
+    )
+    deployment = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[path_segment_validator],
+        help_text="Azure OpenAI only: the deployment every request goes to. Empty: the request's model names it.",
+    )
     encrypted_secret = models.TextField(blank=True, editable=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -194,6 +220,10 @@ class Provider(models.Model):
             raise ValidationError(
                 {"base_url": f"{exc}; allow the network with UPSTREAM_ALLOWED_NETWORKS if this is intended."}
             ) from None
+        if self.deployment and self.kind != self.Kind.AZURE_OPENAI:
+            raise ValidationError({"deployment": "Only Azure OpenAI providers have a deployment."})
+        if self.api_version and self.kind not in (self.Kind.AZURE_OPENAI, self.Kind.ANTHROPIC):
+            raise ValidationError({"api_version": "Only Azure OpenAI and Anthropic providers use an API version."})
 
     def set_secret(self, secret: str) -> None:
         self.encrypted_secret = crypto.encrypt_secret(secret) if secret else ""

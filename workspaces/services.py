@@ -50,7 +50,7 @@ _AUDITED_FIELDS = {
         "usage_limit_cost",
         "usage_limit_period",
     ],
-    Provider: ["slug", "name", "kind", "base_url", "is_active"],
+    Provider: ["slug", "name", "kind", "base_url", "api_version", "deployment", "is_active"],
     Membership: ["role"],
 }
 _OBJECT_TYPES = {Workspace: "workspace", ApiKey: "api_key", Provider: "provider", Membership: "membership"}
@@ -376,11 +376,21 @@ def provider_create(
     base_url: str,
     api_key: str = "",
     name: str = "",
-    kind: str = "openai",
+    kind: str = Provider.Kind.OPENAI,
+    api_version: str = "",
+    deployment: str = "",
     actor: Actor = None,
     via: str = AuditEvent.Via.SYSTEM,
 ) -> Provider:
-    provider = Provider(workspace=workspace, slug=slug, base_url=base_url.rstrip("/"), name=name or slug, kind=kind)
+    provider = Provider(
+        workspace=workspace,
+        slug=slug,
+        base_url=base_url.rstrip("/"),
+        name=name or slug,
+        kind=kind,
+        api_version=api_version.strip(),
+        deployment=deployment.strip(),
+    )
     provider.set_secret(api_key)
     provider.full_clean()
     save_audited(provider, action="provider.create", before={}, actor=actor, via=via)

@@ -323,11 +323,15 @@ def settings_provider_test(request: HttpRequest, access: WorkspaceAccess, provid
 def check_provider(provider: Provider) -> tuple[bool, str]:
     """(reachable and accepted the key, a sentence saying what happened). The call goes through
     the gateway's guarded client: the SSRF guard applies to the address actually connected to,
-    and a redirect is reported, not followed (it would carry the secret to another host)."""
+    and a redirect is reported, not followed (it would carry the secret to another host). Each
+    provider kind is asked with its own credential header."""
+    from gateway import providers
     from gateway.probe import probe_upstream
 
-    url = provider.base_url.rstrip("/") + "/models"
-    result = probe_upstream(url, secret=provider.get_secret(), timeout=TEST_TIMEOUT_SECONDS)
+    url, credentials = providers.probe_request(
+        provider.kind, provider.base_url, provider.get_secret() if provider.has_secret else "", provider.api_version
+    )
+    result = probe_upstream(url, credentials=credentials, timeout=TEST_TIMEOUT_SECONDS)
     status, elapsed = result.status, result.elapsed_ms
     if status is None:
         return False, f"Could not connect to {url}: {result.error}."

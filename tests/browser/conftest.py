@@ -69,6 +69,15 @@ class PageProblems:
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.allowed: list[str] = []
+
+    def allow(self, text: str) -> None:
+        """A console message containing ``text`` is expected by the test (e.g. Chromium's
+        "Failed to load resource: ... status of 400" when the test asks for a refused page)."""
+        self.allowed.append(text)
+
+    def unexpected(self) -> list[str]:
+        return [m for m in self.messages if not any(text in m for text in self.allowed)]
 
     def watch(self, page) -> None:
         page.add_init_script(REPORT_CSP_VIOLATIONS)
@@ -124,7 +133,8 @@ def open_page(browser):
     yield open_
     for context in contexts:
         context.close()
-    assert not problems.messages, "The browser reported problems:\n" + "\n".join(problems.messages)
+    unexpected = problems.unexpected()
+    assert not unexpected, "The browser reported problems:\n" + "\n".join(unexpected)
 
 
 @pytest.fixture

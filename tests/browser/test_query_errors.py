@@ -12,7 +12,13 @@ from tests.browser.conftest import login
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_refused_custom_window_shows_its_error_after_an_htmx_refresh(page, live_server, demo):
+# Chromium logs every 4xx answer as a console error; these tests ask for exactly one kind.
+REFUSED = "the server responded with a status of 400"
+
+
+def test_a_refused_custom_window_shows_its_error_after_an_htmx_refresh(open_page, live_server, demo):
+    page = open_page()
+    open_page.problems.allow(REFUSED)
     login(page, live_server)
     page.goto(f"{live_server.url}/w/acme/summary/?range=24h")
     page.get_by_text("Custom…").click()
@@ -23,7 +29,9 @@ def test_a_refused_custom_window_shows_its_error_after_an_htmx_refresh(page, liv
     expect(page.get_by_role("alert")).to_contain_text("The window start must be before its end.")
 
 
-def test_a_refused_filter_in_the_url_is_shown_on_the_logs_page(page, live_server, demo):
+def test_a_refused_filter_in_the_url_is_shown_on_the_logs_page(open_page, live_server, demo):
+    page = open_page()
+    open_page.problems.allow(REFUSED)
     login(page, live_server)
     response = page.goto(f"{live_server.url}/w/acme/logs/?range=24h&api_key_ids=1,%C2%B2")
     assert response.status == 400

@@ -6,7 +6,15 @@ from django.core.management.base import BaseCommand
 from workspaces import services
 from workspaces.management.cli import get_workspace, validation_failed
 
-OPTIONS = {"slug": "--slug", "base_url": "--base-url", "name": "--name", "__all__": "--slug"}
+OPTIONS = {
+    "slug": "--slug",
+    "base_url": "--base-url",
+    "name": "--name",
+    "kind": "--kind",
+    "api_version": "--api-version",
+    "deployment": "--deployment",
+    "__all__": "--slug",
+}
 
 
 class Command(BaseCommand):
@@ -25,6 +33,13 @@ class Command(BaseCommand):
             "which keeps the key out of shell history.",
         )
         parser.add_argument("--name", default="", help="Display name (default: the slug).")
+        parser.add_argument(
+            "--kind", default="openai", help="openai (default, and compatible), azure-openai, anthropic or google."
+        )
+        parser.add_argument(
+            "--api-version", default="", help="Azure api-version, or Anthropic's default anthropic-version."
+        )
+        parser.add_argument("--deployment", default="", help="Azure only: the deployment every request goes to.")
 
     def handle(self, *args, **options):
         workspace = get_workspace(options["workspace"])
@@ -36,6 +51,9 @@ class Command(BaseCommand):
                 base_url=options["base_url"],
                 api_key=secret.strip(),
                 name=options["name"],
+                kind=options["kind"],
+                api_version=options["api_version"],
+                deployment=options["deployment"],
                 via="command",
             )
         except ValidationError as exc:
