@@ -3,7 +3,7 @@
 
 from django.urls import path
 
-from analytics import api
+from analytics import api, otel_api
 
 app_name = "analytics"
 
@@ -21,4 +21,6 @@ urlpatterns = [
     path("api/v1/analytics/metadata-keys", api.metadata_keys, name="metadata-keys"),
     path("v1/logs", api.custom_logs_create, name="custom-logs"),
     path("v1/feedback", api.feedback_create, name="feedback"),
+    # OTLP/HTTP trace ingest (analytics.otel_ingest); config/asgi.py routes /v1/otel/ to Django.
+    path("v1/otel/v1/traces", otel_api.traces, name="otel-traces"),
 ]

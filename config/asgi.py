@@ -17,6 +17,8 @@ from config.startup import freeze_startup_heap  # noqa: E402
 
 freeze_startup_heap()
 DJANGO_V1_PATHS = ("/v1/logs", "/v1/feedback")
+# OTLP/HTTP trace ingest (analytics/otel_api.py) is a Django view too.
+DJANGO_V1_PATHS += ("/v1/otel/",)
 
 
 def routes_to_gateway(path: str) -> bool:
