@@ -37,20 +37,18 @@ import http.client
 import logging
 import os
 import random
-import socket
-import ssl
 import threading
 import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from analytics import otel_proto as pb
-from gateway.netguard import BlockedUpstreamError, check_url, is_blocked
+from analytics.otel_http import GuardedPoster
+from gateway.netguard import BlockedUpstreamError
 
 logger = logging.getLogger(__name__)
 
@@ -201,89 +199,6 @@ def encode_span(row: dict) -> bytes:
     )
 
 
-# --- Guarded HTTP ------------------------------------------------------------------------
-
-
-def _guarded_connection(host: str):
-    """``socket.create_connection`` for http.client, connecting only to addresses the SSRF
-    guard allows (checked at connect time, so a name re-resolving to an internal address is
-    refused as well)."""
-
-    def create_connection(address, timeout=None, source_address=None):
-        _host, port = address
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        allowed = [info for info in infos if not is_blocked(info[4][0])]
-        if not allowed:
-            raise BlockedUpstreamError(f"{host} resolves only to networks Portico may not call")
-        error: OSError | None = None
-        for family, kind, proto, _name, sockaddr in allowed:
-            sock = socket.socket(family, kind, proto)
-            try:
-                sock.settimeout(timeout)
-                sock.connect(sockaddr)
-                return sock
-            except OSError as exc:
-                sock.close()
-                error = exc
-        raise error or OSError(f"cannot connect to {host}")
-
-    return create_connection
-
-
-class GuardedPoster:
-    """POSTs to one endpoint over a kept-alive connection; never follows redirects."""
-
-    def __init__(self, endpoint: str, headers: dict[str, str], timeout: float) -> None:
-        check_url(endpoint)  # IP literals in blocked networks are refused before any I/O
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {endpoint!r}")
-        self.host, self.https = parts.hostname, parts.scheme == "https"
-        self.port = parts.port or (443 if self.https else 80)
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.headers = {**headers, "Content-Type": "application/x-protobuf", "User-Agent": "portico-otel-export"}
-        self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
-
-    def _connection(self) -> http.client.HTTPConnection:
-        if self._conn is None:
-            if self.https:
-                conn = http.client.HTTPSConnection(
-                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
-                )
-            else:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-            conn._create_connection = _guarded_connection(self.host)
-            self._conn = conn
-        return self._conn
-
-    def post(self, body: bytes) -> tuple[int, float | None]:
-        """(status, Retry-After seconds or None); raises OSError on connection trouble."""
-        conn = self._connection()
-        try:
-            conn.request("POST", self.path, body=body, headers=self.headers)
-            response = conn.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException):
-            self.close()
-            raise
-        if response.will_close:
-            self.close()
-        return response.status, _retry_after(response.getheader("Retry-After"))
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
-
-
 # --- Exporter ------------------------------------------------------------------------------
 
 
@@ -324,7 +239,10 @@ class OtelExporter:
         """Queue the rows of the workspaces that export; never raises, never blocks on I/O."""
         try:
             targets = self._targets
-            if targets is not None:
+            # A fresh snapshot of who exports filters here, in the writer; a stale one (or none
+            # yet) lets everything through and the thread filters after reloading: an idle
+            # exporter never touches the database.
+            if targets is not None and time.monotonic() < self._next_refresh:
                 if not targets:
                     return
                 rows = [r for r in rows if r["workspace_id"] in targets and r["sdk_version"] != INGESTED_SDK_VERSION]
@@ -399,7 +317,9 @@ class OtelExporter:
 
     def _turn(self) -> None:
         now = time.monotonic()
-        if now >= self._next_refresh:
+        with self._lock:
+            has_work = bool(self._queue) or self._has_backlog()
+        if has_work and now >= self._next_refresh:
             self._refresh()
         with self._lock:
             targets = self._targets or {}
@@ -407,8 +327,8 @@ class OtelExporter:
             if not self._queue and not ready:
                 self._busy = False
                 waits = [t.next_attempt for t in targets.values() if t.pending or t.inflight]
-                wake_at = min([self._next_refresh, *waits])
-                self._wake.wait(timeout=max(0.005, wake_at - now))
+                # Idle: sleep until rows arrive (notify) or a backoff ends.
+                self._wake.wait(timeout=max(0.005, min(waits) - now) if waits else None)
                 return
             self._busy = True
             rows, self._queue = list(self._queue), deque()
@@ -440,8 +360,8 @@ class OtelExporter:
                 for c in configs
                 if c.workspace_id in slugs
             }
-        except Exception:
-            logger.exception("OpenTelemetry export: could not load the export settings; keeping the previous ones")
+        except Exception as exc:
+            logger.warning("OpenTelemetry export: cannot load the export settings (%s); keeping the previous ones", exc)
             if self._targets is None:
                 self._targets = {}
             return
