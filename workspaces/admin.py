@@ -363,7 +363,10 @@ class OtelExportForm(forms.ModelForm):
     def clean_headers(self) -> dict[str, str] | None:
         text = self.cleaned_data.get("headers") or ""
         try:
-            return services.parse_header_lines(text) if text.strip() else None
+            headers = services.parse_header_lines(text) if text.strip() else None
+            if headers:
+                services.check_headers(headers)
+            return headers
         except forms.ValidationError as exc:
             raise forms.ValidationError(exc.message_dict["headers"]) from None
 

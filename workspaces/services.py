@@ -465,7 +465,7 @@ def parse_header_lines(text: str) -> dict[str, str]:
     return headers
 
 
-def _check_headers(headers: dict[str, str]) -> None:
+def check_headers(headers: dict[str, str]) -> None:
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.match(name):
             raise ValidationError({"headers": f"'{str(name)[:40]}' is not a valid HTTP header name."})
@@ -493,7 +493,7 @@ def otel_export_update(
         export.enabled = enabled
     changed_headers = headers is not None and headers != (export.get_headers() if export.pk else {})
     if headers is not None:
-        _check_headers(headers)
+        check_headers(headers)
         export.set_headers(headers)
     export.full_clean()
     save_audited(
