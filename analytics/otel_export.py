@@ -42,6 +42,7 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from django.conf import settings
 from django.db import close_old_connections, connection
@@ -88,9 +89,9 @@ def trace_id_bytes(text: str) -> tuple[bytes, bool]:
     Portkey trace lands in one OTel trace."""
     if (direct := _hex_id(text, 16)) is not None:
         return direct, False
-    if len(text) == 36:
+    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
         try:
-            return uuid.UUID(text).bytes, False
+            return bytes.fromhex(text.replace("-", "")), False  # a UUID's 16 bytes
         except ValueError:
             pass
     return hashlib.sha256(text.encode("utf-8", "replace")).digest()[:16], True
@@ -116,6 +117,45 @@ def _datetime_ns(value) -> int:
     return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
 
 
+@lru_cache(maxsize=4096)
+def _common_attributes(
+    provider: str, model: str, endpoint: str, status_code: int, success: bool, cache_status: str, currency: str
+) -> tuple[bytes, str]:
+    """(the encoded attributes a log shares with many others, the operation name): most logs
+    repeat a few (provider, model, endpoint, status) combinations, encoded once each."""
+    operation_key = endpoint.lstrip("/").removeprefix("v1/")
+    operation = OPERATIONS.get(operation_key, operation_key or "chat")
+    attrs = [pb.string_attribute("gen_ai.operation.name", operation)]
+    if provider:
+        attrs.append(pb.string_attribute("gen_ai.provider.name", provider))
+        attrs.append(pb.string_attribute("gen_ai.system", provider))  # the older name, still widely read
+    if model:
+        # The log keeps one model (the request's, else the one the answer named).
+        attrs.append(pb.string_attribute("gen_ai.request.model", model))
+        attrs.append(pb.string_attribute("gen_ai.response.model", model))
+    attrs.append(pb.int_attribute("http.response.status_code", status_code))
+    attrs.append(pb.string_attribute("portico.endpoint", endpoint))
+    attrs.append(pb.string_attribute("portico.cache_status", cache_status))
+    if currency:
+        attrs.append(pb.string_attribute("portico.currency", currency))
+    if not success:
+        attrs.append(pb.string_attribute("error.type", str(status_code)))
+    return b"".join(attrs), operation
+
+
+_metadata_cache: dict[tuple, bytes] = {}
+
+
+def _metadata_attribute(key: str, value: object) -> bytes:
+    encoded = _metadata_cache.get((key, value))
+    if encoded is None:
+        encoded = pb.string_attribute(METADATA_PREFIX + str(key), value if type(value) is str else str(value))
+        if len(_metadata_cache) >= 50_000:
+            _metadata_cache.clear()
+        _metadata_cache[(key, value)] = encoded
+    return encoded
+
+
 def encode_span(row: dict) -> bytes:
     """The span for one stored log (a coerced RequestLog row from analytics.ingest).
 
@@ -130,7 +170,7 @@ def encode_span(row: dict) -> bytes:
     trace_text = row["trace_id"] or str(log_id)
     trace_id, mapped = trace_id_bytes(trace_text)
     if mapped:
-        attrs.append(pb.string_attribute("portico.trace_id", trace_text))
+        attrs.append(pb.string_attribute("portico.trace_id", trace_text, unique=True))
     carried_span, carried_parent = row["span_id"], row["parent_span_id"]
     if carried_parent:
         parent, parent_mapped = span_id_bytes(carried_parent)
@@ -141,31 +181,26 @@ def encode_span(row: dict) -> bytes:
     else:
         parent, parent_mapped, own = None, False, _own_span_id(log_id)
     if carried_span:
-        attrs.append(pb.string_attribute("portico.span_id", carried_span))
+        attrs.append(pb.string_attribute("portico.span_id", carried_span, unique=True))
     if parent_mapped and carried_parent:
         attrs.append(pb.string_attribute("portico.parent_span_id", carried_parent))
 
-    endpoint = row["endpoint"].lstrip("/").removeprefix("v1/")
-    operation = OPERATIONS.get(endpoint, endpoint or "chat")
-    model, provider = row["model"], row["provider"]
-    attrs.append(pb.string_attribute("gen_ai.operation.name", operation))
-    if provider:
-        attrs.append(pb.string_attribute("gen_ai.provider.name", provider))
-        attrs.append(pb.string_attribute("gen_ai.system", provider))  # the older name, still widely read
-    if model:
-        # The log keeps one model (the request's, else the one the answer named).
-        attrs.append(pb.string_attribute("gen_ai.request.model", model))
-        attrs.append(pb.string_attribute("gen_ai.response.model", model))
+    model, status_code, cost = row["model"], row["status_code"], row["cost"]
+    common, operation = _common_attributes(
+        row["provider"],
+        model,
+        row["endpoint"],
+        status_code,
+        row["success"],
+        row["cache_status"],
+        row["currency"] if cost is not None else "",
+    )
+    attrs.append(common)
     attrs.append(pb.int_attribute("gen_ai.usage.input_tokens", row["prompt_tokens"]))
     attrs.append(pb.int_attribute("gen_ai.usage.output_tokens", row["completion_tokens"]))
-    status_code = row["status_code"]
-    attrs.append(pb.int_attribute("http.response.status_code", status_code))
-    attrs.append(pb.string_attribute("portico.log_id", str(log_id)))
-    attrs.append(pb.string_attribute("portico.endpoint", row["endpoint"]))
-    if row["cost"] is not None:
-        attrs.append(pb.double_attribute("portico.cost", float(row["cost"])))
-        attrs.append(pb.string_attribute("portico.currency", row["currency"]))
-    attrs.append(pb.string_attribute("portico.cache_status", row["cache_status"]))
+    attrs.append(pb.string_attribute("portico.log_id", str(log_id), unique=True))
+    if cost is not None:
+        attrs.append(pb.double_attribute("portico.cost", float(cost)))
     if row["is_stream"]:
         attrs.append(pb.bool_attribute("portico.stream", True))
     if row["ttft_ms"] is not None:
@@ -175,7 +210,7 @@ def encode_span(row: dict) -> bytes:
     if row["user"]:
         attrs.append(pb.string_attribute("enduser.id", row["user"]))
     for key, value in row["metadata"].items():
-        attrs.append(pb.string_attribute(METADATA_PREFIX + str(key), value if type(value) is str else str(value)))
+        attrs.append(_metadata_attribute(key, value))
 
     message = ""
     if row["success"]:
@@ -183,7 +218,6 @@ def encode_span(row: dict) -> bytes:
     else:
         status = pb.STATUS_ERROR
         message = row["error_message"][:1024]
-        attrs.append(pb.string_attribute("error.type", str(status_code)))
     start_ns = _datetime_ns(row["created_at"])
     end_ns = start_ns + int(row["latency_ms"] * 1_000_000)
     return pb.span(
@@ -395,7 +429,11 @@ class OtelExporter:
         if target.inflight is None:
             batch = [target.pending.popleft() for _ in range(min(len(target.pending), settings.OTEL_EXPORT_BATCH_SIZE))]
             spans = []
-            for row in batch:
+            for number, row in enumerate(batch, start=1):
+                if number % 32 == 0:
+                    # Let a waiting writer thread have the GIL now rather than at the next
+                    # switch interval (5 ms): the writer's commit must not queue behind encoding.
+                    time.sleep(0)
                 try:
                     spans.append(encode_span(row))
                 except Exception:

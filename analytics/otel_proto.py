@@ -61,12 +61,13 @@ def _key_value(key: str, any_value: bytes, tag: bytes) -> bytes:
     return field(tag, _key(key) + field(b"\x12", any_value))
 
 
-def string_attribute(key: str, value: str) -> bytes:
-    """A span's string attribute (Span.attributes = 9)."""
-    encoded = _string_pairs.get((key, value))
+def string_attribute(key: str, value: str, *, unique: bool = False) -> bytes:
+    """A span's string attribute (Span.attributes = 9). Values that repeat (provider, model,
+    metadata) are encoded once; ``unique`` ones (a log id) skip the cache they would only churn."""
+    encoded = None if unique else _string_pairs.get((key, value))
     if encoded is None:
         encoded = _key_value(key, field(b"\x0a", value.encode("utf-8", "replace")), b"\x4a")
-        if len(value) <= 128:  # long values (error messages) are rarely repeated
+        if not unique and len(value) <= 128:  # long values (error messages) are rarely repeated
             if len(_string_pairs) >= _PAIR_CACHE_LIMIT:
                 _string_pairs.clear()
             _string_pairs[(key, value)] = encoded
@@ -74,7 +75,9 @@ def string_attribute(key: str, value: str) -> bytes:
 
 
 def int_attribute(key: str, value: int) -> bytes:
-    return _key_value(key, b"\x18" + varint(value), b"\x4a")
+    any_value = b"\x18" + (_SMALL[value] if 0 <= value < 128 else varint(value))
+    body = _key(key) + b"\x12" + _SMALL[len(any_value)] + any_value  # an AnyValue is at most 11 bytes
+    return b"\x4a" + varint(len(body)) + body
 
 
 def double_attribute(key: str, value: float) -> bytes:
