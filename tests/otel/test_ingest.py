@@ -1,5 +1,8 @@
-"""POST /v1/otel/v1/traces on a live Portico (uvicorn serving config.asgi): GenAI spans from an
-application instrumented with the OpenTelemetry SDK become logs, read back through the REST API."""
+"""POST /v1/otel/v1/traces on a live Portico (a real HTTP server: pytest-django's live_server):
+GenAI spans from an application instrumented with the OpenTelemetry SDK become logs, read back
+through the REST API. (Not the gateway tests' uvicorn server: a second server in the same run
+would share the gateway app across two event loops. config.asgi's routing of /v1/otel/ to
+Django is checked directly.)"""
 
 from __future__ import annotations
 
@@ -21,20 +24,20 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from analytics.models import ModelPrice, RequestLog
-from tests.gateway.conftest import gateway_url, log_consumer  # noqa: F401 - the live server fixtures
+from config.asgi import routes_to_gateway
 from workspaces import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def live(gateway_url):  # noqa: F811
+def live(live_server):
     ModelPrice.objects.update_or_create(
         model="gpt-4o-mini", defaults={"input_per_million": Decimal("0.15"), "output_per_million": Decimal("0.6")}
     )
     ws = services.workspace_create(slug="acme", name="Acme", default_metadata={"tenant": "acme-corp"})
     api_key, full_key = services.api_key_create(workspace=ws, name="otel", default_metadata={"source": "otel-app"})
-    return type("Live", (), {"url": gateway_url, "workspace": ws, "api_key": api_key, "key": full_key})
+    return type("Live", (), {"url": live_server.url, "workspace": ws, "api_key": api_key, "key": full_key})
 
 
 def tracer_for(live, resource: dict | None = None):
@@ -257,3 +260,8 @@ def test_it_refuses_missing_keys_wrong_types_and_oversized_bodies(live, settings
     _, readonly_key = services.api_key_create(workspace=live.workspace, name="admin only", scopes=["admin"])
     forbidden = {"content-type": "application/json", "x-portkey-api-key": readonly_key}
     assert httpx.post(url, content=b"{}", headers=forbidden).status_code == 403
+
+
+def test_asgi_sends_otlp_ingest_to_django_not_the_gateway():
+    assert not routes_to_gateway("/v1/otel/v1/traces")
+    assert routes_to_gateway("/v1/chat/completions")
