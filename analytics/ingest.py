@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 import orjson
@@ -33,7 +34,7 @@ import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from analytics import dashboard_cache, health, rollups
+from analytics import dashboard_cache, health, otel_export, rollups
 from analytics.models import RequestBody, RequestLog
 from workspaces.models import ApiKey, Workspace
 
@@ -423,6 +424,9 @@ def _write_log_batch(records: list[dict]) -> list[str]:
             new_ids = _insert_generic(rows, bodies)
         new_rows = [row for row in rows if row["id"] in new_ids]
         _update_rollups(new_rows)
+        if new_rows:
+            # Spans go out after the commit, from a background queue that never raises here.
+            transaction.on_commit(partial(otel_export.enqueue, new_rows), robust=True)
     if new_rows and dashboard_cache.is_closed(min(row["created_at"] for row in new_rows)):
         # Late logs (a spool replayed hours after an outage) changed hours the dashboard caches.
         now = timezone.now()

@@ -88,7 +88,7 @@ def custom_logs_insert(*, api_key: ApiKey, items: list[dict], prefix_index: bool
     context = _Context(
         api_key=api_key,
         policy=key_metadata_policy(api_key),
-        prices={p.model: (p.input_per_million, p.output_per_million) for p in ModelPrice.objects.all()},
+        prices=price_table(),
         store_bodies=api_key.workspace.store_bodies,
         now=timezone.now(),
     )
@@ -202,10 +202,21 @@ def _usage(response_doc: dict) -> UsageTracker:
 
 
 def _cost(prices: Prices, model: str, usage: UsageTracker) -> str | None:
-    price = price_for(prices, model) if usage.total_tokens else None
+    return token_cost(prices, model, usage.prompt_tokens, usage.completion_tokens) if usage.total_tokens else None
+
+
+def price_table() -> Prices:
+    """Every model's (input, output) price per million tokens, as the gateway prices them."""
+    return {p.model: (p.input_per_million, p.output_per_million) for p in ModelPrice.objects.all()}
+
+
+def token_cost(prices: Prices, model: str, prompt_tokens: int, completion_tokens: int) -> str | None:
+    """Cost as a decimal string for logs written outside the gateway (custom logs, OTLP ingest);
+    None for an unknown model (unknown is not free)."""
+    price = price_for(prices, model)
     if price is None:
         return None
-    cost = (price[0] * usage.prompt_tokens + price[1] * usage.completion_tokens) / _MILLION
+    cost = (price[0] * prompt_tokens + price[1] * completion_tokens) / _MILLION
     return str(cost.quantize(Decimal("0.00000001")))
 
 

@@ -5,7 +5,7 @@ rather than to the gateway app."""
 
 from django.urls import path, re_path
 
-from analytics import api, portkey_api
+from analytics import api, otel_api, portkey_api
 
 app_name = "analytics"
 
@@ -39,4 +39,6 @@ urlpatterns = [
     path("v1/logs/exports/<str:export_id>/download", portkey_api.export_download, name="portkey-export-download"),
     path("v1/logs/exports/<str:export_id>/file", portkey_api.export_file, name="portkey-export-file"),
     path("v1/feedback", api.feedback_create, name="feedback"),
+    # OTLP/HTTP trace ingest (analytics.otel_ingest); config/asgi.py routes /v1/otel/ to Django.
+    path("v1/otel/v1/traces", otel_api.traces, name="otel-traces"),
 ]

@@ -25,7 +25,7 @@ from config.scheduler import start_embedded_scheduler  # noqa: E402
 from config.startup import freeze_startup_heap  # noqa: E402
 
 freeze_startup_heap()
-DJANGO_V1_PATHS = ("/v1/logs", "/v1/feedback", "/v1/analytics")
+DJANGO_V1_PATHS = ("/v1/logs", "/v1/feedback", "/v1/analytics", "/v1/otel/")
 
 
 def routes_to_gateway(path: str) -> bool:

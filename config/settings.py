@@ -351,6 +351,16 @@ ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 400, minimum=1, maximum
 # Portkey-style log export jobs (POST /v1/logs/exports) hold at most this many logs, as Portkey's.
 LOG_EXPORT_MAX_LOGS = env_int("LOG_EXPORT_MAX_LOGS", 50_000, minimum=1, maximum=1_000_000)
 
+# OpenTelemetry export (analytics.otel_export): per-process queue bound (drop-oldest beyond it),
+# spans per request, one request's timeout, how long a failing batch is retried, and how often
+# the workspaces' export settings are reloaded. OTLP ingest (POST /v1/otel/v1/traces) body cap.
+OTEL_EXPORT_QUEUE_SIZE = env_int("OTEL_EXPORT_QUEUE_SIZE", 20_000, minimum=100, maximum=10_000_000)
+OTEL_EXPORT_BATCH_SIZE = env_int("OTEL_EXPORT_BATCH_SIZE", 512, minimum=1, maximum=100_000)
+OTEL_EXPORT_TIMEOUT = env_float("OTEL_EXPORT_TIMEOUT", 5.0, minimum=0.01)
+OTEL_EXPORT_RETRY_SECONDS = env_float("OTEL_EXPORT_RETRY_SECONDS", 30.0)
+OTEL_EXPORT_REFRESH_SECONDS = env_float("OTEL_EXPORT_REFRESH_SECONDS", 5.0, minimum=0.01)
+OTEL_INGEST_MAX_BYTES = env_int("OTEL_INGEST_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

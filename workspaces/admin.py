@@ -18,7 +18,7 @@ from django.utils.cache import add_never_cache_headers
 
 from workspaces import services
 from workspaces.forms import PrettyJSONField
-from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
+from workspaces.models import ApiKey, AuditEvent, Membership, OtelExport, Provider, Workspace
 
 JSON_AS_TEXT = {models.JSONField: {"form_class": PrettyJSONField}}
 SCHEMA_HELP = (
@@ -342,6 +342,78 @@ class ProviderAdmin(_AuditedDeletes, admin.ModelAdmin):
 
     def delete_through_service(self, request: HttpRequest, obj: Provider) -> None:
         services.provider_delete(provider=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+
+class OtelExportForm(forms.ModelForm):
+    endpoint = forms.URLField(
+        max_length=500, assume_scheme="https", help_text="The collector's full OTLP/HTTP traces URL."
+    )
+    # Write-only like a provider's API key: header values are credentials, never sent back.
+    headers = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "autocomplete": "off", "spellcheck": "false"}),
+        help_text="One 'Name: value' per line, e.g. 'Authorization: Bearer ...'. Stored encrypted. "
+        "When editing, leave blank to keep the stored headers; enter lines to replace them all.",
+    )
+    clear_headers = forms.BooleanField(label="Remove the stored headers", required=False)
+
+    class Meta:
+        model = OtelExport
+        fields = ["workspace", "enabled", "endpoint"]
+
+    def clean_headers(self) -> dict[str, str] | None:
+        text = self.cleaned_data.get("headers") or ""
+        try:
+            headers = services.parse_header_lines(text) if text.strip() else None
+            if headers:
+                services.check_headers(headers)
+            return headers
+        except forms.ValidationError as exc:
+            raise forms.ValidationError(exc.message_dict["headers"]) from None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("headers") and cleaned.get("clear_headers"):
+            self.add_error("clear_headers", "Either enter new headers or remove the stored ones, not both.")
+        return cleaned
+
+
+@admin.register(OtelExport)
+class OtelExportAdmin(_AuditedDeletes, admin.ModelAdmin):
+    form = OtelExportForm
+    list_display = ["workspace", "endpoint", "enabled", "header_list", "updated_at"]
+    list_filter = ["enabled"]
+    search_fields = ["workspace__slug", "endpoint"]
+    list_select_related = ["workspace"]
+    autocomplete_fields = ["workspace"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: OtelExport | None = None) -> list:
+        headers = ["header_list", "headers", "clear_headers"] if obj else ["headers"]
+        return [(None, {"fields": ["workspace", "enabled", "endpoint"]}), ("Request headers", {"fields": headers})]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: OtelExport | None = None) -> list[str]:
+        # One export per workspace: it stays with the workspace it was made for.
+        return ["workspace", "header_list"] if obj else []
+
+    @admin.display(description="stored headers")
+    def header_list(self, obj: OtelExport) -> str:
+        return ", ".join(obj.header_names) or "None"
+
+    def save_model(self, request: HttpRequest, obj: OtelExport, form: forms.ModelForm, change: bool) -> None:
+        headers = {} if form.cleaned_data.get("clear_headers") else form.cleaned_data.get("headers")
+        saved = services.otel_export_update(
+            workspace=obj.workspace,
+            endpoint=obj.endpoint,
+            enabled=obj.enabled,
+            headers=headers,
+            actor=request.user,
+            via=AuditEvent.Via.ADMIN,
+        )
+        obj.pk = saved.pk
+        obj._state.adding = False
+
+    def delete_through_service(self, request: HttpRequest, obj: OtelExport) -> None:
+        services.otel_export_delete(export=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
 
 
 @admin.register(AuditEvent)

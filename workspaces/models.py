@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
@@ -291,3 +292,46 @@ class AuditEvent(models.Model):
             for name in names
             if self.before.get(name) != self.after.get(name)
         ]
+
+
+class OtelExport(models.Model):
+    """Where a workspace's logs are exported as OpenTelemetry spans (OTLP/HTTP protobuf), by the
+    log writer after each committed batch (analytics.otel_export). The request headers often
+    carry a credential (``Authorization``, ``x-honeycomb-team``, ...): they are stored encrypted
+    like provider secrets, and only their names are ever shown or audited."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="otel_export")
+    enabled = models.BooleanField(default=True)
+    endpoint = models.URLField(
+        max_length=500, help_text="The collector's full OTLP/HTTP traces URL, e.g. https://otel.example.com/v1/traces"
+    )
+    encrypted_headers = models.TextField(blank=True, editable=False)
+    # The names alone, in clear: shown in the admin and the audit trail.
+    header_names = models.JSONField(default=list, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "OpenTelemetry export"
+
+    def __str__(self) -> str:
+        return f"{self.workspace} -> {self.endpoint}"
+
+    def clean(self) -> None:
+        from gateway.netguard import BlockedUpstreamError, check_url
+
+        if not (self.endpoint or "").lower().startswith(("http://", "https://")):
+            raise ValidationError({"endpoint": "Enter an http:// or https:// URL."})
+        try:
+            check_url(self.endpoint)
+        except BlockedUpstreamError as exc:
+            raise ValidationError(
+                {"endpoint": f"{exc}; allow the network with UPSTREAM_ALLOWED_NETWORKS if this is intended."}
+            ) from None
+
+    def set_headers(self, headers: dict[str, str]) -> None:
+        self.encrypted_headers = crypto.encrypt_secret(orjson.dumps(headers).decode()) if headers else ""
+        self.header_names = sorted(headers)
+
+    def get_headers(self) -> dict[str, str]:
+        return orjson.loads(crypto.decrypt_secret(self.encrypted_headers)) if self.encrypted_headers else {}

@@ -12,6 +12,7 @@ nothing else in the code base saves or deletes these models."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +23,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from workspaces import keys
-from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
+from workspaces.models import ApiKey, AuditEvent, Membership, OtelExport, Provider, Workspace
 
 Actor = AbstractBaseUser | None
 
@@ -52,8 +53,16 @@ _AUDITED_FIELDS = {
     ],
     Provider: ["slug", "name", "kind", "base_url", "api_version", "deployment", "is_active"],
     Membership: ["role"],
+    # Header names only: their values are credentials.
+    OtelExport: ["enabled", "endpoint", "header_names"],
 }
-_OBJECT_TYPES = {Workspace: "workspace", ApiKey: "api_key", Provider: "provider", Membership: "membership"}
+_OBJECT_TYPES = {
+    Workspace: "workspace",
+    ApiKey: "api_key",
+    Provider: "provider",
+    Membership: "membership",
+    OtelExport: "otel_export",
+}
 
 
 def register_audited(model: type[models.Model], *, object_type: str, fields: list[str]) -> None:
@@ -446,3 +455,68 @@ def provider_rotate_secret(
 
 def provider_delete(*, provider: Provider, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
     delete_audited(provider, action="provider.delete", actor=actor, via=via)
+
+
+# RFC 9110 token characters: what an HTTP header name may be made of.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+
+
+def parse_header_lines(text: str) -> dict[str, str]:
+    """``Name: value`` lines (as typed in the admin) as a dict; raises ValidationError naming
+    the first bad line."""
+    headers: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValidationError({"headers": f"Line {number}: write it as 'Name: value'."})
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def check_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ValidationError({"headers": f"'{str(name)[:40]}' is not a valid HTTP header name."})
+        if not isinstance(value, str) or any(c in value for c in "\r\n\x00") or len(value) > 8192:
+            raise ValidationError({"headers": f"The value of '{name}' must be one line of text (at most 8192)."})
+
+
+def otel_export_update(
+    *,
+    workspace: Workspace,
+    endpoint: str | None = None,
+    enabled: bool | None = None,
+    headers: dict[str, str] | None = None,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+) -> OtelExport:
+    """Create or change the workspace's OpenTelemetry export. ``headers``: None keeps the stored
+    ones, {} removes them, anything else replaces them (audited by name, never by value). The
+    log writers pick the change up within analytics.otel_export's refresh interval."""
+    export = OtelExport.objects.filter(workspace=workspace).first() or OtelExport(workspace=workspace)
+    before = stored_snapshot(export)
+    if endpoint is not None:
+        export.endpoint = endpoint.strip()
+    if enabled is not None:
+        export.enabled = enabled
+    changed_headers = headers is not None and headers != (export.get_headers() if export.pk else {})
+    if headers is not None:
+        check_headers(headers)
+        export.set_headers(headers)
+    export.full_clean()
+    save_audited(
+        export,
+        action="otel_export.update" if before else "otel_export.create",
+        before=before,
+        actor=actor,
+        via=via,
+        after_extra={"headers": "changed"} if changed_headers else None,
+        only_if_changed=True,
+    )
+    return export
+
+
+def otel_export_delete(*, export: OtelExport, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    delete_audited(export, action="otel_export.delete", actor=actor, via=via)

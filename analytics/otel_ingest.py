@@ -1,0 +1,503 @@
+"""OTLP/HTTP trace ingest: GenAI spans from applications instrumented with OpenTelemetry become
+Portico logs, through the custom logs' path (analytics.services): the same metadata rules, the
+same price table and ``write_log_batch`` (so rollups, filters and pages see them like any log).
+
+A span is GenAI when it names a model or a GenAI system/operation in any of the conventions in
+use: the OpenTelemetry GenAI semantic conventions (``gen_ai.*``), OpenLLMetry (``gen_ai.*`` and
+the older ``llm.*``) and OpenInference (``llm.model_name``, ``llm.token_count.*``,
+``openinference.span.kind``). Other spans (HTTP handlers, database calls, workflow steps) are
+ignored and counted.
+
+Metadata goes through ``gateway.metadata.resolve_metadata`` with the API key's and workspace's
+defaults and schemas, in lenient mode (attribute values are typed: numbers and booleans become
+strings, over-long values are cut, and the log records what changed), with the sources mapped
+onto the gateway's:
+
+- request metadata (``x-portkey-metadata``): span attributes ``portico.metadata.<key>``, then
+  ``metadata.<key>``, over OpenInference's ``metadata`` (a JSON object as a string);
+- ``_user`` (the body's ``user``): ``user.id``, ``enduser.id`` or ``gen_ai.user``;
+- the lowest level (baggage, HEADERS_TO_METADATA): resource attributes ``portico.metadata.<key>``
+  / ``metadata.<key>`` (what a whole process sends, like baggage), and the OTLP request's own
+  headers named in HEADERS_TO_METADATA.
+
+A span whose metadata the workspace's schema refuses, or whose times are impossible, is
+rejected (OTLP ``partial_success.rejected_spans``, the first reason in ``error_message``); the
+other spans of the request are still written. A malformed payload is refused as a whole (400).
+Log ids are derived from (workspace, trace id, span id), so an exporter's retry of the same
+spans writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from django.conf import settings
+from django.utils import timezone
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from analytics import services
+from analytics.ingest import write_log_batch
+from analytics.otel_export import INGESTED_SDK_VERSION
+from gateway.errors import GatewayError
+from gateway.metadata import resolve_metadata
+from workspaces.models import ApiKey
+
+# Process-wide counters (spans): accepted, ignored (not GenAI), rejected.
+ingest_counters: Counter[str] = Counter()
+
+STATUS_ERROR = 2
+_FUTURE_SLACK = timedelta(hours=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_METADATA_PREFIXES = ("portico.metadata.", "metadata.")
+# First present wins.
+MODEL_KEYS = (
+    "gen_ai.request.model",
+    "llm.request.model",
+    "llm.model_name",
+    "gen_ai.response.model",
+    "llm.response.model",
+)
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system", "llm.vendor")
+INPUT_TOKEN_KEYS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.prompt_tokens",
+    "llm.usage.prompt_tokens",
+    "llm.token_count.prompt",
+)
+OUTPUT_TOKEN_KEYS = (
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.completion_tokens",
+    "llm.usage.completion_tokens",
+    "llm.token_count.completion",
+)
+TOTAL_TOKEN_KEYS = ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens")
+USER_KEYS = ("user.id", "enduser.id", "gen_ai.user", "llm.user")
+STATUS_KEYS = ("http.response.status_code", "http.status_code")
+_GENAI_MARKERS = (*MODEL_KEYS, *PROVIDER_KEYS, "gen_ai.operation.name")
+_OPENINFERENCE_GENAI_KINDS = {"LLM", "EMBEDDING"}
+# Operation (gen_ai.operation.name, OpenLLMetry's llm.request.type, OpenInference's span
+# kind) -> the gateway's endpoint, so ingested logs group with proxied ones.
+ENDPOINTS = {
+    "chat": "/chat/completions",
+    "LLM": "/chat/completions",
+    "text_completion": "/completions",
+    "completion": "/completions",
+    "embeddings": "/embeddings",
+    "embedding": "/embeddings",
+    "EMBEDDING": "/embeddings",
+}
+
+
+class OtlpError(ValueError):
+    """A malformed payload; ``param`` is where, e.g. ``resourceSpans[0].scopeSpans[0].spans[3].traceId``."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(slots=True)
+class SpanIn:
+    """One span, decoded from either encoding."""
+
+    trace_id: str  # 32 hex
+    span_id: str  # 16 hex
+    parent_span_id: str  # 16 hex or ""
+    name: str
+    start_ns: int
+    end_ns: int
+    status_code: int
+    status_message: str
+    attributes: dict
+    resource: dict
+    exception: str = ""
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    ignored: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+    log_ids: list[str] = field(default_factory=list)
+
+
+# --- Decoding -------------------------------------------------------------------------------
+
+
+def _any_value(value) -> object:
+    """An opentelemetry-proto AnyValue as a Python value."""
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    inner = getattr(value, kind)
+    if kind == "array_value":
+        return [_any_value(v) for v in inner.values]
+    if kind == "kvlist_value":
+        return {kv.key: _any_value(kv.value) for kv in inner.values}
+    if kind == "bytes_value":
+        return inner.hex()
+    return inner
+
+
+def decode_protobuf(body: bytes) -> list[SpanIn]:
+    try:
+        request = ExportTraceServiceRequest.FromString(body)
+    except (DecodeError, ValueError) as exc:
+        raise OtlpError("body", f"Not an OTLP ExportTraceServiceRequest in protobuf: {exc}") from None
+    spans = []
+    for r, resource_spans in enumerate(request.resource_spans):
+        resource = {kv.key: _any_value(kv.value) for kv in resource_spans.resource.attributes}
+        for s, scope_spans in enumerate(resource_spans.scope_spans):
+            for n, span in enumerate(scope_spans.spans):
+                where = f"resourceSpans[{r}].scopeSpans[{s}].spans[{n}]"
+                exception = ""
+                for event in span.events:
+                    if event.name == "exception":
+                        exception = str(
+                            next((_any_value(kv.value) for kv in event.attributes if kv.key == "exception.message"), "")
+                        )
+                        break
+                spans.append(
+                    SpanIn(
+                        trace_id=_binary_id(span.trace_id, 16, f"{where}.traceId"),
+                        span_id=_binary_id(span.span_id, 8, f"{where}.spanId"),
+                        parent_span_id=_binary_id(span.parent_span_id, 8, f"{where}.parentSpanId", optional=True),
+                        name=span.name,
+                        start_ns=span.start_time_unix_nano,
+                        end_ns=span.end_time_unix_nano,
+                        status_code=span.status.code,
+                        status_message=span.status.message,
+                        attributes={kv.key: _any_value(kv.value) for kv in span.attributes},
+                        resource=resource,
+                        exception=exception,
+                    )
+                )
+    return spans
+
+
+def _binary_id(raw: bytes, size: int, where: str, optional: bool = False) -> str:
+    if optional and not raw:
+        return ""
+    if len(raw) != size or not raw.strip(b"\0"):
+        raise OtlpError(where, f"Must be {size} bytes, not all zero.")
+    return raw.hex()
+
+
+def _get(obj: dict, camel: str, snake: str) -> object:
+    # OTLP/JSON uses lowerCamelCase; protobuf's JSON mapping also accepts the proto names.
+    value = obj.get(camel)
+    return obj.get(snake) if value is None else value
+
+
+def _json_list(obj: dict, camel: str, snake: str, where: str) -> list:
+    value = _get(obj, camel, snake)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OtlpError(f"{where}.{camel}", "Must be an array.")
+    return value
+
+
+def _json_object(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise OtlpError(where, "Must be an object.")
+    return value
+
+
+def _json_any_value(value: object, where: str) -> object:
+    value = _json_object(value, where) if value is not None else {}
+    for key, kind in (("stringValue", str), ("boolValue", bool)):
+        if key in value:
+            if not isinstance(value[key], kind):
+                raise OtlpError(f"{where}.{key}", f"Must be a {kind.__name__}.")
+            return value[key]
+    if "intValue" in value:
+        return _json_int(value["intValue"], f"{where}.intValue")
+    if "doubleValue" in value:
+        number = value["doubleValue"]
+        if isinstance(number, bool) or not isinstance(number, int | float | str):
+            raise OtlpError(f"{where}.doubleValue", "Must be a number.")
+        try:
+            return float(number)
+        except ValueError:
+            raise OtlpError(f"{where}.doubleValue", "Must be a number.") from None
+    if "arrayValue" in value:
+        items = _json_list(_json_object(value["arrayValue"], f"{where}.arrayValue"), "values", "values", where)
+        return [_json_any_value(v, f"{where}.arrayValue.values[{i}]") for i, v in enumerate(items)]
+    if "kvlistValue" in value:
+        return _json_attributes(_json_object(value["kvlistValue"], f"{where}.kvlistValue"), f"{where}.kvlistValue")
+    if "bytesValue" in value:
+        return str(value["bytesValue"])
+    return None
+
+
+def _json_attributes(obj: dict, where: str, key: str = "values") -> dict:
+    attributes = {}
+    for i, item in enumerate(_json_list(obj, key, key, where)):
+        item = _json_object(item, f"{where}.{key}[{i}]")
+        name = item.get("key")
+        if not isinstance(name, str):
+            raise OtlpError(f"{where}.{key}[{i}].key", "Must be a string.")
+        attributes[name] = _json_any_value(item.get("value"), f"{where}.{key}[{i}].value")
+    return attributes
+
+
+def _json_int(value: object, where: str) -> int:
+    # OTLP/JSON writes 64-bit integers as decimal strings; numbers are accepted too.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise OtlpError(where, "Must be an integer (or a decimal string).")
+    try:
+        return int(value)
+    except ValueError:
+        raise OtlpError(where, "Must be an integer (or a decimal string).") from None
+
+
+def _hex_id(value: object, size: int, where: str, optional: bool = False) -> str:
+    if optional and value in (None, ""):
+        return ""
+    text = value.lower() if isinstance(value, str) else ""
+    if len(text) != size * 2 or not text.strip("0") or any(c not in "0123456789abcdef" for c in text):
+        raise OtlpError(where, f"Must be {size * 2} hex digits, not all zero (OTLP/JSON ids are hex, not base64).")
+    return text
+
+
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+
+def decode_json(body: bytes) -> list[SpanIn]:
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise OtlpError("body", f"Not valid JSON: {exc}") from None
+    document = _json_object(document, "body")
+    spans = []
+    for r, resource_spans in enumerate(_json_list(document, "resourceSpans", "resource_spans", "body")):
+        where_r = f"resourceSpans[{r}]"
+        resource_spans = _json_object(resource_spans, where_r)
+        resource_obj = _json_object(resource_spans.get("resource") or {}, f"{where_r}.resource")
+        resource = _json_attributes(resource_obj, f"{where_r}.resource", "attributes")
+        for s, scope_spans in enumerate(_json_list(resource_spans, "scopeSpans", "scope_spans", where_r)):
+            where_s = f"{where_r}.scopeSpans[{s}]"
+            scope_spans = _json_object(scope_spans, where_s)
+            for n, span in enumerate(_json_list(scope_spans, "spans", "spans", where_s)):
+                where = f"{where_s}.spans[{n}]"
+                span = _json_object(span, where)
+                status = _json_object(span.get("status") or {}, f"{where}.status")
+                code = status.get("code", 0)
+                code = _STATUS_NAMES.get(code, code) if isinstance(code, str) else code
+                if isinstance(code, bool) or not isinstance(code, int):
+                    raise OtlpError(f"{where}.status.code", "Must be 0, 1 or 2 (unset, ok, error).")
+                message = status.get("message") or ""
+                exception = ""
+                for e, event in enumerate(_json_list(span, "events", "events", where)):
+                    event = _json_object(event, f"{where}.events[{e}]")
+                    if event.get("name") == "exception":
+                        event_attributes = _json_attributes(event, f"{where}.events[{e}]", "attributes")
+                        exception = str(event_attributes.get("exception.message") or "")
+                        break
+                spans.append(
+                    SpanIn(
+                        trace_id=_hex_id(_get(span, "traceId", "trace_id"), 16, f"{where}.traceId"),
+                        span_id=_hex_id(_get(span, "spanId", "span_id"), 8, f"{where}.spanId"),
+                        parent_span_id=_hex_id(
+                            _get(span, "parentSpanId", "parent_span_id"), 8, f"{where}.parentSpanId", optional=True
+                        ),
+                        name=str(span.get("name") or ""),
+                        start_ns=_json_int(
+                            _get(span, "startTimeUnixNano", "start_time_unix_nano") or 0, f"{where}.startTimeUnixNano"
+                        ),
+                        end_ns=_json_int(
+                            _get(span, "endTimeUnixNano", "end_time_unix_nano") or 0, f"{where}.endTimeUnixNano"
+                        ),
+                        status_code=code,
+                        status_message=str(message),
+                        attributes=_json_attributes(span, where, "attributes"),
+                        resource=resource,
+                        exception=exception,
+                    )
+                )
+    return spans
+
+
+# --- Spans -> logs ----------------------------------------------------------------------------
+
+
+def is_genai(span: SpanIn) -> bool:
+    attributes = span.attributes
+    if any(key in attributes for key in _GENAI_MARKERS):
+        return True
+    return attributes.get("openinference.span.kind") in _OPENINFERENCE_GENAI_KINDS
+
+
+def _first(attributes: dict, keys: tuple[str, ...]) -> object:
+    for key in keys:
+        value = attributes.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
+def _tokens(attributes: dict, keys: tuple[str, ...]) -> int:
+    value = _first(attributes, keys)
+    try:
+        number = int(value) if value is not None and not isinstance(value, bool) else 0
+    except (TypeError, ValueError):
+        return 0
+    return min(max(number, 0), 2_147_483_647)
+
+
+def _prefixed(attributes: dict) -> dict:
+    """``metadata.<key>`` then ``portico.metadata.<key>`` (the more specific wins)."""
+    found: dict = {}
+    for prefix in reversed(_METADATA_PREFIXES):
+        found.update({key[len(prefix) :]: value for key, value in attributes.items() if key.startswith(prefix)})
+    return found
+
+
+def _request_metadata(attributes: dict) -> dict:
+    metadata: dict = {}
+    raw = attributes.get("metadata")  # OpenInference: a JSON object as a string
+    if isinstance(raw, str):
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            metadata.update(parsed)
+    metadata.update(_prefixed(attributes))
+    return metadata
+
+
+def _log_id(workspace_id: int, span: SpanIn) -> str:
+    """A UUIDv7 (time-ordered like the gateway's) whose other bits come from the span's
+    identity: the same span sent twice is the same log."""
+    digest = hashlib.sha256(f"{workspace_id}:{span.trace_id}:{span.span_id}".encode()).digest()
+    raw = bytearray((span.start_ns // 1_000_000).to_bytes(6, "big") + digest[6:16])
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    api_key: ApiKey
+    policy: object
+    prices: dict
+    store_bodies: bool
+    mapped_headers: dict[str, str]
+    now: datetime
+
+
+def _record(span: SpanIn, context: _Context) -> dict:
+    """The log record for one GenAI span; raises OtlpError (the span is rejected)."""
+    if not span.start_ns or span.end_ns < span.start_ns:
+        raise OtlpError("span", f"span {span.span_id}: start and end times are missing or end before start")
+    try:
+        start = _EPOCH + timedelta(microseconds=span.start_ns // 1000)
+    except OverflowError:
+        start = datetime.max.replace(tzinfo=UTC)
+    if start > context.now + _FUTURE_SLACK:
+        raise OtlpError("span", f"span {span.span_id}: starts more than an hour in the future")
+    attributes = span.attributes
+    user = _first(attributes, USER_KEYS)
+    try:
+        resolved = resolve_metadata(
+            header_value=orjson.dumps(md) if (md := _request_metadata(attributes)) else None,
+            body_user=str(user) if user is not None else None,
+            mapped_headers={**_prefixed(span.resource), **context.mapped_headers},
+            baggage=None,
+            policy=context.policy,
+            strict=False,
+            request_first=settings.METADATA_PRECEDENCE == "request_first",
+            max_keys=settings.METADATA_MAX_KEYS,
+        )
+    except GatewayError as exc:
+        raise OtlpError(
+            "span", f"span {span.span_id}: {exc.message.replace('x-portkey-metadata', 'metadata')}"
+        ) from None
+    model = str(_first(attributes, MODEL_KEYS) or "")[:200]
+    prompt, completion = _tokens(attributes, INPUT_TOKEN_KEYS), _tokens(attributes, OUTPUT_TOKEN_KEYS)
+    total = _tokens(attributes, TOTAL_TOKEN_KEYS) or prompt + completion
+    http_status = _first(attributes, STATUS_KEYS)
+    failed = span.status_code == STATUS_ERROR
+    if isinstance(http_status, int) and not isinstance(http_status, bool) and 100 <= http_status <= 599:
+        status = http_status
+    else:
+        status = 500 if failed else 200
+    operation = _first(attributes, ("gen_ai.operation.name", "llm.request.type", "openinference.span.kind"))
+    stream = _first(attributes, ("gen_ai.request.stream", "llm.is_streaming"))
+    error = span.status_message or span.exception or str(attributes.get("error.type") or "")
+    record = {
+        "id": _log_id(context.api_key.workspace_id, span),
+        "created_at": start.isoformat(),
+        "workspace_id": context.api_key.workspace_id,
+        "api_key_id": context.api_key.pk,
+        "provider": str(_first(attributes, PROVIDER_KEYS) or "unknown")[:64],
+        "model": model,
+        "endpoint": ENDPOINTS.get(str(operation), f"/{operation}" if operation else "")[:200],
+        "method": "POST",
+        "status_code": status,
+        "success": not failed and status < 400,
+        "is_stream": stream is True or stream == "true",
+        "latency_ms": round((span.end_ns - span.start_ns) / 1e6, 3),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+        "cost": services.token_cost(context.prices, model, prompt, completion) if total else None,
+        "trace_id": span.trace_id,
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_span_id,
+        "span_name": span.name[:200],
+        "user": resolved.metadata.get("_user", "")[:128],
+        "metadata": resolved.metadata,
+        "metadata_changes": resolved.changes,
+        "error_message": error[:2000] if failed or status >= 400 else "",
+        "client_runtime": str(span.resource.get("telemetry.sdk.language") or "")[:64],
+        "sdk_version": INGESTED_SDK_VERSION,
+    }
+    if context.store_bodies:
+        # The span's attributes carry the prompt and completion (gen_ai.prompt.*, input.value, ...).
+        record["body"] = {
+            "request_headers": {},
+            "request_body": orjson.dumps(attributes, default=str).decode(),
+            "response_body": "",
+        }
+    return record
+
+
+def ingest_spans(*, api_key: ApiKey, spans: list[SpanIn], headers: dict[str, str]) -> IngestResult:
+    """Write the GenAI spans among ``spans`` as logs of ``api_key``'s workspace."""
+    result = IngestResult()
+    context = _Context(
+        api_key=api_key,
+        policy=services.key_metadata_policy(api_key),
+        prices=services.price_table(),
+        store_bodies=api_key.workspace.store_bodies,
+        mapped_headers={h: headers[h] for h in settings.HEADERS_TO_METADATA if h in headers},
+        now=timezone.now(),
+    )
+    records = []
+    for span in spans:
+        if not is_genai(span):
+            result.ignored += 1
+            continue
+        try:
+            records.append(_record(span, context))
+        except OtlpError as exc:
+            result.rejected += 1
+            result.reasons.append(str(exc))
+    if records:
+        write_log_batch(records)
+    result.accepted = len(records)
+    result.log_ids = [record["id"] for record in records]
+    ingest_counters["accepted"] += result.accepted
+    ingest_counters["ignored"] += result.ignored
+    ingest_counters["rejected"] += result.rejected
+    return result

@@ -1,0 +1,156 @@
+"""The log writer with OpenTelemetry export off and on, in the same run and database.
+
+Each round writes ``--batches`` x ``--batch-size`` gateway-shaped records (bench_ingest's
+``make_records``) with ``analytics.ingest.write_log_batch``, the writer's transaction (default
+5,000 records: LOG_WRITER_BATCH_RECORDS), once with the bench workspace's export disabled and
+once enabled, pointed at an OTLP/HTTP receiver on loopback in a separate process (as a collector
+would be) that decodes every request with opentelemetry-proto and counts the spans.
+
+- ``writer logs/s`` is the writer's own rate: the clock stops when the last batch is committed.
+  With export on, the exporter thread shares the process (and its GIL) with the writer, so what
+  encoding and sending costs the writer is in this number.
+- ``exported/s`` is records / time until the receiver has every span (or the exporter gave up):
+  whether the exporter keeps up. Dropped spans (queue full, failures) are printed.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/portico_bench .venv/bin/python bench/bench_otel_export.py
+    [--batches 8] [--batch-size 5000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import socket
+import statistics
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DEBUG", "true")
+
+import django
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from analytics import otel_export  # noqa: E402
+from analytics.ingest import write_log_batch  # noqa: E402
+from bench.bench_ingest import clean_workspace, make_records, timed  # noqa: E402
+from workspaces import services  # noqa: E402
+from workspaces.models import ApiKey, Workspace  # noqa: E402
+
+
+def _serve(port: int, spans: multiprocessing.Value, ready: multiprocessing.Event) -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as collectors do
+
+        def do_POST(self) -> None:
+            request = ExportTraceServiceRequest.FromString(self.rfile.read(int(self.headers["Content-Length"])))
+            count = sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans)
+            with spans.get_lock():
+                spans.value += count
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    ready.set()
+    server.serve_forever()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _round(workspace: Workspace, api_key: ApiKey | None, args, received) -> tuple[float, float | None]:
+    batches = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
+    total = args.batches * args.batch_size
+    before = received.value
+    started = time.perf_counter()
+    elapsed = timed(write_log_batch, batches)
+    if received is None or not args.exporting:
+        return total / elapsed, None
+    otel_export.exporter().flush(timeout=120)
+    while received.value - before < total and time.perf_counter() - started < 120:
+        if otel_export.export_counters["dropped_queue_full"] + otel_export.export_counters["dropped_failed"]:
+            break
+        time.sleep(0.005)
+    return total / elapsed, (received.value - before) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    call_command("migrate", verbosity=0)
+    workspace, _ = Workspace.objects.get_or_create(slug="bench-otel", defaults={"name": "Bench OTel export"})
+    api_key = ApiKey.objects.filter(workspace=workspace).first()
+    clean_workspace(workspace)
+    port = _free_port()
+    received = multiprocessing.Value("q", 0)
+    ready = multiprocessing.Event()
+    receiver = multiprocessing.Process(target=_serve, args=(port, received, ready), daemon=True)
+    receiver.start()
+    ready.wait(10)
+    services.otel_export_update(workspace=workspace, endpoint=f"http://127.0.0.1:{port}/v1/traces", enabled=False)
+    print(f"{connection.vendor}; {args.batches} x {args.batch_size} records per measurement; {args.rounds} round(s)")
+
+    results: dict[str, list[float]] = {"off": [], "on": []}
+    exported: list[float] = []
+    try:
+        for round_no in range(1, args.rounds + 1):
+            for mode in ("off", "on"):
+                services.otel_export_update(workspace=workspace, enabled=mode == "on")
+                otel_export.exporter().refresh_soon()
+                write_log_batch(make_records(workspace, api_key, 10))  # loads the settings
+                otel_export.exporter().flush(timeout=10)
+                time.sleep(0.2)
+                args.exporting = mode == "on"
+                rate, export_rate = _round(workspace, api_key, args, received)
+                results[mode].append(rate)
+                line = f"round {round_no} export {mode:3}: writer {rate:>9,.0f} logs/s"
+                if export_rate is not None:
+                    exported.append(export_rate)
+                    line += f", exported {export_rate:>9,.0f} spans/s"
+                print(line, flush=True)
+    finally:
+        clean_workspace(workspace)
+        receiver.terminate()
+    off, on = max(results["off"]), max(results["on"])
+    counters = dict(otel_export.export_counters)
+    print()
+    print("| writer (write_log_batch) | logs/s (best) | median |")
+    print("| --- | ---: | ---: |")
+    print(f"| export off | {off:,.0f} | {statistics.median(results['off']):,.0f} |")
+    print(f"| export on (loopback receiver) | {on:,.0f} | {statistics.median(results['on']):,.0f} |")
+    print(
+        f"| exporter delivery (spans/s, to the receiver) | {max(exported):,.0f} | {statistics.median(exported):,.0f} |"
+    )
+    print()
+    # Paired per round (off then on, back to back): steadier than best/best on a busy machine.
+    paired = [o / f for o, f in zip(results["on"], results["off"], strict=True)]
+    median_ratio = statistics.median(results["on"]) / statistics.median(results["off"])
+    print(f"on/off ratio: best {on / off:.2f}, medians {median_ratio:.2f}, per round {statistics.median(paired):.2f}")
+    print("per-round ratios: " + ", ".join(f"{r:.2f}" for r in paired))
+    print(f"exporter counters: {counters}")
+
+
+if __name__ == "__main__":
+    main()
