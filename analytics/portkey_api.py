@@ -216,13 +216,12 @@ def _list(result: dict, rows: list[dict]) -> Response:
     return Response({"object": "list", "total": result["total"], "data": rows})
 
 
-@extend_schema(exclude=True)
-@_read(["GET"])
-def groups_users(request: Request) -> Response:
-    result, _ = _groups(request, Grouping("user"))
+def _named_groups(request: Request, dimension: str, field: str) -> Response:
+    """Portkey's users / ai-models groups: the value under ``field``, requests and cost (cents)."""
+    result, _ = _groups(request, Grouping(dimension))
     rows = [
         {
-            "user": row["value"],
+            field: row["value"],
             "requests": row["requests"],
             "cost": portkey.cents(row["cost"]),
             "object": "analytics-group",
@@ -230,22 +229,18 @@ def groups_users(request: Request) -> Response:
         for row in result["data"]
     ]
     return _list(result, rows)
+
+
+@extend_schema(exclude=True)
+@_read(["GET"])
+def groups_users(request: Request) -> Response:
+    return _named_groups(request, "user", "user")
 
 
 @extend_schema(exclude=True)
 @_read(["GET"])
 def groups_ai_models(request: Request) -> Response:
-    result, _ = _groups(request, Grouping("model"))
-    rows = [
-        {
-            "ai_model": row["value"],
-            "requests": row["requests"],
-            "cost": portkey.cents(row["cost"]),
-            "object": "analytics-group",
-        }
-        for row in result["data"]
-    ]
-    return _list(result, rows)
+    return _named_groups(request, "model", "ai_model")
 
 
 @extend_schema(exclude=True)
