@@ -1,4 +1,4 @@
-"""Writes to workspaces, memberships, API keys and providers, deletions included. Every caller
+"""Writes to workspaces, memberships, API keys, providers and saved configs, deletions included. Every caller
 (admin, commands, dashboard, REST, a shell) goes through these so validation, hashing and the
 audit trail happen in one place. Each write takes ``actor=`` (the user, when there is one) and
 ``via=`` (where the change came from: dashboard, admin, api, command) and records an
@@ -22,7 +22,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from workspaces import keys
-from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
+from workspaces.models import ApiKey, AuditEvent, Membership, Provider, RoutingConfig, Workspace
 
 Actor = AbstractBaseUser | None
 
@@ -52,8 +52,15 @@ _AUDITED_FIELDS = {
     ],
     Provider: ["slug", "name", "kind", "base_url", "is_active"],
     Membership: ["role"],
+    RoutingConfig: ["slug", "name", "public_id", "config"],
 }
-_OBJECT_TYPES = {Workspace: "workspace", ApiKey: "api_key", Provider: "provider", Membership: "membership"}
+_OBJECT_TYPES = {
+    Workspace: "workspace",
+    ApiKey: "api_key",
+    Provider: "provider",
+    Membership: "membership",
+    RoutingConfig: "config",
+}
 
 
 def register_audited(model: type[models.Model], *, object_type: str, fields: list[str]) -> None:
@@ -219,6 +226,7 @@ def workspace_delete(*, workspace: Workspace, actor: Actor = None, via: str = Au
     went_with_it = {
         "api_keys": sorted(workspace.api_keys.values_list("prefix", flat=True)),
         "providers": sorted(workspace.providers.values_list("slug", flat=True)),
+        "configs": sorted(workspace.routing_configs.values_list("slug", flat=True)),
         "members": dict(workspace.memberships.order_by("user__username").values_list("user__username", "role")),
     }
     delete_audited(workspace, action="workspace.delete", actor=actor, via=via, before_extra=went_with_it)
@@ -436,3 +444,36 @@ def provider_rotate_secret(
 
 def provider_delete(*, provider: Provider, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
     delete_audited(provider, action="provider.delete", actor=actor, via=via)
+
+
+def config_create(
+    *,
+    workspace: Workspace,
+    slug: str,
+    config: dict,
+    name: str = "",
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+) -> RoutingConfig:
+    """Save a Portkey config; clients use it with ``x-portkey-config: <public_id or slug>``."""
+    saved = RoutingConfig(workspace=workspace, slug=slug, name=name or slug, config=config)
+    saved.full_clean()
+    save_audited(saved, action="config.create", before={}, actor=actor, via=via)
+    return saved
+
+
+def config_update(
+    *, config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
+) -> RoutingConfig:
+    """Change a saved config (gateways pick it up within GATEWAY_AUTH_CACHE_TTL)."""
+    before = stored_snapshot(config)
+    for name, value in fields.items():
+        setattr(config, name, value)
+    config.full_clean()
+    action = "config.update" if before else "config.create"
+    save_audited(config, action=action, before=before, actor=actor, via=via, only_if_changed=True)
+    return config
+
+
+def config_delete(*, config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    delete_audited(config, action="config.delete", actor=actor, via=via)

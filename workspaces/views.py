@@ -387,7 +387,7 @@ def audit(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         events=page,
         filters=filters,
         next_before=page[-1].id if more else None,
-        object_types=["workspace", "api_key", "provider", "membership"],
+        object_types=["workspace", "api_key", "provider", "membership", "config"],
         vias=AuditEvent.Via.values,
     )
     template = "dashboard/_audit.html" if request.headers.get("HX-Target") == "results" else "dashboard/audit.html"
