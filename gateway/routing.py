@@ -55,6 +55,7 @@ _UPSTREAM_FAILURES = frozenset(("request_timeout", "upstream_timeout", "upstream
 # Headers of ours that a cached answer must not replay (they are added fresh on every answer).
 _NOT_CACHED = (b"x-portkey-", b"x-portico-", b"content-length")
 _MISSING = object()
+_TIMEOUT_HEADER = "x-portkey-request-timeout"
 _rng = random.Random()
 
 Hold = Callable[[int], bool]
@@ -161,6 +162,7 @@ class Router:
         self.doc = ctx.doc
         self.body = ctx.body
         self.wait_left = MAX_RETRY_WAIT_S
+        self.header_timeout = ctx.client_headers.get(_TIMEOUT_HEADER)
         self.cached_headers: list[tuple[bytes, bytes]] = []  # of the answer that went out
         refresh = ctx.client_headers.get("x-portkey-cache-force-refresh", "")
         self.force_refresh = refresh.strip().lower() == "true"
@@ -294,9 +296,14 @@ class Router:
         ctx.response_body = b""
         ctx.ttft_ms = None
         ctx.usage = proxy.UsageTracker()
+        # The config's request_timeout is this target's x-portkey-request-timeout; a target
+        # without one has the request's own.
         if target.request_timeout_ms:
-            # The config's timeout is this target's x-portkey-request-timeout.
-            ctx.client_headers["x-portkey-request-timeout"] = str(target.request_timeout_ms)
+            ctx.client_headers[_TIMEOUT_HEADER] = str(target.request_timeout_ms)
+        elif self.header_timeout is None:
+            ctx.client_headers.pop(_TIMEOUT_HEADER, None)
+        else:
+            ctx.client_headers[_TIMEOUT_HEADER] = self.header_timeout
         sender = _AttemptSend(self.send, hold_attempt)
         started = time.perf_counter()
         try:
