@@ -360,10 +360,10 @@ class RoutingConfigAdmin(_AuditedDeletes, admin.ModelAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: RoutingConfig, form: forms.ModelForm, change: bool) -> None:
-        services.config_update(config=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+        services.config_update(routing_config=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
 
     def delete_through_service(self, request: HttpRequest, obj: RoutingConfig) -> None:
-        services.config_delete(config=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+        services.config_delete(routing_config=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
 
 
 @admin.register(AuditEvent)

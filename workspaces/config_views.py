@@ -55,7 +55,7 @@ def settings_config_edit(request: HttpRequest, access: WorkspaceAccess, config_i
         form = RoutingConfigForm(request.POST, initial=initial)
         if form.is_valid():
             try:
-                services.config_update(config=saved, actor=request.user, via=VIA, **form.cleaned_data)
+                services.config_update(routing_config=saved, actor=request.user, via=VIA, **form.cleaned_data)
             except ValidationError as exc:
                 saved.refresh_from_db()  # the page names the stored config, not the refused edit
                 _apply_errors(form, exc)
@@ -76,5 +76,5 @@ def settings_config_delete(request: HttpRequest, access: WorkspaceAccess, config
     if request.method == "GET":
         context = _context(request, access, "settings", section="configs", saved=saved)
         return render(request, "dashboard/settings_config_delete.html", context)
-    services.config_delete(config=saved, actor=request.user, via=VIA)
+    services.config_delete(routing_config=saved, actor=request.user, via=VIA)
     return redirect("dashboard:settings_configs", slug=access.workspace.slug)

@@ -463,17 +463,18 @@ def config_create(
 
 
 def config_update(
-    *, config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
+    *, routing_config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
 ) -> RoutingConfig:
-    """Change a saved config (gateways pick it up within GATEWAY_AUTH_CACHE_TTL)."""
-    before = stored_snapshot(config)
+    """Change a saved config (``fields``: slug, name, config); gateways pick the change up
+    within GATEWAY_AUTH_CACHE_TTL."""
+    before = stored_snapshot(routing_config)
     for name, value in fields.items():
-        setattr(config, name, value)
-    config.full_clean()
+        setattr(routing_config, name, value)
+    routing_config.full_clean()
     action = "config.update" if before else "config.create"
-    save_audited(config, action=action, before=before, actor=actor, via=via, only_if_changed=True)
-    return config
+    save_audited(routing_config, action=action, before=before, actor=actor, via=via, only_if_changed=True)
+    return routing_config
 
 
-def config_delete(*, config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
-    delete_audited(config, action="config.delete", actor=actor, via=via)
+def config_delete(*, routing_config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    delete_audited(routing_config, action="config.delete", actor=actor, via=via)

@@ -35,7 +35,9 @@ def test_the_second_identical_request_is_a_hit_logged_at_cost_0(gw):
     assert miss.cost > 0 and miss.cache_saved_cost is None
     assert hit.cost == 0 and hit.cache_saved_cost == miss.cost
     assert hit.total_tokens == miss.total_tokens  # the answer's usage, as the client saw it
-    assert hit.attempts == [{"target": "config", "provider": "@mock", "status": 200, "ms": hit.attempts[0]["ms"], "cache": "HIT"}]
+    assert hit.attempts == [
+        {"target": "config", "provider": "@mock", "status": 200, "ms": hit.attempts[0]["ms"], "cache": "HIT"}
+    ]
 
 
 def test_a_different_body_is_a_miss(gw):
