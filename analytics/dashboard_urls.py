@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from analytics import views
+from workspaces import config_views
 from workspaces import views as settings_views
 
 app_name = "dashboard"
@@ -45,6 +46,11 @@ workspace_patterns = [
         "settings/providers/<int:provider_id>/rotate/",
         settings_views.settings_provider_rotate,
         name="settings_provider_rotate",
+    ),
+    path("settings/configs/", config_views.settings_configs, name="settings_configs"),
+    path("settings/configs/<int:config_id>/", config_views.settings_config_edit, name="settings_config_edit"),
+    path(
+        "settings/configs/<int:config_id>/delete/", config_views.settings_config_delete, name="settings_config_delete"
     ),
 ]
 

@@ -47,6 +47,13 @@ class RequestLog(models.Model):
     currency = models.CharField(max_length=3, default="USD")
     cache_status = models.CharField(max_length=16, default="DISABLED")
     retry_count = models.PositiveSmallIntegerField(default=0)
+    # Requests routed by a Portkey config (gateway.routing): the saved config's id or "inline",
+    # every try in order ({target, provider, status, ms[, cache]}), and on a cache hit (cost 0)
+    # what the answer would have cost. Database defaults too, so writers that name their
+    # columns (COPY in bench/analytics_data.py, an older worker mid-deploy) need not know them.
+    config_id = models.CharField(max_length=32, blank=True, default="", db_default="")
+    attempts = models.JSONField(default=list, blank=True, db_default=[])
+    cache_saved_cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
     trace_id = models.CharField(max_length=128, blank=True)
     span_id = models.CharField(max_length=128, blank=True)
     parent_span_id = models.CharField(max_length=128, blank=True)

@@ -39,6 +39,11 @@ request by these headers (the header wins):
     x-mock-chunk-delay-ms   pause between stream events
     x-mock-status           answer this status (>= 400) with an OpenAI error
                             body; 429 also carries "retry-after: 1"
+    x-mock-fail-first       with x-mock-status: fail only the first N requests
+                            (counted per x-mock-fail-key value, reset by
+                            DELETE /_mock/requests), then answer normally
+    x-mock-retry-after      the error's retry-after header value (any text)
+    x-mock-retry-after-ms   the error's retry-after-ms header value (any text)
     x-mock-reset-after      streams: close the connection after this many SSE
                             events (the role chunk counts), without terminating
                             the chunked body, so clients see a broken stream
@@ -111,6 +116,9 @@ class MockConfig:
     status: int | None = None
     reset_after: int | None = None
     hang: bool = False
+    fail_first: int | None = None
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -135,6 +143,7 @@ class MockState:
         self.request_count = 0
         self.open_streams = 0
         self.hangs: set[asyncio.Future[None]] = set()
+        self.failures: collections.Counter[str] = collections.Counter()
 
     def record(self, request: web.Request, raw: bytes) -> None:
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -158,6 +167,7 @@ class MockState:
         with self._lock:
             self._recorded.clear()
             self.request_count = 0
+            self.failures.clear()
 
     def stats(self) -> dict[str, int]:
         return {
@@ -269,8 +279,14 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": err_type, "param": None, "code": code}}
 
 
-def error_response(status: int, message: str) -> web.Response:
-    headers = {"retry-after": "1"} if status == 429 else None
+def error_response(
+    status: int, message: str, retry_after: str | None = None, retry_after_ms: str | None = None
+) -> web.Response:
+    headers = {"retry-after": "1"} if status == 429 else {}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    if retry_after_ms is not None:
+        headers["retry-after-ms"] = retry_after_ms
     return web.Response(
         status=status,
         body=orjson.dumps(error_body(status, message)),
@@ -429,9 +445,27 @@ class _Handlers:
             await asyncio.sleep(latency_ms / 1000)
         if hang:
             await self._hang()
-        if status is not None and status >= 400:
-            raise _Abort(error_response(status, f"Mock upstream error (status {status})"))
+        if status is not None and status >= 400 and self._should_fail(request.headers):
+            cfg = self.config
+            raise _Abort(
+                error_response(
+                    status,
+                    f"Mock upstream error (status {status})",
+                    request.headers.get("x-mock-retry-after", cfg.retry_after),
+                    request.headers.get("x-mock-retry-after-ms", cfg.retry_after_ms),
+                )
+            )
         return call
+
+    def _should_fail(self, headers: Mapping[str, str]) -> bool:
+        """Always, unless a fail-first count says this request is past the failing ones."""
+        limit = _opt_int(headers.get("x-mock-fail-first"), self.config.fail_first)
+        if limit is None:
+            return True
+        key = headers.get("x-mock-fail-key", "")
+        with self.state._lock:
+            self.state.failures[key] += 1
+            return self.state.failures[key] <= limit
 
     def _resolve(self, headers: Mapping[str, str], raw: bytes) -> tuple[_Call, float, int | None, bool]:
         cfg = self.config

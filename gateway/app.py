@@ -33,13 +33,14 @@ from yarl import URL
 
 from analytics.ids import new_uuid7
 from config.parsing import InvalidParameter, parse_int
-from gateway import netguard, providers, proxy
+from gateway import netguard, providers, proxy, routing
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authenticate_cached, provider_cache
 from gateway.errors import GatewayError
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
 from gateway.metadata import MetadataError, resolve_metadata
 from gateway.pricing import cached_cost, cost_of
+from gateway.response_cache import response_cache
 
 log = logging.getLogger("portico.gateway")
 
@@ -144,9 +145,11 @@ class RequestContext:
 
     __slots__ = (
         "api_key_id",
+        "attempts",
         "body",
         "cache_status",
         "client_headers",
+        "config_id",
         "doc",
         "endpoint",
         "error_message",
@@ -156,9 +159,11 @@ class RequestContext:
         "metadata_changes",
         "method",
         "model",
+        "option_index",
         "parent_span_id",
         "provider",
         "response_body",
+        "retry_count",
         "snapshot",
         "span_id",
         "span_name",
@@ -195,6 +200,11 @@ class RequestContext:
         self.upstream_ms: float | None = None  # sending upstream -> its answer relayed (metrics)
         self.usage = proxy.UsageTracker()
         self.cache_status = "DISABLED"
+        # Set by gateway.routing when an x-portkey-config routes the request.
+        self.config_id = ""
+        self.option_index = ""
+        self.retry_count = 0
+        self.attempts: list[dict] = []
         debug = headers.get("x-portkey-debug")
         self.store_body = debug is None or debug.lower() != "false"
         self.trace_id, self.span_id = _trace_ids(headers)
@@ -204,13 +214,16 @@ class RequestContext:
         self.span_name = name[:200] if name else ""
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
-        return [
+        headers = [
             (b"x-portkey-trace-id", self.trace_id.encode("latin-1", "replace")),
             (b"x-portkey-provider", self.provider.encode("latin-1", "replace")),
-            (b"x-portkey-retry-attempt-count", b"0"),
+            (b"x-portkey-retry-attempt-count", b"%d" % self.retry_count),
             (b"x-portkey-cache-status", self.cache_status.encode()),
             (b"x-portico-log-id", self.log_id.encode()),
         ]
+        if self.option_index:
+            headers.append((b"x-portkey-last-used-option-index", self.option_index.encode()))
+        return headers
 
 
 def _trace_ids(headers: dict[str, str]) -> tuple[str, str]:
@@ -262,6 +275,7 @@ class GatewayApp:
     async def shutdown(self) -> None:
         await get_log_buffer().close()
         await limiter.close()
+        await response_cache.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -356,13 +370,14 @@ class GatewayApp:
             raise GatewayError(
                 403, "This API key does not have the inference scope.", type="permission_error", code="forbidden"
             )
-        if "x-portkey-config" in headers:
-            raise GatewayError(
-                400,
-                "x-portkey-config (routing configs) is not supported by this gateway yet.",
-                param="x-portkey-config",
-            )
-        provider = await self._resolve_provider(ctx, snapshot, key_in_bearer)
+        # --- routing configs (gateway.routing): providers are resolved per target there ---
+        config_header = headers.get("x-portkey-config")
+        config = None
+        if config_header is not None:
+            config = await routing.load_config(config_header, snapshot.workspace_id)
+            ctx.config_id = config.config_id
+        else:
+            provider = await self._resolve_provider(ctx, snapshot, key_in_bearer)
         self._parse_body(ctx)
         _resolve_metadata(ctx, conf)
         if snapshot.rate_limit_rpm or snapshot.usage_limit_cost is not None:
@@ -372,6 +387,9 @@ class GatewayApp:
                 cost_limit=snapshot.usage_limit_cost,
                 period=snapshot.usage_limit_period,
             )
+        if config is not None:
+            await routing.Router(self, ctx, config, scope, receive, send, key_in_bearer).run()
+            return
         await self._forward(ctx, scope, receive, send, provider)
 
     async def _read_body(self, receive, limit: int) -> bytes:
@@ -620,6 +638,9 @@ class GatewayApp:
                     # Prices unavailable (database down): the log matters more than its cost.
                     log.warning("could not price %s; logging without cost", model, exc_info=True)
                     cost = None
+        saved_cost = None
+        if ctx.cache_status == "HIT":
+            saved_cost, cost = cost, "0"  # answered from the cache: nothing was paid upstream
         if snapshot.usage_limit_cost is not None:
             await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
         headers = ctx.client_headers
@@ -644,6 +665,10 @@ class GatewayApp:
             "total_tokens": usage.total_tokens,
             "cost": cost,
             "cache_status": ctx.cache_status,
+            "cache_saved_cost": saved_cost,
+            "retry_count": ctx.retry_count,
+            "config_id": ctx.config_id,
+            "attempts": ctx.attempts,
             "trace_id": ctx.trace_id,
             "span_id": ctx.span_id,
             "parent_span_id": ctx.parent_span_id,

@@ -1,4 +1,4 @@
-"""Per-process caches of API keys and providers, so the hot path makes no database query
+"""Per-process caches of API keys, providers and saved configs, so the hot path makes no database query
 when warm. Entries expire after GATEWAY_AUTH_CACHE_TTL seconds: a revoked key stops working
 within that time. Misses are filled through the ORM in a thread, one fill per key at a time."""
 
@@ -15,12 +15,15 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import close_old_connections
+from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
+from config.parsing import InvalidParameter
+from gateway.configs import Config, parse_config
 from gateway.errors import GatewayError
 from gateway.metadata import MetadataPolicy
 from workspaces import keys
-from workspaces.models import ApiKey, Provider
+from workspaces.models import ApiKey, Provider, RoutingConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +166,34 @@ def _load_provider(key: tuple[int, str]) -> ProviderSnapshot | None:
     )
 
 
+def _load_config(key: tuple[int, str]) -> Config | InvalidParameter | None:
+    """A saved config by public id (``pc-...``) or slug, parsed once per cache fill. Saved
+    configs were validated on save; one that no longer parses (rules changed) is cached as
+    its error, answered as a 400."""
+    close_old_connections()
+    workspace_id, ref = key
+    saved = (
+        RoutingConfig.objects.filter(Q(public_id=ref) | Q(slug=ref), workspace_id=workspace_id)
+        .order_by(Case(When(public_id=ref, then=Value(0)), default=Value(1), output_field=IntegerField()))
+        .only("public_id", "config")
+        .first()
+    )
+    if saved is None:
+        return None
+    try:
+        return parse_config(saved.config, config_id=saved.public_id)
+    except InvalidParameter as exc:
+        return exc
+
+
 def _ttl() -> float:
     return settings.GATEWAY_AUTH_CACHE_TTL
 
 
 key_cache: TTLCache[KeySnapshot] = TTLCache(sync_to_async(_load_key), _ttl)
 provider_cache: TTLCache[ProviderSnapshot] = TTLCache(sync_to_async(_load_provider), _ttl)
+# Edits in Settings or the admin reach every gateway process within the TTL, like providers.
+config_cache: TTLCache[Config | InvalidParameter] = TTLCache(sync_to_async(_load_config), _ttl)
 
 
 def _unauthorized(message: str) -> GatewayError:

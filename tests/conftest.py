@@ -81,7 +81,7 @@ def api_key(workspace):
 
 
 # --- a real gateway (uvicorn serving config.asgi on a loopback port) in front of the real mock
-# upstream; session-wide and shared by tests/gateway and tests/providers, since the gateway app,
+# upstream; session-wide and shared by tests/gateway, tests/providers and tests/configs, since the gateway app,
 # its upstream client and its log buffer are per process and bound to the server's event loop.
 
 

@@ -1,4 +1,4 @@
-"""Admin panel for workspaces, their members, API keys and providers: where operators set
+"""Admin panel for workspaces, their members, API keys, providers and saved configs: where operators set
 default metadata and metadata schemas. Writes, deletions included (one object or the bulk
 "delete selected" action), go through ``workspaces.services`` so the admin validates, hashes,
 encrypts and audits exactly like the commands and the dashboard."""
@@ -18,7 +18,7 @@ from django.utils.cache import add_never_cache_headers
 
 from workspaces import services
 from workspaces.forms import PrettyJSONField
-from workspaces.models import ApiKey, AuditEvent, Membership, OtelExport, Provider, Workspace
+from workspaces.models import ApiKey, AuditEvent, Membership, OtelExport, Provider, RoutingConfig, Workspace
 
 JSON_AS_TEXT = {models.JSONField: {"form_class": PrettyJSONField}}
 SCHEMA_HELP = (
@@ -414,6 +414,29 @@ class OtelExportAdmin(_AuditedDeletes, admin.ModelAdmin):
 
     def delete_through_service(self, request: HttpRequest, obj: OtelExport) -> None:
         services.otel_export_delete(export=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+
+@admin.register(RoutingConfig)
+class RoutingConfigAdmin(_AuditedDeletes, admin.ModelAdmin):
+    list_display = ["slug", "workspace", "public_id", "name", "updated_at"]
+    list_filter = ["workspace"]
+    search_fields = ["slug", "name", "public_id", "workspace__slug"]
+    list_select_related = ["workspace"]
+    autocomplete_fields = ["workspace"]
+    formfield_overrides = JSON_AS_TEXT
+    fields = ["workspace", "slug", "name", "config", "public_id", "created_at", "updated_at"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: RoutingConfig | None = None) -> list[str]:
+        # A config stays in its workspace: its id is what clients of that workspace send.
+        return (
+            ["workspace", "public_id", "created_at", "updated_at"] if obj else ["public_id", "created_at", "updated_at"]
+        )
+
+    def save_model(self, request: HttpRequest, obj: RoutingConfig, form: forms.ModelForm, change: bool) -> None:
+        services.config_update(routing_config=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+    def delete_through_service(self, request: HttpRequest, obj: RoutingConfig) -> None:
+        services.config_delete(routing_config=obj, actor=request.user, via=AuditEvent.Via.ADMIN)
 
 
 @admin.register(AuditEvent)

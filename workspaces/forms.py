@@ -135,3 +135,15 @@ class MemberAddForm(forms.Form):
 
 class MemberRoleForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+CONFIG_HELP = (
+    'A Portkey config, e.g. {"retry": {"attempts": 3}, "strategy": {"mode": "fallback"}, '
+    '"targets": [{"provider": "@primary"}, {"provider": "@backup", "override_params": {"model": "gpt-4o-mini"}}]}.'
+)
+
+
+class RoutingConfigForm(forms.Form):
+    slug = forms.CharField(max_length=63, help_text="Clients may send x-portkey-config: <slug> (or the config's id).")
+    name = forms.CharField(max_length=200, required=False)
+    config = PrettyJSONField(widget=_code_area(16), help_text=CONFIG_HELP)

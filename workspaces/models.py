@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import secrets
+
 import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -7,6 +9,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
 
+from config.parsing import InvalidParameter
 from workspaces import crypto
 from workspaces.metadata_schema import format_errors, metadata_errors, schema_errors
 
@@ -206,7 +209,6 @@ class Provider(models.Model):
         return f"@{self.slug}"
 
     def clean(self) -> None:
-        from config.parsing import InvalidParameter
         from gateway.netguard import BlockedUpstreamError, check_url, clean_upstream_base
 
         try:
@@ -335,3 +337,57 @@ class OtelExport(models.Model):
 
     def get_headers(self) -> dict[str, str]:
         return orjson.loads(crypto.decrypt_secret(self.encrypted_headers)) if self.encrypted_headers else {}
+
+
+def _new_config_id() -> str:
+    return "pc-" + secrets.token_hex(8)
+
+
+class RoutingConfig(models.Model):
+    """A saved Portkey config (retries, fallback/loadbalance targets, cache, timeout): clients
+    send its ``public_id`` or ``slug`` in ``x-portkey-config`` instead of the JSON itself.
+    Validated by the gateway's own parser on save, so a saved config never fails to parse."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="routing_configs")
+    public_id = models.CharField(max_length=32, unique=True, default=_new_config_id, editable=False)
+    slug = models.CharField(
+        max_length=63, validators=[slug_validator], help_text="Clients may send x-portkey-config: <slug>."
+    )
+    name = models.CharField(max_length=200, blank=True)
+    config = models.JSONField(help_text='A Portkey config, e.g. {"retry": {"attempts": 3}}.')
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name = "config"
+        constraints = [models.UniqueConstraint(fields=["workspace", "slug"], name="unique_routing_config_slug")]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def clean(self) -> None:
+        # Imported here like Provider.clean's netguard: the gateway's one config parser (pure
+        # Python, no import back into this app) decides what a valid config is.
+        from gateway.configs import parse_config, provider_slugs
+
+        errors = {}
+        if self.slug and self.slug.startswith("pc-"):
+            # "pc-..." is how public ids look; a slug like one could shadow another config.
+            errors["slug"] = ["A slug must not start with 'pc-' (config ids do)."]
+        try:
+            parsed = parse_config(self.config)
+        except InvalidParameter as exc:
+            errors["config"] = [exc.message]
+        else:
+            if self.workspace_id:
+                known = set(Provider.objects.filter(workspace_id=self.workspace_id).values_list("slug", flat=True))
+                unknown = [
+                    f"{path.replace('config', 'x-portkey-config', 1)}: @{slug} is not a provider of this workspace."
+                    for path, slug in provider_slugs(parsed)
+                    if slug not in known
+                ]
+                if unknown:
+                    errors["config"] = unknown
+        if errors:
+            raise ValidationError(errors)

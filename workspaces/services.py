@@ -1,4 +1,4 @@
-"""Writes to workspaces, memberships, API keys and providers, deletions included. Every caller
+"""Writes to workspaces, memberships, API keys, providers and saved configs, deletions included. Every caller
 (admin, commands, dashboard, REST, a shell) goes through these so validation, hashing and the
 audit trail happen in one place. Each write takes ``actor=`` (the user, when there is one) and
 ``via=`` (where the change came from: dashboard, admin, api, command) and records an
@@ -23,7 +23,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from workspaces import keys
-from workspaces.models import ApiKey, AuditEvent, Membership, OtelExport, Provider, Workspace
+from workspaces.models import ApiKey, AuditEvent, Membership, OtelExport, Provider, RoutingConfig, Workspace
 
 Actor = AbstractBaseUser | None
 
@@ -55,6 +55,7 @@ _AUDITED_FIELDS = {
     Membership: ["role"],
     # Header names only: their values are credentials.
     OtelExport: ["enabled", "endpoint", "header_names"],
+    RoutingConfig: ["slug", "name", "public_id", "config"],
 }
 _OBJECT_TYPES = {
     Workspace: "workspace",
@@ -62,6 +63,7 @@ _OBJECT_TYPES = {
     Provider: "provider",
     Membership: "membership",
     OtelExport: "otel_export",
+    RoutingConfig: "config",
 }
 
 
@@ -228,6 +230,7 @@ def workspace_delete(*, workspace: Workspace, actor: Actor = None, via: str = Au
     went_with_it = {
         "api_keys": sorted(workspace.api_keys.values_list("prefix", flat=True)),
         "providers": sorted(workspace.providers.values_list("slug", flat=True)),
+        "configs": sorted(workspace.routing_configs.values_list("slug", flat=True)),
         "members": dict(workspace.memberships.order_by("user__username").values_list("user__username", "role")),
     }
     delete_audited(workspace, action="workspace.delete", actor=actor, via=via, before_extra=went_with_it)
@@ -520,3 +523,37 @@ def otel_export_update(
 
 def otel_export_delete(*, export: OtelExport, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
     delete_audited(export, action="otel_export.delete", actor=actor, via=via)
+
+
+def config_create(
+    *,
+    workspace: Workspace,
+    slug: str,
+    config: dict,
+    name: str = "",
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+) -> RoutingConfig:
+    """Save a Portkey config; clients use it with ``x-portkey-config: <public_id or slug>``."""
+    saved = RoutingConfig(workspace=workspace, slug=slug, name=name or slug, config=config)
+    saved.full_clean()
+    save_audited(saved, action="config.create", before={}, actor=actor, via=via)
+    return saved
+
+
+def config_update(
+    *, routing_config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM, **fields: object
+) -> RoutingConfig:
+    """Change a saved config (``fields``: slug, name, config); gateways pick the change up
+    within GATEWAY_AUTH_CACHE_TTL."""
+    before = stored_snapshot(routing_config)
+    for name, value in fields.items():
+        setattr(routing_config, name, value)
+    routing_config.full_clean()
+    action = "config.update" if before else "config.create"
+    save_audited(routing_config, action=action, before=before, actor=actor, via=via, only_if_changed=True)
+    return routing_config
+
+
+def config_delete(*, routing_config: RoutingConfig, actor: Actor = None, via: str = AuditEvent.Via.SYSTEM) -> None:
+    delete_audited(routing_config, action="config.delete", actor=actor, via=via)

@@ -376,7 +376,7 @@ def audit(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         events=page,
         filters=filters,
         next_before=page[-1].id if more else None,
-        object_types=["workspace", "api_key", "provider", "membership"],
+        object_types=["workspace", "api_key", "provider", "membership", "config"],
         vias=AuditEvent.Via.values,
         filter_errors=errors,
     )

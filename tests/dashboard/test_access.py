@@ -23,6 +23,8 @@ POST_ONLY = {
 }
 # Pages only owners may open (the removal confirmation); members get a 403.
 OWNER_ONLY = {"settings_member_remove"}
+# Pages only owners and admins may open (a deletion confirmation); members get a 403.
+EDITOR_ONLY = {"settings_config_delete"}
 EDITS = [
     "settings",
     "settings_validate",
@@ -30,6 +32,9 @@ EDITS = [
     "settings_providers",
     "settings_members",
     "settings_member_remove",
+    "settings_configs",
+    "settings_config_edit",
+    "settings_config_delete",
     *sorted(POST_ONLY - {"settings_validate"}),
 ]
 
@@ -53,12 +58,13 @@ def ids(workspace, member, api_key, provider, logs):
         "key_id": api_key[0].id,
         "provider_id": provider.id,
         "membership_id": workspace.memberships.get(user=member).id,
+        "config_id": services.config_create(workspace=workspace, slug="cfg", config={"provider": "@mock"}).id,
     }
 
 
 def test_every_workspace_route_is_covered():
     assert set(_workspace_routes()) >= {"overview", "logs", "log_rows", "log_detail", "summary", "audit"}
-    assert len(_workspace_routes()) == 22
+    assert len(_workspace_routes()) == 25
 
 
 @pytest.mark.parametrize("name", _workspace_routes())
@@ -85,7 +91,7 @@ def test_it_sends_anonymous_visitors_to_the_login_page(client, workspace, ids, n
     assert response["Location"].startswith(reverse("dashboard:login"))
 
 
-@pytest.mark.parametrize("name", sorted(set(_workspace_routes()) - POST_ONLY - OWNER_ONLY))
+@pytest.mark.parametrize("name", sorted(set(_workspace_routes()) - POST_ONLY - OWNER_ONLY - EDITOR_ONLY))
 def test_a_member_can_open_every_page(client, member, workspace, ids, name):
     client.force_login(member)
     response = client.get(_url(name, workspace.slug, ids))

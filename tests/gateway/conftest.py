@@ -1,5 +1,8 @@
 """A real gateway: uvicorn serving config.asgi on a loopback port, in front of the real mock
-upstream. Gateway tests use the transactional database so the server thread sees the data."""
+upstream (the session fixtures ``upstream``, ``log_consumer`` and ``gateway_url`` live in
+tests/conftest.py, shared with tests/configs: one server per test run, since the ASGI app and
+its pooled client belong to one event loop). Gateway tests use the transactional database so
+the server thread sees the data."""
 
 from __future__ import annotations
 
