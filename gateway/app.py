@@ -38,7 +38,7 @@ from gateway.errors import GatewayError
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
 from gateway.metadata import MetadataError, resolve_metadata
-from gateway.pricing import cached_cost, cost_of
+from gateway.pricing import cached_price, price_of
 
 log = logging.getLogger("portico.gateway")
 
@@ -559,16 +559,17 @@ class GatewayApp:
         usage = ctx.usage
         model = ctx.model or usage.model
         status = ctx.status
-        cost = None
+        cost, price_version = None, ""
         if usage.total_tokens:
-            cost = cached_cost(model, usage.prompt_tokens, usage.completion_tokens, _MISSING)
-            if cost is _MISSING:
+            priced = cached_price(snapshot.workspace_id, ctx.provider, model, usage, _MISSING)
+            if priced is _MISSING:
                 try:
-                    cost = await cost_of(model, usage.prompt_tokens, usage.completion_tokens)
+                    priced = await price_of(snapshot.workspace_id, ctx.provider, model, usage)
                 except Exception:
                     # Prices unavailable (database down): the log matters more than its cost.
                     log.warning("could not price %s; logging without cost", model, exc_info=True)
-                    cost = None
+                    priced = (None, "")
+            cost, price_version = priced
         if snapshot.usage_limit_cost is not None:
             await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
         headers = ctx.client_headers
@@ -590,7 +591,13 @@ class GatewayApp:
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
+            "cached_prompt_tokens": usage.cached_prompt_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "audio_prompt_tokens": usage.audio_prompt_tokens,
+            "audio_completion_tokens": usage.audio_completion_tokens,
             "cost": cost,
+            "price_version": price_version,
             "cache_status": ctx.cache_status,
             "trace_id": ctx.trace_id,
             "span_id": ctx.span_id,

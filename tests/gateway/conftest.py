@@ -15,7 +15,6 @@ from django.db import connections
 from django.db.backends.signals import connection_created
 
 from analytics.models import RequestLog
-from analytics.pricing import load_pricing
 from bench.mock_upstream import MockUpstream
 from gateway.auth import key_cache, provider_cache
 from gateway.logbuffer import get_log_buffer
@@ -102,7 +101,6 @@ def gw(transactional_db, gateway_url, upstream):
     provider_cache.clear()
     price_cache.clear()
     upstream.clear()
-    load_pricing()  # transactional tests flush the rows the data migration loaded
     ws = services.workspace_create(slug="acme", name="Acme")
     api_key, full_key = services.api_key_create(workspace=ws, name="ci")
     provider = services.provider_create(
