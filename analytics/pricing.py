@@ -21,6 +21,7 @@ writes and audio input; ``completion_tokens`` includes reasoning and audio outpu
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -182,7 +183,10 @@ def catalogue_rates(model: str, provider: str = "", at: datetime | None = None) 
     info = _catalogue_model(model, provider)
     if info is None:
         return None
-    price = info.get_prices(at or datetime.now(UTC))
+    return _rates_of(info.get_prices(at or datetime.now(UTC)))
+
+
+def _rates_of(price: catalogue_types.ModelPrice) -> Rates | None:
     rates = Rates(
         input=_catalogue_rate(price, "input_mtok"),
         output=_catalogue_rate(price, "output_mtok"),
@@ -219,15 +223,26 @@ def override_rates(price: ModelPrice) -> Rates:
     )
 
 
+# What may follow an overridden name for the override to apply: a date or version stamp
+# (gpt-4o-2024-08-06, gpt-4-0613, claude-3-5-sonnet-20241022, ...-latest), not another model's
+# name (an override of gpt-4o must not reprice gpt-4o-mini).
+_DATED_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4}|\d{8}|latest)")
+
+
 def price_for(prices: dict[str, Rates], model: str) -> Rates | None:
-    """Exact match, else the longest priced name that prefixes ``model`` (``gpt-4o-mini-2024-07-18``
-    is priced as ``gpt-4o-mini``)."""
+    """Exact match, else the override of the name ``model`` is a dated version of
+    (``gpt-4o-mini-2024-07-18`` takes ``gpt-4o-mini``'s)."""
     if not model:
         return None
     if model in prices:
         return prices[model]
-    best = max((name for name in prices if model.startswith(name + "-")), key=len, default=None)
-    return prices[best] if best else None
+    match = _DATED_SUFFIX.search(model)
+    while match is not None:
+        base = model[: match.start()]
+        if base in prices and _DATED_SUFFIX.fullmatch(model[match.start() :]):
+            return prices[base]
+        match = _DATED_SUFFIX.search(model, match.start() + 1)
+    return None
 
 
 class PriceBook:
