@@ -75,6 +75,7 @@ class Rates(NamedTuple):
     per_request: Decimal = _ZERO
     version: str = CATALOGUE_VERSION
     currency: str = "USD"
+    flat: bool = True  # no tiered rate: compute_cost's short path applies
 
 
 class TokenCounts(Protocol):
@@ -118,7 +119,19 @@ def compute_cost(rates: Rates, usage: TokenCounts) -> Decimal:
     are not also charged as input: OpenAI's prompt_tokens includes them). Counts that claim
     more parts than the whole are cut at zero rather than priced negative.
     """
-    prompt = usage.prompt_tokens
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    if rates.flat and not (
+        usage.cached_prompt_tokens
+        or usage.cache_write_tokens
+        or usage.audio_prompt_tokens
+        or usage.reasoning_tokens
+        or usage.audio_completion_tokens
+    ):
+        # Most calls: prompt and completion only, flat rates (the hot path's few microseconds).
+        total = _ZERO if rates.input is None else rates.input * prompt
+        if rates.output is not None:
+            total += rates.output * completion
+        return total / _MILLION + rates.per_request
     total = _ZERO
     rest = prompt
     for count, rate in (
@@ -131,7 +144,7 @@ def compute_cost(rates: Rates, usage: TokenCounts) -> Decimal:
             rest -= count
     if rates.input is not None and rest > 0:
         total += _at(rates.input, prompt) * rest
-    rest = usage.completion_tokens
+    rest = completion
     for count, rate in ((usage.reasoning_tokens, rates.reasoning), (usage.audio_completion_tokens, rates.audio_output)):
         if count and rate is not None:
             total += _at(rate, prompt) * count
@@ -199,7 +212,7 @@ def _rates_of(price: catalogue_types.ModelPrice) -> Rates | None:
     )
     if rates.input is None and rates.output is None:
         return None
-    return rates
+    return rates._replace(flat=all(rate is None or type(rate) is Decimal for rate in rates[:7]))
 
 
 # --- Overrides ----------------------------------------------------------------------------
