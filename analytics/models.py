@@ -43,21 +43,32 @@ class RequestLog(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
-    # Parts of the counts above, each priced at its own rate (analytics.pricing). Whatever the
-    # provider's shape, prompt_tokens INCLUDES cached reads, cache writes and audio input
+    # Parts of the counts above, each priced at its own rate (analytics.pricing); database
+    # defaults too, so writers that name columns (bench/analytics_data.py's COPY) still insert.
+    # Whatever the provider's shape, prompt_tokens INCLUDES cached reads, cache writes and audio input
     # (OpenAI's convention; Anthropic's input_tokens excludes cache reads/writes and is
     # normalised by gateway.proxy.UsageTracker), and completion_tokens includes reasoning and
     # audio output.
-    cached_prompt_tokens = models.PositiveIntegerField(default=0, help_text="Prompt tokens read from the cache.")
-    cache_write_tokens = models.PositiveIntegerField(default=0, help_text="Prompt tokens written to the cache.")
-    reasoning_tokens = models.PositiveIntegerField(default=0, help_text="Completion tokens spent reasoning.")
-    audio_prompt_tokens = models.PositiveIntegerField(default=0)
-    audio_completion_tokens = models.PositiveIntegerField(default=0)
+    cached_prompt_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Prompt tokens read from the cache."
+    )
+    cache_write_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Prompt tokens written to the cache."
+    )
+    reasoning_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Completion tokens spent reasoning."
+    )
+    audio_prompt_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    audio_completion_tokens = models.PositiveIntegerField(default=0, db_default=0)
     # NULL means "unknown model, no price", which is different from a free call.
     cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
     currency = models.CharField(max_length=3, default="USD")
     price_version = models.CharField(
-        max_length=64, blank=True, help_text="What priced this log: 'genai-prices X.Y.Z' or 'override:<id>@<time>'."
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="What priced this log: 'genai-prices X.Y.Z' or 'override:<id>@<time>'.",
     )
     cache_status = models.CharField(max_length=16, default="DISABLED")
     retry_count = models.PositiveSmallIntegerField(default=0)
