@@ -66,8 +66,14 @@ class RequestLogAdmin(_ReadOnly, admin.ModelAdmin):
                     "prompt_tokens",
                     "completion_tokens",
                     "total_tokens",
+                    "cached_prompt_tokens",
+                    "cache_write_tokens",
+                    "reasoning_tokens",
+                    "audio_prompt_tokens",
+                    "audio_completion_tokens",
                     "cost",
                     "currency",
+                    "price_version",
                 ]
             },
         ),
@@ -78,9 +84,21 @@ class RequestLogAdmin(_ReadOnly, admin.ModelAdmin):
 
 @admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
-    list_display = ["model", "input_per_million", "output_per_million", "currency", "updated_at"]
+    """Overrides of the genai-prices catalogue (installation-wide, or for one workspace)."""
+
+    list_display = [
+        "model",
+        "workspace",
+        "input_per_million",
+        "output_per_million",
+        "cache_read_per_million",
+        "reasoning_per_million",
+        "currency",
+        "updated_at",
+    ]
     list_editable = ["input_per_million", "output_per_million"]
-    list_filter = ["currency"]
+    list_filter = ["currency", "workspace"]
+    list_select_related = ["workspace"]
     search_fields = ["model"]
 
     def save_model(self, request: HttpRequest, obj: ModelPrice, form: forms.ModelForm, change: bool) -> None:

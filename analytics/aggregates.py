@@ -26,7 +26,7 @@ from django.db.models.functions import Cast, Coalesce, Floor, Least, Ln, Trunc
 
 from analytics import histogram
 from analytics.filters import LogFilter
-from analytics.models import DimensionRollup, MetadataRollup, RequestLog
+from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataRollup, RequestLog
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -113,8 +113,10 @@ def _rollup_sums() -> dict:
         "m_errors": Sum("errors"),
         "m_prompt_tokens": Sum("prompt_tokens"),
         "m_completion_tokens": Sum("completion_tokens"),
+        **{f"m_{name}": Sum(name) for name in TOKEN_PARTS},
         "m_cost": Sum("cost"),
         "m_priced_requests": Sum("priced_requests"),
+        "m_unpriced_requests": Sum("unpriced_requests"),
         "m_latency_sum_ms": Sum("latency_sum_ms"),
         "m_last_seen": Max("last_seen"),
     }
@@ -126,8 +128,10 @@ def _log_sums() -> dict:
         "m_errors": Count("id", filter=Q(success=False)),
         "m_prompt_tokens": Sum("prompt_tokens"),
         "m_completion_tokens": Sum("completion_tokens"),
+        **{f"m_{name}": Sum(name) for name in TOKEN_PARTS},
         "m_cost": Sum("cost"),
         "m_priced_requests": Count("cost"),
+        "m_unpriced_requests": Count("id", filter=Q(cost__isnull=True, total_tokens__gt=0)),
         "m_latency_sum_ms": Sum("latency_ms"),
         "m_last_seen": Max("created_at"),
     }
@@ -251,8 +255,14 @@ class Totals:
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
     cost: Decimal = Decimal(0)
     priced_requests: int = 0
+    unpriced_requests: int = 0
     latency_sum_ms: float = 0.0
     last_seen: datetime | None = None
     hist: dict[str, int] = field(default_factory=dict)
@@ -267,6 +277,8 @@ class Totals:
             completion_tokens=int(row["m_completion_tokens"] or 0),
             cost=Decimal(row["m_cost"] or 0),
             priced_requests=int(row["m_priced_requests"] or 0),
+            unpriced_requests=int(row.get("m_unpriced_requests") or 0),
+            **{name: int(row.get(f"m_{name}") or 0) for name in TOKEN_PARTS},
             latency_sum_ms=float(row["m_latency_sum_ms"] or 0),
             last_seen=aware(row["m_last_seen"]),
             users=int(row.get("m_users") or 0),
@@ -274,6 +286,8 @@ class Totals:
 
     def add(self, other: Totals) -> None:
         for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "priced_requests", "users"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in (*TOKEN_PARTS, "unpriced_requests"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.cost += other.cost
         self.latency_sum_ms += other.latency_sum_ms
@@ -300,12 +314,18 @@ class Totals:
             return {
                 "total": rounded(float(self.cost), 8),
                 "avg": rounded(self.ratio(self.cost, self.priced_requests), 8),
+                "unpriced_requests": self.unpriced_requests,
             }
         if name == "tokens":
             return {
                 "total": self.total_tokens,
                 "prompt": self.prompt_tokens,
                 "completion": self.completion_tokens,
+                "cached_prompt": self.cached_prompt_tokens,
+                "cache_write": self.cache_write_tokens,
+                "reasoning": self.reasoning_tokens,
+                "audio_prompt": self.audio_prompt_tokens,
+                "audio_completion": self.audio_completion_tokens,
                 "avg": rounded(self.ratio(self.total_tokens, self.requests), 3),
             }
         if name == "latency":

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 STABLE_AFTER = timedelta(hours=2)
 CLOSED_DAY_TTL = 10 * 60
 DAY = timedelta(days=1)
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: cells carry cached/reasoning tokens and unpriced requests
 COST_UNITS = Decimal(10) ** 8
 
 
@@ -54,6 +54,9 @@ class Cell:
     latency_sum: float = 0.0
     last_seen: datetime | None = None
     hist: dict[str, int] = field(default_factory=dict)
+    cached_prompt_tokens: int = 0
+    reasoning_tokens: int = 0
+    unpriced_requests: int = 0  # requests with tokens whose model had no price
 
     def add(self, other: Cell) -> None:
         self.requests += other.requests
@@ -61,6 +64,9 @@ class Cell:
         self.cost += other.cost
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.unpriced_requests += other.unpriced_requests
         self.latency_sum += other.latency_sum
         if other.last_seen and (self.last_seen is None or other.last_seen > self.last_seen):
             self.last_seen = other.last_seen
@@ -83,15 +89,21 @@ class Cell:
             self.latency_sum,
             seen,
             self.hist,
+            self.cached_prompt_tokens,
+            self.reasoning_tokens,
+            self.unpriced_requests,
         )
 
     def add_packed(self, packed: tuple) -> None:
-        requests, errors, cost, prompt, completion, latency, seen, hist = packed
+        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced = packed
         self.requests += requests
         self.errors += errors
         self.cost += Decimal(cost) / COST_UNITS
         self.prompt_tokens += prompt
         self.completion_tokens += completion
+        self.cached_prompt_tokens += cached
+        self.reasoning_tokens += reasoning
+        self.unpriced_requests += unpriced
         self.latency_sum += latency
         if seen is not None and (self.last_seen is None or seen > self.last_seen.timestamp()):
             self.last_seen = datetime.fromtimestamp(seen, UTC)
@@ -102,7 +114,7 @@ class Cell:
 
     @classmethod
     def unpack(cls, packed: tuple) -> Cell:
-        requests, errors, cost, prompt, completion, latency, seen, hist = packed
+        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced = packed
         return cls(
             requests,
             errors,
@@ -112,6 +124,9 @@ class Cell:
             latency,
             datetime.fromtimestamp(seen, UTC) if seen is not None else None,
             dict(hist),
+            cached,
+            reasoning,
+            unpriced,
         )
 
 
@@ -149,6 +164,9 @@ _SUMS = {
     "cost": Sum("cost"),
     "prompt_tokens": Sum("prompt_tokens"),
     "completion_tokens": Sum("completion_tokens"),
+    "cached_prompt_tokens": Sum("cached_prompt_tokens"),
+    "reasoning_tokens": Sum("reasoning_tokens"),
+    "unpriced_requests": Sum("unpriced_requests"),
     "latency_sum": Sum("latency_sum_ms"),
     "last_seen": Max("last_seen"),
 }
@@ -178,6 +196,9 @@ def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Cell]:
             cost=Decimal(row["cost"] or 0),
             prompt_tokens=row["prompt_tokens"] or 0,
             completion_tokens=row["completion_tokens"] or 0,
+            cached_prompt_tokens=row["cached_prompt_tokens"] or 0,
+            reasoning_tokens=row["reasoning_tokens"] or 0,
+            unpriced_requests=row["unpriced_requests"] or 0,
             latency_sum=float(row["latency_sum"] or 0),
             last_seen=aware(row["last_seen"]),
         )

@@ -10,7 +10,8 @@ dashboard (DESIGN.md, "Interfaces"). Portkey's parameter names are accepted as a
     user, trace_id, span_id    comma lists
     cache_status               comma list (HIT, MISS, DISABLED, ...)
     cost_min / cost_max, total_units_min / _max, prompt_token_min / _max,
-    completion_token_min / _max, latency_min / latency_max (ms)      inclusive ranges
+    completion_token_min / _max, cached_tokens_min / _max, reasoning_tokens_min / _max,
+    latency_min / latency_max (ms)                                     inclusive ranges
     metadata.<key>=v           equals (repeat the parameter to require several values)
     metadata.<key>__ne=v       differs from v (rows without the key match)
     metadata.<key>__in=a,b     one of the values
@@ -345,6 +346,10 @@ class LogFilter(django_filters.FilterSet):
     prompt_token_max = IntegerFilter("prompt_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
     completion_token_min = IntegerFilter("completion_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
     completion_token_max = IntegerFilter("completion_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
+    cached_tokens_min = IntegerFilter("cached_prompt_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    cached_tokens_max = IntegerFilter("cached_prompt_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
+    reasoning_tokens_min = IntegerFilter("reasoning_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    reasoning_tokens_max = IntegerFilter("reasoning_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
     latency_min = FloatFilter("latency_ms", "gte", min_value=0, label="Minimum latency (ms).")
     latency_max = FloatFilter("latency_ms", "lte", min_value=0, label="Maximum latency (ms).")
     metadata = django_filters.Filter(

@@ -14,7 +14,8 @@ class RequestLog(models.Model):
     """One row per proxied request (success or failure, auth failures excepted).
 
     Narrow on purpose: bodies live in RequestBody. Rows are written in batches by
-    ``analytics.ingest.write_log_batch`` and never edited afterwards.
+    ``analytics.ingest.write_log_batch`` and never edited afterwards, except their cost and
+    price_version by the audited ``recompute_cost`` (analytics.recompute).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: analytics.ids
@@ -42,9 +43,33 @@ class RequestLog(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
+    # Parts of the counts above, each priced at its own rate (analytics.pricing); database
+    # defaults too, so writers that name columns (bench/analytics_data.py's COPY) still insert.
+    # Whatever the provider's shape, prompt_tokens INCLUDES cached reads, cache writes and audio input
+    # (OpenAI's convention; Anthropic's input_tokens excludes cache reads/writes and is
+    # normalised by gateway.proxy.UsageTracker), and completion_tokens includes reasoning and
+    # audio output.
+    cached_prompt_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Prompt tokens read from the cache."
+    )
+    cache_write_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Prompt tokens written to the cache."
+    )
+    reasoning_tokens = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Completion tokens spent reasoning."
+    )
+    audio_prompt_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    audio_completion_tokens = models.PositiveIntegerField(default=0, db_default=0)
     # NULL means "unknown model, no price", which is different from a free call.
     cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
     currency = models.CharField(max_length=3, default="USD")
+    price_version = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="What priced this log: 'genai-prices X.Y.Z' or 'override:<id>@<time>'.",
+    )
     cache_status = models.CharField(max_length=16, default="DISABLED")
     retry_count = models.PositiveSmallIntegerField(default=0)
     # Requests routed by a Portkey config (gateway.routing): the saved config's id or "inline",
@@ -101,25 +126,67 @@ class RequestBody(models.Model):
 
 
 class ModelPrice(models.Model):
-    """Price per million tokens, loaded from analytics/pricing.json and editable in admin."""
+    """A price override: beats the genai-prices catalogue for one model, for one workspace or
+    (no workspace) for the whole installation. Rates are USD per million tokens; an empty
+    cache/reasoning/audio rate prices those tokens at the input or output rate."""
 
-    model = models.CharField(max_length=200, unique=True, help_text="Model name as sent by clients.")
+    workspace = models.ForeignKey(
+        Workspace,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Empty: the override applies to every workspace without its own.",
+    )
+    model = models.CharField(
+        max_length=200, help_text="Model name as sent by clients; also prices dated names (gpt-4o-2024-08-06)."
+    )
     input_per_million = models.DecimalField(max_digits=12, decimal_places=6)
     output_per_million = models.DecimalField(max_digits=12, decimal_places=6)
+    cache_read_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, help_text="Cached prompt tokens (empty: input rate)."
+    )
+    cache_write_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, help_text="Cache writes (empty: input rate)."
+    )
+    reasoning_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, help_text="Reasoning tokens (empty: output rate)."
+    )
+    audio_input_per_million = models.DecimalField(
+        max_digits=12, decimal_places=6, null=True, blank=True, help_text="Audio prompt tokens (empty: input rate)."
+    )
+    audio_output_per_million = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Audio completion tokens (empty: output rate).",
+    )
     currency = models.CharField(max_length=3, default="USD")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["model"]
+        ordering = ["model", "workspace_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "model"], name="model_price_workspace_model"),
+            models.UniqueConstraint(
+                fields=["model"], condition=models.Q(workspace__isnull=True), name="model_price_installation_model"
+            ),
+        ]
 
     def __str__(self) -> str:
-        return self.model
+        return f"{self.model} ({self.workspace.slug})" if self.workspace_id else self.model
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> Decimal:
-        return (self.input_per_million * prompt_tokens + self.output_per_million * completion_tokens) / Decimal(
-            1_000_000
-        )
 
+# The parts of a log's token counts priced at their own rates (analytics.pricing), stored on
+# RequestLog and summed in the rollups like prompt and completion tokens.
+TOKEN_PARTS = (
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_prompt_tokens",
+    "audio_completion_tokens",
+)
 
 # RollupMetrics' additive columns (analytics.rollups.Totals sums them per row).
 ROLLUP_TOTALS = (
@@ -127,8 +194,14 @@ ROLLUP_TOTALS = (
     "errors",
     "prompt_tokens",
     "completion_tokens",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_prompt_tokens",
+    "audio_completion_tokens",
     "cost",
     "priced_requests",
+    "unpriced_requests",
     "latency_sum_ms",
     "latency_hist",
     "last_seen",
@@ -143,8 +216,16 @@ class RollupMetrics(models.Model):
     errors = models.PositiveIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
+    cached_prompt_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    audio_prompt_tokens = models.BigIntegerField(default=0)
+    audio_completion_tokens = models.BigIntegerField(default=0)
     cost = models.DecimalField(max_digits=20, decimal_places=8, default=Decimal(0))
     priced_requests = models.PositiveIntegerField(default=0, help_text="Requests whose model had a price.")
+    unpriced_requests = models.PositiveIntegerField(
+        default=0, help_text="Requests with tokens whose model had no price (their cost is NULL, not 0)."
+    )
     latency_sum_ms = models.FloatField(default=0)
     # analytics.histogram buckets, sparse {"index": count}; merge by adding.
     latency_hist = models.JSONField(default=dict)

@@ -44,6 +44,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from analytics import services
 from analytics.ingest import write_log_batch
 from analytics.otel_export import INGESTED_SDK_VERSION
+from analytics.pricing import PriceBook, TokenCount, load_price_book, price_usage
 from gateway.errors import GatewayError
 from gateway.metadata import resolve_metadata
 from workspaces.models import ApiKey
@@ -389,7 +390,7 @@ def _log_id(workspace_id: int, span: SpanIn) -> str:
 class _Context:
     api_key: ApiKey
     policy: object
-    prices: dict
+    prices: PriceBook
     store_bodies: bool
     mapped_headers: dict[str, str]
     now: datetime
@@ -434,12 +435,13 @@ def _record(span: SpanIn, context: _Context) -> dict:
     operation = _first(attributes, ("gen_ai.operation.name", "llm.request.type", "openinference.span.kind"))
     stream = _first(attributes, ("gen_ai.request.stream", "llm.is_streaming"))
     error = span.status_message or span.exception or str(attributes.get("error.type") or "")
+    provider = str(_first(attributes, PROVIDER_KEYS) or "unknown")[:64]
     record = {
         "id": _log_id(context.api_key.workspace_id, span),
         "created_at": start.isoformat(),
         "workspace_id": context.api_key.workspace_id,
         "api_key_id": context.api_key.pk,
-        "provider": str(_first(attributes, PROVIDER_KEYS) or "unknown")[:64],
+        "provider": provider,
         "model": model,
         "endpoint": ENDPOINTS.get(str(operation), f"/{operation}" if operation else "")[:200],
         "method": "POST",
@@ -450,7 +452,13 @@ def _record(span: SpanIn, context: _Context) -> dict:
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": total,
-        "cost": services.token_cost(context.prices, model, prompt, completion) if total else None,
+        "cost": (
+            price_usage(context.prices, context.api_key.workspace_id, provider, model, TokenCount(prompt, completion))[
+                0
+            ]
+            if total
+            else None
+        ),
         "trace_id": span.trace_id,
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,
@@ -478,7 +486,7 @@ def ingest_spans(*, api_key: ApiKey, spans: list[SpanIn], headers: dict[str, str
     context = _Context(
         api_key=api_key,
         policy=services.key_metadata_policy(api_key),
-        prices=services.price_table(),
+        prices=load_price_book(),
         store_bodies=api_key.workspace.store_bodies,
         mapped_headers={h: headers[h] for h in settings.HEADERS_TO_METADATA if h in headers},
         now=timezone.now(),

@@ -1,7 +1,8 @@
 """Recomputing derived analytics data from its source: the hourly rollups from RequestLog
-(``rebuild_rollups``, the ``rebuild_rollups`` command) and the metadata key registry from the
-rollups (``refresh_metadata_keys``, a periodic task). Both take the advisory locks described in
-analytics.rollups, so they run safely beside live ingestion.
+(``rebuild_rollups``, the ``rebuild_rollups`` command), the metadata key registry from the
+rollups (``refresh_metadata_keys``, a periodic task), and logs' costs from the current prices
+(``recompute_cost``, the ``recompute_cost`` command). They take the advisory locks described
+in analytics.rollups, so they run safely beside live ingestion.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 
 from analytics import dashboard_cache
-from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
+from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
+from analytics.pricing import load_price_book, price_usage
 from analytics.rollups import LOG_FIELDS, OTHER, apply_rows, hour_of, lock_for_writing, lock_workspace
-from workspaces.models import Workspace
+from workspaces.models import AuditEvent, Workspace
+from workspaces.services import Actor, audit_record
 
 # --- Registry -----------------------------------------------------------------------------
 
@@ -146,3 +150,79 @@ def _log_chunks(workspace_id: int, start: datetime | None, chunk_size: int) -> I
         page = logs.filter(created_at__gte=last["created_at"]).exclude(
             created_at=last["created_at"], id__lte=last["id"]
         )
+
+
+# --- Costs --------------------------------------------------------------------------------
+
+
+@dataclass
+class RecostResult:
+    logs: int
+    changed: int
+    cost_before: Decimal
+    cost_after: Decimal
+
+
+_COST_FIELDS = ("id", "created_at", "provider", "model", "total_tokens", "prompt_tokens", "completion_tokens")
+
+
+def recompute_cost(
+    *,
+    workspace: Workspace,
+    since: datetime,
+    until: datetime | None = None,
+    chunk_size: int = 5000,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.COMMAND,
+) -> RecostResult:
+    """Price ``workspace``'s logs created in [since, until) again with the prices in force now
+    (overrides as stored; the catalogue's price of each log's own time), store the costs and
+    price versions that changed, rebuild the rollups from ``since``'s hour on, and record it
+    all in the audit trail. Logs are otherwise never edited: this is the one exception, after
+    a price change (a new override, a corrected one, a newer catalogue)."""
+    book = load_price_book()
+    result = RecostResult(logs=0, changed=0, cost_before=Decimal(0), cost_after=Decimal(0))
+    logs = RequestLog.objects.filter(workspace=workspace, created_at__gte=since).order_by("created_at", "id")
+    if until is not None:
+        logs = logs.filter(created_at__lt=until)
+    page = logs
+    while True:
+        chunk = list(page.only(*_COST_FIELDS, *TOKEN_PARTS, "cost", "price_version")[:chunk_size])
+        if not chunk:
+            break
+        changed = []
+        for log in chunk:
+            cost, version = None, ""
+            if log.total_tokens:
+                cost, version = price_usage(book, workspace.pk, log.provider, log.model, log, at=log.created_at)
+            result.cost_before += log.cost or 0
+            result.cost_after += cost or 0
+            if (cost, version) != (log.cost, log.price_version):
+                log.cost, log.price_version = cost, version
+                changed.append(log)
+        # Bounded by the chunk's times so Postgres reads only the partitions they fall in.
+        first, last = chunk[0], chunk[-1]
+        RequestLog.objects.filter(created_at__gte=first.created_at, created_at__lte=last.created_at).bulk_update(
+            changed, ["cost", "price_version"], batch_size=1000
+        )
+        result.logs += len(chunk)
+        result.changed += len(changed)
+        page = logs.filter(created_at__gte=last.created_at).exclude(created_at=last.created_at, id__lte=last.id)
+    if result.changed:
+        rebuild_rollups(workspace_id=workspace.pk, since=since)
+    audit_record(
+        workspace=workspace,
+        action="workspace.recompute_cost",
+        obj=workspace,
+        before={"cost": format(result.cost_before.normalize(), "f")},
+        after={
+            "cost": format(result.cost_after.normalize(), "f"),
+            "since": since.isoformat(),
+            "until": until.isoformat() if until else None,
+            "logs": result.logs,
+            "changed": result.changed,
+        },
+        actor=actor,
+        via=via,
+    )
+    return result

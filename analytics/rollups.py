@@ -12,7 +12,9 @@ what ingestion computed. A row counts:
   objects and arrays, and keys longer than 128 characters, are not grouped.
 
 ``errors`` counts rows with ``success`` false; ``cost`` sums priced rows only (``cost`` not NULL)
-and ``priced_requests`` counts them; ``last_seen`` is the latest ``created_at``; the latency
+and ``priced_requests`` counts them; ``unpriced_requests`` counts rows with tokens but no cost
+(a model without a price: "N requests with no price"); the token parts (cached prompt, cache
+write, reasoning, audio) are summed like the prompt and completion tokens; ``last_seen`` is the latest ``created_at``; the latency
 histogram is analytics.histogram's, merged by adding counts.
 
 High-cardinality cap: per (workspace, key, hour) at most ``settings.ROLLUP_VALUE_CAP`` distinct
@@ -66,7 +68,7 @@ from django.db import connection, models
 from django.db.models import Q
 
 from analytics import histogram
-from analytics.models import ROLLUP_TOTALS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
+from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 
 OTHER = MetadataRollup.OTHER_VALUE
 KEY_MAX_LENGTH = MetadataRollup._meta.get_field("key").max_length
@@ -84,9 +86,15 @@ LOG_FIELDS = (
     "latency_ms",
     "prompt_tokens",
     "completion_tokens",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_prompt_tokens",
+    "audio_completion_tokens",
     "cost",
     "metadata",
 )
+
 
 MetadataGroup = tuple[int, str, datetime]  # workspace_id, key, bucket
 DimensionKey = tuple[int, datetime, str, str, int, int, int]  # workspace, bucket, provider, model, key, class, code
@@ -129,8 +137,11 @@ class Totals:
         self.errors = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        for name in TOKEN_PARTS:
+            setattr(self, name, 0)
         self.cost = Decimal(0)
         self.priced_requests = 0
+        self.unpriced_requests = 0
         self.latency_sum_ms = 0.0
         self.latency_hist: dict[str, int] = {}
         self.last_seen: datetime | None = None
@@ -143,9 +154,15 @@ class Totals:
         totals.errors = sum(1 for c in contributions if not c.success)
         totals.prompt_tokens = sum(c.prompt_tokens for c in contributions)
         totals.completion_tokens = sum(c.completion_tokens for c in contributions)
+        # Most logs have no parts: one pass finds the ones that do.
+        with_parts = [c.parts for c in contributions if c.parts is not None]
+        if with_parts:
+            for name, total in zip(TOKEN_PARTS, map(sum, zip(*with_parts, strict=True)), strict=True):
+                setattr(totals, name, total)
         priced = [c.cost for c in contributions if c.cost is not None]
         totals.cost = sum(priced, Decimal(0))
         totals.priced_requests = len(priced)
+        totals.unpriced_requests = sum(1 for c in contributions if c.cost is None and c.tokens)
         totals.latency_sum_ms = sum(c.latency_ms for c in contributions)
         totals.latency_hist = dict(Counter(c.hist_key for c in contributions))
         totals.last_seen = max(c.created_at for c in contributions)
@@ -157,8 +174,11 @@ class Totals:
         row.errors += self.errors
         row.prompt_tokens += self.prompt_tokens
         row.completion_tokens += self.completion_tokens
+        for name in TOKEN_PARTS:
+            setattr(row, name, getattr(row, name) + getattr(self, name))
         row.cost += self.cost
         row.priced_requests += self.priced_requests
+        row.unpriced_requests += self.unpriced_requests
         row.latency_sum_ms += self.latency_sum_ms
         row.latency_hist = histogram.merge(dict(row.latency_hist or {}), self.latency_hist)
         if row.last_seen is None or (self.last_seen is not None and self.last_seen > row.last_seen):
@@ -178,6 +198,11 @@ class Contribution(NamedTuple):
     cost: Decimal | None
     latency_ms: float
     hist_key: str
+    parts: tuple[int, ...] | None  # TOKEN_PARTS' counts, None when all are 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass
@@ -257,6 +282,13 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
         hist_key = hist_keys.get(latency)
         if hist_key is None:
             hist_key = hist_keys[latency] = str(histogram.bucket_of(latency))
+        parts = (
+            row["cached_prompt_tokens"],
+            row["cache_write_tokens"],
+            row["reasoning_tokens"],
+            row["audio_prompt_tokens"],
+            row["audio_completion_tokens"],
+        )
         contribution = Contribution(
             created_at,
             row["success"],
@@ -265,6 +297,7 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
             row["cost"],
             latency,
             hist_key,
+            parts if any(parts) else None,
         )
         status, api_key_id = row["status_code"], row["api_key_id"] or 0
         dimension = (workspace_id, bucket, row["provider"], row["model"], api_key_id, status // 100, status)
@@ -418,8 +451,10 @@ _PG_TYPES = {
     "errors": "integer",
     "prompt_tokens": "bigint",
     "completion_tokens": "bigint",
+    **dict.fromkeys(TOKEN_PARTS, "bigint"),
     "cost": "numeric",
     "priced_requests": "integer",
+    "unpriced_requests": "integer",
     "latency_sum_ms": "double precision",
     "latency_hist": "jsonb",
     "last_seen": "timestamptz",
@@ -451,7 +486,17 @@ def _upsert_postgres(model: type[models.Model], rows: list[tuple[tuple, Totals]]
     indexes = ", ".join(
         f"(r->>{i})::{_PG_TYPES[c]}" if c != "latency_hist" else f"r->{i}" for i, c in enumerate(columns)
     )
-    add = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost", "priced_requests", "latency_sum_ms")
+    add = (
+        "requests",
+        "errors",
+        "prompt_tokens",
+        "completion_tokens",
+        *TOKEN_PARTS,
+        "cost",
+        "priced_requests",
+        "unpriced_requests",
+        "latency_sum_ms",
+    )
     updates = ", ".join(f"{q(c)} = t.{q(c)} + EXCLUDED.{q(c)}" for c in add)
     sql = (
         f"INSERT INTO {q(model._meta.db_table)} AS t ({names}) "  # noqa: S608 (names from the model)

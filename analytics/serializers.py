@@ -94,8 +94,16 @@ class LogSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
+    cached_prompt_tokens = serializers.IntegerField(help_text="Part of prompt_tokens read from the provider's cache.")
+    cache_write_tokens = serializers.IntegerField(help_text="Part of prompt_tokens written to the cache.")
+    reasoning_tokens = serializers.IntegerField(help_text="Part of completion_tokens spent reasoning.")
+    audio_prompt_tokens = serializers.IntegerField()
+    audio_completion_tokens = serializers.IntegerField()
     cost = serializers.FloatField(allow_null=True, help_text="null when the model has no price.")
     currency = serializers.CharField()
+    price_version = serializers.CharField(
+        allow_blank=True, help_text="What priced it: 'genai-prices X.Y.Z' or 'override:<id>@<time>'; '' unpriced."
+    )
     cache_status = serializers.CharField()
     retry_count = serializers.IntegerField()
     trace_id = serializers.CharField(allow_blank=True)
@@ -140,14 +148,22 @@ class LogDetailSerializer(LogSerializer):
 
 
 class GraphValuesSerializer(serializers.Serializer):
-    """The keys present depend on the metric: requests/errors/users: total; cost: total, avg;
-    tokens: total, prompt, completion, avg; latency: avg, p50, p90, p99 (ms); error-rate: rate
+    """The keys present depend on the metric: requests/errors/users: total; cost: total, avg,
+    unpriced_requests (requests with tokens whose model has no price: not in the total);
+    tokens: total, prompt, completion, cached_prompt, cache_write, reasoning, audio_prompt,
+    audio_completion, avg; latency: avg, p50, p90, p99 (ms); error-rate: rate
     (a fraction), errors. Averages and percentiles are null when there were no requests."""
 
     total = serializers.FloatField(required=False)
     avg = serializers.FloatField(required=False, allow_null=True)
     prompt = serializers.IntegerField(required=False)
     completion = serializers.IntegerField(required=False)
+    cached_prompt = serializers.IntegerField(required=False)
+    cache_write = serializers.IntegerField(required=False)
+    reasoning = serializers.IntegerField(required=False)
+    audio_prompt = serializers.IntegerField(required=False)
+    audio_completion = serializers.IntegerField(required=False)
+    unpriced_requests = serializers.IntegerField(required=False)
     p50 = serializers.FloatField(required=False, allow_null=True)
     p90 = serializers.FloatField(required=False, allow_null=True)
     p99 = serializers.FloatField(required=False, allow_null=True)
@@ -192,7 +208,10 @@ class GroupRowSerializer(serializers.Serializer):
     cost = serializers.FloatField()
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
+    cached_prompt_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
+    unpriced_requests = serializers.IntegerField(help_text="Requests with tokens whose model has no price.")
     avg_tokens = serializers.FloatField()
     avg_latency_ms = serializers.FloatField()
     p95_latency_ms = serializers.FloatField(allow_null=True)

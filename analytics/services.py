@@ -2,16 +2,15 @@
 (POST /v1/feedback).
 
 Custom logs take the gateway's path from metadata onwards: the same ``resolve_metadata`` rules
-with the key's and workspace's defaults and schemas, the same record shape, the same price
-table, and ``write_log_batch`` (which also updates the rollups). A batch is all or nothing:
-one invalid item rejects the request before anything is written.
+with the key's and workspace's defaults and schemas, the same record shape, the same prices
+(analytics.pricing), and ``write_log_batch`` (which also updates the rollups). A batch is all
+or nothing: one invalid item rejects the request before anything is written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from urllib.parse import urlsplit
 
 import orjson
@@ -20,11 +19,11 @@ from django.utils import timezone
 
 from analytics.ids import new_uuid7
 from analytics.ingest import write_log_batch
-from analytics.models import Feedback, ModelPrice
+from analytics.models import Feedback
+from analytics.pricing import PriceBook, load_price_book, price_usage
 from gateway.errors import GatewayError
 from gateway.metadata import HEADER as METADATA_HEADER
 from gateway.metadata import MetadataPolicy, resolve_metadata
-from gateway.pricing import Prices, price_for
 from gateway.proxy import UsageTracker, redact_headers
 from workspaces.models import ApiKey, Workspace
 
@@ -51,7 +50,6 @@ KNOWN_HOSTS = {
     "api.together.xyz": "together-ai",
     "openrouter.ai": "openrouter",
 }
-_MILLION = Decimal(1_000_000)
 
 
 class CustomLogError(ValueError):
@@ -66,7 +64,7 @@ class CustomLogError(ValueError):
 class _Context:
     api_key: ApiKey
     policy: MetadataPolicy
-    prices: Prices
+    prices: PriceBook
     store_bodies: bool
     now: datetime
 
@@ -88,7 +86,7 @@ def custom_logs_insert(*, api_key: ApiKey, items: list[dict], prefix_index: bool
     context = _Context(
         api_key=api_key,
         policy=key_metadata_policy(api_key),
-        prices=price_table(),
+        prices=load_price_book(),
         store_bodies=api_key.workspace.store_bodies,
         now=timezone.now(),
     )
@@ -120,13 +118,17 @@ def _record(item: dict, context: _Context) -> dict:
     model = request_doc.get("model") if isinstance(request_doc.get("model"), str) else ""
     model = (model or usage.model or "")[:200]
     status = response["status"]
+    provider = (request.get("provider") or _provider_from_url(request["url"]))[:64]
+    cost, price_version = None, ""
+    if usage.total_tokens:
+        cost, price_version = price_usage(context.prices, context.api_key.workspace_id, provider, model, usage)
     latency = response.get("response_time", response.get("time", 0.0))
     record = {
         "id": new_uuid7(),
         "created_at": context.now.astimezone(UTC).isoformat(),
         "workspace_id": context.api_key.workspace_id,
         "api_key_id": context.api_key.pk,
-        "provider": (request.get("provider") or _provider_from_url(request["url"]))[:64],
+        "provider": provider,
         "model": model,
         "endpoint": _endpoint(request["url"]),
         "method": request["method"].upper()[:8],
@@ -137,7 +139,13 @@ def _record(item: dict, context: _Context) -> dict:
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-        "cost": _cost(context.prices, model, usage),
+        "cached_prompt_tokens": usage.cached_prompt_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "audio_prompt_tokens": usage.audio_prompt_tokens,
+        "audio_completion_tokens": usage.audio_completion_tokens,
+        "cost": None if cost is None else str(cost),
+        "price_version": price_version,
         "cache_status": str(response["headers"].get("x-portkey-cache-status", "DISABLED"))[:16],
         **trace,
         "user": resolved.metadata.get("_user", "")[:128],
@@ -199,25 +207,6 @@ def _usage(response_doc: dict) -> UsageTracker:
     if not isinstance(usage.model, str):
         usage.model = ""
     return usage
-
-
-def _cost(prices: Prices, model: str, usage: UsageTracker) -> str | None:
-    return token_cost(prices, model, usage.prompt_tokens, usage.completion_tokens) if usage.total_tokens else None
-
-
-def price_table() -> Prices:
-    """Every model's (input, output) price per million tokens, as the gateway prices them."""
-    return {p.model: (p.input_per_million, p.output_per_million) for p in ModelPrice.objects.all()}
-
-
-def token_cost(prices: Prices, model: str, prompt_tokens: int, completion_tokens: int) -> str | None:
-    """Cost as a decimal string for logs written outside the gateway (custom logs, OTLP ingest);
-    None for an unknown model (unknown is not free)."""
-    price = price_for(prices, model)
-    if price is None:
-        return None
-    cost = (price[0] * prompt_tokens + price[1] * completion_tokens) / _MILLION
-    return str(cost.quantize(Decimal("0.00000001")))
 
 
 def _split(url: str):

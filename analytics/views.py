@@ -345,6 +345,10 @@ def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "columns": TABLE_COLUMNS,
         "logs_param": group,
         "series": series,
+        "totals": {
+            name: sum(row[name] for row in rows)
+            for name in ("unpriced_requests", "cached_prompt_tokens", "reasoning_tokens")
+        },
         "window_errors": errors,
     }
     return _render(request, "dashboard/summary.html", "dashboard/_summary.html", context)

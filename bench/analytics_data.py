@@ -190,9 +190,14 @@ def _cumulative(weights: list[float]) -> list[float]:
 
 
 def _prices() -> dict[str, tuple[Decimal, Decimal]]:
-    from analytics.models import ModelPrice
+    from analytics.pricing import catalogue_rates
 
-    return {p.model: (p.input_per_million, p.output_per_million) for p in ModelPrice.objects.all()}
+    prices = {}
+    for provider, model, _share in MODELS:
+        rates = catalogue_rates(model, provider)
+        if rates is not None:
+            prices[model] = (rates.input or Decimal(0), rates.output or Decimal(0))
+    return prices
 
 
 # --- Setup -------------------------------------------------------------------------------------

@@ -50,6 +50,11 @@ request by these headers (the header wins):
     x-mock-hang             "1": never answer; the request is dropped when the
                             client disconnects
     x-mock-reply            reply text
+    x-mock-usage            a JSON object laid over the computed usage (body and
+                            stream usage alike), e.g. {"prompt_tokens": 2000,
+                            "prompt_tokens_details": {"cached_tokens": 1536},
+                            "completion_tokens_details": {"reasoning_tokens": 64}};
+                            total_tokens follows unless given
 
 CLI: python bench/mock_upstream.py [--host H] [--port P] [--latency-ms N]
      [--chunks N] [--chunk-delay-ms N] [--reply TEXT] [--workers N]
@@ -130,6 +135,32 @@ class _Call:
     chunk_delay_ms: float
     reply: str
     reset_after: int | None
+    usage: dict[str, Any] | None = None
+
+
+def _usage_override(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError("x-mock-usage must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ValueError("x-mock-usage must be a JSON object")
+    return value
+
+
+def with_usage(tokens: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """The computed usage with the x-mock-usage keys laid over it; total_tokens follows the
+    overridden counts unless the override names it."""
+    if not override:
+        return tokens
+    merged = {**tokens, **override}
+    if "total_tokens" not in override:
+        prompt = merged.get("prompt_tokens", merged.get("input_tokens", 0))
+        completion = merged.get("completion_tokens", merged.get("output_tokens", 0))
+        merged["total_tokens"] = prompt + completion
+    return merged
 
 
 class MockState:
@@ -476,6 +507,7 @@ class _Handlers:
             chunk_delay_ms=_opt_float(headers.get("x-mock-chunk-delay-ms"), cfg.chunk_delay_ms),
             reply=headers.get("x-mock-reply", cfg.reply),
             reset_after=_opt_int(headers.get("x-mock-reset-after"), cfg.reset_after),
+            usage=_usage_override(headers.get("x-mock-usage")),
         )
         latency = _opt_float(headers.get("x-mock-latency-ms"), cfg.latency_ms)
         status = _opt_int(headers.get("x-mock-status"), cfg.status)
@@ -539,7 +571,7 @@ class _Handlers:
         body = self._json_object(call.raw)
         pieces = split_reply(call.reply, call.chunks)
         content = "".join(pieces)
-        tokens = usage(chat_prompt_tokens(body.get("messages")), count_words(content))
+        tokens = with_usage(usage(chat_prompt_tokens(body.get("messages")), count_words(content)), call.usage)
         head = {
             "id": _new_id("chatcmpl"),
             "object": "chat.completion",
@@ -559,7 +591,7 @@ class _Handlers:
         body = self._json_object(call.raw)
         pieces = split_reply(call.reply, call.chunks)
         content = "".join(pieces)
-        tokens = usage(input_tokens(body.get("prompt")), count_words(content))
+        tokens = with_usage(usage(input_tokens(body.get("prompt")), count_words(content)), call.usage)
         head = {
             "id": _new_id("cmpl"),
             "object": "text_completion",
@@ -577,7 +609,7 @@ class _Handlers:
         body = self._json_object(call.raw)
         pieces = split_reply(call.reply, call.chunks)
         content = "".join(pieces)
-        tokens = responses_usage(responses_input_tokens(body), count_words(content))
+        tokens = with_usage(responses_usage(responses_input_tokens(body), count_words(content)), call.usage)
         head = {
             "id": _new_id("resp"),
             "object": "response",

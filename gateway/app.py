@@ -39,7 +39,7 @@ from gateway.errors import GatewayError
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
 from gateway.metadata import MetadataError, resolve_metadata
-from gateway.pricing import cached_cost, cost_of
+from gateway.pricing import cached_price, price_of
 from gateway.response_cache import response_cache
 
 log = logging.getLogger("portico.gateway")
@@ -628,16 +628,17 @@ class GatewayApp:
         usage = ctx.usage
         model = ctx.model or usage.model
         status = ctx.status
-        cost = None
+        cost, price_version = None, ""
         if usage.total_tokens:
-            cost = cached_cost(model, usage.prompt_tokens, usage.completion_tokens, _MISSING)
-            if cost is _MISSING:
+            priced = cached_price(snapshot.workspace_id, ctx.provider, model, usage, _MISSING)
+            if priced is _MISSING:
                 try:
-                    cost = await cost_of(model, usage.prompt_tokens, usage.completion_tokens)
+                    priced = await price_of(snapshot.workspace_id, ctx.provider, model, usage)
                 except Exception:
                     # Prices unavailable (database down): the log matters more than its cost.
                     log.warning("could not price %s; logging without cost", model, exc_info=True)
-                    cost = None
+                    priced = (None, "")
+            cost, price_version = priced
         saved_cost = None
         if ctx.cache_status == "HIT":
             saved_cost, cost = cost, "0"  # answered from the cache: nothing was paid upstream
@@ -663,7 +664,13 @@ class GatewayApp:
             "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
+            "cached_prompt_tokens": usage.cached_prompt_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "audio_prompt_tokens": usage.audio_prompt_tokens,
+            "audio_completion_tokens": usage.audio_completion_tokens,
             "cost": cost,
+            "price_version": price_version,
             "cache_status": ctx.cache_status,
             "cache_saved_cost": saved_cost,
             "retry_count": ctx.retry_count,

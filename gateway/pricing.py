@@ -1,76 +1,45 @@
-"""Cost of a call from the ModelPrice table, cached per process (prices change rarely)."""
+"""The gateway's prices: analytics.pricing's PriceBook (overrides over the genai-prices
+catalogue), reloaded per process every minute off the event loop. A warm lookup is one dict
+hit plus a few Decimal products (bench/bench_pricing.py)."""
 
 from __future__ import annotations
-
-from decimal import Decimal
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from analytics.models import ModelPrice
+from analytics.pricing import COST_QUANTUM, PriceBook, TokenCounts, compute_cost, load_price_book
 from gateway.auth import TTLCache
 
-Prices = dict[str, tuple[Decimal, Decimal]]
-_MILLION = Decimal(1_000_000)
-
-
-def _load_prices(_: object) -> Prices:
-    close_old_connections()
-    return {p.model: (p.input_per_million, p.output_per_million) for p in ModelPrice.objects.all()}
-
-
-price_cache: TTLCache[Prices] = TTLCache(sync_to_async(_load_prices), lambda: 60.0)
-
-
+Priced = tuple[str | None, str]  # (cost as decimal text or None: no price, price version)
+_UNPRICED: Priced = (None, "")
 _MISSING = object()
-# price_for's answers for the current price table (reset when the table is reloaded).
-_resolved: dict[str, tuple[Decimal, Decimal] | None] = {}
-_resolved_for: list[Prices | None] = [None]
 
 
-def price_for(prices: Prices, model: str) -> tuple[Decimal, Decimal] | None:
-    """Exact match, else the longest priced name that prefixes ``model``
-    (``gpt-4o-mini-2024-07-18`` is priced as ``gpt-4o-mini``)."""
-    if not model:
-        return None
-    if model in prices:
-        return prices[model]
-    best = max((name for name in prices if model.startswith(name + "-")), key=len, default=None)
-    return prices[best] if best else None
+def _load(_: object) -> PriceBook:
+    close_old_connections()
+    return load_price_book()
 
 
-def _price(prices: Prices, model: str) -> tuple[Decimal, Decimal] | None:
-    """price_for, memoised per price table (the prefix search scans every priced name)."""
-    if _resolved_for[0] is not prices:
-        _resolved.clear()
-        _resolved_for[0] = prices
-    price = _resolved.get(model, _MISSING)
-    if price is _MISSING:
-        price = price_for(prices, model)
-        if len(_resolved) < 10_000:
-            _resolved[model] = price
-    return price
+price_cache: TTLCache[PriceBook] = TTLCache(sync_to_async(_load), lambda: 60.0)
 
 
-_QUANTUM = Decimal("0.00000001")
+def _price(book: PriceBook, workspace_id: int, provider: str, model: str, usage: TokenCounts) -> Priced:
+    rates = book.rates(workspace_id, provider, model)
+    if rates is None:
+        return _UNPRICED
+    return str(compute_cost(rates, usage).quantize(COST_QUANTUM)), rates.version
 
 
-def _cost(prices: Prices, model: str, prompt_tokens: int, completion_tokens: int) -> str | None:
-    price = _price(prices, model)
-    if price is None:
-        return None
-    cost = (price[0] * prompt_tokens + price[1] * completion_tokens) / _MILLION
-    return str(cost.quantize(_QUANTUM))
-
-
-def cached_cost(model: str, prompt_tokens: int, completion_tokens: int, default: object = None) -> str | object | None:
-    """``cost_of`` without awaiting when the price table is cached, else ``default``."""
-    prices = price_cache.peek("all", _MISSING)
-    if prices is _MISSING or prices is None:
+def cached_price(
+    workspace_id: int, provider: str, model: str, usage: TokenCounts, default: object = None
+) -> Priced | object:
+    """``price_of`` without awaiting when the overrides are cached, else ``default``."""
+    book = price_cache.peek("all", _MISSING)
+    if book is _MISSING or book is None:
         return default
-    return _cost(prices, model, prompt_tokens, completion_tokens)
+    return _price(book, workspace_id, provider, model, usage)
 
 
-async def cost_of(model: str, prompt_tokens: int, completion_tokens: int) -> str | None:
-    """Cost as a decimal string, or None when the model has no price (unknown is not free)."""
-    return _cost(await price_cache.get("all"), model, prompt_tokens, completion_tokens)
+async def price_of(workspace_id: int, provider: str, model: str, usage: TokenCounts) -> Priced:
+    """(cost, price version) of a call; (None, "") when the model has no price (unknown is not free)."""
+    return _price(await price_cache.get("all"), workspace_id, provider, model, usage)

@@ -86,14 +86,40 @@ class UsageTracker:
     """Reads usage and model out of upstream answers (JSON bodies or SSE events), each API in
     its own shape: chat/completions and embeddings ``usage.prompt_tokens/completion_tokens``;
     the Responses API ``usage.input_tokens/output_tokens`` on the response object, which its
-    stream events (response.created, response.completed, ...) carry under ``response``."""
+    stream events (response.created, response.completed, ...) carry under ``response``.
 
-    __slots__ = ("completion_tokens", "content_chunks", "model", "prompt_tokens", "saw_usage", "total_tokens")
+    The parts priced at their own rates (analytics.pricing) are read too: cached prompt
+    tokens (``prompt_tokens_details.cached_tokens``, Responses ``input_tokens_details``),
+    reasoning (``completion_tokens_details.reasoning_tokens``, Responses
+    ``output_tokens_details``) and audio (``*_tokens_details.audio_tokens``). Counts follow
+    OpenAI's convention, whose prompt count includes cached tokens: an Anthropic usage
+    (``cache_read_input_tokens``/``cache_creation_input_tokens``, which its ``input_tokens``
+    excludes) has both added to ``prompt_tokens``, so every provider's prompt_tokens means the
+    same and cached tokens are never charged twice."""
+
+    __slots__ = (
+        "audio_completion_tokens",
+        "audio_prompt_tokens",
+        "cache_write_tokens",
+        "cached_prompt_tokens",
+        "completion_tokens",
+        "content_chunks",
+        "model",
+        "prompt_tokens",
+        "reasoning_tokens",
+        "saw_usage",
+        "total_tokens",
+    )
 
     def __init__(self) -> None:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.total_tokens = 0
+        self.cached_prompt_tokens = 0
+        self.cache_write_tokens = 0
+        self.reasoning_tokens = 0
+        self.audio_prompt_tokens = 0
+        self.audio_completion_tokens = 0
         self.model = ""
         self.saw_usage = False
         self.content_chunks = 0
@@ -108,14 +134,29 @@ class UsageTracker:
         usage = doc.get("usage")
         if not isinstance(usage, dict):
             return
+        cache_write = 0
         if "input_tokens" in usage and "prompt_tokens" not in usage:
             prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
+            prompt_details, completion_details = usage.get("input_tokens_details"), usage.get("output_tokens_details")
         else:
             prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            prompt_details, completion_details = (
+                usage.get("prompt_tokens_details"),
+                usage.get("completion_tokens_details"),
+            )
         # Raises TypeError/ValueError for counts that are not numbers (custom logs answer 400).
         prompt_tokens, completion_tokens = int(prompt or 0), int(completion or 0)
-        total_tokens = int(usage.get("total_tokens") or prompt_tokens + completion_tokens)
+        cached, audio_prompt = _details(prompt_details, "cached_tokens", "audio_tokens")
+        reasoning, audio_completion = _details(completion_details, "reasoning_tokens", "audio_tokens")
+        anthropic_read, anthropic_write = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
+        if anthropic_read is not None or anthropic_write is not None:
+            cached, cache_write = max(int(anthropic_read or 0), 0), max(int(anthropic_write or 0), 0)
+            prompt_tokens += cached + cache_write
+        total_tokens = int(usage.get("total_tokens") or 0) or prompt_tokens + completion_tokens
         self.prompt_tokens, self.completion_tokens, self.total_tokens = prompt_tokens, completion_tokens, total_tokens
+        self.cached_prompt_tokens, self.cache_write_tokens = cached, cache_write
+        self.reasoning_tokens = reasoning
+        self.audio_prompt_tokens, self.audio_completion_tokens = audio_prompt, audio_completion
         self.saw_usage = True
 
     def read_body(self, body: bytes) -> None:
@@ -134,6 +175,14 @@ class UsageTracker:
         if not self.saw_usage and self.content_chunks:
             self.completion_tokens = self.content_chunks
             self.total_tokens = self.prompt_tokens + self.completion_tokens
+
+
+def _details(details: object, first: str, second: str) -> tuple[int, int]:
+    """Two counts of a ``*_tokens_details`` object (absent or null: 0; never negative, so a
+    part never adds to the price of its whole)."""
+    if not isinstance(details, dict):
+        return 0, 0
+    return max(int(details.get(first) or 0), 0), max(int(details.get(second) or 0), 0)
 
 
 def inject_stream_usage(doc: dict) -> bool:

@@ -94,6 +94,7 @@ def test_cost_tokens_errors_and_rate(client, key, logs, hour0):
         "total": sum(3 * i for i in range(36)),
         "prompt": sum(range(36)),
         "completion": sum(2 * i for i in range(36)),
+        **dict.fromkeys(("cached_prompt", "cache_write", "reasoning", "audio_prompt", "audio_completion"), 0),
         "avg": pytest.approx(sum(3 * i for i in range(36)) / 36, abs=1e-3),
     }
     errors = sum(not r["success"] for r in logs)

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from analytics.models import RequestLog
-from analytics.pricing import load_pricing
 from gateway.auth import key_cache, provider_cache
 from gateway.logbuffer import get_log_buffer
 from gateway.pricing import price_cache
@@ -26,7 +25,6 @@ def gw(transactional_db, gateway_url, upstream):
     provider_cache.clear()
     price_cache.clear()
     upstream.clear()
-    load_pricing()  # transactional tests flush the rows the data migration loaded
     ws = services.workspace_create(slug="acme", name="Acme")
     api_key, full_key = services.api_key_create(workspace=ws, name="ci")
     provider = services.provider_create(

@@ -166,12 +166,16 @@ def test_price_edits_in_the_changelist_are_recorded(admin_client, root):
     assert AuditEvent.objects.get(action="model_price.update").changes == [("input_per_million", "1", "4")]
 
 
-def test_load_pricing_records_changed_prices_only(root):
-    call_command("load_pricing", stdout=StringIO())  # the data migration's rows: nothing changes
-    assert not AuditEvent.objects.filter(object_type="model_price").exists()
-    price = ModelPrice.objects.first()
+def test_load_pricing_records_changed_prices_only(root, tmp_path):
+    overrides = tmp_path / "prices.json"
+    overrides.write_text('{"prices": [{"model": "gpt-4o", "input": "2.5", "output": "10"}]}')
+    call_command("load_pricing", str(overrides), stdout=StringIO())
+    assert AuditEvent.objects.filter(object_type="model_price").count() == 1
+    call_command("load_pricing", str(overrides), "--overwrite", stdout=StringIO())  # nothing changes
+    assert AuditEvent.objects.filter(object_type="model_price").count() == 1
+    price = ModelPrice.objects.get()
     pricing.price_update(price=price, input_per_million=Decimal("999"), actor=root, via="admin")
-    call_command("load_pricing", "--overwrite", stdout=StringIO())
+    call_command("load_pricing", str(overrides), "--overwrite", stdout=StringIO())
     restored = AuditEvent.objects.filter(object_type="model_price").latest("id")
     assert (restored.action, restored.via, restored.object_repr) == ("model_price.update", "command", price.model)
     assert restored.before["input_per_million"] == "999"

@@ -16,14 +16,13 @@ import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from analytics.ingest import write_log_batch
-from analytics.models import ModelPrice
+from analytics.pricing import COST_QUANTUM, TokenCount, catalogue_rates, compute_cost
 from workspaces import services
 from workspaces.models import ApiKey, Workspace
 
@@ -142,10 +141,7 @@ class Traffic:
         self.user_weights = [1 / (i**1.1) for i in range(1, users + 1)]
         self.model_names = list(MODELS)
         self.model_weights = [MODELS[m][1] for m in self.model_names]
-        self.prices = {
-            p.model: (p.input_per_million, p.output_per_million)
-            for p in ModelPrice.objects.filter(model__in=self.model_names)
-        }
+        self.prices = {model: catalogue_rates(model, spec[0]) for model, spec in MODELS.items()}
 
     def batches(self, count: int, size: int):
         times = self._timestamps(count)
@@ -235,11 +231,11 @@ class Traffic:
         return status, message
 
     def _cost(self, model: str, prompt: int, completion: int) -> str | None:
-        price = self.prices.get(model)
-        if price is None:
-            return None  # unknown model: no price (e.g. claude here)
-        cost = (price[0] * prompt + price[1] * completion) / Decimal(1_000_000)
-        return str(cost.quantize(Decimal("0.00000001")))
+        rates = self.prices.get(model)
+        if rates is None:
+            return None  # unknown model: no price
+        cost = compute_cost(rates, TokenCount(prompt, completion))
+        return str(cost.quantize(COST_QUANTUM))
 
     def _metadata(self, user: str, feature: str, key: ApiKey, style: str) -> dict:
         metadata = {"_user": user}
