@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from analytics.pricing import load_pricing
 from bench.mock_upstream import MockUpstream
 from gateway.auth import config_cache, key_cache, provider_cache
 from gateway.logbuffer import get_log_buffer
@@ -33,7 +32,6 @@ def gw(transactional_db, gateway_url, upstream, broken):
     response_cache.clear_local()
     upstream.clear()
     broken.clear()
-    load_pricing()  # transactional tests flush the rows the data migration loaded
     ws = services.workspace_create(slug="acme", name="Acme")
     api_key, full_key = services.api_key_create(workspace=ws, name="ci")
     provider = services.provider_create(workspace=ws, slug="mock", base_url=upstream.base_url, api_key="sk-mock")
