@@ -112,3 +112,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         with transaction.atomic():
             for price in queryset:
                 pricing.price_delete(price=price, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+
+# Alert rules and their history (analytics/alerts/admin.py), registered on import.
+from analytics.alerts import admin as alerts_admin  # noqa: E402, F401

@@ -398,3 +398,8 @@ class LogExportChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.export_id} #{self.seq}"
+
+
+# Alert rules live in their own module (analytics/alerts/models.py); importing them here makes
+# them models of this app.
+from analytics.alerts.models import AlertDelivery, AlertEvent, AlertRule, AlertState  # noqa: E402, F401

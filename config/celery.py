@@ -59,6 +59,18 @@ app.conf.beat_schedule = {
         "schedule": 300.0,
         "options": {"expires": 240},
     },
+    # Alert rules checked against the rollups (analytics.alerts.evaluation), then due deliveries sent.
+    "evaluate-alerts": {
+        "task": "analytics.tasks.evaluate_alerts",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
+    # Alert delivery retries whose backoff has passed (analytics.alerts.delivery).
+    "send-alert-deliveries": {
+        "task": "analytics.tasks.send_alert_deliveries",
+        "schedule": 10.0,
+        "options": {"expires": 9},
+    },
     # Daily log partitions created a week ahead (Postgres; a no-op on SQLite).
     "maintain-log-partitions": {
         "task": "analytics.tasks.maintain_partitions",

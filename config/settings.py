@@ -361,6 +361,35 @@ OTEL_EXPORT_RETRY_SECONDS = env_float("OTEL_EXPORT_RETRY_SECONDS", 30.0)
 OTEL_EXPORT_REFRESH_SECONDS = env_float("OTEL_EXPORT_REFRESH_SECONDS", 5.0, minimum=0.01)
 OTEL_INGEST_MAX_BYTES = env_int("OTEL_INGEST_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 
+# --- Alerts (analytics.alerts; README "Alerts") ----------------------------------------------
+# Absolute base of dashboard links in alert payloads and e-mails, e.g. https://portico.example.com.
+PORTICO_BASE_URL = env_str("PORTICO_BASE_URL").rstrip("/")
+if PORTICO_BASE_URL and not PORTICO_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"Environment variable PORTICO_BASE_URL={PORTICO_BASE_URL!r} is invalid: expected an http(s):// URL."
+    )
+# One webhook call's time limit; attempts per delivery (the first included); the first retry's
+# delay, doubled for each later one (at most an hour).
+ALERT_WEBHOOK_TIMEOUT = env_float("ALERT_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 6, minimum=1, maximum=20)
+ALERT_DELIVERY_BACKOFF_SECONDS = env_float("ALERT_DELIVERY_BACKOFF_SECONDS", 30.0, minimum=0.01)
+
+# E-mail (alert notifications) through Django's mail backend: SMTP when EMAIL_HOST is set, else
+# printed to the server's console (development).
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Environment variables EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: set one.")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1, maximum=600)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "portico@localhost")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
