@@ -59,11 +59,14 @@ def scope_pairs(text: str) -> list[tuple[str, str]]:
 
 
 def scope_filter(text: str) -> LogFilter:
-    """The scope as a LogFilter (validated: call ``clean_scope`` first for the error message)."""
+    """The scope as a validated LogFilter (``clean_scope`` says what is wrong with a bad one)."""
     data = QueryDict(mutable=True)
     for param, value in scope_pairs(text):
         data.appendlist(param, value)
-    return LogFilter(data, extra_params=())
+    log_filter = LogFilter(data, extra_params=())
+    if not log_filter.is_valid():
+        raise ValidationError({"scope": [f"{p}: {' '.join(m)}" for p, m in log_filter.errors.items()]})
+    return log_filter
 
 
 def clean_scope(text: str) -> str:
@@ -79,10 +82,10 @@ def clean_scope(text: str) -> str:
         elif param in LogFilter.WINDOW_PARAMS:
             problems.append(f"{param}: the rule's window sets the time; leave {param} out of the scope.")
     if not problems:
-        log_filter = scope_filter(text)
-        if not log_filter.is_valid():
-            for param, messages in log_filter.errors.items():
-                problems.append(f"{param}: {' '.join(messages)}")
+        try:
+            scope_filter(text)
+        except ValidationError as exc:
+            problems = exc.message_dict["scope"]
     if problems:
         raise ValidationError({"scope": problems})
     return "&".join(f"{param}={value}" for param, value in pairs)
