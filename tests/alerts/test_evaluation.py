@@ -116,7 +116,7 @@ def test_the_cooldown_holds_back_a_refiring(workspace, rule, receiver):
 
 
 def test_per_value_rules_fire_per_value_within_the_cap(workspace, receiver):
-    rule, _ = make_rule(workspace, per="_user", per_limit=2, window="5m", threshold="1", webhook_urls=[receiver.url])
+    make_rule(workspace, per="_user", per_limit=2, window="5m", threshold="1", webhook_urls=[receiver.url])
     for user, cost in (("alice", "5"), ("bob", "3"), ("carol", "2"), ("dave", "0.5")):
         spend(workspace, -1, cost, user=user, metadata={"_user": user})
     tick()
