@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from analytics import histogram
-from analytics.aggregates import OTHER, Grouping, Source, Totals, aggregate, choose_source, log_source
+from analytics.aggregates import OTHER, Grouping, Totals, aggregate, choose_source, log_source
 from analytics.alerts.models import AlertRule
 from analytics.filters import LogFilter
 from workspaces.models import Workspace
@@ -171,19 +171,21 @@ def window_totals(
 ) -> dict[str, Totals]:
     """Totals per scope value (``""`` without grouping) over exactly [start, end)."""
     hours, edges = split_window(*window)
-    sources: list[Source] = []
+    rollup = None
     if hours is not None:
-        source = choose_source(workspace=workspace, log_filter=scope, window=hours, grouping=grouping)
+        rollup = choose_source(workspace=workspace, log_filter=scope, window=hours, grouping=grouping)
         grouped_by_key = grouping is not None and grouping.metadata_key is not None
-        if source.is_rollup and grouped_by_key and source.queryset.filter(value=OTHER).exists():
-            source = log_source(workspace, hours, scope, grouping)
-        sources.append(source)
-    sources += [log_source(workspace, edge, scope, grouping) for edge in edges]
+        if not rollup.is_rollup or (grouped_by_key and rollup.queryset.filter(value=OTHER).exists()):
+            rollup = None  # raw logs answer: one scan of the whole window
+    if rollup is None:
+        sources = [log_source(workspace, window, scope, grouping)]
+    else:
+        sources = [rollup, *(log_source(workspace, edge, scope, grouping) for edge in edges)]
     result: dict[str, Totals] = {}
     for source in sources:
         keys = {"g": source.group_expr(grouping)} if grouping is not None else {}
         for group, totals in aggregate(source, keys, with_histograms=histograms).items():
-            value = _scope_value(group, grouping)
+            value = scope_value_of(group, grouping)
             if value is None:
                 continue
             if value in result:
@@ -195,7 +197,7 @@ def window_totals(
     return result
 
 
-def _scope_value(group: tuple, grouping: Grouping | None) -> str | None:
+def scope_value_of(group: tuple, grouping: Grouping | None) -> str | None:
     if grouping is None:
         return ""
     value = group[0]

@@ -18,6 +18,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int = 200  # what the receiver answered
+    message: object = None  # the headers as the HTTP server parsed them (case-insensitive)
 
     @property
     def json(self) -> dict:
@@ -59,7 +60,7 @@ class WebhookReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 status = receiver.statuses.popleft() if receiver.statuses else 200
-                received = Received({k.lower(): v for k, v in self.headers.items()}, body, status)
+                received = Received({k.lower(): v for k, v in self.headers.items()}, body, status, self.headers)
                 receiver.requests.append(received)
                 self.send_response(received.status)
                 self.send_header("content-length", "2")
