@@ -90,8 +90,9 @@ def _ranked(rule: AlertRule, values: dict[str, float | None]) -> list[str]:
 def evaluate_rule(rule_id: int, *, now: datetime) -> tuple[int, int]:
     """Evaluate one rule; returns (fired, resolved) events created."""
     with transaction.atomic():
+        # of=self: the workspace row is joined, not locked (the log writer takes KEY SHARE on it).
         rule = (
-            AlertRule.objects.select_for_update(skip_locked=True)
+            AlertRule.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("workspace")
             .filter(pk=rule_id, enabled=True)
             .first()
