@@ -29,6 +29,7 @@ spans writes nothing twice.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections import Counter
@@ -46,6 +47,7 @@ from analytics.otel_spans import INGESTED_SDK_VERSION
 from analytics.pricing import PriceBook, TokenCount, load_price_book, price_usage
 from gateway.errors import GatewayError
 from gateway.metadata import resolve_metadata
+from gateway.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS
 from workspaces.models import ApiKey
 
 # Process-wide counters (spans): accepted, ignored (not GenAI), rejected.
@@ -78,6 +80,8 @@ OUTPUT_TOKEN_KEYS = (
 )
 TOTAL_TOKEN_KEYS = ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens")
 USER_KEYS = ("user.id", "enduser.id", "gen_ai.user", "llm.user")
+FINISH_REASON_KEYS = ("gen_ai.response.finish_reasons", "llm.response.finish_reasons", "llm.response.finish_reason")
+_OPENLLMETRY_COMPLETION = "gen_ai.completion."  # gen_ai.completion.<n>.finish_reason, one per choice
 STATUS_KEYS = ("http.response.status_code", "http.status_code")
 _GENAI_MARKERS = (*MODEL_KEYS, *PROVIDER_KEYS, "gen_ai.operation.name")
 _OPENINFERENCE_GENAI_KINDS = {"LLM", "EMBEDDING"}
@@ -128,6 +132,25 @@ def _tokens(attributes: dict, keys: tuple[str, ...]) -> int:
     except (TypeError, ValueError):
         return 0
     return min(max(number, 0), 2_147_483_647)
+
+
+def _finish_reasons(attributes: dict) -> list[str] | None:
+    """``gen_ai.response.finish_reasons`` (a string array; a single string, or one holding a JSON
+    array, is taken too), else OpenLLMetry's per-choice ``gen_ai.completion.<n>.finish_reason``."""
+    value = _first(attributes, FINISH_REASON_KEYS)
+    if value is None:
+        numbered = []
+        for key, reason in attributes.items():
+            index = key[len(_OPENLLMETRY_COMPLETION) : -len(".finish_reason")]
+            if key.startswith(_OPENLLMETRY_COMPLETION) and key.endswith(".finish_reason") and index.isdigit():
+                numbered.append((int(index), reason))
+        value = [reason for _, reason in sorted(numbered, key=lambda item: item[0])]
+    elif isinstance(value, str) and value.startswith("["):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            value = orjson.loads(value)
+    items = value if isinstance(value, list) else [value]
+    reasons = [str(item)[:FINISH_REASON_LENGTH] for item in items if item not in (None, "")][:MAX_FINISH_REASONS]
+    return reasons or None
 
 
 def _prefixed(attributes: dict) -> dict:
@@ -235,6 +258,7 @@ def _record(span: SpanIn, context: _Context) -> dict:
             if total
             else None
         ),
+        "finish_reasons": _finish_reasons(attributes),
         "trace_id": span.trace_id,
         "span_id": span.span_id,
         "parent_span_id": span.parent_span_id,

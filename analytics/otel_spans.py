@@ -113,6 +113,21 @@ def _metadata_attribute(key: str, value: object) -> bytes:
     return encoded
 
 
+_finish_cache: dict[tuple, bytes] = {}
+
+
+def _finish_reasons_attribute(reasons: list) -> bytes:
+    # A handful of distinct lists (["stop"], ["length"], ...): encoded once each.
+    key = tuple(str(reason) for reason in reasons)
+    encoded = _finish_cache.get(key)
+    if encoded is None:
+        encoded = pb.string_array_attribute("gen_ai.response.finish_reasons", list(key))
+        if len(_finish_cache) >= 1000:
+            _finish_cache.clear()
+        _finish_cache[key] = encoded
+    return encoded
+
+
 def encode_span(row: dict) -> bytes:
     """The span for one stored log (a coerced RequestLog row from analytics.ingest).
 
@@ -155,6 +170,8 @@ def encode_span(row: dict) -> bytes:
     attrs.append(common)
     attrs.append(pb.int_attribute("gen_ai.usage.input_tokens", row["prompt_tokens"]))
     attrs.append(pb.int_attribute("gen_ai.usage.output_tokens", row["completion_tokens"]))
+    if row["finish_reasons"]:
+        attrs.append(_finish_reasons_attribute(row["finish_reasons"]))
     attrs.append(pb.string_attribute("portico.log_id", str(log_id), unique=True))
     if cost is not None:
         attrs.append(pb.double_attribute("portico.cost", float(cost)))

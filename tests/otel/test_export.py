@@ -49,6 +49,7 @@ def test_a_logged_request_becomes_a_genai_span(exporting, receiver, exporter):
         trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
         span_id="00f067aa0ba902b7",
         metadata={"_user": "alice", "environment": "production", "feature": "chat"},
+        finish_reasons=["stop", "length"],
     )
     wait_for(lambda: receiver.spans())
     assert exporter.flush()
@@ -58,6 +59,7 @@ def test_a_logged_request_becomes_a_genai_span(exporting, receiver, exporter):
     assert attrs["gen_ai.provider.name"] == attrs["gen_ai.system"] == "openai"
     assert attrs["gen_ai.request.model"] == attrs["gen_ai.response.model"] == "gpt-4o-mini"
     assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (120, 48)
+    assert attrs["gen_ai.response.finish_reasons"] == ["stop", "length"]
     assert attrs["http.response.status_code"] == 200
     assert attrs["portico.cost"] == pytest.approx(0.0000468)
     assert attrs["portico.log_id"] == record["id"]
@@ -91,6 +93,7 @@ def test_a_failed_request_is_an_error_span(exporting, receiver, exporter):
     assert attrs["http.response.status_code"] == 502
     assert attrs["error.type"] == "502"
     assert "portico.cost" not in attrs  # unknown price: no cost, not 0
+    assert "gen_ai.response.finish_reasons" not in attrs  # the log has none
 
 
 def test_portkey_trace_ids_map_to_stable_otel_ids(exporting, receiver, exporter):

@@ -72,6 +72,7 @@ def test_sdk_genai_spans_become_logs_with_tokens_cost_metadata_and_trace(live):
             span.set_attribute("gen_ai.response.model", "gpt-4o-mini-2024-07-18")
             span.set_attribute("gen_ai.usage.input_tokens", 1000)
             span.set_attribute("gen_ai.usage.output_tokens", 500)
+            span.set_attribute("gen_ai.response.finish_reasons", ["stop", "length"])
             span.set_attribute("portico.metadata.feature", "search")
             span.set_attribute("metadata.team", "growth")
             span.set_attribute("portico.metadata.priority", 3)  # typed: made a string
@@ -88,6 +89,7 @@ def test_sdk_genai_spans_become_logs_with_tokens_cost_metadata_and_trace(live):
     assert (log["trace_id"], log["span_id"], log["span_name"]) == (trace_id, span_id, "chat gpt-4o-mini")
     assert log["parent_span_id"] == format(parent.get_span_context().span_id, "016x")
     assert (log["status_code"], log["success"]) == (200, True)
+    assert log["finish_reasons"] == ["stop", "length"]
     assert log["latency_ms"] >= 20
     assert log["user"] == "carol"
     assert log["metadata"] == {
@@ -122,6 +124,8 @@ def test_openinference_and_openllmetry_attributes_and_errors(live):
         span.set_attribute("gen_ai.usage.prompt_tokens", 7)
         span.set_attribute("gen_ai.usage.completion_tokens", 2)
         span.set_attribute("http.response.status_code", 429)
+        span.set_attribute("gen_ai.completion.1.finish_reason", "length")  # OpenLLMetry: one per choice
+        span.set_attribute("gen_ai.completion.0.finish_reason", "stop")
         span.set_status(Status(StatusCode.ERROR, "rate limited"))
     provider.shutdown()
 
@@ -129,9 +133,11 @@ def test_openinference_and_openllmetry_attributes_and_errors(live):
     inference = logs["openai"]
     assert (inference["model"], inference["prompt_tokens"], inference["completion_tokens"]) == ("gpt-4o-mini", 10, 4)
     assert inference["metadata"]["feature"] == "faq"
+    assert inference["finish_reasons"] is None  # the span named none
     assert inference["cost"] == pytest.approx((10 * 0.15 + 4 * 0.6) / 1e6)
     failed = logs["anthropic"]
     assert (failed["status_code"], failed["success"], failed["cost"]) == (429, False, None)  # unknown price: null
+    assert failed["finish_reasons"] == ["stop", "length"]
     assert RequestLog.objects.get(id=failed["id"]).error_message == "rate limited"
 
 
