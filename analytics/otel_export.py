@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from analytics import otel_metrics
 from analytics import otel_proto as pb
 from analytics.otel_http import GuardedPoster
 from analytics.otel_spans import INGESTED_SDK_VERSION, SCOPE_NAME, SCOPE_VERSION, encode_span
@@ -51,8 +52,23 @@ from gateway.netguard import BlockedUpstreamError
 
 logger = logging.getLogger(__name__)
 
-# Process-wide counters (spans), for metrics and tests.
+# Process-wide counters (spans), for tests; _count also adds them to /metrics (analytics.otel_metrics).
 export_counters: Counter[str] = Counter()
+# Span outcomes that /metrics counts under portico_otel_export_spans_total{result}.
+_SPAN_RESULTS = frozenset(
+    ("exported", "rejected", "dropped_failed", "dropped_queue_full", "dropped_disabled", "unencodable")
+)
+
+
+def _count(result: str, amount: int = 1) -> None:
+    if amount <= 0:
+        return
+    export_counters[result] += amount
+    if result in _SPAN_RESULTS:
+        otel_metrics.count("export", result, amount)
+    elif result == "retries":
+        otel_metrics.count("retries", None, amount)
+
 
 _RETRYABLE_STATUS = {408, 429, 502, 503, 504}
 _MAX_BACKOFF = 5.0
@@ -114,10 +130,10 @@ class OtelExporter:
                 for _ in range(max(0, overflow)):
                     self._queue.popleft()
                 if overflow > 0:
-                    export_counters["dropped_queue_full"] += overflow
+                    _count("dropped_queue_full", overflow)
                 self._wake.notify()
         except Exception:
-            export_counters["enqueue_errors"] += 1
+            _count("enqueue_errors")
             logger.exception("OpenTelemetry export: could not queue %d span(s)", len(rows))
 
     def _ensure_thread(self) -> None:
@@ -170,7 +186,7 @@ class OtelExporter:
             try:
                 self._turn()
             except Exception:  # never let the thread die: log and go on
-                export_counters["thread_errors"] += 1
+                _count("thread_errors")
                 logger.exception("OpenTelemetry export thread error")
                 time.sleep(1.0)
 
@@ -191,7 +207,7 @@ class OtelExporter:
                 return
             self._busy = True
             rows, self._queue = list(self._queue), deque()
-        limit = settings.OTEL_EXPORT_QUEUE_SIZE
+        limit, dropped = settings.OTEL_EXPORT_QUEUE_SIZE, 0
         for row in rows:
             target = targets.get(row["workspace_id"])
             if target is None or row["sdk_version"] == INGESTED_SDK_VERSION:
@@ -199,7 +215,8 @@ class OtelExporter:
             target.pending.append(row)
             if len(target.pending) > limit:
                 target.pending.popleft()
-                export_counters["dropped_queue_full"] += 1
+                dropped += 1
+        _count("dropped_queue_full", dropped)
         for target in targets.values():
             if (target.pending or target.inflight) and target.next_attempt <= time.monotonic():
                 self._send(target)
@@ -242,9 +259,7 @@ class OtelExporter:
             targets[workspace_id] = target
         for workspace_id, target in old.items():
             if workspace_id not in targets:
-                export_counters["dropped_disabled"] += len(target.pending) + (
-                    target.inflight[1] if target.inflight else 0
-                )
+                _count("dropped_disabled", len(target.pending) + (target.inflight[1] if target.inflight else 0))
                 if target.poster:
                     target.poster.close()
         with self._lock:
@@ -262,7 +277,7 @@ class OtelExporter:
                 try:
                     spans.append(encode_span(row))
                 except Exception:
-                    export_counters["unencodable"] += 1
+                    _count("unencodable")
                     logger.exception("OpenTelemetry export: cannot encode log %s", row.get("id"))
             if not spans:
                 return
@@ -288,19 +303,19 @@ class OtelExporter:
         except (OSError, http.client.HTTPException) as exc:
             status, retryable, problem = 0, True, f"{type(exc).__name__}: {exc}"
         if 200 <= status < 300:
-            export_counters["exported"] += count
+            _count("exported", count)
             target.inflight, target.attempt, target.next_attempt = None, 0, 0.0
             return
         now = time.monotonic()
         if retryable and now < target.give_up_at:
             target.attempt += 1
-            export_counters["retries"] += 1
+            _count("retries")
             delay = min(_MAX_BACKOFF, 0.1 * 2**target.attempt) * random.uniform(0.5, 1.0)
             target.next_attempt = min(now + max(delay, retry_after or 0.0), target.give_up_at)
             if target.attempt == 1:
                 logger.warning("OpenTelemetry export to %s failed (%s); retrying", target.endpoint, problem)
             return
-        export_counters["dropped_failed" if retryable else "rejected"] += count
+        _count("dropped_failed" if retryable else "rejected", count)
         logger.warning(
             "OpenTelemetry export to %s: %d span(s) dropped (%s%s)",
             target.endpoint,

@@ -40,7 +40,7 @@ import orjson
 from django.conf import settings
 from django.utils import timezone
 
-from analytics import services
+from analytics import otel_metrics, services
 from analytics.ingest import write_log_batch
 from analytics.otel_decode import OtlpError, SpanIn
 from analytics.otel_spans import INGESTED_SDK_VERSION
@@ -305,7 +305,7 @@ def ingest_spans(*, api_key: ApiKey, spans: list[SpanIn], headers: dict[str, str
         write_log_batch(records)
     result.accepted = len(records)
     result.log_ids = [record["id"] for record in records]
-    ingest_counters["accepted"] += result.accepted
-    ingest_counters["ignored"] += result.ignored
-    ingest_counters["rejected"] += result.rejected
+    for name in ("accepted", "ignored", "rejected"):
+        ingest_counters[name] += getattr(result, name)
+        otel_metrics.count("ingest", name, getattr(result, name))
     return result

@@ -16,6 +16,7 @@ from analytics import otel_export, otel_proto
 from analytics.ingest import write_log_batch
 from analytics.models import RequestLog
 from tests.analytics.records import log_record
+from tests.monitoring.conftest import scrape, value
 from tests.otel.conftest import attributes, wait_for
 from workspaces import services
 
@@ -159,21 +160,39 @@ def test_the_collector_down_then_up_loses_no_log_and_delivers_after_recovery(exp
     assert {attributes(s)["portico.log_id"] for s in receiver.spans()} == {r["id"] for r in records}
 
 
-def test_a_failing_collector_drops_and_counts_after_the_retry_budget(exporting, receiver, exporter, settings):
+def counted(name: str, **labels: str) -> float:
+    """A counter of /metrics as a scrape has it (0 before its first increment)."""
+    return value(scrape(), name, **labels) or 0
+
+
+def test_a_failing_collector_drops_and_counts_after_the_retry_budget(
+    metrics_on, exporting, receiver, exporter, settings
+):
     settings.OTEL_EXPORT_RETRY_SECONDS = 0.5
     receiver.status = 503
     before = otel_export.export_counters["dropped_failed"]
+    scraped = counted("portico_otel_export_spans_total", result="dropped_failed")
+    retries = counted("portico_otel_export_retries_total")
     write_log_batch([log_record(exporting) for _ in range(5)])
     wait_for(lambda: otel_export.export_counters["dropped_failed"] - before == 5)
     assert RequestLog.objects.filter(workspace=exporting).count() == 5
+    # Visible where operators look: /metrics.
+    assert counted("portico_otel_export_spans_total", result="dropped_failed") - scraped == 5
+    assert counted("portico_otel_export_retries_total") > retries
 
 
-def test_a_500_is_not_retried_and_is_counted(exporting, receiver, exporter):
+def test_a_500_is_not_retried_and_is_counted(metrics_on, exporting, receiver, exporter):
     receiver.status = 500
     before = otel_export.export_counters["rejected"]
+    scraped = counted("portico_otel_export_spans_total", result="rejected")
     write_log_batch([log_record(exporting) for _ in range(3)])
     wait_for(lambda: otel_export.export_counters["rejected"] - before == 3)
     assert RequestLog.objects.filter(workspace=exporting).count() == 3
+    assert counted("portico_otel_export_spans_total", result="rejected") - scraped == 3
+    receiver.status = 200
+    exported = counted("portico_otel_export_spans_total", result="exported")
+    write(exporting)
+    wait_for(lambda: counted("portico_otel_export_spans_total", result="exported") - exported == 1)
 
 
 def test_a_slow_collector_does_not_slow_the_writer(exporting, receiver, exporter, settings):

@@ -25,6 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from analytics.models import ModelPrice, RequestLog
 from config.asgi import routes_to_gateway
+from tests.monitoring.conftest import scrape, value
 from workspaces import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,6 +61,9 @@ def post(live, body: bytes, content_type: str, **headers: str) -> httpx.Response
         headers={"content-type": content_type, "x-portkey-api-key": live.key, **headers},
         timeout=10,
     )
+
+
+COUNTED = ("accepted", "ignored")  # /metrics' ingest counters
 
 
 def test_sdk_genai_spans_become_logs_with_tokens_cost_metadata_and_trace(live):
@@ -141,7 +145,7 @@ def test_openinference_and_openllmetry_attributes_and_errors(live):
     assert RequestLog.objects.get(id=failed["id"]).error_message == "rate limited"
 
 
-def test_json_encoding_is_accepted_and_answers_in_json(live):
+def test_json_encoding_is_accepted_and_answers_in_json(live, metrics_on):
     span = {
         "traceId": "5b8efff798038103d269b633813fc60c",
         "spanId": "eee19b7ec3c1b174",
@@ -158,12 +162,15 @@ def test_json_encoding_is_accepted_and_answers_in_json(live):
     }
     plain = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "aaa19b7ec3c1b174", "name": "GET /"}
     document = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [span, plain]}]}]}
+    before = {result: value(scrape(), "portico_otel_ingest_spans_total", result=result) or 0 for result in COUNTED}
     response = post(live, orjson.dumps(document), "application/json")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["portico"]["accepted"] == 1 and body["portico"]["ignored"] == 1
     assert "1 span(s) without GenAI attributes ignored" in body["partialSuccess"]["errorMessage"]
     assert body["partialSuccess"]["rejectedSpans"] == 0
+    after = {result: value(scrape(), "portico_otel_ingest_spans_total", result=result) or 0 for result in COUNTED}
+    assert {result: after[result] - before[result] for result in COUNTED} == {"accepted": 1, "ignored": 1}
     [log] = rest_logs(live)
     assert (log["endpoint"], log["model"], log["prompt_tokens"]) == ("/embeddings", "text-embedding-3-small", 12)
     assert log["trace_id"] == "5b8efff798038103d269b633813fc60c"
