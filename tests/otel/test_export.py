@@ -9,12 +9,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from analytics import otel_export, otel_proto
 from analytics.ingest import write_log_batch
 from analytics.models import RequestLog
+from gateway.auth import key_cache, provider_cache
 from tests.analytics.records import log_record
 from tests.monitoring.conftest import scrape, value
 from tests.otel.conftest import attributes, wait_for
@@ -277,3 +279,33 @@ def test_the_encoding_decodes_with_opentelemetry_proto():
         "reasons": ["stop", "length"],
     }
     assert (out.status.code, out.status.message) == (2, "boom")
+
+
+def test_a_request_through_the_gateway_reaches_the_collector_as_a_span(ws, gateway_url, upstream, receiver, exporter):
+    """End to end: the gateway logs a request, the writer stores it, its span reaches the
+    collector with what the request and the provider's answer said."""
+    key_cache.clear()
+    provider_cache.clear()
+    _, key = services.api_key_create(workspace=ws, name="ci")
+    services.provider_create(workspace=ws, slug="mock", base_url=upstream.base_url, api_key="sk-provider")
+    services.otel_export_update(workspace=ws, endpoint=receiver.url)
+    headers = {
+        "x-portkey-api-key": key,
+        "x-portkey-provider": "@mock",
+        "x-portkey-metadata": '{"environment": "production"}',
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    }
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
+    with httpx.stream("POST", gateway_url + "/v1/chat/completions", json=body, headers=headers, timeout=10) as answer:
+        assert answer.status_code == 200
+        answer.read()
+    wait_for(lambda: receiver.spans(), timeout=15)
+    [span] = receiver.spans()
+    attrs = attributes(span)
+    assert attrs["portico.log_id"] == answer.headers["x-portico-log-id"]
+    assert attrs["gen_ai.response.finish_reasons"] == ["length"]  # the mock stopped at max_tokens
+    assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (4, 3)
+    assert (attrs["gen_ai.request.model"], attrs["portico.metadata.environment"]) == ("gpt-4o-mini", "production")
+    assert attrs["portico.stream"] is True
+    assert span.trace_id.hex() == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.parent_span_id.hex() == "00f067aa0ba902b7"
