@@ -61,7 +61,12 @@ def _key_value(key: str, any_value: bytes, tag: bytes) -> bytes:
     return field(tag, _key(key) + field(b"\x12", any_value))
 
 
-def _header(key: str, kind: bytes, length: int) -> bytes:
+_headers: dict[tuple[str, bytes, int], bytes] = {}
+# AnyValue kinds (field keys) for attribute_header.
+STRING, BOOL, INT, DOUBLE = b"\x0a", b"\x10", b"\x18", b"\x21"
+
+
+def attribute_header(key: str, kind: bytes, length: int) -> bytes:
     """Everything of a span attribute (KeyValue) before its value's own bytes: the attribute
     tag and length, the key, the AnyValue tag and length, and the value's ``kind`` (a one-byte
     field key) and, for strings, its length. Depends only on (key, kind, length): cached, so an
@@ -69,15 +74,12 @@ def _header(key: str, kind: bytes, length: int) -> bytes:
     cache_key = (key, kind, length)
     header = _headers.get(cache_key)
     if header is None:
-        inner = kind + (varint(length) if kind == b"\x0a" else b"")  # strings are length-delimited
+        inner = kind + (varint(length) if kind == STRING else b"")  # strings are length-delimited
         any_value = inner + b"\0" * length  # a stand-in of the value's length
         header = field(b"\x4a", _key(key) + field(b"\x12", any_value))[: -length or None]
         if len(_headers) < _PAIR_CACHE_LIMIT:
             _headers[cache_key] = header
     return header
-
-
-_headers: dict[tuple[str, bytes, int], bytes] = {}
 
 
 def string_attribute(key: str, value: str, *, unique: bool = False) -> bytes:
@@ -86,7 +88,7 @@ def string_attribute(key: str, value: str, *, unique: bool = False) -> bytes:
     encoded = None if unique else _string_pairs.get((key, value))
     if encoded is None:
         data = value.encode("utf-8", "replace")
-        encoded = _header(key, b"\x0a", len(data)) + data
+        encoded = attribute_header(key, STRING, len(data)) + data
         if not unique and len(value) <= 128:  # long values (error messages) are rarely repeated
             if len(_string_pairs) >= _PAIR_CACHE_LIMIT:
                 _string_pairs.clear()
@@ -101,15 +103,15 @@ def int_attribute(key: str, value: int) -> bytes:
         data = bytes(((value & 0x7F) | 0x80, value >> 7))
     else:
         data = varint(value)
-    return _header(key, b"\x18", len(data)) + data
+    return attribute_header(key, INT, len(data)) + data
 
 
 def double_attribute(key: str, value: float) -> bytes:
-    return _header(key, b"\x21", 8) + _DOUBLE.pack(value)
+    return attribute_header(key, DOUBLE, 8) + _DOUBLE.pack(value)
 
 
 def bool_attribute(key: str, value: bool) -> bytes:
-    return _header(key, b"\x10", 1) + (b"\x01" if value else b"\x00")
+    return attribute_header(key, BOOL, 1) + (b"\x01" if value else b"\x00")
 
 
 def string_array_attribute(key: str, values: list[str]) -> bytes:

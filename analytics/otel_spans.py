@@ -113,6 +113,7 @@ def _metadata_attribute(key: str, value: object) -> bytes:
     return encoded
 
 
+_LOG_ID_HEADER = pb.attribute_header("portico.log_id", pb.STRING, 36)
 _finish_cache: dict[tuple, bytes] = {}
 
 
@@ -172,7 +173,7 @@ def encode_span(row: dict) -> bytes:
     attrs.append(pb.int_attribute("gen_ai.usage.output_tokens", row["completion_tokens"]))
     if row["finish_reasons"]:
         attrs.append(_finish_reasons_attribute(row["finish_reasons"]))
-    attrs.append(pb.string_attribute("portico.log_id", str(log_id), unique=True))
+    attrs.append(_LOG_ID_HEADER + str(log_id).encode())  # a UUID's text: always 36 ASCII bytes
     if cost is not None:
         attrs.append(pb.double_attribute("portico.cost", float(cost)))
     if row["is_stream"]:
