@@ -350,9 +350,9 @@ class GeminiUsage(UsageTracker):
             self.model = model
         candidates = doc.get("candidates")
         if type(candidates) is list:
-            for candidate in candidates:
-                if type(candidate) is dict:
-                    self.add_finish_reason(candidate.get("finishReason"))
+            for candidate in candidates:  # only a stream's last chunk names one
+                if type(candidate) is dict and (reason := candidate.get("finishReason")):
+                    self.add_finish_reason(reason)
         usage = doc.get("usageMetadata")
         if not isinstance(usage, dict):
             return

@@ -91,9 +91,9 @@ class UsageTracker:
     def _read_finish(self, doc: dict) -> None:
         choices = doc.get("choices")
         if type(choices) is list:
-            for choice in choices:
-                if type(choice) is dict:
-                    self.add_finish_reason(choice.get("finish_reason"))
+            for choice in choices:  # a stream's chunks name it once, the others say null
+                if type(choice) is dict and (reason := choice.get("finish_reason")):
+                    self.add_finish_reason(reason)
         elif doc.get("object") == "response":  # the Responses API: each event restates the status
             status = doc.get("status")
             if type(status) is not str or status in _RESPONSE_RUNNING:
