@@ -18,7 +18,7 @@ onto the gateway's:
 - ``_user`` (the body's ``user``): ``user.id``, ``enduser.id`` or ``gen_ai.user``;
 - the lowest level (baggage, HEADERS_TO_METADATA): resource attributes ``portico.metadata.<key>``
   / ``metadata.<key>`` (what a whole process sends, like baggage), and the OTLP request's own
-  headers named in HEADERS_TO_METADATA.
+  ``baggage`` header and headers named in HEADERS_TO_METADATA (a collector can add them).
 
 A span whose metadata the workspace's schema refuses, or whose times are impossible, is
 rejected (OTLP ``partial_success.rejected_spans``, the first reason in ``error_message``); the
@@ -192,6 +192,7 @@ class _Context:
     prices: PriceBook
     store_bodies: bool
     mapped_headers: dict[str, str]
+    baggage: str | None
     now: datetime
 
 
@@ -212,7 +213,7 @@ def _record(span: SpanIn, context: _Context) -> dict:
             header_value=orjson.dumps(md) if (md := _request_metadata(attributes)) else None,
             body_user=str(user) if user is not None else None,
             mapped_headers={**_prefixed(span.resource), **context.mapped_headers},
-            baggage=None,
+            baggage=context.baggage,
             policy=context.policy,
             strict=False,
             request_first=settings.METADATA_PRECEDENCE == "request_first",
@@ -289,6 +290,7 @@ def ingest_spans(*, api_key: ApiKey, spans: list[SpanIn], headers: dict[str, str
         prices=load_price_book(),
         store_bodies=api_key.workspace.store_bodies,
         mapped_headers={h: headers[h] for h in settings.HEADERS_TO_METADATA if h in headers},
+        baggage=headers.get("baggage"),
         now=timezone.now(),
     )
     records = []

@@ -193,12 +193,16 @@ def test_gzip_protobuf_from_a_collector_and_non_genai_spans_ignored(live):
     kv = span.attributes.add()
     kv.key, kv.value.string_value = "gen_ai.request.model", "gpt-4o-mini"
     body = gzip.compress(request.SerializeToString())
-    response = post(live, body, "application/x-protobuf", **{"content-encoding": "gzip"})
+    # A collector's baggage header: the lowest level of metadata, as on the gateway.
+    baggage = {"baggage": "team=platform,tenant=ignored;p=1"}
+    response = post(live, body, "application/x-protobuf", **{"content-encoding": "gzip"}, **baggage)
     assert response.status_code == 200
     answer = ExportTraceServiceResponse.FromString(response.content)
     assert answer.partial_success.rejected_spans == 0
     assert response.headers["x-portico-spans-accepted"] == "1"
-    assert len(rest_logs(live)) == 1
+    [log] = rest_logs(live)
+    assert log["metadata"]["team"] == "platform"
+    assert log["metadata"]["tenant"] == "acme-corp"  # the workspace's default wins over baggage
 
 
 def test_spans_the_schema_refuses_are_rejected_others_written(live):
