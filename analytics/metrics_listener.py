@@ -4,8 +4,8 @@ to loopback or an internal interface); with METRICS_TOKEN set too, scrapes there
 as well.
 
 One listener per host (per PROMETHEUS_MULTIPROC_DIR), whatever the number of processes: every
-server process (each uvicorn worker, from the ASGI lifespan) and each Celery worker's main
-process starts a ``MetricsListener`` thread; the one that takes an exclusive ``flock`` on
+server process (each uvicorn worker, from the ASGI lifespan), each Celery worker's main process
+and ``manage.py consume_logs`` starts a ``MetricsListener`` thread; the one that takes an exclusive ``flock`` on
 ``METRICS_DIR/.listener.lock`` binds the address and serves, the others try again every
 ``retry_s`` seconds, so when the serving process exits or is killed (the kernel drops its lock)
 another takes over within that time. The answer is ``render_metrics()``: every process's
