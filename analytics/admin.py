@@ -56,7 +56,20 @@ class RequestLogAdmin(_ReadOnly, admin.ModelAdmin):
             None,
             {"fields": ["id", "created_at", "workspace", "api_key", "endpoint", "method", "status_code", "success"]},
         ),
-        ("Upstream", {"fields": ["provider", "model", "is_stream", "cache_status", "retry_count", "error_message"]}),
+        (
+            "Upstream",
+            {
+                "fields": [
+                    "provider",
+                    "model",
+                    "is_stream",
+                    "finish_reasons",
+                    "cache_status",
+                    "retry_count",
+                    "error_message",
+                ]
+            },
+        ),
         (
             "Usage",
             {

@@ -63,6 +63,7 @@ FIELDS = {
     "cache_status": "cache_status",
     "retry_count": "retry_count",
     "is_stream": "is_stream",
+    "finish_reasons": "finish_reasons",
 }
 PORTKEY_FIELDS = list(FIELDS)[: list(FIELDS).index("metadata") + 1]
 # The columns of selectors.export_chunks' tuples, in order.

@@ -12,6 +12,7 @@ import base64
 import binascii
 import csv
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -60,6 +61,7 @@ LOG_FIELDS = (
     "price_version",
     "cache_status",
     "retry_count",
+    "finish_reasons",
     "trace_id",
     "span_id",
     "parent_span_id",
@@ -179,6 +181,8 @@ def _csv_cell(value: object) -> object:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):  # finish_reasons: JSON text, as Postgres writes a jsonb array
+        return json.dumps(value)
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
     return value

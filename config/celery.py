@@ -4,7 +4,7 @@ backlog never piles up duplicates."""
 import os
 import time
 
-from celery import Celery
+from celery import Celery, signals
 from celery.beat import PersistentScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -32,6 +32,16 @@ class HeartbeatScheduler(PersistentScheduler):
 
 
 app.conf.beat_scheduler = "config.celery:HeartbeatScheduler"
+
+
+@signals.worker_ready.connect
+def _metrics_listener(**kwargs) -> None:
+    # A worker's main process is a candidate for METRICS_BIND's listener too (its pool children
+    # close what they inherit of it): a host running only workers still has its metrics served.
+    from analytics.metrics_listener import start_metrics_listener
+
+    start_metrics_listener()
+
 
 app.conf.beat_schedule = {
     # Log stream -> database. Each run reads for up to ~5 s; expiry drops runs that queued

@@ -14,7 +14,7 @@ import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from config.env import env_address, env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTICO_VAR_DIR") or BASE_DIR / "var")
@@ -406,7 +406,10 @@ LOGGING = {
 # GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>". Without a token metrics are off
 # (not collected, /metrics answers 404), except with DEBUG, where /metrics is open.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
-METRICS_ENABLED = bool(METRICS_TOKEN) or DEBUG
+# host:port where metrics are served instead of the main server's /metrics (which then answers
+# 404), by one process per host (analytics/metrics_listener.py); setting it turns metrics on.
+METRICS_BIND = env_address("METRICS_BIND")
+METRICS_ENABLED = bool(METRICS_TOKEN) or METRICS_BIND is not None or DEBUG
 # Metadata keys that become labels of the gateway metrics; each must be a Prometheus label name.
 METRICS_METADATA_LABELS = env_list("METRICS_METADATA_LABELS")
 _RESERVED_METRIC_LABELS = {"provider", "model", "status_class", "type", "le", "sink", "result", "job", "instance"}
