@@ -77,6 +77,9 @@ class RequestLog(models.Model):
     # what the answer would have cost. Database defaults too, so writers that name their
     # columns (COPY in bench/analytics_data.py, an older worker mid-deploy) need not know them.
     config_id = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # The config target whose answer the client got (its x-portkey-last-used-option-index,
+    # e.g. "config.targets[1]"; "" without a config). Also the last try in ``attempts``.
+    last_used_option_index = models.CharField(max_length=100, blank=True, default="", db_default="")
     attempts = models.JSONField(default=list, blank=True, db_default=[])
     cache_saved_cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
     trace_id = models.CharField(max_length=128, blank=True)

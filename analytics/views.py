@@ -221,6 +221,7 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "filter_errors": errors,
         "chips": _chips(request.GET, api_keys),
         "api_keys": api_keys,
+        "configs": ds.saved_configs(access.workspace),
         "known_keys": _known_keys(access),
         "dimension_values": ds.models_and_providers(
             access.workspace, Window(window.end - timedelta(days=30), window.end, "")
@@ -260,7 +261,12 @@ def log_rows(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 @require_GET
 def log_detail(request: HttpRequest, access: WorkspaceAccess, log_id: str) -> HttpResponse:
     detail = selectors.log_detail(workspace=access.workspace, log_id=log_id)
-    context = {"workspace": access.workspace, "detail": detail, "api_keys": ds.api_key_names(access.workspace)}
+    context = {
+        "workspace": access.workspace,
+        "detail": detail,
+        "api_keys": ds.api_key_names(access.workspace),
+        "configs": ds.saved_configs(access.workspace),
+    }
     if request.headers.get("HX-Request"):
         return render(request, "dashboard/_log_detail.html", context)
     params = QueryDict(mutable=True)
@@ -347,7 +353,14 @@ def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "series": series,
         "totals": {
             name: sum(row[name] for row in rows)
-            for name in ("unpriced_requests", "cached_prompt_tokens", "reasoning_tokens")
+            for name in (
+                "unpriced_requests",
+                "cached_prompt_tokens",
+                "cache_write_tokens",
+                "reasoning_tokens",
+                "audio_prompt_tokens",
+                "audio_completion_tokens",
+            )
         },
         "window_errors": errors,
     }

@@ -107,6 +107,8 @@ class UpstreamRequest:
             )
         if isinstance(tracker, GeminiUsage):
             return GeminiStreamRelay(tracker, hide_usage_chunk=False, capture=capture)
+        if self.kind == ANTHROPIC:
+            return AnthropicStreamRelay(tracker, hide_usage_chunk=False, capture=capture)
         return proxy.StreamRelay(tracker, hide_usage_chunk=self.hide_usage_chunk, capture=capture)
 
     def answer_body(self, status: int, data: bytes) -> bytes:
@@ -371,6 +373,23 @@ class GeminiStreamRelay(proxy.StreamRelay):
                     with contextlib.suppress(TypeError, ValueError, OverflowError):
                         self.tracker.read_usage(doc)
         return True
+
+
+class AnthropicStreamRelay(proxy.StreamRelay):
+    """A native Messages stream relayed unchanged; an ``error`` event (Anthropic's way to fail
+    a stream after its 200, e.g. overloaded_error) is noted for the log."""
+
+    def _keep(self, event: bytes) -> bool:
+        if b'"error"' in event:
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:"):
+                    try:
+                        doc = orjson.loads(line[5:].strip())
+                    except orjson.JSONDecodeError:
+                        continue
+                    if isinstance(doc, dict) and doc.get("type") == "error":
+                        self.error = anthropic_translate.stream_error(doc)
+        return super()._keep(event)
 
 
 USAGE_FIELDS = (

@@ -110,3 +110,21 @@ def test_a_stream_error_from_anthropic_reaches_the_sdk_as_its_own_error(pgw):
 
     assert caught.value.status_code == 429
     assert caught.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_an_error_event_mid_stream_is_relayed_unchanged_and_logged_as_that_error(pgw):
+    client = sdk(pgw, **{"x-mock-stream-error": "overloaded_error"})
+
+    with pytest.raises(anthropic.APIStatusError) as caught:  # the SDK raises on `event: error`
+        with client.messages.stream(
+            model="claude-mock", max_tokens=100, messages=[{"role": "user", "content": "stream this"}]
+        ) as stream:
+            for _ in stream.text_stream:
+                pass
+
+    assert caught.value.body["error"] == {"type": "overloaded_error", "message": "Overloaded"}
+    log = pgw.wait_for_logs(1)[0]
+    assert (log.status_code, log.success, log.is_stream) == (529, False, True)
+    assert "overloaded_error: Overloaded" in log.error_message
+    assert "event: error" in log.body.response_body  # what the client got: Anthropic's own event
+    assert log.prompt_tokens == 2  # message_start's usage still counts
