@@ -87,7 +87,7 @@ def test_rest_logs_carry_the_routing_fields_and_filter_by_config(client, api_key
     assert (hit["cache_status"], float(hit["cost"]), float(hit["cache_saved_cost"])) == ("HIT", 0.0, 0.0000468)
     both = api_logs(client, key, config=f"{saved.public_id},inline")
     assert [log["trace_id"] for log in both] == ["hit", "fallback"]
-    plain = [log for log in api_logs(client, key) if log["trace_id"] == "plain"][0]
+    plain = next(log for log in api_logs(client, key) if log["trace_id"] == "plain")
     assert (plain["config_id"], plain["last_used_option_index"], plain["attempts"]) == ("", "", [])
     assert api_logs(client, key, config="pc-0000000000000000") == []
     detail = client.get(f"/api/v1/logs/{fallback['id']}", headers={"x-portkey-api-key": key}).json()
@@ -149,7 +149,7 @@ def test_log_detail_shows_the_routing_block(client, member, workspace, routed, s
     page = client.get(url, headers={"HX-Request": "true"}).content.decode()
     assert 'id="routing"' in page and saved.public_id in page and ">resilient</a>" in page
     assert "config.targets[1]" in page and "1 of that target" in page and "3 tries in all" in page
-    assert page.count("<tr><td class=\"num\">") == 3 and ">503</span>" in page and ">429</span>" in page
+    assert page.count('<tr><td class="num">') == 3 and ">503</span>" in page and ">429</span>" in page
     hit_page = client.get(
         reverse("dashboard:log_detail", args=[workspace.slug, hit["id"]]), headers={"HX-Request": "true"}
     ).content.decode()

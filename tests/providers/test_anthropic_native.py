@@ -115,12 +115,14 @@ def test_a_stream_error_from_anthropic_reaches_the_sdk_as_its_own_error(pgw):
 def test_an_error_event_mid_stream_is_relayed_unchanged_and_logged_as_that_error(pgw):
     client = sdk(pgw, **{"x-mock-stream-error": "overloaded_error"})
 
-    with pytest.raises(anthropic.APIStatusError) as caught:  # the SDK raises on `event: error`
-        with client.messages.stream(
-            model="claude-mock", max_tokens=100, messages=[{"role": "user", "content": "stream this"}]
-        ) as stream:
-            for _ in stream.text_stream:
-                pass
+    messages = [{"role": "user", "content": "stream this"}]
+    # The SDK raises on `event: error`.
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client.messages.stream(model="claude-mock", max_tokens=100, messages=messages) as stream,
+    ):
+        for _ in stream.text_stream:
+            pass
 
     assert caught.value.body["error"] == {"type": "overloaded_error", "message": "Overloaded"}
     log = pgw.wait_for_logs(1)[0]
