@@ -14,8 +14,8 @@ class RequestLog(models.Model):
     """One row per proxied request (success or failure, auth failures excepted).
 
     Narrow on purpose: bodies live in RequestBody. Rows are written in batches by
-    ``analytics.ingest.write_log_batch`` and never edited afterwards, except their cost and
-    price_version by the audited ``recompute_cost`` (analytics.recompute).
+    ``analytics.ingest.write_log_batch`` and never edited afterwards, except their cost,
+    price_version and cache_saved_cost by the audited ``recompute_cost`` (analytics.recompute).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: analytics.ids
