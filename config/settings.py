@@ -75,6 +75,7 @@ INSTALLED_APPS = [
     "workspaces",
     "analytics",
     "gateway",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

@@ -17,5 +17,5 @@ urlpatterns = [
     path("", include("analytics.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
-    path("", include("analytics.dashboard_urls")),
+    path("", include("dashboard.urls")),
 ]

@@ -1,4 +1,4 @@
-"""A query a page cannot use, in the browser: the page answers 400 (analytics/views.py) and
+"""A query a page cannot use, in the browser: the page answers 400 (dashboard/views/pages.py) and
 htmx still swaps that answer in (base.html's responseHandling), so the error naming the
 problem appears where the results were instead of the click doing nothing."""
 

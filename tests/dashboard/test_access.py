@@ -8,7 +8,7 @@ import uuid
 import pytest
 from django.urls import URLPattern, reverse
 
-from analytics import dashboard_urls
+from dashboard import urls as dashboard_urls
 from workspaces import services
 from workspaces.models import ApiKey, AuditEvent
 

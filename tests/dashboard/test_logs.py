@@ -77,7 +77,7 @@ def test_metadata_chips_link_to_the_added_filter(owner_client, workspace, logs):
 
 
 def test_load_more_follows_the_keyset_cursor(owner_client, workspace, api_key, monkeypatch):
-    from analytics import views
+    from dashboard.views import pages as views
 
     monkeypatch.setattr(views, "LOG_PAGE_SIZE", 4)
     now = timezone.now()

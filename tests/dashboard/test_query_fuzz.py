@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 
 WINDOW = ["range", "start", "end"]
 FILTERS = [*LogFilter.parameter_names(), "metadata.env", "metadata.env__ne", "metadata.env__in", "metadata.env__exists"]
-# Page (URL name) -> the query parameters it reads (analytics/views.py, workspaces/views.py).
+# Page (URL name) -> the query parameters it reads (dashboard/views/).
 PAGES = {
     "overview": WINDOW,
     "logs": [*WINDOW, *FILTERS, "add_key", "add_value", "log", "cursor"],

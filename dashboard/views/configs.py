@@ -10,11 +10,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from dashboard.forms import RoutingConfigForm
+from dashboard.views.workspace_settings import VIA, _apply_errors, _context, _require_edit
 from workspaces import services
 from workspaces.access import WorkspaceAccess, workspace_view
-from workspaces.forms import RoutingConfigForm
 from workspaces.models import RoutingConfig
-from workspaces.views import VIA, _apply_errors, _context, _require_edit
 
 
 def _config(access: WorkspaceAccess, config_id: int) -> RoutingConfig:

@@ -19,9 +19,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from config.parsing import InvalidParameter, clean_text, parse_int
-from workspaces import services
-from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
-from workspaces.forms import (
+from dashboard.forms import (
     ApiKeyCreateForm,
     MemberAddForm,
     MemberRoleForm,
@@ -29,6 +27,8 @@ from workspaces.forms import (
     ProviderSecretForm,
     WorkspaceMetadataForm,
 )
+from workspaces import services
+from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
 
 VIA = AuditEvent.Via.DASHBOARD

@@ -26,8 +26,8 @@ from analytics import selectors
 from analytics.filters import LogFilter
 from analytics.forms import GROUP_DIMENSIONS, PRESETS, Window, log_filter_data, parse_group, parse_window
 from analytics.models import MetadataKey, RequestLog
-from analytics.templatetags.dashboard import logs_query
 from config.parsing import InvalidParameter, clean_text, parse_int
+from dashboard.templatetags.dashboard import logs_query
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey
 

@@ -4,9 +4,9 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from analytics import views
-from workspaces import config_views
-from workspaces import views as settings_views
+from dashboard.views import configs as config_views
+from dashboard.views import pages as views
+from dashboard.views import workspace_settings as settings_views
 
 app_name = "dashboard"
 

@@ -1,0 +1,126 @@
+"""The dashboard's settings forms (metadata, API keys, providers, members, configs). They only
+shape input: every write goes through ``workspaces.services``."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+
+from workspaces.forms import PrettyJSONField
+from workspaces.models import ApiKey, Membership, Provider
+
+
+def _code_area(rows: int = 8) -> forms.Textarea:
+    # The dashboard styles editors with CSS (light/dark themes) rather than the admin's inline style.
+    return forms.Textarea(attrs={"rows": rows, "spellcheck": "false", "class": "code", "autocomplete": "off"})
+
+
+METADATA_HELP = 'A JSON object of string values, e.g. {"environment": "production"}. Leave empty for none.'
+SCHEMA_HELP = (
+    "JSON Schema subset: object, string properties, required, enum, pattern, maxLength, default. Leave empty for none."
+)
+
+
+class WorkspaceMetadataForm(forms.Form):
+    default_metadata = PrettyJSONField(required=False, widget=_code_area(), help_text=METADATA_HELP)
+    metadata_schema = PrettyJSONField(required=False, widget=_code_area(14), help_text=SCHEMA_HELP)
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="Shown in logs and reports, e.g. the service that uses it.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        initial=ApiKey.DEFAULT_SCOPES,
+    )
+    default_metadata = PrettyJSONField(required=False, widget=_code_area(5), help_text=METADATA_HELP)
+    metadata_schema = PrettyJSONField(required=False, widget=_code_area(5), help_text=SCHEMA_HELP)
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, help_text="Leave empty for a key that does not expire."
+    )
+
+
+class ProviderCreateForm(forms.Form):
+    slug = forms.CharField(max_length=63, help_text="Clients select it with x-portkey-provider: @slug.")
+    name = forms.CharField(max_length=200, required=False)
+    kind = forms.ChoiceField(
+        choices=Provider.Kind.choices,
+        initial=Provider.Kind.OPENAI,
+        required=False,
+        help_text="The provider's own API: its auth header, URL shapes and usage format.",
+    )
+    base_url = forms.URLField(
+        label="Base URL",
+        max_length=500,
+        assume_scheme="https",
+        help_text="e.g. https://api.openai.com/v1, https://api.anthropic.com/v1, "
+        "https://RESOURCE.openai.azure.com, https://generativelanguage.googleapis.com/v1beta",
+    )
+    api_version = forms.CharField(
+        label="API version",
+        max_length=32,
+        required=False,
+        help_text="Azure: api-version (default 2024-10-21). Anthropic: anthropic-version (default 2023-06-01).",
+    )
+    deployment = forms.CharField(
+        max_length=64, required=False, help_text="Azure only. Empty: the request's model names the deployment."
+    )
+    api_key = forms.CharField(
+        label="API key",
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted and never shown again.",
+    )
+
+    def clean_kind(self) -> str:
+        return self.cleaned_data["kind"] or Provider.Kind.OPENAI
+
+
+class ProviderSecretForm(forms.Form):
+    api_key = forms.CharField(
+        label="New API key",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Replaces the stored key; the old one is not shown.",
+    )
+
+
+class MemberAddForm(forms.Form):
+    """Who to add (an existing account, by username or e-mail) and with which role."""
+
+    user = forms.CharField(
+        label="Username or e-mail",
+        max_length=254,
+        help_text="An existing account. New people get one from an administrator (manage.py add_member --email).",
+    )
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+    def clean_user(self) -> AbstractBaseUser:
+        value = self.cleaned_data["user"].strip()
+        User = get_user_model()
+        user = User.objects.filter(**{User.USERNAME_FIELD: value}).first()
+        if user is None and "@" in value:
+            matches = list(User.objects.filter(email__iexact=value)[:2])
+            if len(matches) > 1:
+                raise forms.ValidationError("Several accounts use this e-mail; enter the username instead.")
+            user = matches[0] if matches else None
+        if user is None:
+            raise forms.ValidationError(f"No account with the username or e-mail '{value}'.")
+        return user
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)
+
+
+CONFIG_HELP = (
+    'A Portkey config, e.g. {"retry": {"attempts": 3}, "strategy": {"mode": "fallback"}, '
+    '"targets": [{"provider": "@primary"}, {"provider": "@backup", "override_params": {"model": "gpt-4o-mini"}}]}.'
+)
+
+
+class RoutingConfigForm(forms.Form):
+    slug = forms.CharField(max_length=63, help_text="Clients may send x-portkey-config: <slug> (or the config's id).")
+    name = forms.CharField(max_length=200, required=False)
+    config = PrettyJSONField(widget=_code_area(16), help_text=CONFIG_HELP)
