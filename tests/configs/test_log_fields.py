@@ -149,11 +149,16 @@ def test_log_detail_shows_the_routing_block(client, member, workspace, routed, s
     page = client.get(url, headers={"HX-Request": "true"}).content.decode()
     assert 'id="routing"' in page and saved.public_id in page and ">resilient</a>" in page
     assert "config.targets[1]" in page and "1 of that target" in page and "3 tries in all" in page
-    assert page.count('<tr><td class="num">') == 3 and ">503</span>" in page and ">429</span>" in page
+    assert page.count('<tr><td class="mono">config.targets[') == 3 and ">503</span>" in page and ">429</span>" in page
     hit_page = client.get(
         reverse("dashboard:log_detail", args=[workspace.slug, hit["id"]]), headers={"HX-Request": "true"}
     ).content.decode()
-    assert "HIT · saved $0.000047 USD" in hit_page and ">inline<" in hit_page and ">0.5 ms<" in hit_page
+    assert (
+        "HIT · saved $0.000047 USD" in hit_page
+        and ">inline<" in hit_page
+        and ">0.5 ms<" in hit_page
+        and "</span> HIT</td>" in hit_page
+    )
     plain_page = client.get(
         reverse("dashboard:log_detail", args=[workspace.slug, plain["id"]]), headers={"HX-Request": "true"}
     ).content.decode()
