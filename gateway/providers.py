@@ -377,19 +377,30 @@ class GeminiStreamRelay(proxy.StreamRelay):
 
 class AnthropicStreamRelay(proxy.StreamRelay):
     """A native Messages stream relayed unchanged; an ``error`` event (Anthropic's way to fail
-    a stream after its 200, e.g. overloaded_error) is noted for the log."""
+    a stream after its 200, e.g. overloaded_error) is noted for the log. Looked for once per
+    read, in the complete events the read released, not once per event."""
 
-    def _keep(self, event: bytes) -> bool:
-        if b'"error"' in event:
-            for line in event.split(b"\n"):
-                if line.startswith(b"data:"):
-                    try:
-                        doc = orjson.loads(line[5:].strip())
-                    except orjson.JSONDecodeError:
-                        continue
-                    if isinstance(doc, dict) and doc.get("type") == "error":
-                        self.error = anthropic_translate.stream_error(doc)
-        return super()._keep(event)
+    def feed(self, data: bytes) -> bytes:
+        out = super().feed(data)
+        if b'"error"' in out:
+            self._note_error(out)
+        return out
+
+    def tail(self) -> bytes:
+        rest = super().tail()  # a last event the upstream did not end with a blank line
+        if b'"error"' in rest:
+            self._note_error(rest)
+        return rest
+
+    def _note_error(self, events: bytes) -> None:
+        for line in events.split(b"\n"):
+            if line.startswith(b"data:") and b'"error"' in line:
+                try:
+                    doc = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(doc, dict) and doc.get("type") == "error":
+                    self.error = anthropic_translate.stream_error(doc)
 
 
 USAGE_FIELDS = (
