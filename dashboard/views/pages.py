@@ -158,7 +158,7 @@ def _log_filter(request: HttpRequest, window: Window) -> LogFilter:
     return LogFilter(log_filter_data(request.GET, window), queryset=RequestLog.objects.all())
 
 
-def _chips(params: QueryDict, api_keys: dict[int, str]) -> list[dict]:
+def _chips(params: QueryDict, api_keys: dict[int, str], configs: dict | None = None) -> list[dict]:
     """The active filters as removable chips (label and the parameter to drop)."""
     chips = []
     for name in params:
@@ -170,6 +170,10 @@ def _chips(params: QueryDict, api_keys: dict[int, str]) -> list[dict]:
             label_value = value
             if name in ("api_key", "api_key_ids"):
                 label_value = ", ".join(_api_key_label(v, api_keys) for v in value.split(","))
+            elif name == "config" and configs:
+                label_value = ", ".join(
+                    f"{configs[v.strip()].slug} ({v.strip()})" if v.strip() in configs else v for v in value.split(",")
+                )
             label = name.removeprefix("metadata.").replace("__", " ") if name.startswith("metadata.") else name
             chips.append({"name": name, "value": value, "label": label, "label_value": label_value})
     return chips
@@ -214,14 +218,15 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     else:
         errors += [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
     api_keys = ds.api_key_names(access.workspace)
+    configs = ds.saved_configs(access.workspace)
     context = {
         **_base_context(request, access, "logs", window),
         "rows": rows,
         "next_cursor": cursor,
         "filter_errors": errors,
-        "chips": _chips(request.GET, api_keys),
+        "chips": _chips(request.GET, api_keys, configs),
         "api_keys": api_keys,
-        "configs": ds.saved_configs(access.workspace),
+        "configs": configs,
         "known_keys": _known_keys(access),
         "dimension_values": ds.models_and_providers(
             access.workspace, Window(window.end - timedelta(days=30), window.end, "")
