@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 STABLE_AFTER = timedelta(hours=2)
 CLOSED_DAY_TTL = 10 * 60
 DAY = timedelta(days=1)
-CACHE_VERSION = 3  # 3: cells carry cached/reasoning tokens and unpriced requests
+CACHE_VERSION = 4  # 3: cells carry cached/reasoning tokens and unpriced requests; 4: cache-write and audio
 COST_UNITS = Decimal(10) ** 8
 
 
@@ -57,6 +57,9 @@ class Cell:
     cached_prompt_tokens: int = 0
     reasoning_tokens: int = 0
     unpriced_requests: int = 0  # requests with tokens whose model had no price
+    cache_write_tokens: int = 0
+    audio_prompt_tokens: int = 0
+    audio_completion_tokens: int = 0
 
     def add(self, other: Cell) -> None:
         self.requests += other.requests
@@ -67,6 +70,9 @@ class Cell:
         self.cached_prompt_tokens += other.cached_prompt_tokens
         self.reasoning_tokens += other.reasoning_tokens
         self.unpriced_requests += other.unpriced_requests
+        self.cache_write_tokens += other.cache_write_tokens
+        self.audio_prompt_tokens += other.audio_prompt_tokens
+        self.audio_completion_tokens += other.audio_completion_tokens
         self.latency_sum += other.latency_sum
         if other.last_seen and (self.last_seen is None or other.last_seen > self.last_seen):
             self.last_seen = other.last_seen
@@ -92,10 +98,13 @@ class Cell:
             self.cached_prompt_tokens,
             self.reasoning_tokens,
             self.unpriced_requests,
+            self.cache_write_tokens,
+            self.audio_prompt_tokens,
+            self.audio_completion_tokens,
         )
 
     def add_packed(self, packed: tuple) -> None:
-        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced = packed
+        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced, *parts = packed
         self.requests += requests
         self.errors += errors
         self.cost += Decimal(cost) / COST_UNITS
@@ -104,6 +113,9 @@ class Cell:
         self.cached_prompt_tokens += cached
         self.reasoning_tokens += reasoning
         self.unpriced_requests += unpriced
+        self.cache_write_tokens += parts[0]
+        self.audio_prompt_tokens += parts[1]
+        self.audio_completion_tokens += parts[2]
         self.latency_sum += latency
         if seen is not None and (self.last_seen is None or seen > self.last_seen.timestamp()):
             self.last_seen = datetime.fromtimestamp(seen, UTC)
@@ -114,7 +126,7 @@ class Cell:
 
     @classmethod
     def unpack(cls, packed: tuple) -> Cell:
-        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced = packed
+        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced, *parts = packed
         return cls(
             requests,
             errors,
@@ -127,6 +139,7 @@ class Cell:
             cached,
             reasoning,
             unpriced,
+            *parts,
         )
 
 
@@ -166,6 +179,9 @@ _SUMS = {
     "completion_tokens": Sum("completion_tokens"),
     "cached_prompt_tokens": Sum("cached_prompt_tokens"),
     "reasoning_tokens": Sum("reasoning_tokens"),
+    "cache_write_tokens": Sum("cache_write_tokens"),
+    "audio_prompt_tokens": Sum("audio_prompt_tokens"),
+    "audio_completion_tokens": Sum("audio_completion_tokens"),
     "unpriced_requests": Sum("unpriced_requests"),
     "latency_sum": Sum("latency_sum_ms"),
     "last_seen": Max("last_seen"),
@@ -198,6 +214,9 @@ def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Cell]:
             completion_tokens=row["completion_tokens"] or 0,
             cached_prompt_tokens=row["cached_prompt_tokens"] or 0,
             reasoning_tokens=row["reasoning_tokens"] or 0,
+            cache_write_tokens=row["cache_write_tokens"] or 0,
+            audio_prompt_tokens=row["audio_prompt_tokens"] or 0,
+            audio_completion_tokens=row["audio_completion_tokens"] or 0,
             unpriced_requests=row["unpriced_requests"] or 0,
             latency_sum=float(row["latency_sum"] or 0),
             last_seen=aware(row["last_seen"]),

@@ -25,7 +25,7 @@ from analytics import histogram
 from analytics.dashboard_cache import Cell, data_generation, merge_cells, rollup_cells
 from analytics.forms import Window
 from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
-from workspaces.models import ApiKey, Workspace
+from workspaces.models import ApiKey, RoutingConfig, Workspace
 
 USER_KEY = "_user"
 GROUP_LIMIT = 200
@@ -76,7 +76,10 @@ def _metrics(cell: Cell | None, *, p95: bool = True) -> dict:
         "prompt_tokens": cell.prompt_tokens,
         "completion_tokens": cell.completion_tokens,
         "cached_prompt_tokens": cell.cached_prompt_tokens,
+        "cache_write_tokens": cell.cache_write_tokens,
         "reasoning_tokens": cell.reasoning_tokens,
+        "audio_prompt_tokens": cell.audio_prompt_tokens,
+        "audio_completion_tokens": cell.audio_completion_tokens,
         "unpriced_requests": cell.unpriced_requests,
         "avg_tokens": tokens / requests if requests else None,
         "avg_latency": cell.latency_sum / requests if requests else None,
@@ -178,6 +181,11 @@ def api_key_names(workspace: Workspace) -> dict[int, str]:
         pk: f"{name} ({prefix}…)"
         for pk, name, prefix in ApiKey.objects.filter(workspace=workspace).values_list("id", "name", "prefix")
     }
+
+
+def saved_configs(workspace: Workspace) -> dict[str, RoutingConfig]:
+    """The workspace's saved configs by public id (pc-...), for the logs' config filter and detail."""
+    return {config.public_id: config for config in RoutingConfig.objects.filter(workspace=workspace).order_by("slug")}
 
 
 def _label(dimension: str, value: object, key_names: dict[int, str]) -> str:
@@ -397,7 +405,10 @@ EXPORT_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
     "cached_prompt_tokens",
+    "cache_write_tokens",
     "reasoning_tokens",
+    "audio_prompt_tokens",
+    "audio_completion_tokens",
     "avg_tokens",
     "avg_latency",
     "p95_latency",

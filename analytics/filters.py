@@ -8,10 +8,12 @@ dashboard (DESIGN.md, "Interfaces"). Portkey's parameter names are accepted as a
     provider, model            comma lists; ai_org_model=openai__gpt-4o (provider__model) too
     api_key / api_key_ids      comma list of API key ids
     user, trace_id, span_id    comma lists
-    cache_status               comma list (HIT, MISS, DISABLED, ...)
+    cache_status               comma list (HIT, MISS, REFRESH, DISABLED)
+    config                     comma list of config ids (pc-...; "inline" for header JSON)
     cost_min / cost_max, total_units_min / _max, prompt_token_min / _max,
-    completion_token_min / _max, cached_tokens_min / _max, reasoning_tokens_min / _max,
-    latency_min / latency_max (ms)                                     inclusive ranges
+    completion_token_min / _max, cached_tokens_min / _max, cache_write_tokens_min / _max,
+    reasoning_tokens_min / _max, audio_prompt_tokens_min / _max,
+    audio_completion_tokens_min / _max, latency_min / latency_max (ms)  inclusive ranges
     metadata.<key>=v           equals (repeat the parameter to require several values)
     metadata.<key>__ne=v       differs from v (rows without the key match)
     metadata.<key>__in=a,b     one of the values
@@ -338,6 +340,9 @@ class LogFilter(django_filters.FilterSet):
     trace_id = ListFilter(item_field=_text_item(128), label="Trace ids, comma separated.")
     span_id = ListFilter(item_field=_text_item(128), label="Span ids, comma separated.")
     cache_status = ListFilter(item_field=_text_item(16), upper=True, label="Cache statuses, comma separated.")
+    config = ListFilter(
+        "config_id", item_field=_text_item(32), label="Config ids (pc-...; 'inline' for header JSON), comma separated."
+    )
     cost_min = django_filters.NumberFilter("cost", "gte", **_bounded_decimal(label="Minimum cost."))
     cost_max = django_filters.NumberFilter("cost", "lte", **_bounded_decimal(label="Maximum cost."))
     total_units_min = IntegerFilter("total_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
@@ -348,8 +353,14 @@ class LogFilter(django_filters.FilterSet):
     completion_token_max = IntegerFilter("completion_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
     cached_tokens_min = IntegerFilter("cached_prompt_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
     cached_tokens_max = IntegerFilter("cached_prompt_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
+    cache_write_tokens_min = IntegerFilter("cache_write_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    cache_write_tokens_max = IntegerFilter("cache_write_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
     reasoning_tokens_min = IntegerFilter("reasoning_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
     reasoning_tokens_max = IntegerFilter("reasoning_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
+    audio_prompt_tokens_min = IntegerFilter("audio_prompt_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    audio_prompt_tokens_max = IntegerFilter("audio_prompt_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
+    audio_completion_tokens_min = IntegerFilter("audio_completion_tokens", "gte", min_value=0, max_value=BIGINT_MAX)
+    audio_completion_tokens_max = IntegerFilter("audio_completion_tokens", "lte", min_value=0, max_value=BIGINT_MAX)
     latency_min = FloatFilter("latency_ms", "gte", min_value=0, label="Minimum latency (ms).")
     latency_max = FloatFilter("latency_ms", "lte", min_value=0, label="Maximum latency (ms).")
     metadata = django_filters.Filter(

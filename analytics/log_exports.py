@@ -51,7 +51,7 @@ FIELDS = {
     "response_time": "latency_ms",
     "response_status_code": "status_code",
     "mode": None,
-    "config": None,
+    "config": "config_id",
     "prompt_slug": None,
     "metadata": "metadata_text",
     # Portico's own extras.
@@ -61,9 +61,18 @@ FIELDS = {
     "user": "user",
     "api_key_id": "api_key_id",
     "cache_status": "cache_status",
+    "cache_saved_cost": "cache_saved_cost",
     "retry_count": "retry_count",
+    "last_used_option_index": "last_used_option_index",
+    "attempts": "attempts",
     "is_stream": "is_stream",
     "finish_reasons": "finish_reasons",
+    "cached_prompt_tokens": "cached_prompt_tokens",
+    "cache_write_tokens": "cache_write_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+    "audio_prompt_tokens": "audio_prompt_tokens",
+    "audio_completion_tokens": "audio_completion_tokens",
+    "price_version": "price_version",
 }
 PORTKEY_FIELDS = list(FIELDS)[: list(FIELDS).index("metadata") + 1]
 # The columns of selectors.export_chunks' tuples, in order.
@@ -215,13 +224,16 @@ def _value(name: str, values: dict, body: tuple[str | None, str | None]) -> obje
     if name in ("request", "response"):
         return _json_or_text(body[0 if name == "request" else 1])
     if name == "mode":
-        return "single"  # Portico has no fallback/loadbalance configs
-    if name in ("config", "prompt_slug"):
+        # The strategy is not stored on the log: "single" is only claimed without a config.
+        return None if values["config_id"] else "single"
+    if name == "prompt_slug":
         return None
     value = values[FIELDS[name]]
+    if name == "config":
+        return value or None
     if name == "created_at":
         return value.isoformat(timespec="microseconds")
-    if name == "cost":
+    if name in ("cost", "cache_saved_cost"):
         return portkey.cents(value, 8)
     if name == "metadata":
         return orjson.Fragment(value or "{}")

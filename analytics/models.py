@@ -14,8 +14,8 @@ class RequestLog(models.Model):
     """One row per proxied request (success or failure, auth failures excepted).
 
     Narrow on purpose: bodies live in RequestBody. Rows are written in batches by
-    ``analytics.ingest.write_log_batch`` and never edited afterwards, except their cost and
-    price_version by the audited ``recompute_cost`` (analytics.recompute).
+    ``analytics.ingest.write_log_batch`` and never edited afterwards, except their cost,
+    price_version and cache_saved_cost by the audited ``recompute_cost`` (analytics.recompute).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)  # time-ordered: analytics.ids
@@ -82,6 +82,9 @@ class RequestLog(models.Model):
     # what the answer would have cost. Database defaults too, so writers that name their
     # columns (COPY in bench/analytics_data.py, an older worker mid-deploy) need not know them.
     config_id = models.CharField(max_length=32, blank=True, default="", db_default="")
+    # The config target whose answer the client got (its x-portkey-last-used-option-index,
+    # e.g. "config.targets[1]"; "" without a config). Also the last try in ``attempts``.
+    last_used_option_index = models.CharField(max_length=100, blank=True, default="", db_default="")
     attempts = models.JSONField(default=list, blank=True, db_default=[])
     cache_saved_cost = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
     trace_id = models.CharField(max_length=128, blank=True)

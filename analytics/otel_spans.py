@@ -182,6 +182,12 @@ def encode_span(row: dict) -> bytes:
         attrs.append(pb.double_attribute("portico.ttft_ms", float(row["ttft_ms"])))
     if row["retry_count"]:
         attrs.append(pb.int_attribute("portico.retry_count", row["retry_count"]))
+    if row["config_id"]:
+        attrs.append(pb.string_attribute("portico.config_id", row["config_id"]))
+        attrs.append(pb.string_attribute("portico.last_used_option_index", row["last_used_option_index"]))
+        attrs.append(pb.int_attribute("portico.attempts", len(row["attempts"])))
+    if row["cache_saved_cost"] is not None:
+        attrs.append(pb.double_attribute("portico.cache_saved_cost", float(row["cache_saved_cost"])))
     if row["user"]:
         attrs.append(pb.string_attribute("enduser.id", row["user"]))
     for key, value in row["metadata"].items():

@@ -8,9 +8,9 @@ accepts them (``time_of_generation_min``, ``metadata`` as JSON, ``status_code``,
   cents (:func:`cents`), where Portico's own ``/api/v1`` uses dollars;
 - ``workspace_slug`` (query) / ``workspace_id`` (export body) must name the key's own
   workspace (else 404, as for any other tenant's object);
-- ``ai_model`` is Portico's ``model``;
-- filters on things Portico does not have (virtual keys, configs, prompt templates, feedback
-  weights) are a 400 naming the parameter, never silently ignored.
+- ``ai_model`` is Portico's ``model`` and ``configs`` (config ids) its ``config``;
+- filters on things Portico does not have (virtual keys, prompt templates, feedback weights)
+  are a 400 naming the parameter, never silently ignored.
 
 Errors are :class:`config.parsing.InvalidParameter` naming the parameter (``filters.<name>``
 inside an export job's body).
@@ -36,12 +36,11 @@ from workspaces.models import Workspace
 
 UNSUPPORTED = {
     "virtual_keys": "Portico has no virtual keys: filter by provider with ai_org_model instead.",
-    "configs": "Portico has no routing configs to filter by.",
     "prompt_slug": "Portico has no prompt templates to filter by.",
     "weighted_feedback_min": "Filtering by feedback is not supported.",
     "weighted_feedback_max": "Filtering by feedback is not supported.",
 }
-RENAMED = {"ai_model": "model"}
+RENAMED = {"ai_model": "model", "configs": "config"}
 COST_FILTERS = ("cost_min", "cost_max")
 MAX_PAGE = 1_000_000
 

@@ -164,6 +164,7 @@ class RecostResult:
 
 
 _COST_FIELDS = ("id", "created_at", "provider", "model", "total_tokens", "prompt_tokens", "completion_tokens")
+_PRICED_FIELDS = ("cost", "price_version", "cache_saved_cost")
 
 
 def recompute_cost(
@@ -179,7 +180,8 @@ def recompute_cost(
     (overrides as stored; the catalogue's price of each log's own time), store the costs and
     price versions that changed, rebuild the rollups from ``since``'s hour on, and record it
     all in the audit trail. Logs are otherwise never edited: this is the one exception, after
-    a price change (a new override, a corrected one, a newer catalogue)."""
+    a price change (a new override, a corrected one, a newer catalogue). A cache hit keeps its
+    cost of 0 (nothing was paid upstream); what changes is its saving, ``cache_saved_cost``."""
     book = load_price_book()
     result = RecostResult(logs=0, changed=0, cost_before=Decimal(0), cost_after=Decimal(0))
     logs = RequestLog.objects.filter(workspace=workspace, created_at__gte=since).order_by("created_at", "id")
@@ -187,7 +189,7 @@ def recompute_cost(
         logs = logs.filter(created_at__lt=until)
     page = logs
     while True:
-        chunk = list(page.only(*_COST_FIELDS, *TOKEN_PARTS, "cost", "price_version")[:chunk_size])
+        chunk = list(page.only(*_COST_FIELDS, *TOKEN_PARTS, *_PRICED_FIELDS, "cache_status")[:chunk_size])
         if not chunk:
             break
         changed = []
@@ -195,15 +197,18 @@ def recompute_cost(
             cost, version = None, ""
             if log.total_tokens:
                 cost, version = price_usage(book, workspace.pk, log.provider, log.model, log, at=log.created_at)
+            saved = log.cache_saved_cost
+            if log.cache_status == "HIT":
+                saved, cost = cost, Decimal(0)
             result.cost_before += log.cost or 0
             result.cost_after += cost or 0
-            if (cost, version) != (log.cost, log.price_version):
-                log.cost, log.price_version = cost, version
+            if (cost, version, saved) != (log.cost, log.price_version, log.cache_saved_cost):
+                log.cost, log.price_version, log.cache_saved_cost = cost, version, saved
                 changed.append(log)
         # Bounded by the chunk's times so Postgres reads only the partitions they fall in.
         first, last = chunk[0], chunk[-1]
         RequestLog.objects.filter(created_at__gte=first.created_at, created_at__lte=last.created_at).bulk_update(
-            changed, ["cost", "price_version"], batch_size=1000
+            changed, list(_PRICED_FIELDS), batch_size=1000
         )
         result.logs += len(chunk)
         result.changed += len(changed)

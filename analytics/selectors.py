@@ -60,8 +60,12 @@ LOG_FIELDS = (
     "currency",
     "price_version",
     "cache_status",
+    "cache_saved_cost",
     "retry_count",
     "finish_reasons",
+    "config_id",
+    "last_used_option_index",
+    "attempts",
     "trace_id",
     "span_id",
     "parent_span_id",
@@ -179,6 +183,8 @@ def export_chunks(queryset: QuerySet, *, chunk_size: int = EXPORT_CHUNK) -> Iter
 def _csv_cell(value: object) -> object:
     if value is None:
         return ""
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()  # attempts: JSON, as Postgres' COPY writes jsonb
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):  # finish_reasons: JSON text, as Postgres writes a jsonb array

@@ -77,6 +77,14 @@ class ErrorSerializer(serializers.Serializer):
 # --- Logs --------------------------------------------------------------------------------
 
 
+class AttemptSerializer(serializers.Serializer):
+    target = serializers.CharField(help_text="The config target tried, e.g. config.targets[0].")
+    provider = serializers.CharField()
+    status = serializers.IntegerField(help_text="Its answer's status (408/502/504 when it did not answer).")
+    ms = serializers.FloatField(help_text="Milliseconds the try took.")
+    cache = serializers.CharField(required=False, help_text="HIT when answered from the cache.")
+
+
 class LogSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     created_at = serializers.DateTimeField()
@@ -104,8 +112,18 @@ class LogSerializer(serializers.Serializer):
     price_version = serializers.CharField(
         allow_blank=True, help_text="What priced it: 'genai-prices X.Y.Z' or 'override:<id>@<time>'; '' unpriced."
     )
-    cache_status = serializers.CharField()
-    retry_count = serializers.IntegerField()
+    cache_status = serializers.CharField(help_text="HIT, MISS, REFRESH or DISABLED (x-portkey-cache-status).")
+    cache_saved_cost = serializers.FloatField(
+        allow_null=True, help_text="On a cache HIT (cost 0): what the answer would have cost; else null."
+    )
+    retry_count = serializers.IntegerField(help_text="Retries of the target that answered.")
+    config_id = serializers.CharField(
+        allow_blank=True, help_text="The x-portkey-config: a saved config's id (pc-...), 'inline', or '' for none."
+    )
+    last_used_option_index = serializers.CharField(
+        allow_blank=True, help_text="The config target that answered, e.g. config.targets[1]; '' without a config."
+    )
+    attempts = AttemptSerializer(many=True, help_text="Every try of a config-routed request, in order.")
     finish_reasons = serializers.ListField(
         child=serializers.CharField(),
         allow_null=True,
@@ -216,7 +234,10 @@ class GroupRowSerializer(serializers.Serializer):
     prompt_tokens = serializers.IntegerField()
     completion_tokens = serializers.IntegerField()
     cached_prompt_tokens = serializers.IntegerField()
+    cache_write_tokens = serializers.IntegerField()
     reasoning_tokens = serializers.IntegerField()
+    audio_prompt_tokens = serializers.IntegerField()
+    audio_completion_tokens = serializers.IntegerField()
     total_tokens = serializers.IntegerField()
     unpriced_requests = serializers.IntegerField(help_text="Requests with tokens whose model has no price.")
     avg_tokens = serializers.FloatField()

@@ -12,7 +12,12 @@ Each iteration parses the client's JSON body (as the gateway does) and runs the 
 p50/p90 of per-iteration times in microseconds, and translated minus plain ("added").
 Target: translation adds <= 100 us p50; the plain path within noise of ``inline``.
 
-    .venv/bin/python bench/bench_providers.py [--iterations 20000] [--json]
+``--streams`` instead relays one Anthropic Messages stream (60 text deltas, usage events),
+interleaved: ``generic`` (proxy.StreamRelay with Anthropic usage, what native /v1/messages
+streams used before error events were noted), ``native`` (providers.AnthropicStreamRelay, which
+also notes a mid-stream ``error`` event for the log) and ``translated`` (to OpenAI chunks).
+
+    .venv/bin/python bench/bench_providers.py [--iterations 20000] [--json] [--streams]
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ django.setup()
 
 import orjson  # noqa: E402
 
-from gateway import providers, proxy  # noqa: E402
+from gateway import anthropic_translate, providers, proxy  # noqa: E402
 from gateway.auth import ProviderSnapshot  # noqa: E402
 from gateway.usage import UsageTracker  # noqa: E402
 
@@ -133,8 +138,39 @@ def translated() -> None:
     assert body
 
 
-def measure(iterations: int) -> dict[str, list[float]]:
-    paths = {"inline": inline, "openai": plain, "anthropic": translated}
+def _anthropic_stream() -> list[bytes]:
+    from bench.mock_providers import anthropic_stream_events
+
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-mock", "stop_sequence": None}
+    usage = {"input_tokens": 61, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "output_tokens": 60}
+    events = anthropic_stream_events(message, [{"type": "text", "text": REPLY}], "end_turn", usage, 60)
+    # As the network hands them over: a few events per read.
+    return [b"".join(events[i : i + 4]) for i in range(0, len(events), 4)]
+
+
+STREAM = _anthropic_stream()
+
+
+def _relay(relay) -> None:
+    for chunk in STREAM:
+        relay.feed(chunk)
+    relay.tail()
+
+
+def stream_generic() -> None:
+    _relay(proxy.StreamRelay(providers.AnthropicUsage(), hide_usage_chunk=False))
+
+
+def stream_native() -> None:
+    _relay(providers.AnthropicStreamRelay(providers.AnthropicUsage(), hide_usage_chunk=False))
+
+
+def stream_translated() -> None:
+    _relay(anthropic_translate.ChatStreamTranslator(providers.AnthropicUsage(), include_usage=False))
+
+
+def measure(iterations: int, paths: dict | None = None) -> dict[str, list[float]]:
+    paths = paths or {"inline": inline, "openai": plain, "anthropic": translated}
     samples: dict[str, list[float]] = {name: [] for name in paths}
     for fn in paths.values():  # warm up
         for _ in range(500):
@@ -172,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=20000)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--streams", action="store_true", help="relay an Anthropic stream three ways instead")
     args = parser.parse_args(argv)
+    if args.streams:
+        return streams(args.iterations, args.json)
     result = summarise(measure(args.iterations))
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
@@ -186,6 +225,23 @@ def main(argv: list[str] | None = None) -> int:
             f"(translated/plain {added['translated_over_plain']}x); plain/inline {added['plain_over_inline']}x"
         )
     return 0 if result["added"]["translation_p50_us"] <= 100 else 1
+
+
+def streams(iterations: int, as_json: bool) -> int:
+    samples = measure(iterations, {"generic": stream_generic, "native": stream_native, "translated": stream_translated})
+    result = {}
+    for name, values in samples.items():
+        q = statistics.quantiles(values, n=10)
+        result[name] = {"p50_us": round(statistics.median(values), 2), "p90_us": round(q[8], 2)}
+    result["native_over_generic"] = round(result["native"]["p50_us"] / result["generic"]["p50_us"], 3)
+    if as_json:
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(f"one stream of {len(STREAM)} reads; {'relay':<11} {'p50 us':>8} {'p90 us':>8}")
+        for name in ("generic", "native", "translated"):
+            print(f"{'':>26}{name:<11} {result[name]['p50_us']:>8} {result[name]['p90_us']:>8}")
+        print(f"native/generic {result['native_over_generic']}x")
+    return 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ tool result, "Tool said: <result>". ``stop_sequences`` cut the reply (stop_reaso
 stop_sequence), ``max_tokens`` below the reply's word count truncates it (max_tokens).
 Usage: input_tokens = words of system and message texts; output_tokens = reply words;
 x-mock-cache-read / x-mock-cache-write set cache_read_input_tokens /
-cache_creation_input_tokens. Gemini: promptTokenCount = words of the parts' texts (system
+cache_creation_input_tokens. x-mock-stream-error: <type> (e.g. overloaded_error) fails a
+stream after its first text delta with an ``event: error``, as Anthropic does mid-stream. Gemini: promptTokenCount = words of the parts' texts (system
 instruction included), candidatesTokenCount = reply words, x-mock-thoughts sets
 thoughtsTokenCount and x-mock-cache-read cachedContentTokenCount; finishReason STOP, or
 MAX_TOKENS when generationConfig.maxOutputTokens cuts the reply.
@@ -195,6 +196,17 @@ def anthropic_stream_events(
     return events
 
 
+_STREAM_ERROR_MESSAGES = {"overloaded_error": "Overloaded", "api_error": "Internal server error"}
+
+
+def with_stream_error(events: list[bytes], kind: str) -> list[bytes]:
+    """The stream cut after its first content delta by an ``error`` event of ``kind``, as
+    Anthropic fails a stream that already answered 200 (e.g. overloaded_error)."""
+    cut = next((i + 1 for i, event in enumerate(events) if event.startswith(b"event: content_block_delta")), 2)
+    error = {"type": kind, "message": _STREAM_ERROR_MESSAGES.get(kind, f"Mock stream error ({kind})")}
+    return [*events[:cut], _event("error", {"error": error})]
+
+
 # --------------------------------------------------------------------------- Gemini
 
 
@@ -244,6 +256,9 @@ class _ProviderHandlers(_Handlers):
         }
         if body.get("stream"):
             events = anthropic_stream_events(message, blocks, stop_reason, usage, call.chunks)
+            failure = request.headers.get("x-mock-stream-error")
+            if failure:
+                events = with_stream_error(events, failure)
             return await self._stream_with(request, call, events)
         answer = {**message, "content": blocks, "stop_reason": stop_reason, "usage": usage}
         return web.Response(body=orjson.dumps(answer), content_type=_JSON)

@@ -1,6 +1,6 @@
-"""The dashboard's settings forms (metadata, API keys, providers, members, configs) and the
-Alerts page's rule form. They only shape input: every write goes through ``workspaces.services``
-or ``analytics.alerts.services``."""
+"""The dashboard's settings forms (metadata, API keys, providers, members, configs, prices) and
+the Alerts page's rule form. They only shape input: every write goes through
+``workspaces.services``, ``analytics.pricing`` (prices) or ``analytics.alerts.services``."""
 
 from __future__ import annotations
 
@@ -226,3 +226,30 @@ class AlertRuleForm(forms.Form):
             "webhook_urls": "\n".join(rule.webhook_urls),
             "emails": "\n".join(rule.emails),
         }
+
+
+def _rate(label: str, *, required: bool = False, help_text: str = "") -> forms.DecimalField:
+    return forms.DecimalField(
+        label=label,
+        required=required,
+        min_value=0,
+        max_digits=12,
+        decimal_places=6,
+        help_text=help_text,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+    )
+
+
+class ModelPriceForm(forms.Form):
+    """A workspace's price override; rates in USD per million tokens (analytics.models.ModelPrice)."""
+
+    model = forms.CharField(
+        max_length=200, help_text="As clients send it; also prices its dated versions (gpt-4o-2024-08-06)."
+    )
+    input_per_million = _rate("Input", required=True)
+    output_per_million = _rate("Output", required=True)
+    cache_read_per_million = _rate("Cached input (cache read)", help_text="Empty: the input rate.")
+    cache_write_per_million = _rate("Cache write", help_text="Empty: the input rate.")
+    reasoning_per_million = _rate("Reasoning", help_text="Empty: the output rate.")
+    audio_input_per_million = _rate("Audio input", help_text="Empty: the input rate.")
+    audio_output_per_million = _rate("Audio output", help_text="Empty: the output rate.")

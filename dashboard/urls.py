@@ -7,6 +7,7 @@ from django.urls import include, path
 from dashboard.views import alerts as alert_views
 from dashboard.views import configs as config_views
 from dashboard.views import pages as views
+from dashboard.views import prices as price_views
 from dashboard.views import workspace_settings as settings_views
 
 app_name = "dashboard"
@@ -58,6 +59,9 @@ workspace_patterns = [
     path(
         "settings/configs/<int:config_id>/delete/", config_views.settings_config_delete, name="settings_config_delete"
     ),
+    path("settings/prices/", price_views.settings_prices, name="settings_prices"),
+    path("settings/prices/<int:price_id>/", price_views.settings_price_edit, name="settings_price_edit"),
+    path("settings/prices/<int:price_id>/delete/", price_views.settings_price_delete, name="settings_price_delete"),
 ]
 
 urlpatterns = [

@@ -33,6 +33,21 @@ STOP_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+# Anthropic's error types and the HTTP status each stands for. A stream that fails after its
+# 200 (e.g. overloaded mid-answer) says so with an ``error`` event carrying one of these types:
+# the log takes the status it stands for (api_error and unknown types: 500).
+ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 _TOOL_CHOICES = {"auto": {"type": "auto"}, "none": {"type": "none"}, "required": {"type": "any"}}
 _EMPTY_SCHEMA = {"type": "object", "properties": {}}
 
@@ -305,6 +320,14 @@ def error_to_openai(data: bytes) -> bytes:
     return orjson.dumps({"error": {"message": text, "type": "api_error", "param": None, "code": None}})
 
 
+def stream_error(doc: dict) -> tuple[int, str]:
+    """(status, message) for the log of an Anthropic stream ``error`` event."""
+    error = doc.get("error") if isinstance(doc.get("error"), dict) else {}
+    kind = error.get("type") if isinstance(error.get("type"), str) else "api_error"
+    message = error.get("message") if isinstance(error.get("message"), str) else "no message"
+    return ERROR_STATUS.get(kind, 500), f"The provider's stream failed: {kind}: {message}"
+
+
 def answer_to_openai(status: int, data: bytes) -> bytes:
     if status >= 400:
         return error_to_openai(data)
@@ -322,9 +345,11 @@ _DONE = b"data: [DONE]\n\n"
 
 class ChatStreamTranslator:
     """Anthropic Messages SSE in, chat.completion.chunk SSE out; a drop-in for
-    gateway.usage.StreamRelay (feed/tail/done/first_chunk_at/captured). Usage is read into ``tracker``
-    (an AnthropicUsage) from message_start and message_delta; with ``include_usage`` the
-    client gets OpenAI's usage chunk (empty choices) before ``[DONE]``."""
+    gateway.usage.StreamRelay (feed/tail/done/first_chunk_at/captured/error). Usage is read into
+    ``tracker`` (an AnthropicUsage) from message_start and message_delta; with ``include_usage``
+    the client gets OpenAI's usage chunk (empty choices) before ``[DONE]``. An ``error`` event
+    mid-stream ends it as OpenAI's API ends a failed stream: one ``{"error": {...}}`` chunk, no
+    ``[DONE]``; ``error`` then holds the (status, message) the log records."""
 
     CAPTURE_LIMIT = 256 * 1024
 
@@ -335,6 +360,7 @@ class ChatStreamTranslator:
         self.captured = bytearray()
         self.first_chunk_at: float | None = None
         self.done = False
+        self.error: tuple[int, str] | None = None
         self.buffer = b""
         self.id = ""
         self.model = model
@@ -408,8 +434,8 @@ class ChatStreamTranslator:
             out.append(_DONE)
             self.done = True
         elif kind == "error":
+            self.error = stream_error(doc)
             out.append(b"data: " + error_to_openai(payload) + b"\n\n")
-            out.append(_DONE)
             self.done = True
 
     def _read_usage(self, doc: dict) -> None:

@@ -612,6 +612,8 @@ class GatewayApp:
             gone = False
         except OSError:
             gone = True
+        if relay.error is not None:
+            ctx.status, ctx.error_message = relay.error
         if gone:
             ctx.status = 499
             ctx.error_message = "Client disconnected during the stream."
@@ -677,6 +679,7 @@ class GatewayApp:
             "cache_saved_cost": saved_cost,
             "retry_count": ctx.retry_count,
             "config_id": ctx.config_id,
+            "last_used_option_index": ctx.option_index,
             "attempts": ctx.attempts,
             "trace_id": ctx.trace_id,
             "span_id": ctx.span_id,

@@ -109,6 +109,8 @@ class UpstreamRequest:
             )
         if isinstance(tracker, GeminiUsage):
             return GeminiStreamRelay(tracker, hide_usage_chunk=False, capture=capture)
+        if self.kind == ANTHROPIC:
+            return AnthropicStreamRelay(tracker, hide_usage_chunk=False, capture=capture)
         return StreamRelay(tracker, hide_usage_chunk=self.hide_usage_chunk, capture=capture)
 
     def answer_body(self, status: int, data: bytes) -> bytes:
@@ -395,6 +397,34 @@ class GeminiStreamRelay(StreamRelay):
                     with contextlib.suppress(TypeError, ValueError, OverflowError):
                         self.tracker.read_usage(doc)
         return True
+
+
+class AnthropicStreamRelay(StreamRelay):
+    """A native Messages stream relayed unchanged; an ``error`` event (Anthropic's way to fail
+    a stream after its 200, e.g. overloaded_error) is noted for the log. Looked for once per
+    read, in the complete events the read released, not once per event."""
+
+    def feed(self, data: bytes) -> bytes:
+        out = super().feed(data)
+        if b'"error"' in out:
+            self._note_error(out)
+        return out
+
+    def tail(self) -> bytes:
+        rest = super().tail()  # a last event the upstream did not end with a blank line
+        if b'"error"' in rest:
+            self._note_error(rest)
+        return rest
+
+    def _note_error(self, events: bytes) -> None:
+        for line in events.split(b"\n"):
+            if line.startswith(b"data:") and b'"error"' in line:
+                try:
+                    doc = orjson.loads(line[5:].strip())
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(doc, dict) and doc.get("type") == "error":
+                    self.error = anthropic_translate.stream_error(doc)
 
 
 USAGE_FIELDS = (

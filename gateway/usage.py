@@ -172,6 +172,9 @@ class StreamRelay:
 
     # Streamed bodies are kept for the log up to this size; a log is not an archive.
     CAPTURE_LIMIT = 256 * 1024
+    # (status, message) when the provider failed the stream after its 200 (set by a provider
+    # kind's relay, e.g. providers.AnthropicStreamRelay); the log records that status.
+    error: tuple[int, str] | None = None
 
     def __init__(self, tracker: UsageTracker, *, hide_usage_chunk: bool, capture: bool = False) -> None:
         self.tracker = tracker

@@ -193,6 +193,14 @@ def status_tone(status: int | None) -> str:
 
 
 @register.filter
+def normalize(value: object) -> object:
+    """A Decimal rate without trailing zeros (2.500000 -> 2.5); None stays None (for ``default``)."""
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f")
+    return value
+
+
+@register.filter
 def get_item(mapping: dict, key: object) -> object:
     return (mapping or {}).get(key)
 

@@ -158,7 +158,7 @@ def _log_filter(request: HttpRequest, window: Window) -> LogFilter:
     return LogFilter(log_filter_data(request.GET, window), queryset=RequestLog.objects.all())
 
 
-def _chips(params: QueryDict, api_keys: dict[int, str]) -> list[dict]:
+def _chips(params: QueryDict, api_keys: dict[int, str], configs: dict | None = None) -> list[dict]:
     """The active filters as removable chips (label and the parameter to drop)."""
     chips = []
     for name in params:
@@ -170,6 +170,10 @@ def _chips(params: QueryDict, api_keys: dict[int, str]) -> list[dict]:
             label_value = value
             if name in ("api_key", "api_key_ids"):
                 label_value = ", ".join(_api_key_label(v, api_keys) for v in value.split(","))
+            elif name == "config" and configs:
+                label_value = ", ".join(
+                    f"{configs[v.strip()].slug} ({v.strip()})" if v.strip() in configs else v for v in value.split(",")
+                )
             label = name.removeprefix("metadata.").replace("__", " ") if name.startswith("metadata.") else name
             chips.append({"name": name, "value": value, "label": label, "label_value": label_value})
     return chips
@@ -214,13 +218,15 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     else:
         errors += [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
     api_keys = ds.api_key_names(access.workspace)
+    configs = ds.saved_configs(access.workspace)
     context = {
         **_base_context(request, access, "logs", window),
         "rows": rows,
         "next_cursor": cursor,
         "filter_errors": errors,
-        "chips": _chips(request.GET, api_keys),
+        "chips": _chips(request.GET, api_keys, configs),
         "api_keys": api_keys,
+        "configs": configs,
         "known_keys": _known_keys(access),
         "dimension_values": ds.models_and_providers(
             access.workspace, Window(window.end - timedelta(days=30), window.end, "")
@@ -260,7 +266,12 @@ def log_rows(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 @require_GET
 def log_detail(request: HttpRequest, access: WorkspaceAccess, log_id: str) -> HttpResponse:
     detail = selectors.log_detail(workspace=access.workspace, log_id=log_id)
-    context = {"workspace": access.workspace, "detail": detail, "api_keys": ds.api_key_names(access.workspace)}
+    context = {
+        "workspace": access.workspace,
+        "detail": detail,
+        "api_keys": ds.api_key_names(access.workspace),
+        "configs": ds.saved_configs(access.workspace),
+    }
     if request.headers.get("HX-Request"):
         return render(request, "dashboard/_log_detail.html", context)
     params = QueryDict(mutable=True)
@@ -347,7 +358,14 @@ def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "series": series,
         "totals": {
             name: sum(row[name] for row in rows)
-            for name in ("unpriced_requests", "cached_prompt_tokens", "reasoning_tokens")
+            for name in (
+                "unpriced_requests",
+                "cached_prompt_tokens",
+                "cache_write_tokens",
+                "reasoning_tokens",
+                "audio_prompt_tokens",
+                "audio_completion_tokens",
+            )
         },
         "window_errors": errors,
     }

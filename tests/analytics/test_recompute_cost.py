@@ -109,3 +109,24 @@ def test_token_parts_roll_up_and_filter(workspace, api_key, client, member):
     assert [log["trace_id"] for log in client.get(url + "&reasoning_tokens_max=0").json()["data"]] == ["plain"]
     bad = client.get(url + "&cached_tokens_min=lots")
     assert bad.status_code == 400 and "cached_tokens_min" in bad.content.decode()
+
+
+def test_recompute_cost_keeps_a_cache_hit_at_0_and_reprices_its_saving(workspace, api_key):
+    earlier = timezone.now() - timedelta(hours=1)
+    usage = {"model": "gpt-4o", "prompt_tokens": 1_000_000, "completion_tokens": 0, "total_tokens": 1_000_000}
+    write_logs(
+        workspace,
+        api_key[0],
+        [{**usage, "created_at": earlier, "cache_status": "HIT", "cost": "0", "cache_saved_cost": "2.5"}],
+    )
+    pricing.price_create(
+        model="gpt-4o", workspace=workspace, input_per_million=Decimal(2), output_per_million=Decimal(8)
+    )
+
+    call_command("recompute_cost", "--workspace", workspace.slug, "--since", (earlier - timedelta(hours=1)).isoformat())
+
+    log = RequestLog.objects.get()
+    assert (log.cost, log.cache_saved_cost) == (0, Decimal(2))
+    assert DimensionRollup.objects.get().cost == 0
+    event = AuditEvent.objects.get(action="workspace.recompute_cost")
+    assert (event.before["cost"], event.after["cost"], event.after["changed"]) == ("0", "0", 1)

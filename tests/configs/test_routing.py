@@ -39,7 +39,28 @@ def test_it_falls_back_from_a_failing_target_to_a_healthy_one(gw):
         ("config.targets[0]", "@broken", 503),
         ("config.targets[1]", "@backup", 200),
     ]
+    assert log.last_used_option_index == "config.targets[1]"
     assert log.total_tokens > 0 and log.cost is not None and log.cost > 0
+
+
+def test_every_attempt_sends_the_same_request_and_the_log_has_its_metadata_once(gw):
+    body = {**CHAT, "user": "alice"}
+    metadata = '{"environment": "production", "feature": "chat"}'
+    config = {**FALLBACK, "retry": {"attempts": 1, "on_status_codes": [503]}}
+    resp = send(gw, config, body=body, x_portkey_metadata=metadata, x_mock_retry_after_ms="1")
+    assert resp.status_code == 200 and resp.headers["x-portkey-last-used-option-index"] == "config.targets[1]"
+    tries = [*gw.broken.requests, *gw.upstream.requests]
+    assert len(tries) == 3  # @broken twice (one retry), then @backup
+    first = tries[0]
+    for other in tries[1:]:
+        assert other["body"] == first["body"]
+        assert {k: v for k, v in other["headers"].items() if k not in ("authorization", "host")} == {
+            k: v for k, v in first["headers"].items() if k not in ("authorization", "host")
+        }
+    assert not any(name.startswith("x-portkey-") for name in first["headers"])
+    [log] = gw.wait_for_logs(1)
+    assert log.metadata == {"_user": "alice", "environment": "production", "feature": "chat"}
+    assert [a["status"] for a in log.attempts] == [503, 503, 200] and log.retry_count == 0
 
 
 def test_the_first_target_answering_means_no_fallback(gw):
@@ -209,6 +230,11 @@ def test_a_config_without_provider_uses_x_portkey_provider(gw):
         ("pc-doesnotexist", "x-portkey-config", "neither a JSON config nor the id or slug"),
         ('{"cache": {"mode": "semantic"}}', "x-portkey-config.cache.mode", "semantic"),
         ('{"provider": "@mock", "input_guardrails": ["pg-1"]}', "x-portkey-config.input_guardrails", "guardrails"),
+        (
+            '{"strategy": {"mode": "conditional"}, "targets": [{"provider": "@mock"}]}',
+            "x-portkey-config.strategy.mode",
+            "conditional routing",
+        ),
         ('{"provider": "@nowhere"}', "x-portkey-config", "Invalid provider passed"),
         ("{}", "x-portkey-config", "names no provider"),
     ],

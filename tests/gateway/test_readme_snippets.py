@@ -48,3 +48,18 @@ def test_the_openai_snippet_logs_its_metadata_header(gw, monkeypatch):
     run_snippet(code, gw, monkeypatch)
     [log] = gw.wait_for_logs(1)
     assert (log.status_code, log.metadata) == (200, sent)
+
+
+def test_the_config_snippet_misses_then_hits_the_cache_at_cost_0(gw, monkeypatch, capsys):
+    from gateway.response_cache import response_cache
+
+    response_cache.clear_local()
+    run_snippet(
+        snippet('Portkey SDK with a config (against `make run`\'s demo, from the shell of "Sending requests"):'),
+        gw,
+        monkeypatch,
+    )
+    assert capsys.readouterr().out.split() == ["MISS", "HIT"]
+    miss, hit = gw.wait_for_logs(2)
+    assert (miss.config_id, hit.config_id, hit.cache_status, hit.cost) == ("inline", "inline", "HIT", 0)
+    assert hit.cache_saved_cost == miss.cost > 0

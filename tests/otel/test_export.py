@@ -99,6 +99,27 @@ def test_a_failed_request_is_an_error_span(exporting, receiver, exporter):
     assert "gen_ai.response.finish_reasons" not in attrs  # the log has none
 
 
+def test_a_config_routed_cache_hit_names_its_config_target_and_saving(exporting, receiver, exporter):
+    attempts = [{"target": "config.targets[1]", "provider": "@backup", "status": 200, "ms": 0.4, "cache": "HIT"}]
+    write(
+        exporting,
+        config_id="pc-0123456789abcdef",
+        last_used_option_index="config.targets[1]",
+        attempts=attempts,
+        cache_status="HIT",
+        cost="0",
+        cache_saved_cost="0.00004680",
+    )
+    wait_for(lambda: receiver.spans())
+    attrs = attributes(receiver.spans()[0])
+    assert (attrs["portico.config_id"], attrs["portico.last_used_option_index"]) == (
+        "pc-0123456789abcdef",
+        "config.targets[1]",
+    )
+    assert (attrs["portico.attempts"], attrs["portico.cache_status"], attrs["portico.cost"]) == (1, "HIT", 0)
+    assert attrs["portico.cache_saved_cost"] == pytest.approx(0.0000468)
+
+
 def test_portkey_trace_ids_map_to_stable_otel_ids(exporting, receiver, exporter):
     write(exporting, trace_id="checkout-flow-42", span_id="step-1", parent_span_id="root", span_name="answer")
     write(exporting, trace_id="checkout-flow-42", span_id="step-2", parent_span_id="step-1")

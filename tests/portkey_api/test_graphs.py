@@ -96,7 +96,7 @@ def test_the_window_bounds_the_graph(client, key, logs, hour):
         ({"metadata": "[1, 2]"}, "metadata"),
         ({"cost_min": "cheap"}, "cost_min"),
         ({"virtual_keys": "vk-1"}, "virtual_keys"),
-        ({"configs": "pc-1"}, "configs"),
+        ({"configs": "pc-" + "1" * 40}, "configs"),  # too long for a config id
         ({"colour": "blue"}, "colour"),
         ({"interval": "minute"}, "interval"),
     ],

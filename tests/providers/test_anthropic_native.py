@@ -6,6 +6,9 @@ from __future__ import annotations
 import anthropic
 import orjson
 import pytest
+from genai_prices import Usage, calc_price
+
+from analytics.pricing import CATALOGUE_VERSION, COST_QUANTUM
 
 BODY = {"model": "claude-mock", "max_tokens": 256, "messages": [{"role": "user", "content": "hello there"}]}
 
@@ -110,3 +113,48 @@ def test_a_stream_error_from_anthropic_reaches_the_sdk_as_its_own_error(pgw):
 
     assert caught.value.status_code == 429
     assert caught.value.body["error"]["type"] == "rate_limit_error"
+
+
+def test_an_error_event_mid_stream_is_relayed_unchanged_and_logged_as_that_error(pgw):
+    client = sdk(pgw, **{"x-mock-stream-error": "overloaded_error"})
+
+    messages = [{"role": "user", "content": "stream this"}]
+    # The SDK raises on `event: error`.
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client.messages.stream(model="claude-mock", max_tokens=100, messages=messages) as stream,
+    ):
+        for _ in stream.text_stream:
+            pass
+
+    assert caught.value.body["error"] == {"type": "overloaded_error", "message": "Overloaded"}
+    log = pgw.wait_for_logs(1)[0]
+    assert (log.status_code, log.success, log.is_stream) == (529, False, True)
+    assert "overloaded_error: Overloaded" in log.error_message
+    assert "event: error" in log.body.response_body  # what the client got: Anthropic's own event
+    assert log.prompt_tokens == 2  # message_start's usage still counts
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_the_anthropic_sdk_logs_cache_reads_writes_and_the_catalogue_cost(pgw, stream):
+    client = sdk(pgw, **{"x-mock-cache-read": "1000", "x-mock-cache-write": "200"})
+    call = {"model": "claude-haiku-4-5", "max_tokens": 100, "messages": [{"role": "user", "content": "a b c"}]}
+    if stream:
+        with client.messages.stream(**call) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**call)
+
+    assert (message.usage.cache_read_input_tokens, message.usage.cache_creation_input_tokens) == (1000, 200)
+    log = pgw.wait_for_logs(1)[0]
+    assert (log.prompt_tokens, log.cached_prompt_tokens, log.cache_write_tokens, log.completion_tokens) == (
+        3 + 1000 + 200,
+        1000,
+        200,
+        5,
+    )
+    usage = Usage(input_tokens=1203, cache_read_tokens=1000, cache_write_tokens=200, output_tokens=5)
+    priced = calc_price(usage, "claude-haiku-4-5", provider_id="anthropic").total_price
+    assert log.cost == priced.quantize(COST_QUANTUM) and log.price_version == CATALOGUE_VERSION
+    uncached = calc_price(Usage(input_tokens=1203, output_tokens=5), "claude-haiku-4-5").total_price
+    assert log.cost != uncached.quantize(COST_QUANTUM)  # reads and writes have their own rates

@@ -230,3 +230,24 @@ def test_requests_that_cannot_be_translated_are_a_400_naming_the_field(pgw, body
     assert resp.status_code == 400
     assert resp.json()["error"]["param"] == param
     assert pgw.mock.requests == []  # nothing went upstream
+
+
+@pytest.mark.parametrize(("failure", "status"), [("overloaded_error", 529), ("api_error", 500)])
+def test_an_error_event_mid_stream_is_an_openai_error_chunk_and_a_failed_log(pgw, failure, status):
+    stream = sdk(pgw, **{"x-mock-stream-error": failure}).chat.completions.create(
+        model="claude-mock", messages=[{"role": "user", "content": "stream it"}], stream=True
+    )
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+
+    assert caught.value.body["type"] == failure and caught.value.body["message"]
+    assert received[0] == "" and "This is a mock reply.".startswith("".join(received)) and "".join(received)
+    log = pgw.wait_for_logs(1)[0]
+    assert (log.status_code, log.success, log.is_stream) == (status, False, True)
+    assert f"{failure}: {caught.value.body['message']}" in log.error_message
+    # The client's stream ended with the error chunk, not with [DONE].
+    events = [e for e in log.body.response_body.split("\n\n") if e]
+    assert orjson.loads(events[-1].removeprefix("data: "))["error"]["type"] == failure
+    assert "[DONE]" not in log.body.response_body

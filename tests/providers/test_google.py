@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import httpx
 import orjson
+from genai_prices import Usage, calc_price
+
+from analytics.pricing import COST_QUANTUM
 
 NATIVE = {
     "systemInstruction": {"parts": [{"text": "be brief"}]},
@@ -31,6 +34,9 @@ def test_generate_content_passes_through_with_x_goog_api_key(pgw):
     assert (log.model, log.status_code, log.is_stream) == ("gemini-2.5-flash", 200, False)
     # Thinking tokens are billed as output: completion = candidates + thoughts.
     assert (log.prompt_tokens, log.completion_tokens, log.total_tokens) == (5, 5 + 12, 22)
+    assert (log.cached_prompt_tokens, log.reasoning_tokens) == (2, 12)
+    usage = Usage(input_tokens=5, cache_read_tokens=2, output_tokens=17, output_reasoning_tokens=12)
+    assert log.cost == calc_price(usage, "gemini-2.5-flash", provider_id="google").total_price.quantize(COST_QUANTUM)
 
 
 def test_a_clients_key_in_the_query_is_not_sent(pgw):

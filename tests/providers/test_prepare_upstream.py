@@ -144,3 +144,18 @@ def test_an_unknown_kind_is_a_clear_502():
         prepare(snapshot("bedrock"))
 
     assert caught.value.status == 502 and "unknown kind 'bedrock'" in caught.value.message
+
+
+def test_the_native_anthropic_relay_notes_an_error_event_however_the_stream_is_cut():
+    from gateway.providers import AnthropicStreamRelay, AnthropicUsage
+
+    error = b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
+    start = b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":3}}}\n\n'
+    for stream, ended in ((start + error + b"\n\n", True), (start + error, False)):
+        relay = AnthropicStreamRelay(AnthropicUsage(), hide_usage_chunk=False)
+        relayed = b"".join(relay.feed(stream[i : i + 7]) for i in range(0, len(stream), 7)) + relay.tail()
+        assert relayed == stream  # unchanged, split anywhere, with or without the final blank line
+        assert relay.error == (529, "The provider's stream failed: overloaded_error: Overloaded"), ended
+    plain = AnthropicStreamRelay(AnthropicUsage(), hide_usage_chunk=False)
+    plain.feed(start + b'event: content_block_delta\ndata: {"delta": {"text": "an \\"error\\" word"}}\n\n')
+    assert plain.error is None

@@ -196,7 +196,6 @@ class Traffic:
             "prompt_tokens": prompt if success or status == 400 else 0,
             "completion_tokens": completion,
             "total_tokens": (prompt if success or status == 400 else 0) + completion,
-            "cost": self._cost(model, prompt, completion) if success else "0",
             "currency": "USD",
             "cache_status": "DISABLED",
             "retry_count": 1 if status in (429, 502) and rng.random() < 0.5 else 0,
@@ -211,6 +210,8 @@ class Traffic:
             "client_runtime": "python" if style != "dash-feature" else "node",
             "sdk_version": "2.3.4" if style != "dash-feature" else "1.9.0",
         }
+        # Priced as the gateway prices: whenever there are tokens (a 400 may have counted some).
+        record["cost"], record["price_version"] = self._cost(model, record["prompt_tokens"], completion)
         if rng.random() < self.body_rate:
             record["body"] = self._body(model, user, success, error, prompt, completion)
         return record
@@ -230,12 +231,13 @@ class Traffic:
         status, _, message = self.rng.choices(ERRORS, [e[1] for e in ERRORS])[0]
         return status, message
 
-    def _cost(self, model: str, prompt: int, completion: int) -> str | None:
+    def _cost(self, model: str, prompt: int, completion: int) -> tuple[str | None, str]:
+        """(cost, price version), as the gateway records them: (None, "") without tokens or price."""
         rates = self.prices.get(model)
-        if rates is None:
-            return None  # unknown model: no price
+        if rates is None or not prompt + completion:
+            return None, ""  # unknown model: no price; nothing counted: nothing to price
         cost = compute_cost(rates, TokenCount(prompt, completion))
-        return str(cost.quantize(COST_QUANTUM))
+        return str(cost.quantize(COST_QUANTUM)), rates.version
 
     def _metadata(self, user: str, feature: str, key: ApiKey, style: str) -> dict:
         metadata = {"_user": user}
