@@ -180,15 +180,24 @@ def export_chunks(queryset: QuerySet, *, chunk_size: int = EXPORT_CHUNK) -> Iter
         position = (rows[-1][1], rows[-1][0])
 
 
+def _jsonb_text(value: object) -> str:
+    """JSON text as Postgres writes a jsonb value, so both export paths agree: object keys by
+    length then bytes, ", " and ": " between items."""
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda item: (len(item[0].encode()), item[0].encode()))
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_jsonb_text(v)}" for k, v in items) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _csv_cell(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, list | dict):
-        return orjson.dumps(value).decode()  # attempts: JSON, as Postgres' COPY writes jsonb
+        return _jsonb_text(value)  # attempts, finish_reasons: JSON, as Postgres' COPY writes jsonb
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, list):  # finish_reasons: JSON text, as Postgres writes a jsonb array
-        return json.dumps(value)
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
     return value

@@ -11,6 +11,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('analytics', '0016_alerts'),
+        # Both 0016s were made side by side on other branches; this is the one leaf after them.
+        ('analytics', '0016_requestlog_last_used_option_index'),
     ]
 
     operations = [
