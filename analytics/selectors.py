@@ -180,22 +180,22 @@ def export_chunks(queryset: QuerySet, *, chunk_size: int = EXPORT_CHUNK) -> Iter
         position = (rows[-1][1], rows[-1][0])
 
 
-def _jsonb_order(value: object) -> object:
-    """``value`` with object keys in jsonb's order (shorter keys first, then bytewise), so the
-    generic export writes JSON cells exactly as Postgres' COPY does."""
+def _jsonb_text(value: object) -> str:
+    """JSON text as Postgres writes a jsonb value, so both export paths agree: object keys by
+    length then bytes, ", " and ": " between items."""
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda item: (len(item[0].encode()), item[0].encode()))
-        return {key: _jsonb_order(inner) for key, inner in items}
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: {_jsonb_text(v)}" for k, v in items) + "}"
     if isinstance(value, list):
-        return [_jsonb_order(inner) for inner in value]
-    return value
+        return "[" + ", ".join(_jsonb_text(item) for item in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _csv_cell(value: object) -> object:
     if value is None:
         return ""
-    if isinstance(value, list | dict):  # attempts, finish_reasons: JSON as Postgres writes jsonb
-        return json.dumps(_jsonb_order(value), ensure_ascii=False)
+    if isinstance(value, list | dict):
+        return _jsonb_text(value)  # attempts, finish_reasons: JSON, as Postgres' COPY writes jsonb
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):

@@ -133,6 +133,14 @@ def test_postgres_formats_rows_exactly_as_the_generic_path(workspace, api_key, e
             {"created_at": ago(hours=2), "metadata": {"k": "line\nbreak", "q": 'x"y'}, "user": ""},
             {"created_at": ago(hours=3), "is_stream": True, "finish_reasons": ["stop", "length"]},
             {"created_at": ago(hours=3), "finish_reasons": ["end_turn"]},
+            {
+                "created_at": ago(hours=4),
+                "config_id": "inline",
+                "attempts": [
+                    {"target": "config.targets[0]", "provider": "@a", "status": 503, "ms": 12.5},
+                    {"target": "config.targets[1]", "provider": "@b", "status": 200, "ms": 8.25, "cache": "MISS"},
+                ],
+            },
             {"created_at": ago(hours=3)},
         ],
     )
