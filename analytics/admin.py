@@ -56,7 +56,20 @@ class RequestLogAdmin(_ReadOnly, admin.ModelAdmin):
             None,
             {"fields": ["id", "created_at", "workspace", "api_key", "endpoint", "method", "status_code", "success"]},
         ),
-        ("Upstream", {"fields": ["provider", "model", "is_stream", "cache_status", "retry_count", "error_message"]}),
+        (
+            "Upstream",
+            {
+                "fields": [
+                    "provider",
+                    "model",
+                    "is_stream",
+                    "finish_reasons",
+                    "cache_status",
+                    "retry_count",
+                    "error_message",
+                ]
+            },
+        ),
         (
             "Usage",
             {
@@ -112,3 +125,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
         with transaction.atomic():
             for price in queryset:
                 pricing.price_delete(price=price, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+
+# Alert rules and their history (analytics/alerts/admin.py), registered on import.
+from analytics.alerts import admin as alerts_admin  # noqa: E402, F401

@@ -182,7 +182,7 @@ def _log_group_expr(grouping: Grouping) -> Combinable:
     return F(grouping.kind)
 
 
-def _log_source(workspace: Workspace, window: tuple, log_filter: LogFilter, grouping: Grouping | None) -> Source:
+def log_source(workspace: Workspace, window: tuple, log_filter: LogFilter, grouping: Grouping | None) -> Source:
     qs = log_filter.filter_outside_window(RequestLog.objects.filter(workspace=workspace))
     qs = qs.filter(created_at__gte=window[0], created_at__lt=window[1])
     # Logs without the grouped key are left out, as the metadata rollups leave them out.
@@ -241,7 +241,7 @@ def choose_source(
             return _metadata_source(workspace, window, pair.key, pair.values)
         else:
             return _dimension_source(workspace, window, dims)
-    return _log_source(workspace, window, log_filter, grouping)
+    return log_source(workspace, window, log_filter, grouping)
 
 
 # --- Aggregation -------------------------------------------------------------------------

@@ -190,10 +190,15 @@ def _coercer(field: models.Field) -> Callable[[Any], Any]:
     if isinstance(field, models.DecimalField):
         return _decimal
     if isinstance(field, models.JSONField):
-        return _json(list if field.default is list else dict)
+        return _json(_json_kind(field))
     if isinstance(field, models.CharField | models.TextField):
         return _string(field.max_length)
     raise TypeError(f"write_log_batch cannot coerce {field.__class__.__name__} {field.name}")
+
+
+def _json_kind(field: models.JSONField) -> type:
+    # The JSON columns hold an object (metadata) or a list (attempts, finish_reasons, ...).
+    return dict if field.default is dict else list
 
 
 # (record key / attname, column, coerce, field). Built from the model so a new column is
@@ -252,7 +257,7 @@ def _fast_plan() -> list[tuple]:
         elif isinstance(field, models.DecimalField):
             kind = _KIND_DECIMAL
         elif isinstance(field, models.JSONField):
-            kind, high = _KIND_JSON, list if field.default is list else dict
+            kind, high = _KIND_JSON, _json_kind(field)
         else:
             kind, high = _KIND_TEXT, field.max_length or 2**62
         required = field.attname in REQUIRED_KEYS
@@ -323,7 +328,7 @@ def _json_text(value: Any) -> tuple[Any, str]:
     the rollups read, so both must agree. A JSON-born object of strings is its own stored form;
     anything else is read back from its text (NUL characters dropped, odd types as strings)."""
     if (type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())) or (
-        type(value) is list and not value
+        type(value) is list and all(type(v) is str for v in value)
     ):
         encoded = orjson.dumps(value)
         if b"\\u0000" not in encoded:
@@ -365,6 +370,9 @@ def _prepare(records: Iterable[Any]) -> tuple[list[dict], dict[uuid.UUID, dict],
             row = _coerce_fast(record) or _coerce_log(record)
             texts = []
             for attname in _JSON_COLUMNS:
+                if row[attname] is None:  # a nullable column: SQL NULL, not JSON null
+                    texts.append(None)
+                    continue
                 # Checked here so an unserialisable value skips this record, not the batch.
                 row[attname], text = _json_text(row[attname])
                 texts.append(text)

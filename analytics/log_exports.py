@@ -66,6 +66,7 @@ FIELDS = {
     "last_used_option_index": "last_used_option_index",
     "attempts": "attempts",
     "is_stream": "is_stream",
+    "finish_reasons": "finish_reasons",
     "cached_prompt_tokens": "cached_prompt_tokens",
     "cache_write_tokens": "cache_write_tokens",
     "reasoning_tokens": "reasoning_tokens",

@@ -47,7 +47,7 @@ class RequestLog(models.Model):
     # defaults too, so writers that name columns (bench/analytics_data.py's COPY) still insert.
     # Whatever the provider's shape, prompt_tokens INCLUDES cached reads, cache writes and audio input
     # (OpenAI's convention; Anthropic's input_tokens excludes cache reads/writes and is
-    # normalised by gateway.proxy.UsageTracker), and completion_tokens includes reasoning and
+    # normalised by gateway.usage.UsageTracker), and completion_tokens includes reasoning and
     # audio output.
     cached_prompt_tokens = models.PositiveIntegerField(
         default=0, db_default=0, help_text="Prompt tokens read from the cache."
@@ -71,6 +71,11 @@ class RequestLog(models.Model):
         help_text="What priced this log: 'genai-prices X.Y.Z' or 'override:<id>@<time>'.",
     )
     cache_status = models.CharField(max_length=16, default="DISABLED")
+    # Why generation stopped, one entry per choice/candidate, in the vocabulary of the answer the
+    # client got (gen_ai.response.finish_reasons): OpenAI "stop"/"length"/"tool_calls", Responses
+    # "completed"/"max_output_tokens", Anthropic "end_turn"/"max_tokens", Gemini "STOP"/
+    # "MAX_TOKENS". NULL when the answer named none (errors, embeddings, logs from before 0016).
+    finish_reasons = models.JSONField(null=True, blank=True)
     retry_count = models.PositiveSmallIntegerField(default=0)
     # Requests routed by a Portkey config (gateway.routing): the saved config's id or "inline",
     # every try in order ({target, provider, status, ms[, cache]}), and on a cache hit (cost 0)
@@ -401,3 +406,8 @@ class LogExportChunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.export_id} #{self.seq}"
+
+
+# Alert rules live in their own module (analytics/alerts/models.py); importing them here makes
+# them models of this app.
+from analytics.alerts.models import AlertDelivery, AlertEvent, AlertRule, AlertState  # noqa: E402, F401

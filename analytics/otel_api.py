@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from analytics import otel_ingest
+from analytics import otel_decode, otel_ingest
 from analytics.authentication import key_from_headers
 from workspaces import services
 from workspaces.models import ApiKey
@@ -107,8 +107,8 @@ def traces(request: HttpRequest) -> HttpResponse:
     if isinstance(body, HttpResponse):
         return body
     try:
-        spans = otel_ingest.decode_protobuf(body) if content_type == PROTOBUF else otel_ingest.decode_json(body)
-    except otel_ingest.OtlpError as exc:
+        spans = otel_decode.decode_protobuf(body) if content_type == PROTOBUF else otel_decode.decode_json(body)
+    except otel_decode.OtlpError as exc:
         return _error(400, str(exc), param=exc.param, code="invalid_otlp")
     result = otel_ingest.ingest_spans(
         api_key=api_key, spans=spans, headers={k.lower(): v for k, v in request.headers.items()}

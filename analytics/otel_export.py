@@ -5,7 +5,7 @@ transaction.
 Flow: ``write_log_batch`` commits, then hands the rows it inserted to ``enqueue`` (a
 ``transaction.on_commit`` hook, so a rolled-back batch exports nothing and a redelivered one
 exports only what is new). ``enqueue`` appends to a bounded in-memory queue and returns; one
-background thread per process groups the rows by workspace, encodes them (analytics.otel_proto)
+background thread per process groups the rows by workspace, encodes them (analytics.otel_spans)
 and POSTs them. So a collector that is down, slow or answering 500 never blocks, slows or fails
 the log write; what it costs is bounded:
 
@@ -32,211 +32,46 @@ application already sent those spans to its own collector.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import http.client
 import logging
 import os
 import random
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from django.conf import settings
 from django.db import close_old_connections, connection
 
+from analytics import otel_metrics
 from analytics import otel_proto as pb
 from analytics.otel_http import GuardedPoster
+from analytics.otel_spans import INGESTED_SDK_VERSION, SCOPE_NAME, SCOPE_VERSION, encode_span
 from gateway.netguard import BlockedUpstreamError
 
 logger = logging.getLogger(__name__)
 
-# Process-wide counters (spans), for metrics and tests.
+# Process-wide counters (spans), for tests; _count also adds them to /metrics (analytics.otel_metrics).
 export_counters: Counter[str] = Counter()
+# Span outcomes that /metrics counts under portico_otel_export_spans_total{result}.
+_SPAN_RESULTS = frozenset(
+    ("exported", "rejected", "dropped_failed", "dropped_queue_full", "dropped_disabled", "unencodable")
+)
 
-INGESTED_SDK_VERSION = "otlp"  # RequestLog.sdk_version of logs made by OTLP ingest
-METADATA_PREFIX = "portico.metadata."
-SCOPE_NAME = "portico"
-SCOPE_VERSION = "1"
+
+def _count(result: str, amount: int = 1) -> None:
+    if amount <= 0:
+        return
+    export_counters[result] += amount
+    if result in _SPAN_RESULTS:
+        otel_metrics.count("export", result, amount)
+    elif result == "retries":
+        otel_metrics.count("retries", None, amount)
+
+
 _RETRYABLE_STATUS = {408, 429, 502, 503, 504}
 _MAX_BACKOFF = 5.0
-# gen_ai.operation.name for the gateway's endpoints (GenAI semantic conventions).
-OPERATIONS = {
-    "chat/completions": "chat",
-    "messages": "chat",
-    "completions": "text_completion",
-    "embeddings": "embeddings",
-}
-_HEX = frozenset("0123456789abcdef")
-
-
-# --- Ids ---------------------------------------------------------------------------------
-
-
-def _hex_id(text: str, size: int) -> bytes | None:
-    value = text.strip().lower()
-    if len(value) == size * 2 and _HEX.issuperset(value) and value.strip("0"):
-        return bytes.fromhex(value)
-    return None
-
-
-def trace_id_bytes(text: str) -> tuple[bytes, bool]:
-    """(16-byte trace id, whether it was mapped). A W3C (32 hex) id is used as it is, a UUID
-    (the gateway's generated ids) by its 16 bytes; anything else (Portkey trace ids are free
-    text) maps deterministically to the first 16 bytes of its SHA-256, so every log of one
-    Portkey trace lands in one OTel trace."""
-    if (direct := _hex_id(text, 16)) is not None:
-        return direct, False
-    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
-        try:
-            return bytes.fromhex(text.replace("-", "")), False  # a UUID's 16 bytes
-        except ValueError:
-            pass
-    return hashlib.sha256(text.encode("utf-8", "replace")).digest()[:16], True
-
-
-def span_id_bytes(text: str) -> tuple[bytes, bool]:
-    """(8-byte span id, whether it was mapped): 16 hex used as is, anything else hashed."""
-    if (direct := _hex_id(text, 8)) is not None:
-        return direct, False
-    return hashlib.sha256(b"span:" + text.encode("utf-8", "replace")).digest()[:8], True
-
-
-def _own_span_id(log_id: uuid.UUID) -> bytes:
-    # The random tail of the log's UUIDv7: unique per log and the same on every export.
-    tail = log_id.bytes[8:]
-    return tail if tail.strip(b"\0") else hashlib.sha256(log_id.bytes).digest()[:8]
-
-
-# --- Log row -> span ---------------------------------------------------------------------
-
-
-def _datetime_ns(value) -> int:
-    return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
-
-
-@lru_cache(maxsize=4096)
-def _common_attributes(
-    provider: str, model: str, endpoint: str, status_code: int, success: bool, cache_status: str, currency: str
-) -> tuple[bytes, str]:
-    """(the encoded attributes a log shares with many others, the operation name): most logs
-    repeat a few (provider, model, endpoint, status) combinations, encoded once each."""
-    operation_key = endpoint.lstrip("/").removeprefix("v1/")
-    operation = OPERATIONS.get(operation_key, operation_key or "chat")
-    attrs = [pb.string_attribute("gen_ai.operation.name", operation)]
-    if provider:
-        attrs.append(pb.string_attribute("gen_ai.provider.name", provider))
-        attrs.append(pb.string_attribute("gen_ai.system", provider))  # the older name, still widely read
-    if model:
-        # The log keeps one model (the request's, else the one the answer named).
-        attrs.append(pb.string_attribute("gen_ai.request.model", model))
-        attrs.append(pb.string_attribute("gen_ai.response.model", model))
-    attrs.append(pb.int_attribute("http.response.status_code", status_code))
-    attrs.append(pb.string_attribute("portico.endpoint", endpoint))
-    attrs.append(pb.string_attribute("portico.cache_status", cache_status))
-    if currency:
-        attrs.append(pb.string_attribute("portico.currency", currency))
-    if not success:
-        attrs.append(pb.string_attribute("error.type", str(status_code)))
-    return b"".join(attrs), operation
-
-
-_metadata_cache: dict[tuple, bytes] = {}
-
-
-def _metadata_attribute(key: str, value: object) -> bytes:
-    encoded = _metadata_cache.get((key, value))
-    if encoded is None:
-        encoded = pb.string_attribute(METADATA_PREFIX + str(key), value if type(value) is str else str(value))
-        if len(_metadata_cache) >= 50_000:
-            _metadata_cache.clear()
-        _metadata_cache[(key, value)] = encoded
-    return encoded
-
-
-def encode_span(row: dict) -> bytes:
-    """The span for one stored log (a coerced RequestLog row from analytics.ingest).
-
-    Ids: the trace is the log's trace id (mapped to 16 bytes when it is not hex, the original
-    kept as ``portico.trace_id``). The span's parent is the span the request carried: its
-    ``x-portkey-parent-span-id`` when given (then ``x-portkey-span-id`` is this span's own id),
-    else its ``traceparent`` / ``x-portkey-span-id`` span; the span's own id otherwise comes
-    from the log id.
-    """
-    log_id = row["id"]
-    attrs: list[bytes] = []
-    trace_text = row["trace_id"] or str(log_id)
-    trace_id, mapped = trace_id_bytes(trace_text)
-    if mapped:
-        attrs.append(pb.string_attribute("portico.trace_id", trace_text, unique=True))
-    carried_span, carried_parent = row["span_id"], row["parent_span_id"]
-    if carried_parent:
-        parent, parent_mapped = span_id_bytes(carried_parent)
-        own = span_id_bytes(carried_span)[0] if carried_span else _own_span_id(log_id)
-    elif carried_span:
-        parent, parent_mapped = span_id_bytes(carried_span)
-        own = _own_span_id(log_id)
-    else:
-        parent, parent_mapped, own = None, False, _own_span_id(log_id)
-    if carried_span:
-        attrs.append(pb.string_attribute("portico.span_id", carried_span, unique=True))
-    if parent_mapped and carried_parent:
-        attrs.append(pb.string_attribute("portico.parent_span_id", carried_parent))
-
-    model, status_code, cost = row["model"], row["status_code"], row["cost"]
-    common, operation = _common_attributes(
-        row["provider"],
-        model,
-        row["endpoint"],
-        status_code,
-        row["success"],
-        row["cache_status"],
-        row["currency"] if cost is not None else "",
-    )
-    attrs.append(common)
-    attrs.append(pb.int_attribute("gen_ai.usage.input_tokens", row["prompt_tokens"]))
-    attrs.append(pb.int_attribute("gen_ai.usage.output_tokens", row["completion_tokens"]))
-    attrs.append(pb.string_attribute("portico.log_id", str(log_id), unique=True))
-    if cost is not None:
-        attrs.append(pb.double_attribute("portico.cost", float(cost)))
-    if row["is_stream"]:
-        attrs.append(pb.bool_attribute("portico.stream", True))
-    if row["ttft_ms"] is not None:
-        attrs.append(pb.double_attribute("portico.ttft_ms", float(row["ttft_ms"])))
-    if row["retry_count"]:
-        attrs.append(pb.int_attribute("portico.retry_count", row["retry_count"]))
-    if row["config_id"]:
-        attrs.append(pb.string_attribute("portico.config_id", row["config_id"]))
-        attrs.append(pb.string_attribute("portico.last_used_option_index", row["last_used_option_index"]))
-        attrs.append(pb.int_attribute("portico.attempts", len(row["attempts"])))
-    if row["cache_saved_cost"] is not None:
-        attrs.append(pb.double_attribute("portico.cache_saved_cost", float(row["cache_saved_cost"])))
-    if row["user"]:
-        attrs.append(pb.string_attribute("enduser.id", row["user"]))
-    for key, value in row["metadata"].items():
-        attrs.append(_metadata_attribute(key, value))
-
-    message = ""
-    if row["success"]:
-        status = pb.STATUS_UNSET  # instrumentations leave successful spans UNSET
-    else:
-        status = pb.STATUS_ERROR
-        message = row["error_message"][:1024]
-    start_ns = _datetime_ns(row["created_at"])
-    end_ns = start_ns + int(row["latency_ms"] * 1_000_000)
-    return pb.span(
-        trace_id=trace_id,
-        span_id=own,
-        parent_span_id=parent,
-        name=row["span_name"] or f"{operation} {model}".strip(),
-        start_ns=start_ns,
-        end_ns=end_ns,
-        attributes=attrs,
-        status_code=status,
-        status_message=message,
-    )
 
 
 # --- Exporter ------------------------------------------------------------------------------
@@ -295,10 +130,10 @@ class OtelExporter:
                 for _ in range(max(0, overflow)):
                     self._queue.popleft()
                 if overflow > 0:
-                    export_counters["dropped_queue_full"] += overflow
+                    _count("dropped_queue_full", overflow)
                 self._wake.notify()
         except Exception:
-            export_counters["enqueue_errors"] += 1
+            _count("enqueue_errors")
             logger.exception("OpenTelemetry export: could not queue %d span(s)", len(rows))
 
     def _ensure_thread(self) -> None:
@@ -351,7 +186,7 @@ class OtelExporter:
             try:
                 self._turn()
             except Exception:  # never let the thread die: log and go on
-                export_counters["thread_errors"] += 1
+                _count("thread_errors")
                 logger.exception("OpenTelemetry export thread error")
                 time.sleep(1.0)
 
@@ -372,7 +207,7 @@ class OtelExporter:
                 return
             self._busy = True
             rows, self._queue = list(self._queue), deque()
-        limit = settings.OTEL_EXPORT_QUEUE_SIZE
+        limit, dropped = settings.OTEL_EXPORT_QUEUE_SIZE, 0
         for row in rows:
             target = targets.get(row["workspace_id"])
             if target is None or row["sdk_version"] == INGESTED_SDK_VERSION:
@@ -380,7 +215,8 @@ class OtelExporter:
             target.pending.append(row)
             if len(target.pending) > limit:
                 target.pending.popleft()
-                export_counters["dropped_queue_full"] += 1
+                dropped += 1
+        _count("dropped_queue_full", dropped)
         for target in targets.values():
             if (target.pending or target.inflight) and target.next_attempt <= time.monotonic():
                 self._send(target)
@@ -423,9 +259,7 @@ class OtelExporter:
             targets[workspace_id] = target
         for workspace_id, target in old.items():
             if workspace_id not in targets:
-                export_counters["dropped_disabled"] += len(target.pending) + (
-                    target.inflight[1] if target.inflight else 0
-                )
+                _count("dropped_disabled", len(target.pending) + (target.inflight[1] if target.inflight else 0))
                 if target.poster:
                     target.poster.close()
         with self._lock:
@@ -443,7 +277,7 @@ class OtelExporter:
                 try:
                     spans.append(encode_span(row))
                 except Exception:
-                    export_counters["unencodable"] += 1
+                    _count("unencodable")
                     logger.exception("OpenTelemetry export: cannot encode log %s", row.get("id"))
             if not spans:
                 return
@@ -469,19 +303,19 @@ class OtelExporter:
         except (OSError, http.client.HTTPException) as exc:
             status, retryable, problem = 0, True, f"{type(exc).__name__}: {exc}"
         if 200 <= status < 300:
-            export_counters["exported"] += count
+            _count("exported", count)
             target.inflight, target.attempt, target.next_attempt = None, 0, 0.0
             return
         now = time.monotonic()
         if retryable and now < target.give_up_at:
             target.attempt += 1
-            export_counters["retries"] += 1
+            _count("retries")
             delay = min(_MAX_BACKOFF, 0.1 * 2**target.attempt) * random.uniform(0.5, 1.0)
             target.next_attempt = min(now + max(delay, retry_after or 0.0), target.give_up_at)
             if target.attempt == 1:
                 logger.warning("OpenTelemetry export to %s failed (%s); retrying", target.endpoint, problem)
             return
-        export_counters["dropped_failed" if retryable else "rejected"] += count
+        _count("dropped_failed" if retryable else "rejected", count)
         logger.warning(
             "OpenTelemetry export to %s: %d span(s) dropped (%s%s)",
             target.endpoint,

@@ -61,12 +61,34 @@ def _key_value(key: str, any_value: bytes, tag: bytes) -> bytes:
     return field(tag, _key(key) + field(b"\x12", any_value))
 
 
+_headers: dict[tuple[str, bytes, int], bytes] = {}
+# AnyValue kinds (field keys) for attribute_header.
+STRING, BOOL, INT, DOUBLE = b"\x0a", b"\x10", b"\x18", b"\x21"
+
+
+def attribute_header(key: str, kind: bytes, length: int) -> bytes:
+    """Everything of a span attribute (KeyValue) before its value's own bytes: the attribute
+    tag and length, the key, the AnyValue tag and length, and the value's ``kind`` (a one-byte
+    field key) and, for strings, its length. Depends only on (key, kind, length): cached, so an
+    attribute is this header plus its value."""
+    cache_key = (key, kind, length)
+    header = _headers.get(cache_key)
+    if header is None:
+        inner = kind + (varint(length) if kind == STRING else b"")  # strings are length-delimited
+        any_value = inner + b"\0" * length  # a stand-in of the value's length
+        header = field(b"\x4a", _key(key) + field(b"\x12", any_value))[: -length or None]
+        if len(_headers) < _PAIR_CACHE_LIMIT:
+            _headers[cache_key] = header
+    return header
+
+
 def string_attribute(key: str, value: str, *, unique: bool = False) -> bytes:
     """A span's string attribute (Span.attributes = 9). Values that repeat (provider, model,
     metadata) are encoded once; ``unique`` ones (a log id) skip the cache they would only churn."""
     encoded = None if unique else _string_pairs.get((key, value))
     if encoded is None:
-        encoded = _key_value(key, field(b"\x0a", value.encode("utf-8", "replace")), b"\x4a")
+        data = value.encode("utf-8", "replace")
+        encoded = attribute_header(key, STRING, len(data)) + data
         if not unique and len(value) <= 128:  # long values (error messages) are rarely repeated
             if len(_string_pairs) >= _PAIR_CACHE_LIMIT:
                 _string_pairs.clear()
@@ -75,17 +97,21 @@ def string_attribute(key: str, value: str, *, unique: bool = False) -> bytes:
 
 
 def int_attribute(key: str, value: int) -> bytes:
-    any_value = b"\x18" + (_SMALL[value] if 0 <= value < 128 else varint(value))
-    body = _key(key) + b"\x12" + _SMALL[len(any_value)] + any_value  # an AnyValue is at most 11 bytes
-    return b"\x4a" + varint(len(body)) + body
+    if 0 <= value < 128:
+        data = _SMALL[value]
+    elif 0 < value < 16384:  # most token counts: two bytes, without varint's loop
+        data = bytes(((value & 0x7F) | 0x80, value >> 7))
+    else:
+        data = varint(value)
+    return attribute_header(key, INT, len(data)) + data
 
 
 def double_attribute(key: str, value: float) -> bytes:
-    return _key_value(key, b"\x21" + _DOUBLE.pack(value), b"\x4a")
+    return attribute_header(key, DOUBLE, 8) + _DOUBLE.pack(value)
 
 
 def bool_attribute(key: str, value: bool) -> bytes:
-    return _key_value(key, b"\x10\x01" if value else b"\x10\x00", b"\x4a")
+    return attribute_header(key, BOOL, 1) + (b"\x01" if value else b"\x00")
 
 
 def string_array_attribute(key: str, values: list[str]) -> bytes:

@@ -100,20 +100,25 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def _authorized(request: HttpRequest) -> bool:
+def authorized(authorization: str) -> bool:
+    """Whether an ``Authorization`` header value carries METRICS_TOKEN (any, when none is set:
+    metrics are then on only with DEBUG or on METRICS_BIND's own address)."""
     token = settings.METRICS_TOKEN
     if not token:
-        return True  # only reached with DEBUG (metrics_enabled)
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        return True
+    scheme, _, given = authorization.partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """``GET /metrics``: 404 while metrics are off, 401 without the bearer token."""
+    """``GET /metrics``: 404 while metrics are off or served on METRICS_BIND's address
+    (analytics/metrics_listener.py), 401 without the bearer token."""
+    if settings.METRICS_BIND is not None:
+        return HttpResponseNotFound(b"Metrics are not served here (METRICS_BIND).\n", content_type="text/plain")
     if not metrics_enabled():
         return HttpResponseNotFound(b"Metrics are off: set METRICS_TOKEN.\n", content_type="text/plain")
-    if not _authorized(request):
+    if not authorized(request.headers.get("Authorization", "")):
         response = HttpResponse(b"Send Authorization: Bearer <METRICS_TOKEN>.\n", status=401, content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response

@@ -12,6 +12,7 @@ import base64
 import binascii
 import csv
 import io
+import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
@@ -62,6 +63,7 @@ LOG_FIELDS = (
     "cache_status",
     "cache_saved_cost",
     "retry_count",
+    "finish_reasons",
     "config_id",
     "last_used_option_index",
     "attempts",
@@ -186,6 +188,8 @@ def _csv_cell(value: object) -> object:
         return orjson.dumps(value).decode()  # attempts: JSON, as Postgres' COPY writes jsonb
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):  # finish_reasons: JSON text, as Postgres writes a jsonb array
+        return json.dumps(value)
     if isinstance(value, datetime):
         return value.isoformat(timespec="microseconds")
     return value

@@ -124,6 +124,13 @@ class LogSerializer(serializers.Serializer):
         allow_blank=True, help_text="The config target that answered, e.g. config.targets[1]; '' without a config."
     )
     attempts = AttemptSerializer(many=True, help_text="Every try of a config-routed request, in order.")
+    finish_reasons = serializers.ListField(
+        child=serializers.CharField(),
+        allow_null=True,
+        help_text="Why generation stopped, one per choice, as the answer said (gen_ai.response.finish_reasons): "
+        "e.g. ['stop'], ['length'], Responses ['completed'], Anthropic ['end_turn'], Gemini ['STOP']; "
+        "null when the answer named none.",
+    )
     trace_id = serializers.CharField(allow_blank=True)
     span_id = serializers.CharField(allow_blank=True)
     parent_span_id = serializers.CharField(allow_blank=True)

@@ -24,7 +24,8 @@ from analytics.pricing import PriceBook, load_price_book, price_usage
 from gateway.errors import GatewayError
 from gateway.metadata import HEADER as METADATA_HEADER
 from gateway.metadata import MetadataPolicy, resolve_metadata
-from gateway.proxy import UsageTracker, redact_headers
+from gateway.proxy import redact_headers
+from gateway.usage import UsageTracker
 from workspaces.models import ApiKey, Workspace
 
 # Metadata keys that carry tracing fields in Portkey's custom logs (both spellings).
@@ -147,6 +148,7 @@ def _record(item: dict, context: _Context) -> dict:
         "cost": None if cost is None else str(cost),
         "price_version": price_version,
         "cache_status": str(response["headers"].get("x-portkey-cache-status", "DISABLED"))[:16],
+        "finish_reasons": usage.finish_reasons or None,
         **trace,
         "user": resolved.metadata.get("_user", "")[:128],
         "metadata": resolved.metadata,

@@ -1,5 +1,6 @@
-"""Celery tasks for the log pipeline, retention and the metadata key registry: thin wrappers over
-analytics.pipeline, analytics.retention and analytics.rollups, scheduled in config/celery.py."""
+"""Celery tasks for the log pipeline, retention, the metadata key registry and alerts: thin
+wrappers over analytics.pipeline, analytics.retention, analytics.rollups and analytics.alerts,
+scheduled in config/celery.py."""
 
 from __future__ import annotations
 
@@ -39,3 +40,21 @@ def maintain_partitions() -> int:
 def refresh_metadata_keys() -> int:
     """Recompute the metadata key registry from the rollups (corrects top values and retention drift)."""
     return recompute.refresh_metadata_keys()
+
+
+@shared_task(ignore_result=True)
+def evaluate_alerts() -> dict[str, int]:
+    """Evaluate every enabled alert rule, then send the deliveries that are due."""
+    from analytics.alerts import delivery, evaluation
+
+    outcome = evaluation.evaluate_all()
+    sent = delivery.send_due()
+    return {"rules": outcome.rules, "fired": outcome.fired, "resolved": outcome.resolved, "sent": sent}
+
+
+@shared_task(ignore_result=True)
+def send_alert_deliveries() -> int:
+    """Send alert deliveries that are due (first attempts and retries after their backoff)."""
+    from analytics.alerts import delivery
+
+    return delivery.send_due()

@@ -6,6 +6,7 @@ rather than to the gateway app."""
 from django.urls import path, re_path
 
 from analytics import api, otel_api, portkey_api
+from analytics.alerts import api as alerts_api
 
 app_name = "analytics"
 
@@ -21,6 +22,12 @@ urlpatterns = [
     path("api/v1/analytics/groups/providers", api.groups_providers, name="groups-providers"),
     path("api/v1/analytics/groups/api-keys", api.groups_api_keys, name="groups-api-keys"),
     path("api/v1/analytics/metadata-keys", api.metadata_keys, name="metadata-keys"),
+    # Alert rules (admin scope or an owner/admin session; analytics.alerts.api).
+    path("api/v1/alert-rules/", alerts_api.alert_rules, name="alert-rules"),
+    path("api/v1/alert-rules/<str:rule_id>/", alerts_api.alert_rule_detail, name="alert-rule"),
+    path("api/v1/alert-rules/<str:rule_id>/test/", alerts_api.alert_rule_test, name="alert-rule-test"),
+    path("api/v1/alert-events/", alerts_api.alert_events, name="alert-events"),
+    path("api/v1/alert-deliveries/", alerts_api.alert_deliveries, name="alert-deliveries"),
     path("v1/logs", api.custom_logs_create, name="custom-logs"),
     # Portkey's paths (base https://api.portkey.ai/v1), aliases on the same engine.
     *[

@@ -105,6 +105,7 @@ def make_records(workspace: Workspace, api_key: ApiKey | None, count: int, *, ra
                 "cost": f"{(prompt * 0.15 + completion * 0.6) / 1_000_000:.8f}",
                 "currency": "USD",
                 "cache_status": "DISABLED",
+                "finish_reasons": ["stop"] if i % 50 else None,
                 "retry_count": 0,
                 "trace_id": trace_id,
                 "span_id": "",

@@ -1,19 +1,31 @@
 """The log writer with OpenTelemetry export off and on, in the same run and database.
 
-Each round writes ``--batches`` x ``--batch-size`` gateway-shaped records (bench_ingest's
-``make_records``) with ``analytics.ingest.write_log_batch``, the writer's transaction (default
-5,000 records: LOG_WRITER_BATCH_RECORDS), once with the bench workspace's export disabled and
-once enabled, pointed at an OTLP/HTTP receiver on loopback in a separate process (as a collector
-would be) that decodes every request with opentelemetry-proto and counts the spans.
+Every measurement points the bench workspace's export at an OTLP/HTTP receiver on loopback in a
+separate process (as a collector would be) that decodes every request with opentelemetry-proto
+and counts the spans; export is disabled for the "off" measurement and enabled for "on", back to
+back in each round.
+
+``--mode writer`` (default): each round writes ``--batches`` x ``--batch-size`` gateway-shaped
+records (bench_ingest's ``make_records``) with ``analytics.ingest.write_log_batch`` in this
+process, the writer's transaction (default 5,000 records: LOG_WRITER_BATCH_RECORDS).
+
+``--mode celery``: the production writer. A fresh Redis stream is pre-filled with
+``--stream-records`` records the way the gateway fills it (``--entry-size`` per entry) and
+drained by a real ``celery -A config worker -B --concurrency N`` (bench_ingest's ``celery``
+method: DEBUG off, production settings; ``--celery-concurrency``, default 2 as in
+docker-compose.yml), whose pool processes each run their own exporter thread. The clock runs
+from the worker's first read of the stream to the stream being empty with nothing pending.
 
 - ``writer logs/s`` is the writer's own rate: the clock stops when the last batch is committed.
   With export on, the exporter thread shares the process (and its GIL) with the writer, so what
   encoding and sending costs the writer is in this number.
 - ``exported/s`` is records / time until the receiver has every span (or the exporter gave up):
-  whether the exporter keeps up. Dropped spans (queue full, failures) are printed.
+  whether the exporter keeps up. Spans that never arrive (dropped: queue full, failures) are
+  printed; a measurement with drops is not a pass.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/portico_bench .venv/bin/python bench/bench_otel_export.py
-    [--batches 8] [--batch-size 5000] [--rounds 3]
+    [--mode writer|celery] [--batches 8] [--batch-size 5000] [--rounds 3]
+    [--stream-records 40000] [--entry-size 50] [--celery-concurrency 2] [--redis-url redis://...]
 """
 
 from __future__ import annotations
@@ -24,7 +36,9 @@ import os
 import socket
 import statistics
 import sys
+import tempfile
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -36,12 +50,15 @@ import django
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from analytics import otel_export  # noqa: E402
+from analytics import otel_export, pipeline  # noqa: E402
 from analytics.ingest import write_log_batch  # noqa: E402
-from bench.bench_ingest import clean_workspace, make_records, timed  # noqa: E402
+from analytics.models import RequestLog  # noqa: E402
+from bench import stack  # noqa: E402
+from bench.bench_ingest import _check_drained, clean_workspace, make_records, prefill_stream, timed  # noqa: E402
 from workspaces import services  # noqa: E402
 from workspaces.models import ApiKey, Workspace  # noqa: E402
 
@@ -92,12 +109,73 @@ def _round(workspace: Workspace, api_key: ApiKey | None, args, received) -> tupl
     return total / elapsed, (received.value - before) / (time.perf_counter() - started)
 
 
+def _celery_round(client, workspace: Workspace, api_key: ApiKey | None, args, received) -> tuple[float, float | None]:
+    """A real Celery worker drains a pre-filled stream; (writer logs/s, exported spans/s or None)."""
+    key = f"portico:bench:otel:{uuid.uuid4()}"
+    total = args.stream_records
+    records = make_records(workspace, api_key, total)
+    log_dir = Path(tempfile.mkdtemp(prefix="portico-bench-otel-"))
+    env = stack.portico_env(
+        database_url=os.environ["DATABASE_URL"],
+        redis_url=args.redis_url,
+        var_dir=log_dir,
+        keys=stack.new_secrets(),
+        stream_key=key,
+    )
+    worker = stack.CeleryWorker(env, log_dir, name="bench-otel-celery", concurrency=args.celery_concurrency)
+    try:
+        prefill_stream(client, key, records, args.entry_size)
+        pipeline.ensure_group(client, key)
+        rows_before = RequestLog.objects.filter(workspace=workspace).count()
+        before = received.value
+        worker.start()
+        started = finished = None
+        give_up = time.monotonic() + 60 + total / 1000
+        while finished is None:
+            worker.process.check_alive(" while draining the stream")
+            if time.monotonic() > give_up:
+                raise SystemExit(f"celery: stream not drained in time; worker log {worker.process.log_path}")
+            if started is None:
+                group = client.xinfo_groups(key)[0]
+                if group.get("entries-read") or group.get("pending"):
+                    started = time.monotonic()
+            elif client.xlen(key) == 0 and client.xpending(key, pipeline.CONSUMER_GROUP)["pending"] == 0:
+                finished = time.monotonic()
+            time.sleep(0.005)
+        _check_drained(client, key, workspace, rows_before, total, None)
+        if not args.exporting:
+            return total / (finished - started), None
+        # Spans still queued in the pool processes' exporters arrive after the drain; a span
+        # that never arrives within the retry budget was dropped.
+        deadline = time.monotonic() + 45
+        while received.value - before < total and time.monotonic() < deadline:
+            time.sleep(0.005)
+        got = received.value - before
+        if got < total:
+            print(f"  celery export on: only {got:,} of {total:,} spans arrived (dropped)", flush=True)
+        return total / (finished - started), got / (time.monotonic() - started)
+    finally:
+        worker.stop()
+        client.delete(key, f"{key}:dead")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mode", choices=("writer", "celery"), default="writer")
+    parser.add_argument("--stream-records", type=int, default=40_000, help="celery mode: records per measurement")
+    parser.add_argument("--entry-size", type=int, default=50, help="celery mode: records per stream entry")
+    parser.add_argument("--celery-concurrency", type=int, default=2)
+    parser.add_argument("--redis-url", default=settings.REDIS_URL or "redis://127.0.0.1:6379/15")
     args = parser.parse_args()
+    client = None
+    if args.mode == "celery":
+        if not os.environ.get("DATABASE_URL"):
+            parser.error("--mode celery needs DATABASE_URL (the worker is a separate process)")
+        client = pipeline.redis_client(args.redis_url)
+        client.ping()
 
     call_command("migrate", verbosity=0)
     workspace, _ = Workspace.objects.get_or_create(slug="bench-otel", defaults={"name": "Bench OTel export"})
@@ -110,7 +188,14 @@ def main() -> None:
     receiver.start()
     ready.wait(10)
     services.otel_export_update(workspace=workspace, endpoint=f"http://127.0.0.1:{port}/v1/traces", enabled=False)
-    print(f"{connection.vendor}; {args.batches} x {args.batch_size} records per measurement; {args.rounds} round(s)")
+    if args.mode == "celery":
+        per = (
+            f"{args.stream_records:,} records through a Redis stream ({args.entry_size}/entry) and a Celery worker, "
+            f"concurrency {args.celery_concurrency}"
+        )
+    else:
+        per = f"{args.batches} x {args.batch_size} records written in this process"
+    print(f"{connection.vendor}; {per} per measurement; {args.rounds} round(s)")
 
     results: dict[str, list[float]] = {"off": [], "on": []}
     exported: list[float] = []
@@ -123,7 +208,10 @@ def main() -> None:
                 otel_export.exporter().flush(timeout=10)
                 time.sleep(0.2)
                 args.exporting = mode == "on"
-                rate, export_rate = _round(workspace, api_key, args, received)
+                if args.mode == "celery":
+                    rate, export_rate = _celery_round(client, workspace, api_key, args, received)
+                else:
+                    rate, export_rate = _round(workspace, api_key, args, received)
                 results[mode].append(rate)
                 line = f"round {round_no} export {mode:3}: writer {rate:>9,.0f} logs/s"
                 if export_rate is not None:
@@ -136,7 +224,8 @@ def main() -> None:
     off, on = max(results["off"]), max(results["on"])
     counters = dict(otel_export.export_counters)
     print()
-    print("| writer (write_log_batch) | logs/s (best) | median |")
+    writer = "Celery worker (stream drained)" if args.mode == "celery" else "writer (write_log_batch)"
+    print(f"| {writer} | logs/s (best) | median |")
     print("| --- | ---: | ---: |")
     print(f"| export off | {off:,.0f} | {statistics.median(results['off']):,.0f} |")
     print(f"| export on (loopback receiver) | {on:,.0f} | {statistics.median(results['on']):,.0f} |")
@@ -149,7 +238,8 @@ def main() -> None:
     median_ratio = statistics.median(results["on"]) / statistics.median(results["off"])
     print(f"on/off ratio: best {on / off:.2f}, medians {median_ratio:.2f}, per round {statistics.median(paired):.2f}")
     print("per-round ratios: " + ", ".join(f"{r:.2f}" for r in paired))
-    print(f"exporter counters: {counters}")
+    if args.mode == "writer":
+        print(f"exporter counters: {counters}")  # the Celery worker's are in its own processes
 
 
 if __name__ == "__main__":

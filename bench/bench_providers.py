@@ -42,6 +42,7 @@ import orjson  # noqa: E402
 
 from gateway import anthropic_translate, providers, proxy  # noqa: E402
 from gateway.auth import ProviderSnapshot  # noqa: E402
+from gateway.usage import UsageTracker  # noqa: E402
 
 HEADERS = {
     "host": "127.0.0.1:8000",
@@ -116,7 +117,7 @@ def inline() -> None:
     doc = orjson.loads(REQUEST)
     url = OPENAI.base_url + "/chat/completions"
     headers = proxy.upstream_headers(HEADERS, OPENAI.secret)
-    tracker = proxy.UsageTracker()
+    tracker = UsageTracker()
     tracker.read_body(OPENAI_ANSWER)
     assert url and headers and doc
 
@@ -125,7 +126,7 @@ def plain() -> None:
     doc = orjson.loads(REQUEST)
     up = providers.prepare_upstream(OPENAI, "/chat/completions", HEADERS, REQUEST, doc)
     body = up.answer_body(200, OPENAI_ANSWER) if up.translated else OPENAI_ANSWER
-    proxy.UsageTracker().read_body(OPENAI_ANSWER)
+    UsageTracker().read_body(OPENAI_ANSWER)
     assert body
 
 

@@ -24,7 +24,8 @@ x-mock-cache-read / x-mock-cache-write set cache_read_input_tokens /
 cache_creation_input_tokens. x-mock-stream-error: <type> (e.g. overloaded_error) fails a
 stream after its first text delta with an ``event: error``, as Anthropic does mid-stream. Gemini: promptTokenCount = words of the parts' texts (system
 instruction included), candidatesTokenCount = reply words, x-mock-thoughts sets
-thoughtsTokenCount and x-mock-cache-read cachedContentTokenCount.
+thoughtsTokenCount and x-mock-cache-read cachedContentTokenCount; finishReason STOP, or
+MAX_TOKENS when generationConfig.maxOutputTokens cuts the reply.
 
 CLI: python -m bench.mock_providers [--host H] [--port P] [--latency-ms N]
 """
@@ -49,6 +50,7 @@ from bench.mock_upstream import (
     _Handlers,
     _new_id,
     count_words,
+    limited_reply,
     serve,
     split_reply,
 )
@@ -288,7 +290,10 @@ class _ProviderHandlers(_Handlers):
         except orjson.JSONDecodeError:
             raise _Abort(gemini_error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT")) from None
         call, _, _, _ = self._resolve(request.headers, raw)
-        pieces = split_reply(call.reply, call.chunks)
+        config = body.get("generationConfig") if isinstance(body, dict) else None
+        limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
+        pieces, cut = limited_reply(call.reply, call.chunks, limit)
+        finish = "MAX_TOKENS" if cut else "STOP"
         prompt = _gemini_prompt_tokens(body)
         thoughts = int(request.headers.get("x-mock-thoughts", 0))
         candidates = count_words("".join(pieces))
@@ -304,7 +309,7 @@ class _ProviderHandlers(_Handlers):
         response_id = _new_id("gemini")
         if method == "generateContent":
             return web.Response(
-                body=orjson.dumps(gemini_chunk(model, response_id, "".join(pieces), "STOP", usage)), content_type=_JSON
+                body=orjson.dumps(gemini_chunk(model, response_id, "".join(pieces), finish, usage)), content_type=_JSON
             )
         if method != "streamGenerateContent":
             raise _Abort(gemini_error(404, f"Method {method} not found.", "NOT_FOUND"))
@@ -314,7 +319,7 @@ class _ProviderHandlers(_Handlers):
                 model,
                 response_id,
                 piece,
-                "STOP" if i == len(pieces) - 1 else None,
+                finish if i == len(pieces) - 1 else None,
                 usage if i == len(pieces) - 1 else running,
             )
             for i, piece in enumerate(pieces)

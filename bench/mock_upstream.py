@@ -25,6 +25,12 @@ Deterministic usage
                                 chat (input_text parts too), plus words of instructions
     completion_tokens           words of the reply
 
+Finish reasons: "stop"; a token limit below the reply's word count (chat max_tokens /
+max_completion_tokens, completions max_tokens, Responses max_output_tokens) cuts the reply to
+that many words and finishes with "length" (Responses: status "incomplete",
+incomplete_details.reason "max_output_tokens"). Chat answers n choices (n 1-128), each the
+same reply, completion_tokens counting all of them.
+
 Reply text: "This is a mock reply." (or the configured / x-mock-reply text),
 whitespace normalised to single spaces. In a stream each word is one content
 chunk. With chunks=N the words are spread over exactly N chunks; when N is
@@ -272,6 +278,21 @@ def split_reply(reply: str, chunks: int | None = None) -> tuple[str, ...]:
     return tuple(pieces)
 
 
+def limited_reply(reply: str, chunks: int | None, limit: Any) -> tuple[tuple[str, ...], bool]:
+    """(stream pieces, whether the reply was cut): a token limit below the reply's word count cuts
+    it to that many words (one per piece), as a model stopped by max_tokens would be."""
+    pieces = split_reply(reply, chunks)
+    words = "".join(pieces).split()
+    if type(limit) is not int or limit < 1 or limit >= len(words):
+        return pieces, False
+    return split_reply(" ".join(words[:limit])), True
+
+
+def choice_count(body: dict[str, Any]) -> int:
+    n = body.get("n")
+    return n if type(n) is int and 1 <= n <= 128 else 1
+
+
 def responses_input_tokens(body: dict[str, Any]) -> int:
     value, instructions = body.get("input"), body.get("instructions")
     tokens = count_words(value) if isinstance(value, str) else chat_prompt_tokens(value)
@@ -342,31 +363,39 @@ def _new_id(prefix: str) -> str:
 
 
 def chat_stream_events(
-    head: dict[str, Any], pieces: tuple[str, ...], tokens: dict[str, int], include_usage: bool
+    head: dict[str, Any],
+    pieces: tuple[str, ...],
+    tokens: dict[str, int],
+    include_usage: bool,
+    finish: str = "stop",
+    choices: int = 1,
 ) -> list[bytes]:
-    """SSE events of a chat stream, [DONE] included."""
+    """SSE events of a chat stream, [DONE] included (with ``choices`` > 1, each choice's
+    chunks in turn)."""
 
-    def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    def chunk(index: int, delta: dict[str, Any], reason: str | None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
         return _sse(_with_usage_slot({**head, "choices": [choice]}, include_usage))
 
-    events = [chunk({"role": "assistant", "content": ""}, None)]
-    events += [chunk({"content": p}, None) for p in pieces]
-    events.append(chunk({}, "stop"))
+    events = []
+    for index in range(choices):
+        events.append(chunk(index, {"role": "assistant", "content": ""}, None))
+        events += [chunk(index, {"content": p}, None) for p in pieces]
+        events.append(chunk(index, {}, finish))
     return events + _stream_tail(head, tokens, include_usage)
 
 
 def completion_stream_events(
-    head: dict[str, Any], pieces: tuple[str, ...], tokens: dict[str, int], include_usage: bool
+    head: dict[str, Any], pieces: tuple[str, ...], tokens: dict[str, int], include_usage: bool, finish: str = "stop"
 ) -> list[bytes]:
     """SSE events of a legacy completions stream (no role chunk, like OpenAI)."""
 
-    def chunk(text: str, finish: str | None) -> bytes:
-        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+    def chunk(text: str, reason: str | None) -> bytes:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
         return _sse(_with_usage_slot({**head, "choices": [choice]}, include_usage))
 
     events = [chunk(p, None) for p in pieces]
-    events.append(chunk("", "stop"))
+    events.append(chunk("", finish))
     return events + _stream_tail(head, tokens, include_usage)
 
 
@@ -399,10 +428,11 @@ def response_message(item_id: str, text: str) -> dict[str, Any]:
 
 
 def response_stream_events(
-    head: dict[str, Any], item_id: str, pieces: tuple[str, ...], tokens: dict[str, Any]
+    head: dict[str, Any], item_id: str, pieces: tuple[str, ...], tokens: dict[str, Any], cut: bool = False
 ) -> list[bytes]:
     """SSE events of a Responses API stream as OpenAI sends them: an ``event:`` line naming the
-    type, a ``sequence_number`` on each, usage only in response.completed, and no [DONE]."""
+    type, a ``sequence_number`` on each, usage only in the last event (response.completed, or
+    response.incomplete when ``cut`` by max_output_tokens), and no [DONE]."""
     sequence = itertools.count()
 
     def event(kind: str, **fields: Any) -> bytes:
@@ -425,9 +455,19 @@ def response_stream_events(
         event("response.output_text.done", **where, text=text, logprobs=[]),
         event("response.content_part.done", **where, part=done["content"][0]),
         event("response.output_item.done", output_index=0, item=done),
-        event("response.completed", response={**head, "status": "completed", "output": [done], "usage": tokens}),
+        event(
+            f"response.{'incomplete' if cut else 'completed'}",
+            response={**response_end(head, cut), "output": [done], "usage": tokens},
+        ),
     ]
     return events
+
+
+def response_end(head: dict[str, Any], cut: bool) -> dict[str, Any]:
+    """A finished response's head: completed, or incomplete at max_output_tokens."""
+    if not cut:
+        return {**head, "status": "completed"}
+    return {**head, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
 
 
 def _include_usage(body: dict[str, Any]) -> bool:
@@ -569,9 +609,11 @@ class _Handlers:
     async def chat(self, request: web.Request) -> web.StreamResponse:
         call = await self._begin(request)
         body = self._json_object(call.raw)
-        pieces = split_reply(call.reply, call.chunks)
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        pieces, cut = limited_reply(call.reply, call.chunks, limit)
+        finish, n = ("length" if cut else "stop"), choice_count(body)
         content = "".join(pieces)
-        tokens = with_usage(usage(chat_prompt_tokens(body.get("messages")), count_words(content)), call.usage)
+        tokens = with_usage(usage(chat_prompt_tokens(body.get("messages")), count_words(content) * n), call.usage)
         head = {
             "id": _new_id("chatcmpl"),
             "object": "chat.completion",
@@ -580,16 +622,17 @@ class _Handlers:
         }
         if body.get("stream"):
             head["object"] = "chat.completion.chunk"
-            events = chat_stream_events(head, pieces, tokens, _include_usage(body))
+            events = chat_stream_events(head, pieces, tokens, _include_usage(body), finish, n)
             return await self._stream(request, call, events)
         message = {"role": "assistant", "content": content}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-        return _json_response({**head, "choices": [choice], "usage": tokens})
+        choices = [{"index": i, "message": message, "logprobs": None, "finish_reason": finish} for i in range(n)]
+        return _json_response({**head, "choices": choices, "usage": tokens})
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         call = await self._begin(request)
         body = self._json_object(call.raw)
-        pieces = split_reply(call.reply, call.chunks)
+        pieces, cut = limited_reply(call.reply, call.chunks, body.get("max_tokens"))
+        finish = "length" if cut else "stop"
         content = "".join(pieces)
         tokens = with_usage(usage(input_tokens(body.get("prompt")), count_words(content)), call.usage)
         head = {
@@ -599,15 +642,15 @@ class _Handlers:
             "model": body.get("model") or "mock",
         }
         if body.get("stream"):
-            events = completion_stream_events(head, pieces, tokens, _include_usage(body))
+            events = completion_stream_events(head, pieces, tokens, _include_usage(body), finish)
             return await self._stream(request, call, events)
-        choice = {"text": content, "index": 0, "logprobs": None, "finish_reason": "stop"}
+        choice = {"text": content, "index": 0, "logprobs": None, "finish_reason": finish}
         return _json_response({**head, "choices": [choice], "usage": tokens})
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         call = await self._begin(request)
         body = self._json_object(call.raw)
-        pieces = split_reply(call.reply, call.chunks)
+        pieces, cut = limited_reply(call.reply, call.chunks, body.get("max_output_tokens"))
         content = "".join(pieces)
         tokens = with_usage(responses_usage(responses_input_tokens(body), count_words(content)), call.usage)
         head = {
@@ -624,9 +667,9 @@ class _Handlers:
         }
         item_id = _new_id("msg")
         if body.get("stream"):
-            return await self._stream(request, call, response_stream_events(head, item_id, pieces, tokens))
+            return await self._stream(request, call, response_stream_events(head, item_id, pieces, tokens, cut))
         return _json_response(
-            {**head, "status": "completed", "output": [response_message(item_id, content)], "usage": tokens}
+            {**response_end(head, cut), "output": [response_message(item_id, content)], "usage": tokens}
         )
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:

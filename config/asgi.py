@@ -20,6 +20,7 @@ from gateway.app import GatewayApp  # noqa: E402 - needs django.setup() first
 
 gateway_application = GatewayApp()
 
+from analytics.metrics_listener import start_metrics_listener  # noqa: E402
 from config.checks import warn_at_startup  # noqa: E402
 from config.scheduler import start_embedded_scheduler  # noqa: E402
 from config.startup import freeze_startup_heap  # noqa: E402
@@ -42,19 +43,23 @@ async def health(send) -> None:
 
 
 async def lifespan(scope, receive, send) -> None:
-    """The gateway's lifespan, plus this process's share of embedded mode's periodic jobs and
-    the log stream's persistence warning. The scheduler stops before the server hears that
-    shutdown is complete: after that the server cancels whatever the lifespan still awaits."""
-    scheduler = None
+    """The gateway's lifespan, plus this process's share of embedded mode's periodic jobs, its
+    candidacy for METRICS_BIND's listener and the log stream's persistence warning. Both stop
+    before the server hears that shutdown is complete: after that the server cancels whatever
+    the lifespan still awaits."""
+    scheduler = listener = None
 
     async def relay(message: dict) -> None:
-        nonlocal scheduler
+        nonlocal scheduler, listener
         if message["type"] == "lifespan.startup.complete":
             await asyncio.to_thread(warn_at_startup)
             scheduler = start_embedded_scheduler()
-        elif message["type"].startswith("lifespan.shutdown") and scheduler is not None:
-            await asyncio.to_thread(scheduler.stop)
-            scheduler = None
+            listener = start_metrics_listener()
+        elif message["type"].startswith("lifespan.shutdown"):
+            for running in (scheduler, listener):
+                if running is not None:
+                    await asyncio.to_thread(running.stop)
+            scheduler = listener = None
         await send(message)
 
     await gateway_application.lifespan(scope, receive, relay)

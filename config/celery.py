@@ -4,7 +4,7 @@ backlog never piles up duplicates."""
 import os
 import time
 
-from celery import Celery
+from celery import Celery, signals
 from celery.beat import PersistentScheduler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -33,6 +33,16 @@ class HeartbeatScheduler(PersistentScheduler):
 
 app.conf.beat_scheduler = "config.celery:HeartbeatScheduler"
 
+
+@signals.worker_ready.connect
+def _metrics_listener(**kwargs) -> None:
+    # A worker's main process is a candidate for METRICS_BIND's listener too (its pool children
+    # close what they inherit of it): a host running only workers still has its metrics served.
+    from analytics.metrics_listener import start_metrics_listener
+
+    start_metrics_listener()
+
+
 app.conf.beat_schedule = {
     # Log stream -> database. Each run reads for up to ~5 s; expiry drops runs that queued
     # behind a backlog instead of stacking them.
@@ -58,6 +68,18 @@ app.conf.beat_schedule = {
         "task": "analytics.tasks.refresh_metadata_keys",
         "schedule": 300.0,
         "options": {"expires": 240},
+    },
+    # Alert rules checked against the rollups (analytics.alerts.evaluation), then due deliveries sent.
+    "evaluate-alerts": {
+        "task": "analytics.tasks.evaluate_alerts",
+        "schedule": 60.0,
+        "options": {"expires": 50},
+    },
+    # Alert delivery retries whose backoff has passed (analytics.alerts.delivery).
+    "send-alert-deliveries": {
+        "task": "analytics.tasks.send_alert_deliveries",
+        "schedule": 10.0,
+        "options": {"expires": 9},
     },
     # Daily log partitions created a week ahead (Postgres; a no-op on SQLite).
     "maintain-log-partitions": {

@@ -71,3 +71,20 @@ def env_choice(name: str, default: str, choices: Iterable[str]) -> str:
 def env_list(name: str, default: str = "") -> list[str]:
     """Comma-separated list; blanks dropped."""
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_address(name: str) -> tuple[str, int] | None:
+    """``host:port`` (IPv6 hosts in brackets, ``[::1]:9464``); None when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an unbracketed IPv6 address: ambiguous
+    if not sep or not host or any(c.isspace() or c in "/[]@" for c in host) or not (port.isascii() and port.isdigit()):
+        raise _fail(name, raw, "host:port, e.g. 127.0.0.1:9464 or [::1]:9464")
+    if not 1 <= int(port) <= 65535:
+        raise _fail(name, raw, "a port between 1 and 65535")
+    return host, int(port)

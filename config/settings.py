@@ -14,7 +14,7 @@ import dj_database_url
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from config.env import env_address, env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PORTICO_VAR_DIR") or BASE_DIR / "var")
@@ -362,6 +362,35 @@ OTEL_EXPORT_RETRY_SECONDS = env_float("OTEL_EXPORT_RETRY_SECONDS", 30.0)
 OTEL_EXPORT_REFRESH_SECONDS = env_float("OTEL_EXPORT_REFRESH_SECONDS", 5.0, minimum=0.01)
 OTEL_INGEST_MAX_BYTES = env_int("OTEL_INGEST_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 
+# --- Alerts (analytics.alerts; README "Alerts") ----------------------------------------------
+# Absolute base of dashboard links in alert payloads and e-mails, e.g. https://portico.example.com.
+PORTICO_BASE_URL = env_str("PORTICO_BASE_URL").rstrip("/")
+if PORTICO_BASE_URL and not PORTICO_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"Environment variable PORTICO_BASE_URL={PORTICO_BASE_URL!r} is invalid: expected an http(s):// URL."
+    )
+# One webhook call's time limit; attempts per delivery (the first included); the first retry's
+# delay, doubled for each later one (at most an hour).
+ALERT_WEBHOOK_TIMEOUT = env_float("ALERT_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+ALERT_DELIVERY_MAX_ATTEMPTS = env_int("ALERT_DELIVERY_MAX_ATTEMPTS", 6, minimum=1, maximum=20)
+ALERT_DELIVERY_BACKOFF_SECONDS = env_float("ALERT_DELIVERY_BACKOFF_SECONDS", 30.0, minimum=0.01)
+
+# E-mail (alert notifications) through Django's mail backend: SMTP when EMAIL_HOST is set, else
+# printed to the server's console (development).
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Environment variables EMAIL_USE_TLS and EMAIL_USE_SSL are exclusive: set one.")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1, maximum=600)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "portico@localhost")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -377,7 +406,10 @@ LOGGING = {
 # GET /metrics needs "Authorization: Bearer <METRICS_TOKEN>". Without a token metrics are off
 # (not collected, /metrics answers 404), except with DEBUG, where /metrics is open.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
-METRICS_ENABLED = bool(METRICS_TOKEN) or DEBUG
+# host:port where metrics are served instead of the main server's /metrics (which then answers
+# 404), by one process per host (analytics/metrics_listener.py); setting it turns metrics on.
+METRICS_BIND = env_address("METRICS_BIND")
+METRICS_ENABLED = bool(METRICS_TOKEN) or METRICS_BIND is not None or DEBUG
 # Metadata keys that become labels of the gateway metrics; each must be a Prometheus label name.
 METRICS_METADATA_LABELS = env_list("METRICS_METADATA_LABELS")
 _RESERVED_METRIC_LABELS = {"provider", "model", "status_class", "type", "le", "sink", "result", "job", "instance"}

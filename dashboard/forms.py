@@ -1,13 +1,19 @@
-"""The dashboard's settings forms (metadata, API keys, providers, members, configs, prices).
-They only shape input: every write goes through ``workspaces.services`` (prices:
-``analytics.pricing``)."""
+"""The dashboard's settings forms (metadata, API keys, providers, members, configs, prices) and
+the Alerts page's rule form. They only shape input: every write goes through
+``workspaces.services``, ``analytics.pricing`` (prices) or ``analytics.alerts.services``."""
 
 from __future__ import annotations
+
+import re
+from decimal import Decimal
 
 from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
+from analytics.alerts import metrics, rules
+from analytics.alerts.models import AlertRule
+from analytics.filters import WholeNumberField
 from workspaces.forms import PrettyJSONField
 from workspaces.models import ApiKey, Membership, Provider
 
@@ -125,6 +131,101 @@ class RoutingConfigForm(forms.Form):
     slug = forms.CharField(max_length=63, help_text="Clients may send x-portkey-config: <slug> (or the config's id).")
     name = forms.CharField(max_length=200, required=False)
     config = PrettyJSONField(widget=_code_area(16), help_text=CONFIG_HELP)
+
+
+class ThresholdField(forms.CharField):
+    """A non-negative decimal in ASCII digits (Django's DecimalField also takes other scripts' digits)."""
+
+    def to_python(self, value: object) -> Decimal | None:
+        text = super().to_python(value).strip()
+        if not text:
+            return None
+        if not re.fullmatch(r"[0-9]{1,14}(\.[0-9]{1,6})?", text):
+            raise forms.ValidationError("Enter a number such as 5 or 0.25 (at most 6 decimals).")
+        return Decimal(text)
+
+
+def _lines_area(rows: int = 3) -> forms.Textarea:
+    return forms.Textarea(attrs={"rows": rows, "spellcheck": "false", "class": "code", "autocomplete": "off"})
+
+
+class AlertRuleForm(forms.Form):
+    """An alert rule as the Alerts page edits it; analytics.alerts.services validates the rest."""
+
+    name = forms.CharField(max_length=200)
+    metric = forms.ChoiceField(choices=[])
+    comparison = forms.ChoiceField(choices=AlertRule.Comparison.choices, initial="gt")
+    threshold = ThresholdField(help_text="USD for spend, % for error rate, ms for p95 latency.")
+    window = forms.CharField(
+        max_length=16,
+        initial="1h",
+        help_text="5m, 15m, 1h, 24h, 7d (any <n>m, <n>h, <n>d up to 90d), today or month (UTC).",
+        widget=forms.TextInput(attrs={"list": "alert-windows", "autocomplete": "off"}),
+    )
+    scope = forms.CharField(
+        required=False,
+        max_length=rules.SCOPE_MAX_LENGTH,
+        widget=_lines_area(),
+        help_text="Logs filters, one per line: metadata.feature=chat, metadata.environment__in=prod,staging, "
+        "model=gpt-4o, api_key=12. Empty: every request.",
+    )
+    per = forms.CharField(
+        required=False,
+        max_length=160,
+        label="Per value of",
+        widget=forms.TextInput(attrs={"list": "alert-per", "autocomplete": "off"}),
+        help_text="Optional: _user, metadata.<key>, model, provider or api_key gets a check per value.",
+    )
+    per_limit = WholeNumberField(
+        min_value=1, max_value=rules.PER_LIMIT_MAX, required=False, initial=100, label="Values checked (with per)"
+    )
+    min_requests = WholeNumberField(
+        min_value=0,
+        max_value=1_000_000_000,
+        required=False,
+        initial=1,
+        help_text="Error rate and p95: below it, no data.",
+    )
+    cooldown_minutes = WholeNumberField(
+        min_value=0, max_value=rules.COOLDOWN_MAX_MINUTES, initial=60, label="Cooldown (minutes)"
+    )
+    webhook_urls = forms.CharField(
+        required=False, widget=_lines_area(2), label="Webhook URLs", help_text="One URL per line (at most 5)."
+    )
+    emails = forms.CharField(
+        required=False, widget=_lines_area(2), label="E-mail addresses", help_text="One per line (at most 20)."
+    )
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["metric"].choices = [
+            (kind.name, f"{kind.label} ({kind.unit})") for kind in metrics.REGISTRY.values()
+        ]
+
+    def clean_webhook_urls(self) -> list[str]:
+        return rules.split_lines(self.cleaned_data["webhook_urls"])
+
+    def clean_emails(self) -> list[str]:
+        return rules.split_lines(self.cleaned_data["emails"], commas=True)
+
+    def rule_fields(self) -> dict:
+        data = dict(self.cleaned_data)
+        data["per_limit"] = data["per_limit"] or 100
+        data["min_requests"] = 1 if data["min_requests"] is None else data["min_requests"]
+        return data
+
+    @classmethod
+    def initial_for(cls, rule: AlertRule) -> dict:
+        return {
+            **{
+                name: getattr(rule, name) for name in cls.base_fields if name not in ("webhook_urls", "emails", "scope")
+            },
+            "threshold": f"{rule.threshold.normalize():f}",
+            "scope": "\n".join(f"{param}={value}" for param, value in rules.scope_pairs(rule.scope)),
+            "webhook_urls": "\n".join(rule.webhook_urls),
+            "emails": "\n".join(rule.emails),
+        }
 
 
 def _rate(label: str, *, required: bool = False, help_text: str = "") -> forms.DecimalField:

@@ -4,6 +4,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from dashboard.views import alerts as alert_views
 from dashboard.views import configs as config_views
 from dashboard.views import pages as views
 from dashboard.views import prices as price_views
@@ -23,6 +24,11 @@ workspace_patterns = [
     path("users/", views.users, name="users"),
     path("errors/", views.errors, name="errors"),
     path("metadata-keys/", views.metadata_keys, name="metadata_keys"),
+    path("alerts/", alert_views.alerts, name="alerts"),
+    path("alerts/<int:rule_id>/", alert_views.alert_rule_edit, name="alert_rule_edit"),
+    path("alerts/<int:rule_id>/delete/", alert_views.alert_rule_delete, name="alert_rule_delete"),
+    path("alerts/<int:rule_id>/test/", alert_views.alert_rule_test, name="alert_rule_test"),
+    path("alerts/<int:rule_id>/rotate-secret/", alert_views.alert_rule_rotate_secret, name="alert_rule_rotate_secret"),
     path("audit/", settings_views.audit, name="audit"),
     path("settings/", settings_views.settings_metadata, name="settings"),
     path("settings/validate/", settings_views.settings_metadata_validate, name="settings_validate"),

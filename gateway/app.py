@@ -41,6 +41,7 @@ from gateway.logbuffer import get_log_buffer
 from gateway.metadata import MetadataError, resolve_metadata
 from gateway.pricing import cached_price, price_of
 from gateway.response_cache import response_cache
+from gateway.usage import UsageTracker
 
 log = logging.getLogger("portico.gateway")
 
@@ -198,7 +199,7 @@ class RequestContext:
         self.error_message = ""
         self.ttft_ms: float | None = None
         self.upstream_ms: float | None = None  # sending upstream -> its answer relayed (metrics)
-        self.usage = proxy.UsageTracker()
+        self.usage = UsageTracker()
         self.cache_status = "DISABLED"
         # Set by gateway.routing when an x-portkey-config routes the request.
         self.config_id = ""
@@ -674,6 +675,7 @@ class GatewayApp:
             "cost": cost,
             "price_version": price_version,
             "cache_status": ctx.cache_status,
+            "finish_reasons": usage.finish_reasons or None,
             "cache_saved_cost": saved_cost,
             "retry_count": ctx.retry_count,
             "config_id": ctx.config_id,

@@ -1,8 +1,10 @@
-"""One GET to a provider through the gateway's own upstream client, for the dashboard's "Test
-connection": the same SSRF guard as a real call (IP literals checked, names resolved once by
-the guarding resolver and the connection made to the address that was checked, so a DNS
-answer cannot change in between), and no redirect followed (the provider's secret is never
-sent to another host; a 3xx is reported). This is the one function other apps call."""
+"""One call through the gateway's own upstream client for other apps: a GET to a provider for
+the dashboard's "Test connection" (``probe_upstream``) and a POST of an alert webhook
+(``post_upstream``, analytics.alerts.delivery). The same SSRF guard as a real call (IP literals
+checked, names resolved once by the guarding resolver and the connection made to the address
+that was checked, so a DNS answer cannot change in between), and no redirect followed (a
+provider's secret or a signed payload is never sent to another host; a 3xx is reported). These
+are the functions other apps call."""
 
 from __future__ import annotations
 
@@ -22,35 +24,41 @@ class ProbeResult:
     error: str = ""  # why it was not reached
     location: str = ""  # where a 3xx answer pointed (not followed)
     elapsed_ms: float = 0.0
+    blocked: bool = False  # refused by the SSRF guard (trying again will not help)
 
 
 def probe_upstream(url: str, *, credentials: dict[str, str], timeout: float) -> ProbeResult:
     """GET ``url`` with the provider kind's ``credentials`` headers and report the answer's
     status without reading its body."""
-    return async_to_sync(_probe)(url, credentials, timeout)
+    headers = {"accept": "application/json", **{k.lower(): v for k, v in credentials.items()}}
+    return async_to_sync(_call)("GET", url, headers, None, timeout)
 
 
-async def _probe(url: str, credentials: dict[str, str], timeout: float) -> ProbeResult:
+def post_upstream(url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> ProbeResult:
+    """POST ``body`` to ``url`` and report the answer's status (the body is not read)."""
+    return async_to_sync(_call)("POST", url, {k.lower(): v for k, v in headers.items()}, body, timeout)
+
+
+async def _call(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout: float) -> ProbeResult:
     try:
         target = URL(url)
         netguard.check_url(url)
     except (ValueError, UnicodeError):
         return ProbeResult(None, error="it is not a valid URL")
     except netguard.BlockedUpstreamError as exc:
-        return ProbeResult(None, error=_blocked(exc))
-    headers = {"accept": "application/json", **{k.lower(): v for k, v in credentials.items()}}
+        return _blocked(exc)
     client = proxy.UpstreamClient(resolver=netguard.GuardedResolver())
     started = time.monotonic()
     try:
         resp = await client.request(
-            "GET", target, headers, None, aiohttp.ClientTimeout(total=timeout), base_path=target.path
+            method, target, headers, body, aiohttp.ClientTimeout(total=timeout), base_path=target.path
         )
         resp.close()  # the status is the answer; the body is not needed
     except netguard.BlockedUpstreamError as exc:
-        return ProbeResult(None, error=_blocked(exc))
+        return _blocked(exc)
     except aiohttp.ClientError as exc:
         if isinstance(getattr(exc, "os_error", None), netguard.BlockedUpstreamError):
-            return ProbeResult(None, error=_blocked(exc.os_error))
+            return _blocked(exc.os_error)
         return ProbeResult(None, error=str(exc) or type(exc).__name__)
     except TimeoutError:
         return ProbeResult(None, error=f"no answer within {timeout:g} s")
@@ -62,5 +70,5 @@ async def _probe(url: str, credentials: dict[str, str], timeout: float) -> Probe
     return ProbeResult(resp.status, location=location, elapsed_ms=(time.monotonic() - started) * 1000)
 
 
-def _blocked(exc: Exception) -> str:
-    return f"{exc} (see UPSTREAM_ALLOWED_NETWORKS)"
+def _blocked(exc: Exception) -> ProbeResult:
+    return ProbeResult(None, error=f"{exc} (see UPSTREAM_ALLOWED_NETWORKS)", blocked=True)

@@ -31,6 +31,7 @@ import orjson
 from gateway import anthropic_translate, proxy
 from gateway.auth import ProviderSnapshot
 from gateway.errors import GatewayError
+from gateway.usage import StreamRelay, UsageTracker
 
 OPENAI = "openai"
 AZURE_OPENAI = "azure-openai"
@@ -91,16 +92,17 @@ class UpstreamRequest:
         self.hide_usage_chunk = hide_usage_chunk
         self.translated = translated  # OpenAI chat in, Anthropic Messages upstream
 
-    def usage_tracker(self) -> proxy.UsageTracker:
+    def usage_tracker(self) -> UsageTracker:
         """A tracker that reads this provider's usage shapes."""
         if self.kind == ANTHROPIC:
-            return AnthropicUsage()
+            # A translated answer reaches the client as OpenAI's: its finish reasons are logged so.
+            return AnthropicUsage(openai_reasons=self.translated)
         if self.kind == GOOGLE and not self.url.endswith(_GOOGLE_OPENAI_SUFFIXES):
             return GeminiUsage()
-        return proxy.UsageTracker()
+        return UsageTracker()
 
-    def stream_relay(self, tracker: proxy.UsageTracker, *, capture: bool):
-        """What turns the upstream's SSE bytes into the client's (a proxy.StreamRelay or alike)."""
+    def stream_relay(self, tracker: UsageTracker, *, capture: bool):
+        """What turns the upstream's SSE bytes into the client's (a StreamRelay or alike)."""
         if self.translated:
             return anthropic_translate.ChatStreamTranslator(
                 tracker, include_usage=not self.hide_usage_chunk, capture=capture, model=self.model
@@ -109,7 +111,7 @@ class UpstreamRequest:
             return GeminiStreamRelay(tracker, hide_usage_chunk=False, capture=capture)
         if self.kind == ANTHROPIC:
             return AnthropicStreamRelay(tracker, hide_usage_chunk=False, capture=capture)
-        return proxy.StreamRelay(tracker, hide_usage_chunk=self.hide_usage_chunk, capture=capture)
+        return StreamRelay(tracker, hide_usage_chunk=self.hide_usage_chunk, capture=capture)
 
     def answer_body(self, status: int, data: bytes) -> bytes:
         """The body the client gets for a non-streamed answer: the provider's own, or for a
@@ -280,22 +282,38 @@ def _google(provider, endpoint, headers, body, doc, stream, query) -> UpstreamRe
 # --------------------------------------------------------------------------- usage
 
 
-class AnthropicUsage(proxy.UsageTracker):
+class AnthropicUsage(UsageTracker):
     """Usage in Anthropic's shapes: a message's ``usage``; in a stream, message_start's
     ``message.usage`` then message_delta's cumulative ``usage``. Anthropic counts cache reads
     and writes apart from ``input_tokens``; ``prompt_tokens`` here includes them (OpenAI's
-    convention), with ``cached_prompt_tokens``/``cache_write_tokens`` saying how many."""
+    convention), with ``cached_prompt_tokens``/``cache_write_tokens`` saying how many.
 
-    def __init__(self) -> None:
+    The finish reason is a message's ``stop_reason`` (a stream's message_delta
+    ``delta.stop_reason``): ``end_turn``, ``max_tokens``, ``tool_use``..., or with
+    ``openai_reasons`` (an OpenAI request translated) the ``finish_reason`` the client got."""
+
+    def __init__(self, *, openai_reasons: bool = False) -> None:
         super().__init__()
         self.input_tokens = 0
         self.cached_prompt_tokens = 0
         self.cache_write_tokens = 0
         self.reasoning_tokens = 0
+        self.openai_reasons = openai_reasons
+
+    def _stop_reason(self, reason: object) -> None:
+        if self.openai_reasons:  # as anthropic_translate answers it
+            reason = anthropic_translate.STOP_REASONS.get(reason, "stop") if type(reason) is str else "stop"
+        self.finish_reasons = []
+        self.add_finish_reason(reason)
 
     def read_usage(self, doc: dict) -> None:
-        if doc.get("type") == "message_start" and isinstance(doc.get("message"), dict):
+        kind = doc.get("type")
+        if kind == "message_start" and isinstance(doc.get("message"), dict):
             doc = doc["message"]
+        elif kind == "message_delta" and isinstance(doc.get("delta"), dict):
+            self._stop_reason(doc["delta"].get("stop_reason"))
+        elif kind == "message":
+            self._stop_reason(doc.get("stop_reason"))
         model = doc.get("model")
         if model and not self.model and isinstance(model, str):
             self.model = model
@@ -316,10 +334,11 @@ class AnthropicUsage(proxy.UsageTracker):
         self.saw_usage = True
 
 
-class GeminiUsage(proxy.UsageTracker):
+class GeminiUsage(UsageTracker):
     """Usage from Gemini's ``usageMetadata`` (every stream chunk carries the running counts).
     ``completion_tokens`` includes thinking tokens (billed as output); cached content is part
-    of ``promptTokenCount``, as in OpenAI's convention."""
+    of ``promptTokenCount``, as in OpenAI's convention. Finish reasons are the candidates'
+    ``finishReason`` (``STOP``, ``MAX_TOKENS``, ``SAFETY``...), as a stream's last chunk names them."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -331,6 +350,11 @@ class GeminiUsage(proxy.UsageTracker):
         model = doc.get("modelVersion")
         if model and not self.model and isinstance(model, str):
             self.model = model
+        candidates = doc.get("candidates")
+        if type(candidates) is list:
+            for candidate in candidates:  # only a stream's last chunk names one
+                if type(candidate) is dict and (reason := candidate.get("finishReason")):
+                    self.add_finish_reason(reason)
         usage = doc.get("usageMetadata")
         if not isinstance(usage, dict):
             return
@@ -355,8 +379,8 @@ class GeminiUsage(proxy.UsageTracker):
                     self.read_usage(item)
 
 
-class GeminiStreamRelay(proxy.StreamRelay):
-    """Gemini SSE (``alt=sse``) relayed unchanged; chunks with usageMetadata are parsed."""
+class GeminiStreamRelay(StreamRelay):
+    """Gemini SSE (``alt=sse``) relayed unchanged; chunks with usageMetadata or a finishReason are parsed."""
 
     def _keep(self, event: bytes) -> bool:
         for line in event.split(b"\n"):
@@ -364,7 +388,7 @@ class GeminiStreamRelay(proxy.StreamRelay):
                 continue
             if b'"candidates"' in line:
                 self.tracker.content_chunks += 1
-            if b'"usageMetadata"' in line or not self.tracker.model:
+            if b'"usageMetadata"' in line or b'"finishReason"' in line or not self.tracker.model:
                 try:
                     doc = orjson.loads(line[5:])
                 except orjson.JSONDecodeError:
@@ -375,7 +399,7 @@ class GeminiStreamRelay(proxy.StreamRelay):
         return True
 
 
-class AnthropicStreamRelay(proxy.StreamRelay):
+class AnthropicStreamRelay(StreamRelay):
     """A native Messages stream relayed unchanged; an ``error`` event (Anthropic's way to fail
     a stream after its 200, e.g. overloaded_error) is noted for the log. Looked for once per
     read, in the complete events the read released, not once per event."""
@@ -413,7 +437,7 @@ USAGE_FIELDS = (
 )
 
 
-def usage_fields(tracker: proxy.UsageTracker) -> dict[str, int]:
+def usage_fields(tracker: UsageTracker) -> dict[str, int]:
     """The token counts a log record can carry, 0 where the provider reports none."""
     return {name: getattr(tracker, name, 0) or 0 for name in USAGE_FIELDS}
 
@@ -425,7 +449,7 @@ def read_usage(kind: str, endpoint: str, body_or_events: bytes | list[dict]) -> 
     elif kind == GOOGLE and endpoint not in _GOOGLE_OPENAI_PATHS:
         tracker = GeminiUsage()
     else:
-        tracker = proxy.UsageTracker()
+        tracker = UsageTracker()
     if isinstance(body_or_events, bytes | bytearray):
         tracker.read_body(bytes(body_or_events))
     else:

@@ -1,4 +1,5 @@
-"""Upstream forwarding: request headers in, response relayed out, usage captured.
+"""Upstream forwarding: request headers in, response relayed out (the answer is read for the
+log by gateway/usage.py as it passes).
 
 Bodies are forwarded byte for byte; the one exception is a streaming request that did not
 ask for usage, where ``stream_options.include_usage`` is added so the log gets token counts,
@@ -8,7 +9,6 @@ and the usage-only chunk this produces is withheld from the client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import math
@@ -21,10 +21,10 @@ from typing import NamedTuple
 
 import aiohttp
 import httptools
-import orjson
 from yarl import URL
 
 from gateway import netguard
+from gateway.usage import StreamRelay
 
 Send = Callable[[dict], Awaitable[None]]
 
@@ -80,192 +80,6 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
 
 def response_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
     return [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _DROP_RESPONSE]
-
-
-class UsageTracker:
-    """Reads usage and model out of upstream answers (JSON bodies or SSE events), each API in
-    its own shape: chat/completions and embeddings ``usage.prompt_tokens/completion_tokens``;
-    the Responses API ``usage.input_tokens/output_tokens`` on the response object, which its
-    stream events (response.created, response.completed, ...) carry under ``response``.
-
-    The parts priced at their own rates (analytics.pricing) are read too: cached prompt
-    tokens (``prompt_tokens_details.cached_tokens``, Responses ``input_tokens_details``),
-    reasoning (``completion_tokens_details.reasoning_tokens``, Responses
-    ``output_tokens_details``) and audio (``*_tokens_details.audio_tokens``). Counts follow
-    OpenAI's convention, whose prompt count includes cached tokens: an Anthropic usage
-    (``cache_read_input_tokens``/``cache_creation_input_tokens``, which its ``input_tokens``
-    excludes) has both added to ``prompt_tokens``, so every provider's prompt_tokens means the
-    same and cached tokens are never charged twice."""
-
-    __slots__ = (
-        "audio_completion_tokens",
-        "audio_prompt_tokens",
-        "cache_write_tokens",
-        "cached_prompt_tokens",
-        "completion_tokens",
-        "content_chunks",
-        "model",
-        "prompt_tokens",
-        "reasoning_tokens",
-        "saw_usage",
-        "total_tokens",
-    )
-
-    def __init__(self) -> None:
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.total_tokens = 0
-        self.cached_prompt_tokens = 0
-        self.cache_write_tokens = 0
-        self.reasoning_tokens = 0
-        self.audio_prompt_tokens = 0
-        self.audio_completion_tokens = 0
-        self.model = ""
-        self.saw_usage = False
-        self.content_chunks = 0
-
-    def read_usage(self, doc: dict) -> None:
-        response = doc.get("response")
-        if isinstance(response, dict):  # a Responses API stream event
-            doc = response
-        model = doc.get("model")
-        if model and not self.model and isinstance(model, str):
-            self.model = model
-        usage = doc.get("usage")
-        if not isinstance(usage, dict):
-            return
-        cache_write = 0
-        if "input_tokens" in usage and "prompt_tokens" not in usage:
-            prompt, completion = usage.get("input_tokens"), usage.get("output_tokens")
-            prompt_details, completion_details = usage.get("input_tokens_details"), usage.get("output_tokens_details")
-        else:
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            prompt_details, completion_details = (
-                usage.get("prompt_tokens_details"),
-                usage.get("completion_tokens_details"),
-            )
-        # Raises TypeError/ValueError for counts that are not numbers (custom logs answer 400).
-        prompt_tokens, completion_tokens = int(prompt or 0), int(completion or 0)
-        cached, audio_prompt = _details(prompt_details, "cached_tokens", "audio_tokens")
-        reasoning, audio_completion = _details(completion_details, "reasoning_tokens", "audio_tokens")
-        anthropic_read, anthropic_write = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
-        if anthropic_read is not None or anthropic_write is not None:
-            cached, cache_write = max(int(anthropic_read or 0), 0), max(int(anthropic_write or 0), 0)
-            prompt_tokens += cached + cache_write
-        total_tokens = int(usage.get("total_tokens") or 0) or prompt_tokens + completion_tokens
-        self.prompt_tokens, self.completion_tokens, self.total_tokens = prompt_tokens, completion_tokens, total_tokens
-        self.cached_prompt_tokens, self.cache_write_tokens = cached, cache_write
-        self.reasoning_tokens = reasoning
-        self.audio_prompt_tokens, self.audio_completion_tokens = audio_prompt, audio_completion
-        self.saw_usage = True
-
-    def read_body(self, body: bytes) -> None:
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(doc, dict):
-            # A provider's usage that is not numbers: logged without tokens, not a 500.
-            with contextlib.suppress(TypeError, ValueError, OverflowError):
-                self.read_usage(doc)
-
-    def finish(self) -> None:
-        # A stream cut short carries no usage; count the content chunks we relayed as a
-        # lower bound of completion tokens rather than claiming zero.
-        if not self.saw_usage and self.content_chunks:
-            self.completion_tokens = self.content_chunks
-            self.total_tokens = self.prompt_tokens + self.completion_tokens
-
-
-def _details(details: object, first: str, second: str) -> tuple[int, int]:
-    """Two counts of a ``*_tokens_details`` object (absent or null: 0; never negative, so a
-    part never adds to the price of its whole)."""
-    if not isinstance(details, dict):
-        return 0, 0
-    return max(int(details.get(first) or 0), 0), max(int(details.get(second) or 0), 0)
-
-
-def inject_stream_usage(doc: dict) -> bool:
-    """Ask the upstream for usage on a stream; True when the client had not asked itself."""
-    options = doc.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage"):
-        return False
-    doc["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return True
-
-
-_TEXT_DELTA = b'"response.output_text.delta"'  # a Responses API content event
-
-
-class StreamRelay:
-    """Splits the upstream SSE byte stream into events, forwards each complete event as it
-    arrives, and withholds the usage-only event when usage was requested on the client's
-    behalf."""
-
-    # Streamed bodies are kept for the log up to this size; a log is not an archive.
-    CAPTURE_LIMIT = 256 * 1024
-    # (status, message) when the provider failed the stream after its 200 (set by a provider
-    # kind's relay, e.g. providers.AnthropicStreamRelay); the log records that status.
-    error: tuple[int, str] | None = None
-
-    def __init__(self, tracker: UsageTracker, *, hide_usage_chunk: bool, capture: bool = False) -> None:
-        self.tracker = tracker
-        self.hide_usage_chunk = hide_usage_chunk
-        self.buffer = b""
-        self.first_chunk_at: float | None = None
-        self.done = False
-        self.capture = capture
-        self.captured = bytearray()
-
-    def feed(self, data: bytes) -> bytes:
-        self.buffer += data
-        if b"\r\n" in self.buffer:
-            self.buffer = self.buffer.replace(b"\r\n", b"\n")
-        out = []
-        while True:
-            end = self.buffer.find(b"\n\n")
-            if end < 0:
-                break
-            event, self.buffer = self.buffer[: end + 2], self.buffer[end + 2 :]
-            if self._keep(event):
-                out.append(event)
-        data = b"".join(out)
-        if self.capture and len(self.captured) < self.CAPTURE_LIMIT:
-            self.captured += data[: self.CAPTURE_LIMIT - len(self.captured)]
-        return data
-
-    def _keep(self, event: bytes) -> bool:
-        for line in event.split(b"\n"):
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                return True
-            # Most events are content deltas: count them without parsing; parse only those
-            # before the model is known and those that carry usage.
-            has_usage = b'"usage"' in payload and b'"usage":null' not in payload
-            if (b'"choices"' in payload and b'"choices":[]' not in payload) or _TEXT_DELTA in payload:
-                self.tracker.content_chunks += 1
-            if not has_usage and self.tracker.model:
-                continue
-            try:
-                doc = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                return True
-            if not isinstance(doc, dict):
-                return True
-            try:
-                self.tracker.read_usage(doc)
-            except (TypeError, ValueError, OverflowError):
-                return True  # usage that is not numbers: relayed, logged without tokens
-            if self.hide_usage_chunk and not doc.get("choices") and doc.get("usage"):
-                return False
-        return True
-
-    def tail(self) -> bytes:
-        rest, self.buffer = self.buffer, b""
-        return rest
 
 
 async def wait_for_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:

@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING
 import orjson
 
 from config.parsing import InvalidParameter, parse_int
-from gateway import proxy
 from gateway.auth import ProviderSnapshot, config_cache
 from gateway.configs import HEADER, Config, Group, Target, inline_config, is_inline
 from gateway.errors import GatewayError
 from gateway.response_cache import CachedAnswer, cache_key, response_cache
+from gateway.usage import UsageTracker
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp, RequestContext
@@ -295,7 +295,7 @@ class Router:
         ctx.error_message = ""
         ctx.response_body = b""
         ctx.ttft_ms = None
-        ctx.usage = proxy.UsageTracker()
+        ctx.usage = UsageTracker()
         # The config's request_timeout is this target's x-portkey-request-timeout; a target
         # without one has the request's own.
         if target.request_timeout_ms:

@@ -28,6 +28,9 @@ def item(**overrides) -> dict:
             "headers": {},
             "body": {
                 "id": "chatcmpl-1",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}
+                ],
                 "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
             },
             "response_time": 321.5,
@@ -58,6 +61,7 @@ def test_it_inserts_one_log_like_the_gateway_would(client, api_key, workspace):
     assert (log.prompt_tokens, log.completion_tokens, log.total_tokens) == (1000, 500, 1500)
     assert log.cost == Decimal("0.00045000")
     assert (log.trace_id, log.span_name) == ("trace-42", "answer")
+    assert log.finish_reasons == ["stop"]  # read from the response body, as the gateway reads answers
     assert log.metadata == {"environment": "production", "_user": "carol"}
     assert log.user == "carol"
     stored = RequestBody.objects.get(log=log)
@@ -86,6 +90,7 @@ def test_defaults_and_string_bodies(client, api_key):
     log = RequestLog.objects.get()
     assert (log.provider, log.model, log.status_code, log.success) == ("llm.internal.example", "custom-1", 200, True)
     assert (log.prompt_tokens, log.completion_tokens, log.total_tokens, log.cost) == (3, 4, 7, None)
+    assert log.finish_reasons is None  # the answer named none
     assert log.trace_id  # generated, as the gateway does
 
 

@@ -32,7 +32,11 @@ def logs(workspace, api_key):
         workspace,
         api_key[0],
         [
-            {"created_at": same - timedelta(seconds=i % 3), "metadata": {"env": "prod", "note": 'a "q", v'}}
+            {
+                "created_at": same - timedelta(seconds=i % 3),
+                "metadata": {"env": "prod", "note": 'a "q", v'},
+                "finish_reasons": ["stop", "length"],
+            }
             for i in range(12)
         ],
     )
@@ -59,6 +63,7 @@ def test_csv_has_the_fixed_columns_and_every_filtered_row(client, key, logs, mon
     assert json.loads(rows[0]["metadata"]) == {"env": "prod", "note": 'a "q", v'}
     assert rows[0]["workspace"] == "acme"
     assert rows[0]["success"] == "true"
+    assert json.loads(rows[0]["finish_reasons"]) == ["stop", "length"]
 
 
 def test_chunks_walk_equal_timestamps_without_duplicates(workspace):
@@ -81,6 +86,7 @@ def test_jsonl_has_one_object_per_log(client, key, logs, monkeypatch):
     assert list(docs[0]) == list(selectors.EXPORT_COLUMNS)
     assert {doc["metadata"]["env"] for doc in docs} == {"prod", "dev"}
     assert sum(doc["cost"] is None for doc in docs) == 5
+    assert {doc["metadata"]["env"]: doc["finish_reasons"] for doc in docs} == {"prod": ["stop", "length"], "dev": None}
 
 
 def test_the_export_uses_the_list_filters(client, key, logs):
@@ -135,7 +141,8 @@ def test_postgres_formats_rows_exactly_as_the_generic_path(workspace, api_key, e
             {"created_at": ago(hours=1), "cost": None, "ttft_ms": 12.25, "span_name": 'a "quoted", name'},
             {"created_at": ago(hours=1), "success": False, "status_code": 500, "latency_ms": 1e-05},
             {"created_at": ago(hours=2), "metadata": {"k": "line\nbreak", "q": 'x"y'}, "user": ""},
-            {"created_at": ago(hours=3), "is_stream": True},
+            {"created_at": ago(hours=3), "is_stream": True, "finish_reasons": ["stop", "length"]},
+            {"created_at": ago(hours=3), "finish_reasons": ["end_turn"]},
             {"created_at": ago(hours=3)},
         ],
     )

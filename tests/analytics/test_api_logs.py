@@ -39,7 +39,7 @@ def walk(client, key, **params) -> list[dict]:
 
 def test_it_lists_newest_first_with_the_list_shape(client, key, workspace, api_key):
     old = write(workspace, api_key[0], created_at=ago(hours=2))
-    new = write(workspace, api_key[0], created_at=ago(hours=1))
+    new = write(workspace, api_key[0], created_at=ago(hours=1), finish_reasons=["length"])
     body = get(client, "/api/v1/logs", key).json()
     assert body["object"] == "list"
     assert [row["id"] for row in body["data"]] == [new["id"], old["id"]]
@@ -49,6 +49,7 @@ def test_it_lists_newest_first_with_the_list_shape(client, key, workspace, api_k
     assert row["api_key_id"] == api_key[0].id
     assert row["metadata"] == {"_user": "alice", "environment": "production", "feature": "chat"}
     assert row["cost"] == pytest.approx(0.0000468)
+    assert (row["finish_reasons"], body["data"][1]["finish_reasons"]) == (["length"], None)
 
 
 def test_keyset_pagination_walks_every_row_once_under_equal_timestamps(client, key, workspace):
@@ -90,6 +91,7 @@ def test_detail_has_bodies_metadata_trace_and_feedback(client, key, workspace, a
         span_id="span-1",
         parent_span_id="span-0",
         span_name="answer",
+        finish_reasons=["tool_calls"],
         body={"request_headers": {"content-type": "application/json"}, "request_body": "{}", "response_body": "ok"},
     )
     write_log_batch([record])
@@ -111,6 +113,7 @@ def test_detail_has_bodies_metadata_trace_and_feedback(client, key, workspace, a
     }
     assert [(f["value"], f["weight"]) for f in body["feedback"]] == [(5, 0.5)]
     assert body["metadata"]["environment"] == "production"
+    assert body["finish_reasons"] == ["tool_calls"]
 
 
 def test_detail_without_stored_bodies(client, key, workspace):

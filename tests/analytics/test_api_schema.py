@@ -65,6 +65,11 @@ def test_the_schema_is_served_and_lists_every_endpoint(client):
         "/api/v1/analytics/groups/providers",
         "/api/v1/analytics/groups/api-keys",
         "/api/v1/analytics/metadata-keys",
+        "/api/v1/alert-rules/",
+        "/api/v1/alert-rules/{rule_id}/",
+        "/api/v1/alert-rules/{rule_id}/test/",
+        "/api/v1/alert-events/",
+        "/api/v1/alert-deliveries/",
         "/v1/logs",
         "/v1/feedback",
     }

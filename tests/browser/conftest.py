@@ -185,6 +185,7 @@ def demo(django_user_model, settings):
                 model=["gpt-4o-mini", "gpt-4o"][i % 2],
                 status_code=500 if i % 9 == 4 else 200,
                 success=i % 9 != 4,
+                finish_reasons=None if i % 9 == 4 else ["stop"],
                 latency_ms=150.0 + 37 * i,
                 body={
                     "request_headers": {},

@@ -119,6 +119,7 @@ def test_open_a_log_detail(page, live_server, demo, shot):
     expect(panel).to_contain_text(record["trace_id"])
     expect(panel).to_contain_text('"content": "Hello there"')  # pretty-printed body
     expect(panel.locator("dl.metadata")).to_contain_text("staging")
+    expect(panel.locator('dt:text-is("Finish reason") + dd')).to_have_text("stop")
     assert f"log={record['id']}" in page.url
     shot(page, "12-log-detail")
     # The URL opens the same panel on its own.

@@ -53,6 +53,8 @@ def test_it_runs_celery_beats_jobs(transactional_db, workspace, settings, tmp_pa
         "apply-retention",
         "refresh-metadata-keys",
         "maintain-log-partitions",
+        "evaluate-alerts",
+        "send-alert-deliveries",
     }
     scheduler = EmbeddedScheduler(jobs, lock_path=tmp_path / "scheduler.lock", first_run_after_s=0).start()
     try:

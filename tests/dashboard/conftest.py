@@ -76,6 +76,7 @@ def logs(workspace, api_key):
                 "success": not failed,
                 "model": "gpt-4o" if i % 2 else "gpt-4o-mini",
                 "latency_ms": 100.0 * (i + 1),
+                "finish_reasons": None if failed else ["stop", "length"][: 1 + i % 2],
                 "body": {
                     "request_headers": {},
                     "request_body": '{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}',

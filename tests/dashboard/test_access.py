@@ -8,6 +8,7 @@ import uuid
 import pytest
 from django.urls import URLPattern, reverse
 
+from analytics.alerts import services as alert_services
 from dashboard import urls as dashboard_urls
 from workspaces import services
 from workspaces.models import ApiKey, AuditEvent
@@ -20,11 +21,13 @@ POST_ONLY = {
     "settings_provider_test",
     "settings_provider_rotate",
     "settings_member_role",
+    "alert_rule_test",
+    "alert_rule_rotate_secret",
 }
 # Pages only owners may open (the removal confirmation); members get a 403.
 OWNER_ONLY = {"settings_member_remove"}
 # Pages only owners and admins may open (a deletion confirmation); members get a 403.
-EDITOR_ONLY = {"settings_config_delete"}
+EDITOR_ONLY = {"settings_config_delete", "alert_rule_delete"}
 EDITS = [
     "settings",
     "settings_validate",
@@ -35,6 +38,9 @@ EDITS = [
     "settings_configs",
     "settings_config_edit",
     "settings_config_delete",
+    "alerts",
+    "alert_rule_edit",
+    "alert_rule_delete",
     *sorted(POST_ONLY - {"settings_validate"}),
 ]
 
@@ -59,12 +65,13 @@ def ids(workspace, member, api_key, provider, logs):
         "provider_id": provider.id,
         "membership_id": workspace.memberships.get(user=member).id,
         "config_id": services.config_create(workspace=workspace, slug="cfg", config={"provider": "@mock"}).id,
+        "rule_id": alert_services.alert_rule_create(workspace=workspace, name="r", metric="spend", threshold=1)[0].id,
     }
 
 
 def test_every_workspace_route_is_covered():
     assert set(_workspace_routes()) >= {"overview", "logs", "log_rows", "log_detail", "summary", "audit"}
-    assert len(_workspace_routes()) == 25
+    assert len(_workspace_routes()) == 30
 
 
 @pytest.mark.parametrize("name", _workspace_routes())

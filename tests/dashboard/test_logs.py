@@ -109,6 +109,17 @@ def test_detail_panel_shows_bodies_metadata_and_ids(owner_client, workspace, log
     assert logs[0]["trace_id"] in page
     assert "&quot;content&quot;: &quot;hello&quot;" in page  # pretty-printed response body
     assert '<dt class="mono">environment</dt>' in page
+    assert '<dt>Finish reason</dt><dd class="mono">stop</dd>' in page
+
+
+def test_detail_shows_every_finish_reason_or_none(owner_client, workspace, logs):
+    def finish(log) -> str:
+        url = reverse("dashboard:log_detail", args=[workspace.slug, log["id"]])
+        page = owner_client.get(url, headers={"HX-Request": "true"}).content.decode()
+        return page.split("<dt>Finish reason</dt>")[1].split("</dd>")[0]
+
+    assert finish(logs[1]) == '<dd class="mono">stop, length'
+    assert finish(logs[3]) == '<dd class="mono">\N{EN DASH}'  # the failed request
 
 
 def test_detail_link_opens_the_logs_page_with_the_panel(owner_client, workspace, logs):

@@ -30,6 +30,7 @@ PAGES = {
     "settings": ("", 6),
     "settings_keys": ("", 7),
     "settings_providers": ("", 6),
+    "alerts": ("", 8),
 }
 
 

@@ -39,6 +39,7 @@ PAGES = {
     "settings": ["tab"],
     "settings_keys": ["tab"],
     "settings_providers": ["tab"],
+    "alerts": ["rule"],
 }
 
 

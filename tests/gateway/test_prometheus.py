@@ -1,6 +1,8 @@
-"""A real Prometheus (Debian's /usr/bin/prometheus) scrapes a running Portico with the bearer
-token; requests with metadata go through the gateway to the mock upstream, and Prometheus' own
-query API must see them under their metadata labels."""
+"""A real Prometheus (Debian's /usr/bin/prometheus) scrapes a running Portico both ways: with the
+bearer token on the gateway's port, and on a METRICS_BIND address of its own (the listener of
+analytics/metrics_listener.py, on this process's metrics directory). Requests with metadata go
+through the gateway to the mock upstream, and Prometheus' own query API must see them under
+their metadata labels."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from analytics.metrics_listener import LOCK_NAME, MetricsListener
 from tests.monitoring.conftest import TOKEN, metrics_on, unique  # noqa: F401 - fixtures
 
 PROMETHEUS = Path("/usr/bin/prometheus")  # .ci/run installs Debian's package
@@ -25,8 +28,20 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def prometheus(gateway_url, tmp_path):
-    """Prometheus scraping the live gateway every second; yields its base URL."""
+def bind_address(tmp_path):
+    """A METRICS_BIND listener of this process (the gateway's metrics directory)."""
+    listener = MetricsListener(("127.0.0.1", free_port()), lock_path=tmp_path / LOCK_NAME, retry_s=0.1).start()
+    deadline = time.monotonic() + 10
+    while not listener.serving:
+        assert time.monotonic() < deadline, "the metrics listener did not start"
+        time.sleep(0.05)
+    yield "{}:{}".format(*listener.address)
+    listener.stop()
+
+
+@pytest.fixture
+def prometheus(gateway_url, bind_address, tmp_path):
+    """Prometheus scraping the live gateway and the bind address every second; yields its URL."""
     assert PROMETHEUS.exists(), "Debian's prometheus package is needed: apt-get install -y prometheus"
     target = gateway_url.removeprefix("http://")
     config = {
@@ -37,7 +52,12 @@ def prometheus(gateway_url, tmp_path):
                 "metrics_path": "/metrics",
                 "authorization": {"type": "Bearer", "credentials": TOKEN},
                 "static_configs": [{"targets": [target]}],
-            }
+            },
+            {
+                "job_name": "portico-bind",  # the token is asked there too while one is set
+                "authorization": {"type": "Bearer", "credentials": TOKEN},
+                "static_configs": [{"targets": [bind_address]}],
+            },
         ],
     }
     config_file = tmp_path / "prometheus.yml"
@@ -102,17 +122,22 @@ def test_prometheus_scrapes_requests_by_metadata_label(metrics_on, gw, prometheu
         assert response.status_code == 200
         response.read()
 
-    wait_for_value(prometheus, f'sum(portico_requests_total{{environment="production",feature="{unique}"}})', 4)
-    wait_for_value(prometheus, f'sum(portico_requests_total{{environment="staging",feature="{unique}"}})', 1)
+    for job in ("portico", "portico-bind"):
+        production = f'job="{job}",environment="production",feature="{unique}"'
+        wait_for_value(prometheus, f"sum(portico_requests_total{{{production}}})", 4)
+        wait_for_value(
+            prometheus, f'sum(portico_requests_total{{job="{job}",environment="staging",feature="{unique}"}})', 1
+        )
+        wait_for_value(prometheus, f'up{{job="{job}"}}', 1)
     # The mock's usage: "hi" is 1 word + 3 per message; the reply "This is a mock reply." 5 words.
-    labels = f'feature="{unique}",provider="@mock",model="gpt-4o-mini",status_class="2xx"'
+    labels = f'job="portico",feature="{unique}",provider="@mock",model="gpt-4o-mini",status_class="2xx"'
     wait_for_value(prometheus, f'sum(portico_tokens_total{{{labels},type="input"}})', 5 * 4)
     wait_for_value(prometheus, f'sum(portico_tokens_total{{{labels},type="output"}})', 5 * 5)
     wait_for_value(prometheus, f"sum(portico_request_duration_seconds_count{{{labels}}})", 5)
     wait_for_value(prometheus, f"sum(portico_upstream_duration_seconds_count{{{labels}}})", 5)
     wait_for_value(prometheus, f"sum(portico_stream_first_chunk_seconds_count{{{labels}}})", 1)
     # Pipeline health comes along in the same scrape.
-    wait_for_value(prometheus, 'up{job="portico"}', 1)
-    wait_for_value(prometheus, "portico_database_up", 1)
+    wait_for_value(prometheus, 'portico_database_up{job="portico-bind"}', 1)
+    wait_for_value(prometheus, 'portico_database_up{job="portico"}', 1)
     assert query(prometheus, "portico_rollup_lag_seconds")
     assert query(prometheus, "portico_log_buffer_records")

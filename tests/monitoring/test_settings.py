@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import env_address
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOW = (
@@ -52,3 +55,22 @@ def test_metrics_are_off_without_a_token_and_the_directory_defaults_to_var(tmp_p
     assert result.stdout.split(" ", 1) == ["False", f"['environment', 'feature'] {tmp_path / 'metrics'}\n"]
     assert load(tmp_path, METRICS_TOKEN="s3cret").stdout.startswith("True")
     assert load(tmp_path, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "m")).stdout.endswith(f"{tmp_path / 'm'}\n")
+
+
+@pytest.mark.parametrize(
+    "bind", ["9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:9464", "host:port", ":9464"]
+)
+def test_a_bad_bind_address_is_refused_naming_the_variable(monkeypatch, bind):
+    monkeypatch.setenv("METRICS_BIND", bind)
+    with pytest.raises(ImproperlyConfigured, match="METRICS_BIND"):
+        env_address("METRICS_BIND")
+
+
+def test_bind_addresses_and_what_they_turn_on(monkeypatch, tmp_path):
+    monkeypatch.setenv("METRICS_BIND", "[::1]:9464")
+    assert env_address("METRICS_BIND") == ("::1", 9464)
+    monkeypatch.setenv("METRICS_BIND", " ")
+    assert env_address("METRICS_BIND") is None
+    assert load(tmp_path, METRICS_BIND="127.0.0.1:9464").stdout.startswith("True")  # metrics on
+    refused = load(tmp_path, METRICS_BIND="localhost")
+    assert refused.returncode != 0 and "METRICS_BIND" in refused.stderr  # a server would not start

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from analytics import otel_export
+from tests.monitoring.conftest import metrics_on  # noqa: F401 - a fixture for the /metrics counters
 
 
 class Receiver:

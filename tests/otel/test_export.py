@@ -9,13 +9,16 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from analytics import otel_export, otel_proto
 from analytics.ingest import write_log_batch
 from analytics.models import RequestLog
+from gateway.auth import key_cache, provider_cache
 from tests.analytics.records import log_record
+from tests.monitoring.conftest import scrape, value
 from tests.otel.conftest import attributes, wait_for
 from workspaces import services
 
@@ -49,6 +52,7 @@ def test_a_logged_request_becomes_a_genai_span(exporting, receiver, exporter):
         trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
         span_id="00f067aa0ba902b7",
         metadata={"_user": "alice", "environment": "production", "feature": "chat"},
+        finish_reasons=["stop", "length"],
     )
     wait_for(lambda: receiver.spans())
     assert exporter.flush()
@@ -58,6 +62,7 @@ def test_a_logged_request_becomes_a_genai_span(exporting, receiver, exporter):
     assert attrs["gen_ai.provider.name"] == attrs["gen_ai.system"] == "openai"
     assert attrs["gen_ai.request.model"] == attrs["gen_ai.response.model"] == "gpt-4o-mini"
     assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (120, 48)
+    assert attrs["gen_ai.response.finish_reasons"] == ["stop", "length"]
     assert attrs["http.response.status_code"] == 200
     assert attrs["portico.cost"] == pytest.approx(0.0000468)
     assert attrs["portico.log_id"] == record["id"]
@@ -91,6 +96,7 @@ def test_a_failed_request_is_an_error_span(exporting, receiver, exporter):
     assert attrs["http.response.status_code"] == 502
     assert attrs["error.type"] == "502"
     assert "portico.cost" not in attrs  # unknown price: no cost, not 0
+    assert "gen_ai.response.finish_reasons" not in attrs  # the log has none
 
 
 def test_a_config_routed_cache_hit_names_its_config_target_and_saving(exporting, receiver, exporter):
@@ -177,21 +183,39 @@ def test_the_collector_down_then_up_loses_no_log_and_delivers_after_recovery(exp
     assert {attributes(s)["portico.log_id"] for s in receiver.spans()} == {r["id"] for r in records}
 
 
-def test_a_failing_collector_drops_and_counts_after_the_retry_budget(exporting, receiver, exporter, settings):
+def counted(name: str, **labels: str) -> float:
+    """A counter of /metrics as a scrape has it (0 before its first increment)."""
+    return value(scrape(), name, **labels) or 0
+
+
+def test_a_failing_collector_drops_and_counts_after_the_retry_budget(
+    metrics_on, exporting, receiver, exporter, settings
+):
     settings.OTEL_EXPORT_RETRY_SECONDS = 0.5
     receiver.status = 503
     before = otel_export.export_counters["dropped_failed"]
+    scraped = counted("portico_otel_export_spans_total", result="dropped_failed")
+    retries = counted("portico_otel_export_retries_total")
     write_log_batch([log_record(exporting) for _ in range(5)])
     wait_for(lambda: otel_export.export_counters["dropped_failed"] - before == 5)
     assert RequestLog.objects.filter(workspace=exporting).count() == 5
+    # Visible where operators look: /metrics.
+    assert counted("portico_otel_export_spans_total", result="dropped_failed") - scraped == 5
+    assert counted("portico_otel_export_retries_total") > retries
 
 
-def test_a_500_is_not_retried_and_is_counted(exporting, receiver, exporter):
+def test_a_500_is_not_retried_and_is_counted(metrics_on, exporting, receiver, exporter):
     receiver.status = 500
     before = otel_export.export_counters["rejected"]
+    scraped = counted("portico_otel_export_spans_total", result="rejected")
     write_log_batch([log_record(exporting) for _ in range(3)])
     wait_for(lambda: otel_export.export_counters["rejected"] - before == 3)
     assert RequestLog.objects.filter(workspace=exporting).count() == 3
+    assert counted("portico_otel_export_spans_total", result="rejected") - scraped == 3
+    receiver.status = 200
+    exported = counted("portico_otel_export_spans_total", result="exported")
+    write(exporting)
+    wait_for(lambda: counted("portico_otel_export_spans_total", result="exported") - exported == 1)
 
 
 def test_a_slow_collector_does_not_slow_the_writer(exporting, receiver, exporter, settings):
@@ -276,3 +300,33 @@ def test_the_encoding_decodes_with_opentelemetry_proto():
         "reasons": ["stop", "length"],
     }
     assert (out.status.code, out.status.message) == (2, "boom")
+
+
+def test_a_request_through_the_gateway_reaches_the_collector_as_a_span(ws, gateway_url, upstream, receiver, exporter):
+    """End to end: the gateway logs a request, the writer stores it, its span reaches the
+    collector with what the request and the provider's answer said."""
+    key_cache.clear()
+    provider_cache.clear()
+    _, key = services.api_key_create(workspace=ws, name="ci")
+    services.provider_create(workspace=ws, slug="mock", base_url=upstream.base_url, api_key="sk-provider")
+    services.otel_export_update(workspace=ws, endpoint=receiver.url)
+    headers = {
+        "x-portkey-api-key": key,
+        "x-portkey-provider": "@mock",
+        "x-portkey-metadata": '{"environment": "production"}',
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    }
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": True}
+    with httpx.stream("POST", gateway_url + "/v1/chat/completions", json=body, headers=headers, timeout=10) as answer:
+        assert answer.status_code == 200
+        answer.read()
+    wait_for(lambda: receiver.spans(), timeout=15)
+    [span] = receiver.spans()
+    attrs = attributes(span)
+    assert attrs["portico.log_id"] == answer.headers["x-portico-log-id"]
+    assert attrs["gen_ai.response.finish_reasons"] == ["length"]  # the mock stopped at max_tokens
+    assert (attrs["gen_ai.usage.input_tokens"], attrs["gen_ai.usage.output_tokens"]) == (4, 3)
+    assert (attrs["gen_ai.request.model"], attrs["portico.metadata.environment"]) == ("gpt-4o-mini", "production")
+    assert attrs["portico.stream"] is True
+    assert span.trace_id.hex() == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span.parent_span_id.hex() == "00f067aa0ba902b7"

@@ -25,6 +25,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from analytics.models import ModelPrice, RequestLog
 from config.asgi import routes_to_gateway
+from tests.monitoring.conftest import scrape, value
 from workspaces import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -62,6 +63,9 @@ def post(live, body: bytes, content_type: str, **headers: str) -> httpx.Response
     )
 
 
+COUNTED = ("accepted", "ignored")  # /metrics' ingest counters
+
+
 def test_sdk_genai_spans_become_logs_with_tokens_cost_metadata_and_trace(live):
     provider, tracer = tracer_for(live, {"portico.metadata.environment": "staging", "telemetry.sdk.language": "python"})
     with tracer.start_as_current_span("workflow") as parent:  # not GenAI: ignored
@@ -72,6 +76,7 @@ def test_sdk_genai_spans_become_logs_with_tokens_cost_metadata_and_trace(live):
             span.set_attribute("gen_ai.response.model", "gpt-4o-mini-2024-07-18")
             span.set_attribute("gen_ai.usage.input_tokens", 1000)
             span.set_attribute("gen_ai.usage.output_tokens", 500)
+            span.set_attribute("gen_ai.response.finish_reasons", ["stop", "length"])
             span.set_attribute("portico.metadata.feature", "search")
             span.set_attribute("metadata.team", "growth")
             span.set_attribute("portico.metadata.priority", 3)  # typed: made a string
@@ -88,6 +93,7 @@ def test_sdk_genai_spans_become_logs_with_tokens_cost_metadata_and_trace(live):
     assert (log["trace_id"], log["span_id"], log["span_name"]) == (trace_id, span_id, "chat gpt-4o-mini")
     assert log["parent_span_id"] == format(parent.get_span_context().span_id, "016x")
     assert (log["status_code"], log["success"]) == (200, True)
+    assert log["finish_reasons"] == ["stop", "length"]
     assert log["latency_ms"] >= 20
     assert log["user"] == "carol"
     assert log["metadata"] == {
@@ -122,6 +128,8 @@ def test_openinference_and_openllmetry_attributes_and_errors(live):
         span.set_attribute("gen_ai.usage.prompt_tokens", 7)
         span.set_attribute("gen_ai.usage.completion_tokens", 2)
         span.set_attribute("http.response.status_code", 429)
+        span.set_attribute("gen_ai.completion.1.finish_reason", "length")  # OpenLLMetry: one per choice
+        span.set_attribute("gen_ai.completion.0.finish_reason", "stop")
         span.set_status(Status(StatusCode.ERROR, "rate limited"))
     provider.shutdown()
 
@@ -129,13 +137,15 @@ def test_openinference_and_openllmetry_attributes_and_errors(live):
     inference = logs["openai"]
     assert (inference["model"], inference["prompt_tokens"], inference["completion_tokens"]) == ("gpt-4o-mini", 10, 4)
     assert inference["metadata"]["feature"] == "faq"
+    assert inference["finish_reasons"] is None  # the span named none
     assert inference["cost"] == pytest.approx((10 * 0.15 + 4 * 0.6) / 1e6)
     failed = logs["anthropic"]
     assert (failed["status_code"], failed["success"], failed["cost"]) == (429, False, None)  # unknown price: null
+    assert failed["finish_reasons"] == ["stop", "length"]
     assert RequestLog.objects.get(id=failed["id"]).error_message == "rate limited"
 
 
-def test_json_encoding_is_accepted_and_answers_in_json(live):
+def test_json_encoding_is_accepted_and_answers_in_json(live, metrics_on):
     span = {
         "traceId": "5b8efff798038103d269b633813fc60c",
         "spanId": "eee19b7ec3c1b174",
@@ -152,12 +162,15 @@ def test_json_encoding_is_accepted_and_answers_in_json(live):
     }
     plain = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "aaa19b7ec3c1b174", "name": "GET /"}
     document = {"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"spans": [span, plain]}]}]}
+    before = {result: value(scrape(), "portico_otel_ingest_spans_total", result=result) or 0 for result in COUNTED}
     response = post(live, orjson.dumps(document), "application/json")
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["portico"]["accepted"] == 1 and body["portico"]["ignored"] == 1
     assert "1 span(s) without GenAI attributes ignored" in body["partialSuccess"]["errorMessage"]
     assert body["partialSuccess"]["rejectedSpans"] == 0
+    after = {result: value(scrape(), "portico_otel_ingest_spans_total", result=result) or 0 for result in COUNTED}
+    assert {result: after[result] - before[result] for result in COUNTED} == {"accepted": 1, "ignored": 1}
     [log] = rest_logs(live)
     assert (log["endpoint"], log["model"], log["prompt_tokens"]) == ("/embeddings", "text-embedding-3-small", 12)
     assert log["trace_id"] == "5b8efff798038103d269b633813fc60c"
@@ -180,12 +193,16 @@ def test_gzip_protobuf_from_a_collector_and_non_genai_spans_ignored(live):
     kv = span.attributes.add()
     kv.key, kv.value.string_value = "gen_ai.request.model", "gpt-4o-mini"
     body = gzip.compress(request.SerializeToString())
-    response = post(live, body, "application/x-protobuf", **{"content-encoding": "gzip"})
+    # A collector's baggage header: the lowest level of metadata, as on the gateway.
+    baggage = {"baggage": "team=platform,tenant=ignored;p=1"}
+    response = post(live, body, "application/x-protobuf", **{"content-encoding": "gzip"}, **baggage)
     assert response.status_code == 200
     answer = ExportTraceServiceResponse.FromString(response.content)
     assert answer.partial_success.rejected_spans == 0
     assert response.headers["x-portico-spans-accepted"] == "1"
-    assert len(rest_logs(live)) == 1
+    [log] = rest_logs(live)
+    assert log["metadata"]["team"] == "platform"
+    assert log["metadata"]["tenant"] == "acme-corp"  # the workspace's default wins over baggage
 
 
 def test_spans_the_schema_refuses_are_rejected_others_written(live):

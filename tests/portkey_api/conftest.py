@@ -44,6 +44,7 @@ def logs(workspace, api_key, hour):
             {
                 **ok,
                 "cost": "0.00010000",
+                "finish_reasons": ["stop"],
                 "latency_ms": 100.0,
                 "prompt_tokens": 10,
                 "completion_tokens": 5,

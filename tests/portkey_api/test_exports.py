@@ -87,14 +87,23 @@ def test_requested_data_and_filters_shape_the_file(api, client, logs, window):
     export_id = api.post(
         body={
             "filters": {**window, "metadata": {"environment": "staging"}, "status_code": "500"},
-            "requested_data": ["id", "response_status_code", "metadata"],
+            "requested_data": ["id", "response_status_code", "metadata", "finish_reasons"],
         }
     ).json()["id"]
     api.post(f"/{export_id}/start")
     rows = fetch(client, api.get(f"/{export_id}/download").json()["signed_url"])
     assert rows == [
-        {"id": logs[3]["id"], "response_status_code": 500, "metadata": {"_user": "bob", "environment": "staging"}}
+        {
+            "id": logs[3]["id"],
+            "response_status_code": 500,
+            "metadata": {"_user": "bob", "environment": "staging"},
+            "finish_reasons": None,  # a failed request: the answer named none
+        }
     ]
+    export_id = api.post(body={"filters": {**window, "status_code": "200"}, "requested_data": ["finish_reasons"]})
+    api.post(f"/{export_id.json()['id']}/start")
+    rows = fetch(client, api.get(f"/{export_id.json()['id']}/download").json()["signed_url"])
+    assert sorted(rows, key=str) == [{"finish_reasons": None}, {"finish_reasons": None}, {"finish_reasons": ["stop"]}]
 
 
 def test_bodies_are_exported_as_json(api, client, workspace, api_key, window, hour):

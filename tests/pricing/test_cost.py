@@ -22,7 +22,7 @@ from analytics.pricing import (
     load_price_book,
     price_usage,
 )
-from gateway.proxy import UsageTracker
+from gateway.usage import UsageTracker
 
 CATALOGUE = PriceBook({})
 

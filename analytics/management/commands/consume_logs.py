@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from analytics import pipeline
+from analytics.metrics_listener import start_metrics_listener
 
 
 class Command(BaseCommand):
@@ -29,6 +30,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         client = pipeline.redis_client()
         name = pipeline.consumer_name()
+        listener = start_metrics_listener()  # with METRICS_BIND: a candidate, like the servers
         self.stdout.write(f"Consuming {settings.LOG_STREAM_KEY} as {name} (Ctrl-C to stop).")
         total = 0
         # Short rounds so a signal is honoured within about a second; a batch being written
@@ -39,4 +41,6 @@ class Command(BaseCommand):
             except redis.RedisError as exc:
                 self.stderr.write(f"Redis unavailable ({type(exc).__name__}); retrying in 1 s.")
                 time.sleep(1)
+        if listener is not None:
+            listener.stop()
         self.stdout.write(f"Stopped after writing {total} log record(s).")

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('analytics', '0015_drop_seeded_prices'),
+        ('analytics', '0017_requestlog_finish_reasons'),
     ]
 
     operations = [

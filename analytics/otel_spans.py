@@ -1,0 +1,214 @@
+"""A stored log as an OpenTelemetry span (GenAI semantic conventions), encoded as OTLP protobuf
+bytes (analytics.otel_proto) for the exporter (analytics.otel_export).
+
+The README's "OpenTelemetry" section has the table of span fields; this module is its one
+implementation. Encoding runs in the exporter's background thread, never in the writer's
+transaction: the attributes most logs share (provider, model, endpoint, status, metadata values)
+are encoded once each and reused, so a span costs a few microseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from functools import lru_cache
+
+from analytics import otel_proto as pb
+
+INGESTED_SDK_VERSION = "otlp"  # RequestLog.sdk_version of logs made by OTLP ingest
+METADATA_PREFIX = "portico.metadata."
+SCOPE_NAME = "portico"
+SCOPE_VERSION = "1"
+# gen_ai.operation.name for the gateway's endpoints (GenAI semantic conventions).
+OPERATIONS = {
+    "chat/completions": "chat",
+    "messages": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+}
+_HEX = frozenset("0123456789abcdef")
+
+
+# --- Ids ---------------------------------------------------------------------------------
+
+
+def _hex_id(text: str, size: int) -> bytes | None:
+    value = text.strip().lower()
+    if len(value) == size * 2 and _HEX.issuperset(value) and value.strip("0"):
+        return bytes.fromhex(value)
+    return None
+
+
+def trace_id_bytes(text: str) -> tuple[bytes, bool]:
+    """(16-byte trace id, whether it was mapped). A W3C (32 hex) id is used as it is, a UUID
+    (the gateway's generated ids) by its 16 bytes; anything else (Portkey trace ids are free
+    text) maps deterministically to the first 16 bytes of its SHA-256, so every log of one
+    Portkey trace lands in one OTel trace."""
+    if (direct := _hex_id(text, 16)) is not None:
+        return direct, False
+    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+        try:
+            return bytes.fromhex(text.replace("-", "")), False  # a UUID's 16 bytes
+        except ValueError:
+            pass
+    return hashlib.sha256(text.encode("utf-8", "replace")).digest()[:16], True
+
+
+def span_id_bytes(text: str) -> tuple[bytes, bool]:
+    """(8-byte span id, whether it was mapped): 16 hex used as is, anything else hashed."""
+    if (direct := _hex_id(text, 8)) is not None:
+        return direct, False
+    return hashlib.sha256(b"span:" + text.encode("utf-8", "replace")).digest()[:8], True
+
+
+def _own_span_id(log_id: uuid.UUID) -> bytes:
+    # The random tail of the log's UUIDv7: unique per log and the same on every export.
+    tail = log_id.bytes[8:]
+    return tail if tail.strip(b"\0") else hashlib.sha256(log_id.bytes).digest()[:8]
+
+
+# --- Log row -> span ---------------------------------------------------------------------
+
+
+def _datetime_ns(value) -> int:
+    return int(value.timestamp()) * 1_000_000_000 + value.microsecond * 1000
+
+
+@lru_cache(maxsize=4096)
+def _common_attributes(
+    provider: str, model: str, endpoint: str, status_code: int, success: bool, cache_status: str, currency: str
+) -> tuple[bytes, str]:
+    """(the encoded attributes a log shares with many others, the operation name): most logs
+    repeat a few (provider, model, endpoint, status) combinations, encoded once each."""
+    operation_key = endpoint.lstrip("/").removeprefix("v1/")
+    operation = OPERATIONS.get(operation_key, operation_key or "chat")
+    attrs = [pb.string_attribute("gen_ai.operation.name", operation)]
+    if provider:
+        attrs.append(pb.string_attribute("gen_ai.provider.name", provider))
+        attrs.append(pb.string_attribute("gen_ai.system", provider))  # the older name, still widely read
+    if model:
+        # The log keeps one model (the request's, else the one the answer named).
+        attrs.append(pb.string_attribute("gen_ai.request.model", model))
+        attrs.append(pb.string_attribute("gen_ai.response.model", model))
+    attrs.append(pb.int_attribute("http.response.status_code", status_code))
+    attrs.append(pb.string_attribute("portico.endpoint", endpoint))
+    attrs.append(pb.string_attribute("portico.cache_status", cache_status))
+    if currency:
+        attrs.append(pb.string_attribute("portico.currency", currency))
+    if not success:
+        attrs.append(pb.string_attribute("error.type", str(status_code)))
+    return b"".join(attrs), operation
+
+
+_metadata_cache: dict[tuple, bytes] = {}
+
+
+def _metadata_attribute(key: str, value: object) -> bytes:
+    encoded = _metadata_cache.get((key, value))
+    if encoded is None:
+        encoded = pb.string_attribute(METADATA_PREFIX + str(key), value if type(value) is str else str(value))
+        if len(_metadata_cache) >= 50_000:
+            _metadata_cache.clear()
+        _metadata_cache[(key, value)] = encoded
+    return encoded
+
+
+_LOG_ID_HEADER = pb.attribute_header("portico.log_id", pb.STRING, 36)
+_finish_cache: dict[tuple, bytes] = {}
+
+
+def _finish_reasons_attribute(reasons: list) -> bytes:
+    # A handful of distinct lists (["stop"], ["length"], ...): encoded once each.
+    key = tuple(str(reason) for reason in reasons)
+    encoded = _finish_cache.get(key)
+    if encoded is None:
+        encoded = pb.string_array_attribute("gen_ai.response.finish_reasons", list(key))
+        if len(_finish_cache) >= 1000:
+            _finish_cache.clear()
+        _finish_cache[key] = encoded
+    return encoded
+
+
+def encode_span(row: dict) -> bytes:
+    """The span for one stored log (a coerced RequestLog row from analytics.ingest).
+
+    Ids: the trace is the log's trace id (mapped to 16 bytes when it is not hex, the original
+    kept as ``portico.trace_id``). The span's parent is the span the request carried: its
+    ``x-portkey-parent-span-id`` when given (then ``x-portkey-span-id`` is this span's own id),
+    else its ``traceparent`` / ``x-portkey-span-id`` span; the span's own id otherwise comes
+    from the log id.
+    """
+    log_id = row["id"]
+    attrs: list[bytes] = []
+    trace_text = row["trace_id"] or str(log_id)
+    trace_id, mapped = trace_id_bytes(trace_text)
+    if mapped:
+        attrs.append(pb.string_attribute("portico.trace_id", trace_text, unique=True))
+    carried_span, carried_parent = row["span_id"], row["parent_span_id"]
+    if carried_parent:
+        parent, parent_mapped = span_id_bytes(carried_parent)
+        own = span_id_bytes(carried_span)[0] if carried_span else _own_span_id(log_id)
+    elif carried_span:
+        parent, parent_mapped = span_id_bytes(carried_span)
+        own = _own_span_id(log_id)
+    else:
+        parent, parent_mapped, own = None, False, _own_span_id(log_id)
+    if carried_span:
+        attrs.append(pb.string_attribute("portico.span_id", carried_span, unique=True))
+    if parent_mapped and carried_parent:
+        attrs.append(pb.string_attribute("portico.parent_span_id", carried_parent))
+
+    model, status_code, cost = row["model"], row["status_code"], row["cost"]
+    common, operation = _common_attributes(
+        row["provider"],
+        model,
+        row["endpoint"],
+        status_code,
+        row["success"],
+        row["cache_status"],
+        row["currency"] if cost is not None else "",
+    )
+    attrs.append(common)
+    attrs.append(pb.int_attribute("gen_ai.usage.input_tokens", row["prompt_tokens"]))
+    attrs.append(pb.int_attribute("gen_ai.usage.output_tokens", row["completion_tokens"]))
+    if row["finish_reasons"]:
+        attrs.append(_finish_reasons_attribute(row["finish_reasons"]))
+    attrs.append(_LOG_ID_HEADER + str(log_id).encode())  # a UUID's text: always 36 ASCII bytes
+    if cost is not None:
+        attrs.append(pb.double_attribute("portico.cost", float(cost)))
+    if row["is_stream"]:
+        attrs.append(pb.bool_attribute("portico.stream", True))
+    if row["ttft_ms"] is not None:
+        attrs.append(pb.double_attribute("portico.ttft_ms", float(row["ttft_ms"])))
+    if row["retry_count"]:
+        attrs.append(pb.int_attribute("portico.retry_count", row["retry_count"]))
+    if row["config_id"]:
+        attrs.append(pb.string_attribute("portico.config_id", row["config_id"]))
+        attrs.append(pb.string_attribute("portico.last_used_option_index", row["last_used_option_index"]))
+        attrs.append(pb.int_attribute("portico.attempts", len(row["attempts"])))
+    if row["cache_saved_cost"] is not None:
+        attrs.append(pb.double_attribute("portico.cache_saved_cost", float(row["cache_saved_cost"])))
+    if row["user"]:
+        attrs.append(pb.string_attribute("enduser.id", row["user"]))
+    for key, value in row["metadata"].items():
+        attrs.append(_metadata_attribute(key, value))
+
+    message = ""
+    if row["success"]:
+        status = pb.STATUS_UNSET  # instrumentations leave successful spans UNSET
+    else:
+        status = pb.STATUS_ERROR
+        message = row["error_message"][:1024]
+    start_ns = _datetime_ns(row["created_at"])
+    end_ns = start_ns + int(row["latency_ms"] * 1_000_000)
+    return pb.span(
+        trace_id=trace_id,
+        span_id=own,
+        parent_span_id=parent,
+        name=row["span_name"] or f"{operation} {model}".strip(),
+        start_ns=start_ns,
+        end_ns=end_ns,
+        attributes=attrs,
+        status_code=status,
+        status_message=message,
+    )
