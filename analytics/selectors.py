@@ -20,6 +20,7 @@ from decimal import Decimal
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Case, F, Func, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import Combinable
@@ -292,8 +293,19 @@ def _postgres_blocks(queryset: QuerySet, *, export_format: str, workspace_slug: 
         position = last[0]
 
 
+def _compiled(rows: QuerySet) -> tuple[str, tuple] | None:
+    """The query's SQL and parameters; None when Django knows it matches nothing (a token range
+    past the column's maximum, ``prompt_token_min=99999999999``, compiles to EmptyResultSet,
+    which the ORM turns into no rows but raw SQL must be told about)."""
+    try:
+        return rows.query.sql_with_params()
+    except EmptyResultSet:
+        return None
+
+
 def _copy_csv(rows: QuerySet) -> bytes:
-    return _copy_statement(*rows.query.sql_with_params())
+    compiled = _compiled(rows)
+    return _copy_statement(*compiled) if compiled else b""
 
 
 def _copy_statement(sql: str, params: tuple, options: str = "") -> bytes:
@@ -314,7 +326,10 @@ def _json_lines(page: QuerySet, workspace_slug: str) -> bytes:
             columns[f"x_{name}"] = Value(workspace_slug, output_field=TextField())
         else:
             columns[f"x_{name}"] = F(name)
-    sql, params = page.annotate(**columns).values_list(*columns).query.sql_with_params()
+    compiled = _compiled(page.annotate(**columns).values_list(*columns))
+    if compiled is None:
+        return b""
+    sql, params = compiled
     renamed = ", ".join(f'i."x_{name}" AS "{name}"' for name in EXPORT_COLUMNS)
     # The inner query keeps its ORDER BY (a sorted subquery is not flattened). One CSV column
     # whose quote and delimiter are control characters, which JSON text never holds raw: COPY

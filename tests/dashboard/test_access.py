@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.urls import URLPattern, reverse
 
+from analytics import pricing
 from analytics.alerts import services as alert_services
 from dashboard import urls as dashboard_urls
 from workspaces import services
@@ -27,7 +29,7 @@ POST_ONLY = {
 # Pages only owners may open (the removal confirmation); members get a 403.
 OWNER_ONLY = {"settings_member_remove"}
 # Pages only owners and admins may open (a deletion confirmation); members get a 403.
-EDITOR_ONLY = {"settings_config_delete", "alert_rule_delete"}
+EDITOR_ONLY = {"settings_config_delete", "settings_price_delete", "alert_rule_delete"}
 EDITS = [
     "settings",
     "settings_validate",
@@ -38,6 +40,9 @@ EDITS = [
     "settings_configs",
     "settings_config_edit",
     "settings_config_delete",
+    "settings_prices",
+    "settings_price_edit",
+    "settings_price_delete",
     "alerts",
     "alert_rule_edit",
     "alert_rule_delete",
@@ -65,13 +70,16 @@ def ids(workspace, member, api_key, provider, logs):
         "provider_id": provider.id,
         "membership_id": workspace.memberships.get(user=member).id,
         "config_id": services.config_create(workspace=workspace, slug="cfg", config={"provider": "@mock"}).id,
+        "price_id": pricing.price_create(
+            workspace=workspace, model="gpt-4o", input_per_million=Decimal(2), output_per_million=Decimal(8)
+        ).id,
         "rule_id": alert_services.alert_rule_create(workspace=workspace, name="r", metric="spend", threshold=1)[0].id,
     }
 
 
 def test_every_workspace_route_is_covered():
     assert set(_workspace_routes()) >= {"overview", "logs", "log_rows", "log_detail", "summary", "audit"}
-    assert len(_workspace_routes()) == 30
+    assert len(_workspace_routes()) == 33
 
 
 @pytest.mark.parametrize("name", _workspace_routes())
