@@ -32,7 +32,11 @@ def pytest_configure(config):
     settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
     # A stream of the test run's own, so a developer's running stack is not disturbed.
     settings.LOG_STREAM_KEY = f"portico:test:{os.getpid()}:logs"
-    settings.REDIS_KEY_PREFIX = f"portico:test:{os.getpid()}"
+    run = f"portico:test:{os.getpid()}:{time.time_ns()}"
+    settings.REDIS_KEY_PREFIX = run
+    # Django's cache too: in Redis it outlives the run (form nonces keep 24 h), and a later
+    # run with a fresh database reuses the same primary keys, hence the same cache keys.
+    settings.CACHES = {alias: {**conf, "KEY_PREFIX": run} for alias, conf in settings.CACHES.items()}
 
 
 def pytest_collection_modifyitems(config, items):
