@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run manage test lint format venv bench clean
+.PHONY: run manage test test-fast lint format venv bench clean
 
 venv: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ manage: venv
 # The whole test suite against whatever DATABASE_URL / REDIS_URL say (default: embedded SQLite).
 test: venv
 	$(BIN)/pytest
+
+# The same without the browser tests and the fault drills (tests/browser, tests/reliability):
+# the quick loop while developing. CI runs the whole suite (make test).
+test-fast: venv
+	$(BIN)/pytest -m "not browser and not reliability"
 
 lint: venv
 	$(BIN)/ruff check .

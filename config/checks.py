@@ -69,7 +69,7 @@ def warn_at_startup() -> None:
     development secret (settings.DEV_SECRET_KEY_FILE)."""
     if settings.REDIS_URL and (warning := redis_persistence_warning(settings.REDIS_URL, timeout_s=1.0)):
         logger.warning("%s %s %s", warning.id, warning.msg, warning.hint)
-    if settings.USES_DEV_SECRET_KEY and not (settings.DEBUG or settings.TESTING):
+    if settings.USES_DEV_SECRET_KEY and not settings.DEBUG:
         logger.warning(
             "SECRET_KEY is not set: using this checkout's development secret %s. Set SECRET_KEY in production.",
             settings.DEV_SECRET_KEY_FILE,

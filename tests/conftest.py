@@ -32,6 +32,9 @@ def pytest_configure(config):
     settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
     # A stream of the test run's own, so a developer's running stack is not disturbed.
     settings.LOG_STREAM_KEY = f"portico:test:{os.getpid()}:logs"
+    # Static files as production serves them (hashed names from the manifest), collected once
+    # per run into a folder of the run's own (see collected_static below).
+    settings.STATIC_ROOT = Path(tempfile.mkdtemp(prefix="portico-test-static-"))
     run = f"portico:test:{os.getpid()}:{time.time_ns()}"
     settings.REDIS_KEY_PREFIX = run
     # Django's cache too: in Redis it outlives the run (form nonces keep 24 h), and a later
@@ -45,10 +48,22 @@ def pytest_collection_modifyitems(config, items):
     skip_pg = pytest.mark.skip(reason="needs DATABASE_URL=postgres://... (embedded pass)")
     skip_redis = pytest.mark.skip(reason="needs REDIS_URL (embedded pass)")
     for item in items:
+        # `make test-fast` deselects these two folders by marker, whatever a test file declares.
+        folder = Path(str(item.path)).parent.name
+        if folder in ("browser", "reliability"):
+            item.add_marker(getattr(pytest.mark, folder))
         if "postgres" in item.keywords and not USES_POSTGRES:
             item.add_marker(skip_pg)
         if "redis" in item.keywords and not USES_REDIS:
             item.add_marker(skip_redis)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def collected_static():
+    """`collectstatic`, as a deployment runs it: pages link the manifest's hashed names."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 @pytest.fixture

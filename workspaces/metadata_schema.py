@@ -8,7 +8,6 @@ import re
 from functools import lru_cache
 
 import orjson
-from django.core.exceptions import ValidationError
 from jsonschema import Draft7Validator
 
 MAX_VALUE_LENGTH = 128
@@ -76,12 +75,6 @@ def schema_errors(schema: object) -> list[str]:
 
 def _value_errors(value: str, prop: dict) -> list[str]:
     return [e.message for e in Draft7Validator({**prop, "type": "string"}).iter_errors(value)]
-
-
-def validate_schema(schema: object) -> None:
-    errors = schema_errors(schema)
-    if errors:
-        raise ValidationError(errors)
 
 
 @lru_cache(maxsize=1024)

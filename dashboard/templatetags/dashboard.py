@@ -96,14 +96,6 @@ def sort_link(params: QueryDict, column: str, current: str, desc: bool) -> str:
 
 
 @register.filter
-def aria_sort(column: str, state: str) -> str:
-    current, _, direction = state.partition(":")
-    if column != current:
-        return "none"
-    return "descending" if direction == "desc" else "ascending"
-
-
-@register.filter
 def compact(value: object) -> str:
     """1234 -> 1.2k, 2500000 -> 2.5M."""
     if value is None:

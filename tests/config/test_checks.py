@@ -4,7 +4,6 @@ nothing on disk: a Redis restart would lose the log batches no worker has writte
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from django.core.checks import registry
 
 from bench.stack import RedisServer, free_port
 from config.checks import NO_PERSISTENCE, SNAPSHOTS_ONLY, redis_persistence_warning, warn_at_startup
+from tests.envs import deployment_env
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -74,7 +74,7 @@ def test_the_server_logs_the_warning_at_start_up(settings, redis_server, caplog)
 
 
 def test_manage_py_check_deploy_reports_it(tmp_path, redis_server):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTEST_VERSION")}
+    env = deployment_env("DATABASE_URL")
     env.update(
         DEBUG="false",
         SECRET_KEY="a-long-random-production-secret-" + "x" * 40,
@@ -97,7 +97,7 @@ def test_manage_py_check_deploy_reports_it(tmp_path, redis_server):
 
 def test_a_production_server_on_the_development_secret_says_so(settings, caplog):
     settings.REDIS_URL = ""
-    settings.DEBUG = settings.TESTING = False
+    settings.DEBUG = False
     settings.USES_DEV_SECRET_KEY = True
     with caplog.at_level(logging.WARNING, logger="config.checks"):
         warn_at_startup()

@@ -16,6 +16,7 @@ import yaml
 from cryptography.fernet import Fernet
 
 from config.celery import HeartbeatScheduler, app
+from tests.envs import deployment_env
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,7 @@ def free_port() -> int:
 
 def test_the_web_healthcheck_passes_under_production_settings(tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PYTEST_VERSION", "DEBUG")}
+    env = deployment_env("DATABASE_URL", "REDIS_URL", "DEBUG")
     env.update(
         DEBUG="false",
         SECRET_KEY="a-long-random-production-secret-" + "x" * 40,

@@ -4,7 +4,6 @@ server process when there is no Redis, once per deployment however many workers 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from analytics.ingest import write_log_batch
 from analytics.models import RequestLog
 from config.scheduler import EmbeddedScheduler, Job, beat_jobs, start_embedded_scheduler
 from tests.analytics.records import log_record
+from tests.envs import deployment_env
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -113,7 +113,7 @@ def test_it_does_not_start_when_redis_is_configured(settings, tmp_path):
 def test_a_server_runs_one_scheduler_and_stops_it_cleanly(tmp_path, workers):
     """uvicorn in embedded mode: every worker starts a scheduler thread, one runs the jobs, and
     a SIGTERM shuts the server down without an error."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PYTEST_VERSION")}
+    env = deployment_env("DATABASE_URL", "REDIS_URL")
     env.update(DEBUG="true", PORTICO_VAR_DIR=str(tmp_path), LOG_LEVEL="info")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

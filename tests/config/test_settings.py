@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.envs import SUITE_OVERRIDES
+
 BASE_DIR = Path(__file__).resolve().parents[2]
 LOAD_SETTINGS = (
     "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'])"
@@ -29,7 +31,7 @@ CHECKED = [
     "LOG_BATCH_SIZE",
     "LOG_LEVEL",
     "SECURE_HSTS_SECONDS",
-    "PYTEST_VERSION",  # its presence turns on the test suite's development defaults
+    *SUITE_OVERRIDES,  # the test suite's own environment (pytest.ini)
 ]
 
 
@@ -177,3 +179,10 @@ def test_api_docs_work_without_inline_scripts(client):
     html = page.content.decode()
     assert "<script>" not in html.replace(" ", "")
     assert "cdn" not in html.lower()
+
+
+def test_the_suite_overrides_only_what_tests_envs_lists(pytestconfig):
+    """Subprocess tests strip exactly the suite's overrides to start a process as deployed."""
+    names = [line.split("=", 1)[0].strip() for line in pytestconfig.getini("env") if line.strip()]
+    assert sorted(names) == sorted(SUITE_OVERRIDES)
+    assert all(os.environ.get(name) is not None for name in names)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from analytics.metrics_listener import LOCK_NAME, MetricsListener
+from tests.envs import deployment_env
 from tests.monitoring.conftest import TOKEN, value
 from tests.monitoring.test_multiprocess import Child
 
@@ -101,7 +102,7 @@ def test_the_main_servers_metrics_path_is_404_with_a_bind_address(client, settin
 def test_uvicorn_workers_elect_one_listener_that_serves_every_process(tmp_path):
     """Two uvicorn workers: one binds METRICS_BIND; a real scrape there sees the values another
     process wrote to the shared directory; the main port's /metrics is a 404."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PYTEST_VERSION")}
+    env = deployment_env("DATABASE_URL", "REDIS_URL")
     env = {k: v for k, v in env.items() if not k.startswith(("METRICS_", "PROMETHEUS_"))}
     metrics_port, port = free_port(), free_port()
     env.update(DEBUG="true", PORTICO_VAR_DIR=str(tmp_path), LOG_LEVEL="info", METRICS_BIND=f"127.0.0.1:{metrics_port}")
@@ -159,7 +160,7 @@ def test_a_forked_child_lets_go_of_the_lock_and_the_socket(db, listeners):
 def test_a_celery_workers_main_process_serves_and_its_pool_keeps_nothing(tmp_path, settings):
     """A host running only Celery workers has its metrics served too; when the worker's main
     process dies, its pool processes hold neither the port nor the lock."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTEST_VERSION")}
+    env = deployment_env("DATABASE_URL")
     env = {k: v for k, v in env.items() if not k.startswith(("METRICS_", "PROMETHEUS_"))}
     metrics_port = free_port()
     env.update(DEBUG="true", PORTICO_VAR_DIR=str(tmp_path), METRICS_BIND=f"127.0.0.1:{metrics_port}")
