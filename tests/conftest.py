@@ -66,6 +66,24 @@ def collected_static():
     call_command("collectstatic", interactive=False, verbosity=0)
 
 
+@pytest.fixture(scope="session")
+def live_server(request, collected_static):
+    """pytest-django's live server, serving static files as a deployment does: WhiteNoise from
+    the collected STATIC_ROOT. (pytest-django wraps the app in Django's test handler, which
+    serves the source files under their plain names and 404s the manifest's hashed ones.)"""
+    from django.contrib.staticfiles import handlers
+    from pytest_django.live_server_helper import LiveServer
+
+    test_handler = handlers.StaticFilesHandler
+    handlers.StaticFilesHandler = lambda application: application
+    try:
+        server = LiveServer(request.config.getvalue("liveserver") or "localhost")
+    finally:
+        handlers.StaticFilesHandler = test_handler
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def owner(django_user_model):
     return django_user_model.objects.create_user("owner", "owner@example.com", "owner-pass-123")
