@@ -47,7 +47,7 @@ class RequestLog(models.Model):
     # defaults too, so writers that name columns (bench/analytics_data.py's COPY) still insert.
     # Whatever the provider's shape, prompt_tokens INCLUDES cached reads, cache writes and audio input
     # (OpenAI's convention; Anthropic's input_tokens excludes cache reads/writes and is
-    # normalised by gateway.usage.UsageTracker), and completion_tokens includes reasoning and
+    # normalised by analytics.usage.UsageTracker), and completion_tokens includes reasoning and
     # audio output.
     cached_prompt_tokens = models.PositiveIntegerField(
         default=0, db_default=0, help_text="Prompt tokens read from the cache."

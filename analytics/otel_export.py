@@ -19,7 +19,7 @@ the log write; what it costs is bounded:
 - nothing here raises into the writer: ``enqueue`` catches everything and counts it.
 
 The HTTP client is the standard library's ``http.client`` behind the SSRF guard
-(gateway.netguard): the endpoint is checked with ``check_url``, every address the host resolves
+(workspaces.upstream.netguard): the endpoint is checked with ``check_url``, every address the host resolves
 to is checked before connecting, and redirects are never followed. Not the SDK's
 OTLPSpanExporter: it posts through ``requests`` (which follows redirects and resolves names
 outside the guard), wants SDK span objects per log (~10x the encoding cost) and is one pipeline
@@ -48,7 +48,7 @@ from analytics import otel_metrics
 from analytics import otel_proto as pb
 from analytics.otel_http import GuardedPoster
 from analytics.otel_spans import INGESTED_SDK_VERSION, SCOPE_NAME, SCOPE_VERSION, encode_span
-from gateway.netguard import BlockedUpstreamError
+from workspaces.upstream.netguard import BlockedUpstreamError
 
 logger = logging.getLogger(__name__)
 

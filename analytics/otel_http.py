@@ -1,5 +1,5 @@
 """The exporter's HTTP client: the standard library's ``http.client`` behind the SSRF guard
-(gateway.netguard). The endpoint is checked with ``check_url`` (IP literals), every address its
+(workspaces.upstream.netguard). The endpoint is checked with ``check_url`` (IP literals), every address its
 host resolves to is checked before connecting (so a name that resolves, or re-resolves, to an
 internal address is refused), and redirects are never followed (http.client does not)."""
 
@@ -10,7 +10,7 @@ import socket
 import ssl
 from urllib.parse import urlsplit
 
-from gateway.netguard import BlockedUpstreamError, check_url, is_blocked
+from workspaces.upstream.netguard import BlockedUpstreamError, check_url, is_blocked
 
 
 def _guarded_connection(host: str):

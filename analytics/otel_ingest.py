@@ -8,7 +8,7 @@ the older ``llm.*``) and OpenInference (``llm.model_name``, ``llm.token_count.*`
 ``openinference.span.kind``). Other spans (HTTP handlers, database calls, workflow steps) are
 ignored and counted.
 
-Metadata goes through ``gateway.metadata.resolve_metadata`` with the API key's and workspace's
+Metadata goes through ``workspaces.metadata.resolve_metadata`` with the API key's and workspace's
 defaults and schemas, in lenient mode (attribute values are typed: numbers and booleans become
 strings, over-long values are cut, and the log records what changed), with the sources mapped
 onto the gateway's:
@@ -45,9 +45,9 @@ from analytics.ingest import write_log_batch
 from analytics.otel_decode import OtlpError, SpanIn
 from analytics.otel_spans import INGESTED_SDK_VERSION
 from analytics.pricing import PriceBook, TokenCount, load_price_book, price_usage
-from gateway.errors import GatewayError
-from gateway.metadata import resolve_metadata
-from gateway.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS
+from analytics.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS
+from workspaces.errors import GatewayError
+from workspaces.metadata import resolve_metadata
 from workspaces.models import ApiKey
 
 # Process-wide counters (spans): accepted, ignored (not GenAI), rejected.

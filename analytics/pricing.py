@@ -79,7 +79,7 @@ class Rates(NamedTuple):
 
 
 class TokenCounts(Protocol):
-    """What compute_cost reads (gateway.usage.UsageTracker and RequestLog both have it)."""
+    """What compute_cost reads (analytics.usage.UsageTracker and RequestLog both have it)."""
 
     prompt_tokens: int
     completion_tokens: int

@@ -21,11 +21,11 @@ from analytics.ids import new_uuid7
 from analytics.ingest import write_log_batch
 from analytics.models import Feedback
 from analytics.pricing import PriceBook, load_price_book, price_usage
-from gateway.errors import GatewayError
-from gateway.metadata import HEADER as METADATA_HEADER
-from gateway.metadata import MetadataPolicy, resolve_metadata
+from analytics.usage import UsageTracker
 from gateway.proxy import redact_headers
-from gateway.usage import UsageTracker
+from workspaces.errors import GatewayError
+from workspaces.metadata import HEADER as METADATA_HEADER
+from workspaces.metadata import MetadataPolicy, resolve_metadata
 from workspaces.models import ApiKey, Workspace
 
 # Metadata keys that carry tracing fields in Portkey's custom logs (both spellings).

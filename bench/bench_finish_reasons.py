@@ -1,5 +1,5 @@
 """What reading finish reasons costs the gateway per answer, measured in one run, interleaved:
-each answer shape read the way the gateway reads it now (``gateway.usage`` and the provider
+each answer shape read the way the gateway reads it now (``analytics.usage`` and the provider
 trackers: usage, model and finish reasons) and the way it read it before finish reasons were
 kept (``before``: the same classes with the finish-reason reading taken out, the chat chunk
 filter as it was). Shapes: an OpenAI chat body; chat and completions streams (20 content chunks,
@@ -32,11 +32,11 @@ django.setup()
 
 import orjson  # noqa: E402
 
+from analytics.usage import _TEXT_DELTA, StreamRelay, UsageTracker  # noqa: E402
 from bench.mock_providers import anthropic_stream_events, gemini_chunk  # noqa: E402
 from bench.mock_upstream import chat_stream_events, completion_stream_events, response_stream_events  # noqa: E402
 from gateway import anthropic_translate  # noqa: E402
 from gateway.providers import AnthropicUsage, GeminiStreamRelay, GeminiUsage  # noqa: E402
-from gateway.usage import _TEXT_DELTA, StreamRelay, UsageTracker  # noqa: E402
 
 PIECES = tuple(f" word{i}" for i in range(20))
 HEAD = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}

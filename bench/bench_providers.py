@@ -40,9 +40,9 @@ django.setup()
 
 import orjson  # noqa: E402
 
+from analytics.usage import UsageTracker  # noqa: E402
 from gateway import anthropic_translate, providers, proxy  # noqa: E402
 from gateway.auth import ProviderSnapshot  # noqa: E402
-from gateway.usage import UsageTracker  # noqa: E402
 
 HEADERS = {
     "host": "127.0.0.1:8000",

@@ -21,7 +21,7 @@ import time
 import orjson
 
 from config.parsing import InvalidParameter, parse_int
-from gateway.errors import GatewayError
+from workspaces.errors import GatewayError
 
 DEFAULT_MAX_TOKENS = 4096
 STOP_REASONS = {
@@ -345,7 +345,7 @@ _DONE = b"data: [DONE]\n\n"
 
 class ChatStreamTranslator:
     """Anthropic Messages SSE in, chat.completion.chunk SSE out; a drop-in for
-    gateway.usage.StreamRelay (feed/tail/done/first_chunk_at/captured/error). Usage is read into
+    analytics.usage.StreamRelay (feed/tail/done/first_chunk_at/captured/error). Usage is read into
     ``tracker`` (an AnthropicUsage) from message_start and message_delta; with ``include_usage``
     the client gets OpenAI's usage chunk (empty choices) before ``[DONE]``. An ``error`` event
     mid-stream ends it as OpenAI's API ends a failed stream: one ``{"error": {...}}`` chunk, no

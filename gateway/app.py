@@ -32,16 +32,17 @@ from django.db import connections
 from yarl import URL
 
 from analytics.ids import new_uuid7
+from analytics.usage import UsageTracker
 from config.parsing import InvalidParameter, parse_int
-from gateway import netguard, providers, proxy, routing
+from gateway import providers, proxy, routing
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authenticate_cached, provider_cache
-from gateway.errors import GatewayError
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
-from gateway.metadata import MetadataError, resolve_metadata
 from gateway.pricing import cached_price, price_of
 from gateway.response_cache import response_cache
-from gateway.usage import UsageTracker
+from workspaces.errors import GatewayError
+from workspaces.metadata import MetadataError, resolve_metadata
+from workspaces.upstream import netguard
 
 log = logging.getLogger("portico.gateway")
 

@@ -19,10 +19,10 @@ from django.db.models import Case, IntegerField, Q, Value, When
 from django.utils import timezone
 
 from config.parsing import InvalidParameter
-from gateway.configs import Config, parse_config
-from gateway.errors import GatewayError
-from gateway.metadata import MetadataPolicy
 from workspaces import keys
+from workspaces.configs import Config, parse_config
+from workspaces.errors import GatewayError
+from workspaces.metadata import MetadataPolicy
 from workspaces.models import ApiKey, Provider, RoutingConfig
 
 

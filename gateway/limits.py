@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Sum
 
-from gateway.errors import GatewayError
+from workspaces.errors import GatewayError
 
 log = logging.getLogger("portico.gateway.limits")
 _PERIOD_SECONDS = {"day": 2 * 86400, "month": 32 * 86400}

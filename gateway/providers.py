@@ -28,10 +28,10 @@ from urllib.parse import quote
 
 import orjson
 
+from analytics.usage import StreamRelay, UsageTracker
 from gateway import anthropic_translate, proxy
 from gateway.auth import ProviderSnapshot
-from gateway.errors import GatewayError
-from gateway.usage import StreamRelay, UsageTracker
+from workspaces.errors import GatewayError
 
 OPENAI = "openai"
 AZURE_OPENAI = "azure-openai"

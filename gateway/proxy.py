@@ -1,5 +1,5 @@
 """Upstream forwarding: request headers in, response relayed out (the answer is read for the
-log by gateway/usage.py as it passes).
+log by analytics/usage.py as it passes).
 
 Bodies are forwarded byte for byte; the one exception is a streaming request that did not
 ask for usage, where ``stream_options.include_usage`` is added so the log gets token counts,
@@ -23,8 +23,8 @@ import aiohttp
 import httptools
 from yarl import URL
 
-from gateway import netguard
-from gateway.usage import StreamRelay
+from analytics.usage import StreamRelay
+from workspaces.upstream import netguard
 
 Send = Callable[[dict], Awaitable[None]]
 

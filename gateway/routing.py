@@ -1,4 +1,4 @@
-"""Executes a Portkey config (gateway.configs) for one request: retries, fallback,
+"""Executes a Portkey config (workspaces.configs) for one request: retries, fallback,
 loadbalance, simple cache, per-target timeout and body overrides.
 
 Every attempt goes through ``GatewayApp._forward``, the function the plain path uses, with
@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from analytics.usage import UsageTracker
 from config.parsing import InvalidParameter, parse_int
 from gateway.auth import ProviderSnapshot, config_cache
-from gateway.configs import HEADER, Config, Group, Target, inline_config, is_inline
-from gateway.errors import GatewayError
 from gateway.response_cache import CachedAnswer, cache_key, response_cache
-from gateway.usage import UsageTracker
+from workspaces.configs import HEADER, Config, Group, Target, inline_config, is_inline
+from workspaces.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway.app import GatewayApp, RequestContext

@@ -209,7 +209,7 @@ class Provider(models.Model):
         return f"@{self.slug}"
 
     def clean(self) -> None:
-        from gateway.netguard import BlockedUpstreamError, check_url, clean_upstream_base
+        from workspaces.upstream.netguard import BlockedUpstreamError, check_url, clean_upstream_base
 
         try:
             # The same shape rules as x-portkey-custom-host (no credentials, query or dot
@@ -320,7 +320,7 @@ class OtelExport(models.Model):
         return f"{self.workspace} -> {self.endpoint}"
 
     def clean(self) -> None:
-        from gateway.netguard import BlockedUpstreamError, check_url
+        from workspaces.upstream.netguard import BlockedUpstreamError, check_url
 
         if not (self.endpoint or "").lower().startswith(("http://", "https://")):
             raise ValidationError({"endpoint": "Enter an http:// or https:// URL."})
@@ -369,7 +369,7 @@ class RoutingConfig(models.Model):
     def clean(self) -> None:
         # Imported here like Provider.clean's netguard: the gateway's one config parser (pure
         # Python, no import back into this app) decides what a valid config is.
-        from gateway.configs import parse_config, provider_slugs
+        from workspaces.configs import parse_config, provider_slugs
 
         errors = {}
         if self.slug and self.slug.startswith("pc-"):

@@ -1,6 +1,6 @@
 """Delivering alert events: signed webhooks and e-mails, every attempt recorded.
 
-Webhooks are POSTed through the gateway's guarded client (gateway.probe.post_upstream: the SSRF
+Webhooks are POSTed through the gateway's guarded client (workspaces.upstream.probe.post_upstream: the SSRF
 guard on the address actually connected to, no redirect followed) with the event's JSON payload
 and these headers:
 
@@ -153,7 +153,7 @@ def _retry_or_finish(delivery: AlertDelivery, *, retryable: bool, now: datetime)
 
 def _send_webhook(delivery: AlertDelivery) -> tuple[int | None, str, bool]:
     """(status code, error or "", retryable)."""
-    from gateway.probe import post_upstream
+    from workspaces.upstream.probe import post_upstream
 
     event, rule = delivery.event, delivery.event.rule
     body = orjson.dumps(event.payload)

@@ -178,7 +178,7 @@ def breaches(value: float | None, comparison: str, threshold: Decimal | float) -
 
 
 def clean_webhook_urls(urls: object) -> list[str]:
-    from gateway.netguard import BlockedUpstreamError, check_url
+    from workspaces.upstream.netguard import BlockedUpstreamError, check_url
 
     if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
         raise ValidationError({"webhook_urls": "Give a list of URLs."})

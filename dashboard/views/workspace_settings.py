@@ -326,7 +326,7 @@ def check_provider(provider: Provider) -> tuple[bool, str]:
     and a redirect is reported, not followed (it would carry the secret to another host). Each
     provider kind is asked with its own credential header."""
     from gateway import providers
-    from gateway.probe import probe_upstream
+    from workspaces.upstream.probe import probe_upstream
 
     url, credentials = providers.probe_request(
         provider.kind, provider.base_url, provider.get_secret() if provider.has_secret else "", provider.api_version

@@ -51,6 +51,7 @@ def chromium_missing() -> bool:
     return not (shutil.which(CHROMIUM) or Path(CHROMIUM).is_file())
 
 
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: make test-fast needs no Chromium
 def pytest_collection_modifyitems(session, config, items):
     # One clear stop instead of an error per test: browser tests never skip, and a newcomer
     # running `make test` needs the install command, not a wall of fixture failures.

@@ -1,4 +1,4 @@
-"""gateway.configs: what a config may say, what it inherits, and the 400 for everything else
+"""workspaces.configs: what a config may say, what it inherits, and the 400 for everything else
 (naming the field, never ignoring it)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from config.parsing import InvalidParameter
-from gateway.configs import DEFAULT_RETRY_CODES, Group, Target, inline_config, parse_config, parse_inline
+from workspaces.configs import DEFAULT_RETRY_CODES, Group, Target, inline_config, parse_config, parse_inline
 
 
 def refused(doc: object) -> InvalidParameter:

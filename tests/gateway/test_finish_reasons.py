@@ -4,7 +4,7 @@ spacing, a reason and usage in one chunk, Responses events without usage, and th
 
 from __future__ import annotations
 
-from gateway.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS, StreamRelay, UsageTracker
+from analytics.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS, StreamRelay, UsageTracker
 
 
 def relay(*events: bytes) -> UsageTracker:

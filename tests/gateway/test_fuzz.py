@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.auth import key_cache
-from gateway.metadata import MetadataError, MetadataPolicy, resolve_metadata
 from workspaces import services
+from workspaces.metadata import MetadataError, MetadataPolicy, resolve_metadata
 
 json_values = st.recursive(
     st.none()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.errors import GatewayError
-from gateway.metadata import MetadataPolicy, parse_baggage, resolve_metadata
+from workspaces.errors import GatewayError
+from workspaces.metadata import MetadataPolicy, parse_baggage, resolve_metadata
 
 
 def resolve(header=None, *, user=None, mapped=None, baggage=None, policy=None, **kw):

@@ -10,9 +10,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from yarl import URL
 
-from gateway import netguard
 from gateway.proxy import UpstreamClient
 from workspaces import services
+from workspaces.upstream import netguard
 
 EMBEDDED_LOOPBACK = [
     "::127.0.0.1",  # IPv4-compatible

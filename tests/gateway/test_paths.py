@@ -13,9 +13,9 @@ import orjson
 import pytest
 from yarl import URL
 
-from gateway import netguard
 from gateway.auth import provider_cache
 from gateway.proxy import UpstreamClient
+from workspaces.upstream import netguard
 
 ESCAPES = [
     "/v1/../_mock/stats",

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from gateway.usage import StreamRelay, UsageTracker
+from analytics.usage import StreamRelay, UsageTracker
 
 # gpt-4o-mini: $0.15 input, $0.60 output per million tokens (analytics/pricing.json).
 COST_2_IN_5_OUT = Decimal("0.0000033")

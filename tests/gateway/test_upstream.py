@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from gateway import netguard
 from gateway.proxy import UpstreamClient
+from workspaces.upstream import netguard
 
 OK_JSON = b'{"ok":true}'
 

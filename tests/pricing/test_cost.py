@@ -22,7 +22,7 @@ from analytics.pricing import (
     load_price_book,
     price_usage,
 )
-from gateway.usage import UsageTracker
+from analytics.usage import UsageTracker
 
 CATALOGUE = PriceBook({})
 

@@ -8,7 +8,7 @@ import pytest
 
 from gateway import providers
 from gateway.auth import ProviderSnapshot
-from gateway.errors import GatewayError
+from workspaces.errors import GatewayError
 
 CLIENT = {
     "authorization": "Bearer sk-client",

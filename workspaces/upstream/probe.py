@@ -15,7 +15,8 @@ import aiohttp
 from asgiref.sync import async_to_sync
 from yarl import URL
 
-from gateway import netguard, proxy
+from gateway import proxy
+from workspaces.upstream import netguard
 
 
 @dataclass(frozen=True)

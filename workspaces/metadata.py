@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from gateway.errors import GatewayError
+from workspaces.errors import GatewayError
 from workspaces.metadata_schema import MAX_VALUE_LENGTH, apply_defaults, format_errors, metadata_errors
 
 HEADER = "x-portkey-metadata"

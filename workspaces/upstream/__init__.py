@@ -1,0 +1,1 @@
+"""How Portico reaches upstream providers: the SSRF guard and the guarded HTTP client."""
