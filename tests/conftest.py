@@ -4,18 +4,17 @@ provider. Services are used to build them so tests go through the same code as u
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import uvicorn
 from django.conf import settings
 from django.db import connections
 from django.db.backends.signals import connection_created
 
 from bench.mock_upstream import MockUpstream
+from tests.servers import serve_asgi
 from workspaces import services
 from workspaces.models import Membership
 
@@ -177,18 +176,5 @@ def log_consumer():
 def gateway_url(log_consumer):
     from config.asgi import application
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(application, lifespan="on", log_level="warning", loop="asyncio", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "gateway server did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(application) as url:
+        yield url

@@ -4,15 +4,12 @@ so the /v1 routing between the gateway app and Django is exercised too."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import httpx
 import pytest
-import uvicorn
 from django.db import connections
 from portkey_ai import Portkey
+
+from tests.servers import serve_asgi
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +21,9 @@ def server_url():
     settings = connections.settings["default"]
     max_age, settings["CONN_MAX_AGE"] = settings.get("CONN_MAX_AGE", 0), 0
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
     # No lifespan: these paths are Django's; the gateway's own start-up is not needed here.
-    config = uvicorn.Config(application, lifespan="off", log_level="warning", loop="asyncio", http="h11")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "server did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_asgi(application, lifespan="off") as url:
+        yield url
     settings["CONN_MAX_AGE"] = max_age
 
 
