@@ -470,7 +470,3 @@ class LogFilter(django_filters.FilterSet):
             provider, _, model = item.partition("__")
             pairs |= Q(provider=provider, model=model) if model else Q(provider=provider)
         return queryset.filter(pairs)
-
-    @classmethod
-    def parameter_names(cls) -> list[str]:
-        return list(cls.base_filters)

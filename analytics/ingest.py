@@ -4,8 +4,8 @@
 fallback and by the spool replayer. Delivery upstream is at-least-once, so the write is
 idempotent on the record id: a batch written twice inserts nothing the second time.
 
-Records are the gateway's JSON-serialisable dicts (see DESIGN.md, "The log pipeline"). They are
-coerced here, defensively: a record that cannot be stored is skipped and counted, never allowed
+Records are analytics.logrecord.LogRecord dicts, as JSON from other processes (DESIGN.md, "The
+log pipeline"). They are coerced defensively (analytics.log_rows): a record that cannot be stored is skipped and counted, never allowed
 to fail the batch it travels in. On Postgres the records already stored are looked up and the
 rest COPY'd straight into the log table; if a concurrent writer stored some of them meanwhile
 (the COPY hits the primary key), that is undone and the batch goes through a temporary table
@@ -19,22 +19,18 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
-import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from functools import partial
-from typing import Any
 
-import orjson
 import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from analytics import dashboard_cache, health, otel_export, rollups
+from analytics import dashboard_cache, health, log_rows, otel_export, rollups
+from analytics.log_rows import JSON_COLUMNS, LOG_FIELDS, dump_json
+from analytics.logrecord import LogRecord
 from analytics.models import RequestBody, RequestLog
 from workspaces.models import ApiKey, Workspace
 
@@ -43,359 +39,14 @@ logger = logging.getLogger(__name__)
 # Process-wide counters (records), for metrics and tests: inserted, duplicate, malformed, orphaned.
 ingest_counters: Counter[str] = Counter()
 
-# created_at is required: on Postgres it is part of the conflict target, so a record that got a
-# fresh timestamp per delivery could be inserted twice.
-REQUIRED_KEYS = ("id", "created_at", "workspace_id", "status_code", "success")
-_SMALLINT_MAX = 32767
-_INT_MAX = 2147483647
-_COST_LIMIT = Decimal(10) ** 10  # DecimalField(max_digits=18, decimal_places=8)
-_COST_QUANTUM = Decimal("0.00000001")
 _TMP_LOG_TABLE = "portico_ingest_requestlog"
 _ID_CHUNK = 500
-
-
-class MalformedRecord(ValueError):
-    """A record that cannot be stored (missing or uncoercible field)."""
-
-
-# --- Coercion ----------------------------------------------------------------------------
-
-
-def _no_nul(value: str) -> str:
-    # Postgres text and jsonb refuse NUL characters.
-    return value.replace("\x00", "") if "\x00" in value else value
-
-
-def _scrub_json(value: Any) -> Any:
-    if isinstance(value, str):
-        return _no_nul(value)
-    if isinstance(value, dict):
-        return {_no_nul(str(k)): _scrub_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub_json(v) for v in value]
-    return value
-
-
-def _string(max_length: int | None) -> Callable[[Any], str]:
-    def coerce(value: Any) -> str:
-        if type(value) is not str:
-            if isinstance(value, dict | list | bytes):
-                raise MalformedRecord(f"expected a string, got {type(value).__name__}")
-            value = str(value)
-        value = _no_nul(value)
-        # Over-long values are cut rather than refused: the rest of the record is still useful.
-        return value[:max_length] if max_length and len(value) > max_length else value
-
-    return coerce
-
-
-def _number(value: Any, kind: type) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise MalformedRecord(f"expected a number, got {type(value).__name__}")
-    try:
-        return kind(value)
-    except (ValueError, OverflowError):
-        raise MalformedRecord(f"expected a number, got {value!r:.40}") from None
-
-
-def _integer(low: int, high: int) -> Callable[[Any], int]:
-    def coerce(value: Any) -> int:
-        return min(max(_number(value, int), low), high)
-
-    return coerce
-
-
-def _object_id(value: Any) -> int:
-    # Never clamped: a wrong id would file the log under someone else's workspace.
-    number = _number(value, int)
-    if not 0 < number < 2**63:
-        raise MalformedRecord(f"expected a positive id, got {number}")
-    return number
-
-
-def _float(value: Any) -> float:
-    number = _number(value, float)
-    if not math.isfinite(number):
-        raise MalformedRecord("expected a finite number")
-    return number
-
-
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in (0, 1):
-        return bool(value)
-    raise MalformedRecord(f"expected a boolean, got {value!r:.40}")
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value == "":
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
-        raise MalformedRecord(f"expected a decimal, got {type(value).__name__}")
-    try:
-        number = Decimal(str(value)).quantize(_COST_QUANTUM)
-    except (InvalidOperation, ValueError):
-        raise MalformedRecord(f"expected a decimal, got {value!r:.40}") from None
-    if not number.is_finite() or abs(number) >= _COST_LIMIT:
-        raise MalformedRecord("decimal out of range")
-    return number
-
-
-def _datetime(value: Any) -> datetime:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise MalformedRecord(f"expected an ISO-8601 timestamp, got {value!r:.40}") from None
-    if not isinstance(value, datetime):
-        raise MalformedRecord(f"expected an ISO-8601 timestamp, got {type(value).__name__}")
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def _uuid(value: Any) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise MalformedRecord(f"expected a UUID, got {value!r:.40}") from None
-
-
-def _json(kind: type) -> Callable[[Any], Any]:
-    def coerce(value: Any) -> Any:
-        if not isinstance(value, kind):
-            raise MalformedRecord(f"expected a JSON {kind.__name__}, got {type(value).__name__}")
-        return value
-
-    return coerce
-
-
-def _coercer(field: models.Field) -> Callable[[Any], Any]:
-    # None never reaches a coercer: _coerce_log maps it to NULL or the field default.
-    if isinstance(field, models.ForeignKey):
-        return _object_id
-    if isinstance(field, models.UUIDField):
-        return _uuid
-    if isinstance(field, models.DateTimeField):
-        return _datetime
-    if isinstance(field, models.BooleanField):
-        return _boolean
-    if isinstance(field, models.PositiveSmallIntegerField):
-        return _integer(0, _SMALLINT_MAX)
-    if isinstance(field, models.PositiveIntegerField):
-        return _integer(0, _INT_MAX)
-    if isinstance(field, models.FloatField):
-        return _float
-    if isinstance(field, models.DecimalField):
-        return _decimal
-    if isinstance(field, models.JSONField):
-        return _json(_json_kind(field))
-    if isinstance(field, models.CharField | models.TextField):
-        return _string(field.max_length)
-    raise TypeError(f"write_log_batch cannot coerce {field.__class__.__name__} {field.name}")
-
-
-def _json_kind(field: models.JSONField) -> type:
-    # The JSON columns hold an object (metadata) or a list (attempts, finish_reasons, ...).
-    return dict if field.default is dict else list
-
-
-# (record key / attname, column, coerce, field). Built from the model so a new column is
-# picked up without touching this module (add a coercer above if its type is new).
-_LOG_FIELDS = [(f.attname, f.column, _coercer(f), f) for f in RequestLog._meta.concrete_fields]
-_JSON_COLUMNS = [f.attname for f in RequestLog._meta.concrete_fields if isinstance(f, models.JSONField)]
-
-
-def _coerce_log(record: dict) -> dict:
-    """A full row (every concrete field, by attname) from one record; raises MalformedRecord."""
-    if not isinstance(record, dict):
-        raise MalformedRecord(f"expected an object, got {type(record).__name__}")
-    missing = [key for key in REQUIRED_KEYS if record.get(key) is None]
-    if missing:
-        raise MalformedRecord(f"missing {', '.join(missing)}")
-    row = {}
-    for attname, _column, coerce, field in _LOG_FIELDS:
-        value = record.get(attname)
-        if value is None:
-            row[attname] = None if field.null else field.get_default()
-            continue
-        try:
-            row[attname] = coerce(value)
-        except MalformedRecord as exc:
-            raise MalformedRecord(f"{attname}: {exc}") from None
-    return row
-
-
-# The fast path: gateway records are well-formed, so each value is checked with a type test and
-# taken as it is; a record with any value that would need coercing (or is missing a required
-# key) goes through _coerce_log instead, which stays the reference for every rule. A value is
-# only taken here when _coerce_log would return an equal one.
-_KIND_TEXT, _KIND_INT, _KIND_FLOAT, _KIND_BOOL, _KIND_UUID, _KIND_TIME, _KIND_DECIMAL, _KIND_JSON = range(8)
-_DECIMAL_TEXT = re.compile(r"-?\d{1,10}(?:\.\d{1,8})?")
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _fast_plan() -> list[tuple]:
-    plan = []
-    for field in RequestLog._meta.concrete_fields:
-        low, high = 0, None
-        if isinstance(field, models.ForeignKey):
-            kind, low, high = _KIND_INT, 1, 2**63 - 1  # an object id: never clamped, see _object_id
-        elif isinstance(field, models.UUIDField):
-            kind = _KIND_UUID
-        elif isinstance(field, models.DateTimeField):
-            kind = _KIND_TIME
-        elif isinstance(field, models.BooleanField):
-            kind = _KIND_BOOL
-        elif isinstance(field, models.PositiveSmallIntegerField):
-            kind, high = _KIND_INT, _SMALLINT_MAX
-        elif isinstance(field, models.PositiveIntegerField):
-            kind, high = _KIND_INT, _INT_MAX
-        elif isinstance(field, models.FloatField):
-            kind = _KIND_FLOAT
-        elif isinstance(field, models.DecimalField):
-            kind = _KIND_DECIMAL
-        elif isinstance(field, models.JSONField):
-            kind, high = _KIND_JSON, _json_kind(field)
-        else:
-            kind, high = _KIND_TEXT, field.max_length or 2**62
-        required = field.attname in REQUIRED_KEYS
-        # None: NULL, or the default (JSON defaults are callables: a fresh object per row).
-        plan.append((field.attname, kind, low, high, required, field.null, field.get_default))
-    return plan
-
-
-_FAST_PLAN = _fast_plan()
-
-
-def _coerce_fast(record: Any) -> dict | None:
-    """The row _coerce_log would build, for a record needing no coercion; otherwise None."""
-    if type(record) is not dict:
-        return None
-    get = record.get
-    row = {}
-    for attname, kind, low, high, required, null, default in _FAST_PLAN:
-        value = get(attname)
-        if value is None:
-            if required:
-                return None
-            row[attname] = None if null else default()
-            continue
-        vtype = type(value)
-        if kind == _KIND_TEXT:
-            if vtype is not str or len(value) > high or "\x00" in value:
-                return None
-        elif kind == _KIND_INT:
-            if vtype is not int or not low <= value <= high:
-                return None
-        elif kind == _KIND_FLOAT:
-            if vtype is float:
-                if not math.isfinite(value):
-                    return None
-            elif vtype is int:
-                value = float(value)
-            else:
-                return None
-        elif kind == _KIND_BOOL:
-            if vtype is not bool:
-                return None
-        elif kind == _KIND_UUID:
-            if vtype is not str or not _CANONICAL_UUID.fullmatch(value):
-                return None
-            value = uuid.UUID(value)
-        elif kind == _KIND_TIME:
-            if vtype is not str:
-                return None
-            try:
-                value = datetime.fromisoformat(value)
-            except ValueError:
-                return None
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=UTC)
-        elif kind == _KIND_DECIMAL:
-            if vtype is not str or not _DECIMAL_TEXT.fullmatch(value):
-                return None
-            value = Decimal(value).quantize(_COST_QUANTUM)
-        elif kind == _KIND_JSON and vtype is not high:
-            return None
-        row[attname] = value
-    return row
-
-
-def _json_text(value: Any) -> tuple[Any, str]:
-    """(the value as stored, its JSON text): the text is what COPY writes, the value is what
-    the rollups read, so both must agree. A JSON-born object of strings is its own stored form;
-    anything else is read back from its text (NUL characters dropped, odd types as strings)."""
-    if (type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())) or (
-        type(value) is list and all(type(v) is str for v in value)
-    ):
-        encoded = orjson.dumps(value)
-        if b"\\u0000" not in encoded:
-            return value, encoded.decode()
-    text = _dump_json(value)
-    return orjson.loads(text), text
-
-
-def _coerce_body(body: Any) -> dict:
-    if not isinstance(body, dict):
-        raise MalformedRecord(f"body: expected an object, got {type(body).__name__}")
-    headers = body.get("request_headers") or {}
-    if not isinstance(headers, dict):
-        raise MalformedRecord("body.request_headers: expected an object")
-    text = _string(None)
-    return {
-        "request_headers": headers,
-        "request_body": text(body.get("request_body") or ""),
-        "response_body": text(body.get("response_body") or ""),
-    }
-
-
-def _dump_json(value: Any) -> str:
-    encoded = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
-    if b"\\u0000" in encoded:
-        encoded = orjson.dumps(_scrub_json(value), default=str, option=orjson.OPT_NON_STR_KEYS)
-    return encoded.decode()
-
-
-def _prepare(records: Iterable[Any]) -> tuple[list[dict], dict[uuid.UUID, dict], dict[uuid.UUID, list[str]]]:
-    """Coerced rows (first occurrence of each id), bodies by id and the JSON columns' text by
-    id (what COPY writes); malformed records skipped."""
-    rows: list[dict] = []
-    bodies: dict[uuid.UUID, dict] = {}
-    json_texts: dict[uuid.UUID, list[str]] = {}
-    seen: set[uuid.UUID] = set()
-    for record in records:
-        try:
-            row = _coerce_fast(record) or _coerce_log(record)
-            texts = []
-            for attname in _JSON_COLUMNS:
-                if row[attname] is None:  # a nullable column: SQL NULL, not JSON null
-                    texts.append(None)
-                    continue
-                # Checked here so an unserialisable value skips this record, not the batch.
-                row[attname], text = _json_text(row[attname])
-                texts.append(text)
-            body = _coerce_body(record["body"]) if record.get("body") is not None else None
-        except (MalformedRecord, TypeError, ValueError) as exc:
-            record_id = record.get("id") if isinstance(record, dict) else None
-            logger.warning("Skipping malformed log record %s: %s", str(record_id)[:64], exc)
-            ingest_counters["malformed"] += 1
-            continue
-        if row["id"] in seen:
-            continue
-        seen.add(row["id"])
-        rows.append(row)
-        json_texts[row["id"]] = texts
-        if body is not None:
-            bodies[row["id"]] = body
-    return rows, bodies, json_texts
 
 
 # --- Writing -----------------------------------------------------------------------------
 
 
-def write_log_batch(records: list[dict]) -> list[str]:
+def write_log_batch(records: list[LogRecord]) -> list[str]:
     """Store a batch of log records; return the ids (str) inserted now, in input order.
 
     Idempotent on ``id``: already-stored records are left as they are and not returned.
@@ -418,8 +69,9 @@ def write_log_batch(records: list[dict]) -> list[str]:
     return inserted
 
 
-def _write_log_batch(records: list[dict]) -> list[str]:
-    rows, bodies, json_texts = _prepare(records)
+def _write_log_batch(records: list[LogRecord]) -> list[str]:
+    rows, bodies, json_texts, malformed = log_rows.prepare(records)
+    ingest_counters["malformed"] += malformed
     if not rows:
         return []
     with transaction.atomic():
@@ -504,9 +156,9 @@ def _insert_generic(rows: list[dict], bodies: dict[uuid.UUID, dict]) -> set[uuid
     return {row["id"] for row in fresh}
 
 
-_PLAIN_FIELDS = [attname for attname, _column, _coerce, _field in _LOG_FIELDS if attname not in _JSON_COLUMNS]
+_PLAIN_FIELDS = [attname for attname, _column, _coerce, _field in LOG_FIELDS if attname not in JSON_COLUMNS]
 # COPY column order: the plain columns, then the JSON ones (written from their prepared text).
-_COPY_COLUMNS = ", ".join(f'"{RequestLog._meta.get_field(name).column}"' for name in _PLAIN_FIELDS + _JSON_COLUMNS)
+_COPY_COLUMNS = ", ".join(f'"{RequestLog._meta.get_field(name).column}"' for name in _PLAIN_FIELDS + JSON_COLUMNS)
 
 
 def _insert_postgres(
@@ -525,7 +177,7 @@ def _insert_postgres(
             with cursor.copy(copy_sql) as copy:
                 for log_id, body in new_bodies:
                     copy.write_row(
-                        [log_id, _dump_json(body["request_headers"]), body["request_body"], body["response_body"]]
+                        [log_id, dump_json(body["request_headers"]), body["request_body"], body["response_body"]]
                     )
     return new_ids
 
@@ -577,7 +229,7 @@ def _insert_on_conflict(cursor, rows: list[dict], json_texts: dict[uuid.UUID, li
     with cursor.copy(f"COPY {_TMP_LOG_TABLE} ({_COPY_COLUMNS}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([*map(row.__getitem__, _PLAIN_FIELDS), *json_texts[row["id"]]])
-    column_list = ", ".join(f'"{column}"' for _attname, column, _coerce, _field in _LOG_FIELDS)
+    column_list = ", ".join(f'"{column}"' for _attname, column, _coerce, _field in LOG_FIELDS)
     cursor.execute(
         f"INSERT INTO {log_table} ({column_list}) SELECT {column_list} FROM {_TMP_LOG_TABLE} "  # noqa: S608
         "ON CONFLICT (created_at, id) DO NOTHING RETURNING id"

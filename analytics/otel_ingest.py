@@ -40,12 +40,13 @@ import orjson
 from django.conf import settings
 from django.utils import timezone
 
-from analytics import otel_metrics, services
+from analytics import otel_metrics
 from analytics.ingest import write_log_batch
+from analytics.logrecord import LogRecord, log_body, log_record
 from analytics.otel_decode import OtlpError, SpanIn
 from analytics.otel_spans import INGESTED_SDK_VERSION
-from analytics.pricing import PriceBook, TokenCount, load_price_book, price_usage
-from analytics.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS
+from analytics.pricing import PriceBook, load_price_book, price_usage
+from analytics.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS, UsageTracker
 from workspaces.errors import GatewayError
 from workspaces.metadata import resolve_metadata
 from workspaces.models import ApiKey
@@ -196,7 +197,7 @@ class _Context:
     now: datetime
 
 
-def _record(span: SpanIn, context: _Context) -> dict:
+def _record(span: SpanIn, context: _Context) -> LogRecord:
     """The log record for one GenAI span; raises OtlpError (the span is rejected)."""
     if not span.start_ns or span.end_ns < span.start_ns:
         raise OtlpError("span", f"span {span.span_id}: start and end times are missing or end before start")
@@ -236,48 +237,40 @@ def _record(span: SpanIn, context: _Context) -> dict:
     stream = _first(attributes, ("gen_ai.request.stream", "llm.is_streaming"))
     error = span.status_message or span.exception or str(attributes.get("error.type") or "")
     provider = str(_first(attributes, PROVIDER_KEYS) or "unknown")[:64]
-    record = {
-        "id": _log_id(context.api_key.workspace_id, span),
-        "created_at": start.isoformat(),
-        "workspace_id": context.api_key.workspace_id,
-        "api_key_id": context.api_key.pk,
-        "provider": provider,
-        "model": model,
-        "endpoint": ENDPOINTS.get(str(operation), f"/{operation}" if operation else "")[:200],
-        "method": "POST",
-        "status_code": status,
-        "success": not failed and status < 400,
-        "is_stream": stream is True or stream == "true",
-        "latency_ms": round((span.end_ns - span.start_ns) / 1e6, 3),
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total,
-        "cost": (
-            price_usage(context.prices, context.api_key.workspace_id, provider, model, TokenCount(prompt, completion))[
-                0
-            ]
-            if total
-            else None
-        ),
-        "finish_reasons": _finish_reasons(attributes),
-        "trace_id": span.trace_id,
-        "span_id": span.span_id,
-        "parent_span_id": span.parent_span_id,
-        "span_name": span.name[:200],
-        "user": resolved.metadata.get("_user", "")[:128],
-        "metadata": resolved.metadata,
-        "metadata_changes": resolved.changes,
-        "error_message": error[:2000] if failed or status >= 400 else "",
-        "client_runtime": str(span.resource.get("telemetry.sdk.language") or "")[:64],
-        "sdk_version": INGESTED_SDK_VERSION,
-    }
+    usage = UsageTracker()
+    usage.prompt_tokens, usage.completion_tokens, usage.total_tokens = prompt, completion, total
+    usage.finish_reasons = _finish_reasons(attributes) or []
+    workspace_id = context.api_key.workspace_id
+    cost, price_version = price_usage(context.prices, workspace_id, provider, model, usage) if total else (None, "")
+    record = log_record(
+        id=_log_id(workspace_id, span),
+        created_at=start.isoformat(),
+        workspace_id=workspace_id,
+        status_code=status,
+        usage=usage,
+        metadata=resolved.metadata,
+        error_message=error if failed or status >= 400 else "",
+        success=not failed and status < 400,  # a span marked failed is a failure at any status
+        api_key_id=context.api_key.pk,
+        provider=provider,
+        model=model,
+        endpoint=ENDPOINTS.get(str(operation), f"/{operation}" if operation else "")[:200],
+        method="POST",
+        is_stream=stream is True or stream == "true",
+        latency_ms=round((span.end_ns - span.start_ns) / 1e6, 3),
+        cost=None if cost is None else str(cost),
+        price_version=price_version,
+        trace_id=span.trace_id,
+        span_id=span.span_id,
+        parent_span_id=span.parent_span_id,
+        span_name=span.name[:200],
+        metadata_changes=resolved.changes,
+        client_runtime=str(span.resource.get("telemetry.sdk.language") or "")[:64],
+        sdk_version=INGESTED_SDK_VERSION,
+    )
     if context.store_bodies:
         # The span's attributes carry the prompt and completion (gen_ai.prompt.*, input.value, ...).
-        record["body"] = {
-            "request_headers": {},
-            "request_body": orjson.dumps(attributes, default=str).decode(),
-            "response_body": "",
-        }
+        record["body"] = log_body({}, orjson.dumps(attributes, default=str).decode(), "")
     return record
 
 
@@ -286,7 +279,7 @@ def ingest_spans(*, api_key: ApiKey, spans: list[SpanIn], headers: dict[str, str
     result = IngestResult()
     context = _Context(
         api_key=api_key,
-        policy=services.key_metadata_policy(api_key),
+        policy=api_key.metadata_policy(),
         prices=load_price_book(),
         store_bodies=api_key.workspace.store_bodies,
         mapped_headers={h: headers[h] for h in settings.HEADERS_TO_METADATA if h in headers},

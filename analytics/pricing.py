@@ -34,8 +34,8 @@ from genai_prices import data_snapshot
 from genai_prices import types as catalogue_types
 
 from analytics.models import ModelPrice
+from workspaces.audit import Actor, delete_audited, register_audited, save_audited, stored_snapshot
 from workspaces.models import AuditEvent, Workspace
-from workspaces.services import Actor, delete_audited, register_audited, save_audited, stored_snapshot
 
 CATALOGUE_VERSION = f"genai-prices {genai_prices.__version__}"
 COST_QUANTUM = Decimal("0.00000001")  # RequestLog.cost has 8 decimal places

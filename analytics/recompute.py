@@ -19,8 +19,8 @@ from analytics import dashboard_cache
 from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
 from analytics.pricing import load_price_book, price_usage
 from analytics.rollups import LOG_FIELDS, OTHER, apply_rows, hour_of, lock_for_writing, lock_workspace
+from workspaces.audit import Actor, audit_record
 from workspaces.models import AuditEvent, Workspace
-from workspaces.services import Actor, audit_record
 
 # --- Registry -----------------------------------------------------------------------------
 

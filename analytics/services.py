@@ -2,7 +2,7 @@
 (POST /v1/feedback).
 
 Custom logs take the gateway's path from metadata onwards: the same ``resolve_metadata`` rules
-with the key's and workspace's defaults and schemas, the same record shape, the same prices
+with the key's and workspace's defaults and schemas, the same record (analytics.logrecord), the same prices
 (analytics.pricing), and ``write_log_batch`` (which also updates the rollups). A batch is all
 or nothing: one invalid item rejects the request before anything is written.
 """
@@ -19,10 +19,10 @@ from django.utils import timezone
 
 from analytics.ids import new_uuid7
 from analytics.ingest import write_log_batch
+from analytics.logrecord import LogRecord, log_body, log_record
 from analytics.models import Feedback
 from analytics.pricing import PriceBook, load_price_book, price_usage
 from analytics.usage import UsageTracker
-from gateway.proxy import redact_headers
 from workspaces.errors import GatewayError
 from workspaces.metadata import HEADER as METADATA_HEADER
 from workspaces.metadata import MetadataPolicy, resolve_metadata
@@ -70,23 +70,12 @@ class _Context:
     now: datetime
 
 
-def key_metadata_policy(api_key: ApiKey) -> MetadataPolicy:
-    """The defaults and schemas the gateway applies for this key (as gateway/auth.py builds them)."""
-    workspace = api_key.workspace
-    return MetadataPolicy(
-        workspace_defaults=dict(workspace.default_metadata or {}),
-        workspace_schema=workspace.metadata_schema or None,
-        key_defaults=dict(api_key.default_metadata or {}),
-        key_schema=api_key.metadata_schema or None,
-    )
-
-
 def custom_logs_insert(*, api_key: ApiKey, items: list[dict], prefix_index: bool) -> list[str]:
     """Store validated custom logs (CustomLogSerializer data) for ``api_key``'s workspace;
     return their ids. Raises CustomLogError (nothing written) when an item is invalid."""
     context = _Context(
         api_key=api_key,
-        policy=key_metadata_policy(api_key),
+        policy=api_key.metadata_policy(),
         prices=load_price_book(),
         store_bodies=api_key.workspace.store_bodies,
         now=timezone.now(),
@@ -102,7 +91,7 @@ def custom_logs_insert(*, api_key: ApiKey, items: list[dict], prefix_index: bool
     return [record["id"] for record in records]
 
 
-def _record(item: dict, context: _Context) -> dict:
+def _record(item: dict, context: _Context) -> LogRecord:
     request, response = item["request"], item["response"]
     request_headers = {name.lower(): value for name, value in request["headers"].items()}
     request_doc = _as_object(request["body"])
@@ -124,45 +113,31 @@ def _record(item: dict, context: _Context) -> dict:
     if usage.total_tokens:
         cost, price_version = price_usage(context.prices, context.api_key.workspace_id, provider, model, usage)
     latency = response.get("response_time", response.get("time", 0.0))
-    record = {
-        "id": new_uuid7(),
-        "created_at": context.now.astimezone(UTC).isoformat(),
-        "workspace_id": context.api_key.workspace_id,
-        "api_key_id": context.api_key.pk,
-        "provider": provider,
-        "model": model,
-        "endpoint": _endpoint(request["url"]),
-        "method": request["method"].upper()[:8],
-        "status_code": status,
-        "success": 200 <= status < 400,
-        "is_stream": bool(response["streamingMode"] or request_doc.get("stream") is True),
-        "latency_ms": round(float(latency), 3),
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-        "cached_prompt_tokens": usage.cached_prompt_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "audio_prompt_tokens": usage.audio_prompt_tokens,
-        "audio_completion_tokens": usage.audio_completion_tokens,
-        "cost": None if cost is None else str(cost),
-        "price_version": price_version,
-        "cache_status": str(response["headers"].get("x-portkey-cache-status", "DISABLED"))[:16],
-        "finish_reasons": usage.finish_reasons or None,
+    record = log_record(
+        id=new_uuid7(),
+        created_at=context.now.astimezone(UTC).isoformat(),
+        workspace_id=context.api_key.workspace_id,
+        status_code=status,
+        usage=usage,
+        metadata=resolved.metadata,
+        error_message="" if 200 <= status < 400 else _text(response["body"]),
+        api_key_id=context.api_key.pk,
+        provider=provider,
+        model=model,
+        endpoint=_endpoint(request["url"]),
+        method=request["method"].upper()[:8],
+        is_stream=bool(response["streamingMode"] or request_doc.get("stream") is True),
+        latency_ms=round(float(latency), 3),
+        cost=None if cost is None else str(cost),
+        price_version=price_version,
+        cache_status=str(response["headers"].get("x-portkey-cache-status", "DISABLED"))[:16],
+        metadata_changes=resolved.changes,
+        client_runtime=request_headers.get("x-portkey-runtime", "")[:64],
+        sdk_version="custom log",
         **trace,
-        "user": resolved.metadata.get("_user", "")[:128],
-        "metadata": resolved.metadata,
-        "metadata_changes": resolved.changes,
-        "error_message": "" if 200 <= status < 400 else _text(response["body"])[:2000],
-        "client_runtime": request_headers.get("x-portkey-runtime", "")[:64],
-        "sdk_version": "custom log",
-    }
+    )
     if context.store_bodies:
-        record["body"] = {
-            "request_headers": redact_headers(request_headers),
-            "request_body": _text(request["body"]),
-            "response_body": _text(response["body"]),
-        }
+        record["body"] = log_body(request_headers, _text(request["body"]), _text(response["body"]))
     return record
 
 

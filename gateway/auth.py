@@ -136,12 +136,7 @@ def _load_key(prefix: str) -> KeySnapshot | None:
         scopes=frozenset(api_key.scopes),
         active=api_key.is_active,
         expires_at=api_key.expires_at.timestamp() if api_key.expires_at else None,
-        policy=MetadataPolicy(
-            workspace_defaults=dict(ws.default_metadata or {}),
-            workspace_schema=ws.metadata_schema or None,
-            key_defaults=dict(api_key.default_metadata or {}),
-            key_schema=api_key.metadata_schema or None,
-        ),
+        policy=api_key.metadata_policy(),
         store_bodies=ws.store_bodies,
         allow_custom_hosts=ws.allow_custom_hosts,
         rate_limit_rpm=api_key.rate_limit_rpm,

@@ -7,11 +7,10 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
-from analytics.pricing import COST_QUANTUM, PriceBook, TokenCounts, compute_cost, load_price_book
+from analytics.pricing import PriceBook, TokenCounts, load_price_book, price_usage
 from gateway.auth import TTLCache
 
 Priced = tuple[str | None, str]  # (cost as decimal text or None: no price, price version)
-_UNPRICED: Priced = (None, "")
 _MISSING = object()
 
 
@@ -24,10 +23,8 @@ price_cache: TTLCache[PriceBook] = TTLCache(sync_to_async(_load), lambda: 60.0)
 
 
 def _price(book: PriceBook, workspace_id: int, provider: str, model: str, usage: TokenCounts) -> Priced:
-    rates = book.rates(workspace_id, provider, model)
-    if rates is None:
-        return _UNPRICED
-    return str(compute_cost(rates, usage).quantize(COST_QUANTUM)), rates.version
+    cost, version = price_usage(book, workspace_id, provider, model, usage)
+    return (None, "") if cost is None else (str(cost), version)
 
 
 def cached_price(

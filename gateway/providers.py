@@ -5,7 +5,7 @@ kind, base URL, secret, api version, deployment) and the client's request, and r
 (usage tracker, stream relay, body translation). It does no I/O, so a fallback can call it once
 per target, across providers of different kinds.
 
-Kinds (README "Providers"):
+Kinds (README "Providers"; their names and default API versions in workspaces/provider_kinds.py):
 - ``openai`` (and compatible): ``Authorization: Bearer``, ``{base}{path}``; today's behaviour.
 - ``azure-openai``: ``api-key``, ``{base}/openai/deployments/{deployment}{path}?api-version=``.
 - ``anthropic``: ``x-api-key`` + ``anthropic-version``; native ``/v1/messages`` passes through,
@@ -32,15 +32,14 @@ from analytics.usage import StreamRelay, UsageTracker
 from gateway import anthropic_translate, proxy
 from gateway.auth import ProviderSnapshot
 from workspaces.errors import GatewayError
-
-OPENAI = "openai"
-AZURE_OPENAI = "azure-openai"
-ANTHROPIC = "anthropic"
-GOOGLE = "google"
-KINDS = (OPENAI, AZURE_OPENAI, ANTHROPIC, GOOGLE)
-
-ANTHROPIC_VERSION = "2023-06-01"
-AZURE_API_VERSION = "2024-10-21"
+from workspaces.provider_kinds import (
+    ANTHROPIC,
+    ANTHROPIC_VERSION,
+    AZURE_API_VERSION,
+    AZURE_OPENAI,
+    GOOGLE,
+    OPENAI,
+)
 
 # Endpoints whose JSON body is read for model/stream and whose streams carry usage.
 GENERATION = frozenset(("/chat/completions", "/completions"))
@@ -457,25 +456,3 @@ def read_usage(kind: str, endpoint: str, body_or_events: bytes | list[dict]) -> 
             with contextlib.suppress(TypeError, ValueError, OverflowError):
                 tracker.read_usage(event)
     return {**usage_fields(tracker), "model": tracker.model}
-
-
-def probe_request(kind: str, base_url: str, secret: str, api_version: str = "") -> tuple[str, dict[str, str]]:
-    """URL and credential headers of a cheap authenticated GET (the model list), for the
-    dashboard's "Test connection"."""
-    base = base_url.rstrip("/")
-    if kind == AZURE_OPENAI:
-        version = quote(api_version or AZURE_API_VERSION, safe="")
-        return f"{base.removesuffix('/openai')}/openai/models?api-version={version}", {
-            "api-key": secret
-        } if secret else {}
-    headers: dict[str, str] = {}
-    if kind == ANTHROPIC:
-        headers["anthropic-version"] = api_version or ANTHROPIC_VERSION
-        if secret:
-            headers["x-api-key"] = secret
-    elif kind == GOOGLE:
-        if secret:
-            headers["x-goog-api-key"] = secret
-    elif secret:
-        headers["Authorization"] = f"Bearer {secret}"
-    return base + "/models", headers

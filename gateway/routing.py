@@ -45,7 +45,8 @@ from workspaces.configs import HEADER, Config, Group, Target, inline_config, is_
 from workspaces.errors import GatewayError
 
 if TYPE_CHECKING:
-    from gateway.app import GatewayApp, RequestContext
+    from gateway.app import GatewayApp
+    from gateway.context import RequestContext
 
 MAX_RETRY_WAIT_S = 60.0
 BACKOFF_BASE_S = 0.25

@@ -87,12 +87,10 @@ def _lenient_value(key: str, value: object, changes: list[str]) -> str | None:
         changes.append(f"dropped '{key}': empty value")
         return None
     if isinstance(value, bool):
-        text = "true"
+        text = "true"  # False was dropped above
     elif isinstance(value, str):
         text = value
-    elif isinstance(value, int | float):
-        text = orjson.dumps(value).decode()
-    else:
+    else:  # numbers, lists, objects: their JSON text
         text = orjson.dumps(value).decode()
     if not isinstance(value, str):
         changes.append(f"converted '{key}' from {type(value).__name__} to string")

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from config.parsing import InvalidParameter
 from workspaces import crypto
+from workspaces.metadata import MetadataPolicy
 from workspaces.metadata_schema import format_errors, metadata_errors, schema_errors
 
 slug_validator = RegexValidator(
@@ -157,6 +158,17 @@ class ApiKey(models.Model):
     @property
     def is_usable(self) -> bool:
         return self.is_active and (self.expires_at is None or self.expires_at > timezone.now())
+
+    def metadata_policy(self) -> MetadataPolicy:
+        """The defaults and schemas every request of this key gets (its own and its
+        workspace's): built here only, for the gateway's key cache and the custom-log APIs."""
+        workspace = self.workspace
+        return MetadataPolicy(
+            workspace_defaults=dict(workspace.default_metadata or {}),
+            workspace_schema=workspace.metadata_schema or None,
+            key_defaults=dict(self.default_metadata or {}),
+            key_schema=self.metadata_schema or None,
+        )
 
 
 # A URL path segment we build ourselves (an Azure deployment): no "/", no "..", no query.

@@ -15,8 +15,7 @@ from django.utils import timezone
 
 from analytics.alerts import delivery, evaluation
 from analytics.alerts.models import AlertDelivery, AlertEvent, AlertRule
-from workspaces.models import AuditEvent, Workspace
-from workspaces.services import (
+from workspaces.audit import (
     Actor,
     audit_record,
     audit_snapshot,
@@ -25,6 +24,7 @@ from workspaces.services import (
     save_audited,
     stored_snapshot,
 )
+from workspaces.models import AuditEvent, Workspace
 
 RULE_FIELDS = [
     "name",

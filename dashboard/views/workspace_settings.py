@@ -30,6 +30,7 @@ from dashboard.forms import (
 from workspaces import services
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey, AuditEvent, Membership, Provider, Workspace
+from workspaces.provider_kinds import probe_request
 
 VIA = AuditEvent.Via.DASHBOARD
 AUDIT_PAGE_SIZE = 100
@@ -325,10 +326,9 @@ def check_provider(provider: Provider) -> tuple[bool, str]:
     the gateway's guarded client: the SSRF guard applies to the address actually connected to,
     and a redirect is reported, not followed (it would carry the secret to another host). Each
     provider kind is asked with its own credential header."""
-    from gateway import providers
     from workspaces.upstream.probe import probe_upstream
 
-    url, credentials = providers.probe_request(
+    url, credentials = probe_request(
         provider.kind, provider.base_url, provider.get_secret() if provider.has_secret else "", provider.api_version
     )
     result = probe_upstream(url, credentials=credentials, timeout=TEST_TIMEOUT_SECONDS)

@@ -14,7 +14,7 @@ from tests.dashboard.test_query_fuzz import SPECIAL, TEXT, VALUES
 
 pytestmark = pytest.mark.django_db
 
-FILTERS = [*LogFilter.parameter_names(), "metadata.env", "metadata.env__in", "metadata.env__exists", "workspace"]
+FILTERS = [*LogFilter.base_filters, "metadata.env", "metadata.env__in", "metadata.env__exists", "workspace"]
 GROUPS = [*FILTERS, "ordering", "page", "page_size", "current_page"]
 ENDPOINTS = {
     "/api/v1/logs": [*FILTERS, "limit", "cursor"],

@@ -1,5 +1,5 @@
-"""The ingest fast path (_coerce_fast) must build exactly the row the reference coercion
-(_coerce_log) builds, or step aside (None) so the reference handles the record."""
+"""The ingest fast path (coerce_fast) must build exactly the row the reference coercion
+(coerce_log) builds, or step aside (None) so the reference handles the record."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analytics import ingest
+from analytics import log_rows
 from tests.analytics.records import log_record
 
 
@@ -31,17 +31,17 @@ awkward = st.one_of(
     st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=5), st.integers()), max_size=3),
     st.lists(st.integers(), max_size=3),
 )
-fields = st.sampled_from([attname for attname, *_ in ingest._LOG_FIELDS])
+fields = st.sampled_from([attname for attname, *_ in log_rows.LOG_FIELDS])
 
 
 @settings(max_examples=600, deadline=None)
 @given(changes=st.dictionaries(fields, awkward, max_size=4))
 def test_the_fast_path_agrees_with_the_reference(changes):
     record = {**_base(), **changes}
-    fast = ingest._coerce_fast(record)
+    fast = log_rows.coerce_fast(record)
     try:
-        reference = ingest._coerce_log(record)
-    except ingest.MalformedRecord:
+        reference = log_rows.coerce_log(record)
+    except log_rows.MalformedRecord:
         assert fast is None
         return
     if fast is not None:
@@ -51,4 +51,4 @@ def test_the_fast_path_agrees_with_the_reference(changes):
 
 def test_a_gateway_record_takes_the_fast_path():
     record = _base()
-    assert ingest._coerce_fast(record) == ingest._coerce_log(record)
+    assert log_rows.coerce_fast(record) == log_rows.coerce_log(record)

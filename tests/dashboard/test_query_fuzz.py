@@ -22,7 +22,7 @@ from analytics.filters import LogFilter
 pytestmark = pytest.mark.django_db
 
 WINDOW = ["range", "start", "end"]
-FILTERS = [*LogFilter.parameter_names(), "metadata.env", "metadata.env__ne", "metadata.env__in", "metadata.env__exists"]
+FILTERS = [*LogFilter.base_filters, "metadata.env", "metadata.env__ne", "metadata.env__in", "metadata.env__exists"]
 # Page (URL name) -> the query parameters it reads (dashboard/views/).
 PAGES = {
     "overview": WINDOW,

@@ -8,6 +8,7 @@ import pytest
 
 from gateway import providers
 from gateway.auth import ProviderSnapshot
+from workspaces import provider_kinds
 from workspaces.errors import GatewayError
 
 CLIENT = {
@@ -60,7 +61,7 @@ def test_each_kind_sends_only_its_own_credential(kind, header):
 
 
 @pytest.mark.parametrize("path", ["/../admin", "/chat/../../x", "/./x", "/a//b", "/a\\b", "/x/..", "chat"])
-@pytest.mark.parametrize("kind", providers.KINDS)
+@pytest.mark.parametrize("kind", provider_kinds.KINDS)
 def test_paths_that_could_leave_the_base_path_are_refused(kind, path):
     with pytest.raises(GatewayError) as caught:
         prepare(snapshot(kind, deployment="d") if kind == "azure-openai" else snapshot(kind), endpoint=path)

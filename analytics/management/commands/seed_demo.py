@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from analytics.ingest import write_log_batch
-from analytics.pricing import COST_QUANTUM, TokenCount, catalogue_rates, compute_cost
+from analytics.pricing import PriceBook, TokenCount, price_usage
 from workspaces import services
 from workspaces.models import ApiKey, Workspace
 
@@ -141,7 +141,7 @@ class Traffic:
         self.user_weights = [1 / (i**1.1) for i in range(1, users + 1)]
         self.model_names = list(MODELS)
         self.model_weights = [MODELS[m][1] for m in self.model_names]
-        self.prices = {model: catalogue_rates(model, spec[0]) for model, spec in MODELS.items()}
+        self.prices = PriceBook({})  # the catalogue alone: a demo installation has no overrides
 
     def batches(self, count: int, size: int):
         times = self._timestamps(count)
@@ -233,11 +233,10 @@ class Traffic:
 
     def _cost(self, model: str, prompt: int, completion: int) -> tuple[str | None, str]:
         """(cost, price version), as the gateway records them: (None, "") without tokens or price."""
-        rates = self.prices.get(model)
-        if rates is None or not prompt + completion:
-            return None, ""  # unknown model: no price; nothing counted: nothing to price
-        cost = compute_cost(rates, TokenCount(prompt, completion))
-        return str(cost.quantize(COST_QUANTUM)), rates.version
+        if not prompt + completion:
+            return None, ""  # nothing counted: nothing to price
+        cost, version = price_usage(self.prices, None, MODELS[model][0], model, TokenCount(prompt, completion))
+        return (None, "") if cost is None else (str(cost), version)  # unknown model: no price
 
     def _metadata(self, user: str, feature: str, key: ApiKey, style: str) -> dict:
         metadata = {"_user": user}
