@@ -1,5 +1,5 @@
-"""The gateway's own HTTP/1.1 upstream client (gateway.proxy.UpstreamClient), against a raw
-socket server that answers exactly what each test scripts: framing (length, chunked, until
+"""The upstream client (workspaces.upstream.client, both implementations: native and aiohttp),
+against a raw socket server that answers exactly what each test scripts: framing (length, chunked, until
 close), compression, interim answers, keep-alive reuse, failures and timeouts, and the bytes
 of the request it sends."""
 
@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from gateway.proxy import UpstreamClient
 from workspaces.upstream import netguard
+from workspaces.upstream.client import make_client
 
 OK_JSON = b'{"ok":true}'
 
@@ -75,12 +75,12 @@ def run(coro):
 
 
 @pytest.fixture(autouse=True)
-def loopback_allowed(settings):
+def loopback_allowed(settings, upstream_client):
     settings.UPSTREAM_ALLOWED_NETWORKS = ["127.0.0.0/8"]
 
 
 async def call(server: Server, method="POST", body=b'{"a":1}', headers=None, timeout=None, path=None):
-    client = UpstreamClient(resolver=netguard.GuardedResolver())
+    client = make_client()
     try:
         resp = await client.request(
             method,
@@ -122,7 +122,7 @@ def test_it_sends_the_request_as_aiohttp_would():
 
 def test_it_refuses_header_injection_and_non_http_urls():
     async def scenario():
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         timeout = aiohttp.ClientTimeout(total=1)
         with pytest.raises(ValueError):
             await client.request(
@@ -182,7 +182,7 @@ def test_it_skips_interim_answers_and_reads_head_and_204():
 def test_it_reuses_connections_and_respects_connection_close():
     async def scenario():
         async with Server([answer(), answer(), answer(headers="connection: close"), answer()]) as server:
-            client = UpstreamClient(resolver=netguard.GuardedResolver())
+            client = make_client()
             timeout = aiohttp.ClientTimeout(sock_read=5)
             for _ in range(4):
                 resp = await client.request("POST", server.url(), {}, b"x", timeout, base_path="")
@@ -208,7 +208,7 @@ def test_it_streams_large_bodies_with_back_pressure():
 
     async def scenario():
         async with Server([slow_big]) as server:
-            client = UpstreamClient(resolver=netguard.GuardedResolver())
+            client = make_client()
             resp = await client.request(
                 "POST", server.url(), {}, b"x", aiohttp.ClientTimeout(sock_read=5), base_path=""
             )
@@ -242,7 +242,7 @@ def test_failures_raise_aiohttp_errors():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             dead = s.getsockname()[1]
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         with pytest.raises(aiohttp.ClientConnectorError):
             await client.request(
                 "POST", URL(f"http://127.0.0.1:{dead}/"), {}, b"", aiohttp.ClientTimeout(total=2), base_path=""
@@ -276,7 +276,7 @@ def test_names_resolving_to_blocked_networks_are_refused(settings):
     settings.UPSTREAM_ALLOWED_NETWORKS = []
 
     async def scenario():
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         with pytest.raises(netguard.BlockedUpstreamError):
             await client.request(
                 "POST", URL("http://localhost:9/v1"), {}, b"", aiohttp.ClientTimeout(total=2), base_path=""
@@ -319,10 +319,8 @@ def _self_signed(tmp_path):
     return cert_path, key_path
 
 
-def test_tls_is_verified(tmp_path, monkeypatch):
+def test_tls_is_verified(tmp_path):
     import ssl
-
-    from gateway import proxy
 
     cert, key = _self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -342,15 +340,16 @@ def test_tls_is_verified(tmp_path, monkeypatch):
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
         url = URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/models")
         timeout = aiohttp.ClientTimeout(total=5)
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         # An unknown issuer is refused, as aiohttp refuses it.
         with pytest.raises(aiohttp.ClientConnectorCertificateError) as info:
             await client.request("GET", url, {}, None, timeout, base_path="")
         # Readable, as the dashboard's connection test shows it (formatting it raised before).
         assert str(info.value).startswith("Cannot connect to host 127.0.0.1:")
         # Trusted, the exchange works over TLS.
+        await client.close()
         trusting = ssl.create_default_context(cafile=str(cert))
-        monkeypatch.setattr(proxy, "_SSL_CONTEXT", trusting)
+        client = make_client(ssl_context=trusting)
         resp = await client.request("GET", url, {}, None, timeout, base_path="")
         data = await resp.read()
         resp.release()
