@@ -57,6 +57,7 @@ class AiohttpClient:
             skip_auto_headers=("User-Agent",),
             max_field_size=MAX_FIELD_BYTES,
             max_line_size=MAX_FIELD_BYTES,
+            max_headers=MAX_HEADER_FIELDS,
         )
 
     async def request(
@@ -93,11 +94,6 @@ class AiohttpClient:
             if blocked is not None:
                 raise blocked from None
             raise
-        if len(resp.raw_headers) > MAX_HEADER_FIELDS:
-            resp.close()
-            raise aiohttp.ClientResponseError(
-                resp.request_info, (), status=502, message=f"more than {MAX_HEADER_FIELDS} header fields"
-            )
         return resp
 
     async def _through_proxy(

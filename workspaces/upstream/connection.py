@@ -25,7 +25,8 @@ _HIGH_WATER = 256 * 1024  # unread answer bytes above which the socket stops bei
 DRAIN_S = 10.0  # how long a released answer's remaining body may take before its connection is dropped
 MAX_FIELD_BYTES = 8190  # per header name or value, as aiohttp's max_field_size
 MAX_HEADER_FIELDS = 100  # as the standard library's http.client
-MAX_HEAD_BYTES = 128 * 1024  # status line and all headers together
+MAX_FIELD_LINE = 2 * MAX_FIELD_BYTES + 4  # "name: value\r\n" at its longest
+MAX_HEAD_BYTES = (MAX_HEADER_FIELDS + 1) * MAX_FIELD_LINE  # what the two caps above allow
 
 
 class HeadTooLarge(ValueError):
@@ -301,6 +302,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.paused = False
         self.idle_since = 0.0
         self.head_bytes = 0  # bytes of the current answer's head received so far
+        self.field_start = 0  # head_bytes when the last header field was complete
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -314,6 +316,9 @@ class UpstreamConnection(asyncio.Protocol):
         if response._head is not None:
             self.head_bytes += len(data)
         try:
+            if self.head_bytes - self.field_start > MAX_FIELD_LINE:
+                # httptools hands a field over once complete: an endless one is cut off here
+                raise HeadTooLarge(f"a header field is over {MAX_FIELD_BYTES} bytes")
             if self.head_bytes > MAX_HEAD_BYTES:
                 raise HeadTooLarge(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
             self.parser.feed_data(data)
@@ -339,9 +344,10 @@ class UpstreamConnection(asyncio.Protocol):
         if len(headers) >= MAX_HEADER_FIELDS:
             raise HeadTooLarge(f"the answer has more than {MAX_HEADER_FIELDS} header fields")
         headers.append((name, value))
+        self.field_start = self.head_bytes
 
     def on_headers_complete(self) -> None:
-        self.head_bytes = 0
+        self.head_bytes = self.field_start = 0
         parser = self.parser
         self.response._on_headers(parser.get_status_code(), parser.should_keep_alive())
 
