@@ -21,8 +21,8 @@ from analytics.ids import new_uuid7
 from analytics.ingest import write_log_batch
 from analytics.models import Feedback
 from analytics.pricing import PriceBook, load_price_book, price_usage
+from analytics.redaction import redact_headers
 from analytics.usage import UsageTracker
-from gateway.proxy import redact_headers
 from workspaces.errors import GatewayError
 from workspaces.metadata import HEADER as METADATA_HEADER
 from workspaces.metadata import MetadataPolicy, resolve_metadata

@@ -10,10 +10,10 @@ and the usage-only chunk this produces is withheld from the client.
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
 
+from analytics.redaction import redact_headers  # noqa: F401 - the gateway's log record uses it
 from analytics.usage import StreamRelay
 from workspaces.upstream.client import UpstreamAnswer
 
@@ -45,7 +45,6 @@ _DROP_RESPONSE = {
     b"date",
     b"server",
 }
-SENSITIVE_HEADER_WORDS = ("authorization", "api-key", "apikey", "secret", "token", "cookie", "password")
 
 
 def upstream_headers(client_headers: dict[str, str], provider_secret: str) -> dict[str, str]:
@@ -57,16 +56,6 @@ def upstream_headers(client_headers: dict[str, str], provider_secret: str) -> di
     if provider_secret:
         headers["authorization"] = f"Bearer {provider_secret}"
     return headers
-
-
-@functools.lru_cache(maxsize=2048)
-def _sensitive(name: str) -> bool:
-    return any(word in name for word in SENSITIVE_HEADER_WORDS)
-
-
-def redact_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Headers as stored with a log: anything that can carry a credential is redacted."""
-    return {name: ("[redacted]" if _sensitive(name) else value) for name, value in headers.items()}
 
 
 def response_headers(resp: UpstreamAnswer) -> list[tuple[bytes, bytes]]:
