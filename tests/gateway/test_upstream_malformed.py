@@ -75,6 +75,20 @@ def test_a_header_field_under_the_cap_is_read():
     assert (len(value), data) == (8000, b'{"ok":true}')
 
 
+def test_a_large_head_within_the_caps_is_read_with_its_body():
+    # 90 fields of 1,000 bytes and a 64 KiB body in one write: the caps count header fields,
+    # not the body bytes that arrive with the head.
+    many = "\r\n".join(f"x-h{i}: {'v' * 1000}" for i in range(90))
+    body = b"b" * 65536
+
+    async def scenario():
+        async with Server([answer(body, headers=many)]) as server:
+            resp, data, _ = await call(server)
+            return len(resp.raw_headers), data
+
+    assert asyncio.run(scenario()) == (92, body)
+
+
 def test_more_than_100_header_fields_are_refused():
     many = "\r\n".join(f"x-h{i}: {i}" for i in range(120))
     error, data, connections = failure_then_retry(answer(headers=many))

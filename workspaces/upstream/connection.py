@@ -302,7 +302,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.paused = False
         self.idle_since = 0.0
         self.head_bytes = 0  # bytes of the current answer's head received so far
-        self.field_start = 0  # head_bytes when the last header field was complete
+        self.head_parsed = 0  # bytes of its complete header fields
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -313,18 +313,22 @@ class UpstreamConnection(asyncio.Protocol):
         if response is None:  # bytes nobody asked for: the connection is unusable
             self.close()
             return
-        if response._head is not None:
-            self.head_bytes += len(data)
         try:
-            if self.head_bytes - self.field_start > MAX_FIELD_LINE:
-                # httptools hands a field over once complete: an endless one is cut off here
-                raise HeadTooLarge(f"a header field is over {MAX_FIELD_BYTES} bytes")
-            if self.head_bytes > MAX_HEAD_BYTES:
-                raise HeadTooLarge(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
             self.parser.feed_data(data)
+            if response._head is not None:  # the head is still incomplete: all of data was head
+                self._check_head(len(data))
         except Exception as exc:  # malformed answer, a cap passed, or an upgrade nobody asked for
             response._fail(_invalid_answer(exc, response))
             self.close()
+
+    def _check_head(self, received: int) -> None:
+        """Cap what httptools buffers of an unfinished head: it hands a header field over only
+        once complete, so an endless one is cut off here (the status line is the slack)."""
+        self.head_bytes += received
+        if self.head_bytes - self.head_parsed > MAX_FIELD_LINE + 1024:
+            raise HeadTooLarge(f"a header field is over {MAX_FIELD_BYTES} bytes")
+        if self.head_bytes > MAX_HEAD_BYTES:
+            raise HeadTooLarge(f"the answer's head is over {MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -344,10 +348,10 @@ class UpstreamConnection(asyncio.Protocol):
         if len(headers) >= MAX_HEADER_FIELDS:
             raise HeadTooLarge(f"the answer has more than {MAX_HEADER_FIELDS} header fields")
         headers.append((name, value))
-        self.field_start = self.head_bytes
+        self.head_parsed += len(name) + len(value) + 4  # ": " and CRLF
 
     def on_headers_complete(self) -> None:
-        self.head_bytes = self.field_start = 0
+        self.head_bytes = self.head_parsed = 0
         parser = self.parser
         self.response._on_headers(parser.get_status_code(), parser.should_keep_alive())
 
