@@ -197,7 +197,7 @@ class NativeClient:
                     else:
                         self._hand_over(key, None)
                 raise
-            if conn is not None:
+            if conn is not None and not conn.closed:  # closed while handed over: its slot is free
                 return conn
         self._open[key] = self._open.get(key, 0) + 1
         try:
