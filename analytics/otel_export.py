@@ -181,6 +181,11 @@ class OtelExporter:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():  # its connections are ours to close now
+                for target in (self._targets or {}).values():
+                    if target.poster is not None:
+                        target.poster.close()
+                        target.poster = None
 
     def _run(self) -> None:
         while not self._stopping:
