@@ -18,9 +18,10 @@ the log write; what it costs is bounded:
   workspace's collector being down does not hold back another's (each has its own backoff);
 - nothing here raises into the writer: ``enqueue`` catches everything and counts it.
 
-The HTTP client is the standard library's ``http.client`` behind the SSRF guard
-(workspaces.upstream.netguard): the endpoint is checked with ``check_url``, every address the host resolves
-to is checked before connecting, and redirects are never followed. Not the SDK's
+The HTTP client is the one upstream client (workspaces.upstream, run synchronously by
+analytics.otel_http) behind the SSRF guard: the endpoint is checked with ``check_url``, every
+address the host resolves to is checked before connecting, proxies are honoured and redirects
+are never followed. Not the SDK's
 OTLPSpanExporter: it posts through ``requests`` (which follows redirects and resolves names
 outside the guard), wants SDK span objects per log (~10x the encoding cost) and is one pipeline
 per endpoint, where this sends each workspace to its own endpoint with its own headers.
@@ -180,6 +181,11 @@ class OtelExporter:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():  # its connections are ours to close now
+                for target in (self._targets or {}).values():
+                    if target.poster is not None:
+                        target.poster.close()
+                        target.poster = None
 
     def _run(self) -> None:
         while not self._stopping:

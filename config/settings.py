@@ -323,6 +323,13 @@ for _network in UPSTREAM_ALLOWED_NETWORKS:
         raise ImproperlyConfigured(
             f"Environment variable UPSTREAM_ALLOWED_NETWORKS has an invalid network {_network!r} (expected CIDRs)."
         ) from None
+# The one outbound HTTP client (workspaces/upstream/client.py): the native HTTP/1.1 client or
+# aiohttp's, an idle pooled connection's lifetime, and a cap per (scheme, host, port), 0 for
+# none (requests past it wait for a connection). HTTPS_PROXY/HTTP_PROXY/NO_PROXY are read from
+# the environment by the client itself (workspaces/upstream/proxies.py).
+UPSTREAM_CLIENT = env_choice("UPSTREAM_CLIENT", "native", ("native", "aiohttp"))
+UPSTREAM_IDLE_TIMEOUT = env_float("UPSTREAM_IDLE_TIMEOUT", 30.0, minimum=0.01)
+UPSTREAM_MAX_CONNECTIONS_PER_HOST = env_int("UPSTREAM_MAX_CONNECTIONS_PER_HOST", 0, minimum=0, maximum=100_000)
 GATEWAY_MAX_HEADER_BYTES = env_int("GATEWAY_MAX_HEADER_BYTES", 32 * 1024, minimum=1024)
 # API key / provider snapshots are cached per process for this long: a revocation takes
 # effect within this many seconds.

@@ -1,7 +1,7 @@
 """The gateway's own ASGI callable for ``/v1/...``: the lean hot path of DESIGN.md.
 
 It reads the raw ASGI scope, authenticates from a per-process cache, resolves metadata,
-forwards to the provider over one pooled HTTP/1.1 client (proxy.UpstreamClient) and hands a
+forwards to the provider over one pooled client (workspaces.upstream.client) and hands a
 log record to the LogBuffer once the answer is out. No Django request cycle, no middleware,
 no database query when caches are warm.
 
@@ -14,7 +14,7 @@ time); ids are time-ordered UUIDv7 from uuid-utils (analytics.ids, ~0.2 us);
 upstream URLs and their SSRF verdicts are memoised per URL; warm caches are read without
 awaiting; usage is parsed after the response went out; a stream is watched for client
 disconnects by one task that cancels the relay, not two racing tasks; the upstream call
-skips aiohttp's per-request machinery (proxy.UpstreamClient).
+skips aiohttp's per-request machinery (the native client, workspaces.upstream.native).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from gateway.logbuffer import get_log_buffer
 from gateway.logrecord import emit_log
 from gateway.response_cache import response_cache
 from workspaces.errors import GatewayError
-from workspaces.upstream import netguard
+from workspaces.upstream import netguard, preflight
+from workspaces.upstream.client import UpstreamAnswer, UpstreamClient, make_client
 
 log = logging.getLogger("portico.gateway")
 
@@ -51,15 +52,15 @@ _MISSING = object()
 
 class GatewayApp:
     def __init__(self) -> None:
-        self.session: proxy.UpstreamClient | None = None
+        self.session: UpstreamClient | None = None
         self._start_lock: asyncio.Lock | None = None
 
     # --- lifecycle -------------------------------------------------------------------
     async def startup(self) -> None:
         if self.session is not None:
             return
-        # One pooled upstream client per worker (see proxy.UpstreamClient).
-        self.session = proxy.UpstreamClient(resolver=netguard.GuardedResolver())
+        # One pooled upstream client per worker (UPSTREAM_CLIENT picks the implementation).
+        self.session = make_client()
         await get_log_buffer().start()
 
     async def shutdown(self) -> None:
@@ -309,17 +310,8 @@ class GatewayApp:
             raise self._timeout_error(timeout_ms) from None
         except netguard.PathOutsideBaseError:
             raise _path_outside_v1() from None
-        except netguard.BlockedUpstreamError as exc:
-            raise _blocked(exc) from None
-        except aiohttp.ClientError as exc:
-            if isinstance(getattr(exc, "os_error", None), netguard.BlockedUpstreamError):
-                raise _blocked(exc.os_error) from None
-            raise GatewayError(
-                502,
-                f"Could not reach the provider ({type(exc).__name__}).",
-                type="api_error",
-                code="upstream_unreachable",
-            ) from None
+        except (netguard.BlockedUpstreamError, aiohttp.ClientError) as exc:
+            raise _upstream_failure(exc, "Could not reach the provider", "upstream_unreachable") from None
         try:
             streaming = ctx.is_stream and resp.status == 200 and resp.content_type == "text/event-stream"
             if streaming:
@@ -345,20 +337,14 @@ class GatewayApp:
         return GatewayError(504, "The provider did not answer in time.", type="timeout_error", code="upstream_timeout")
 
     async def _relay_body(
-        self, ctx: RequestContext, resp: proxy.UpstreamResponse, send, timeout_ms: str, up: providers.UpstreamRequest
+        self, ctx: RequestContext, resp: UpstreamAnswer, send, timeout_ms: str, up: providers.UpstreamRequest
     ) -> None:
         try:
             raw = await resp.read()
         except TimeoutError:
             raise self._timeout_error(timeout_ms) from None
-        except netguard.BlockedUpstreamError as exc:
-            raise _blocked(exc) from None
-        except aiohttp.ClientError as exc:
-            if isinstance(getattr(exc, "os_error", None), netguard.BlockedUpstreamError):
-                raise _blocked(exc.os_error) from None
-            raise GatewayError(
-                502, f"The provider connection failed ({type(exc).__name__}).", type="api_error", code="upstream_error"
-            ) from None
+        except (netguard.BlockedUpstreamError, aiohttp.ClientError) as exc:
+            raise _upstream_failure(exc, "The provider connection failed", "upstream_error") from None
         status = resp.status
         data = up.answer_body(status, raw) if up.translated else raw
         ctx.status = status
@@ -378,7 +364,7 @@ class GatewayApp:
                 ctx.error_message = data[:500].decode("utf-8", "replace")
 
     async def _relay_stream(
-        self, ctx: RequestContext, resp: proxy.UpstreamResponse, receive, send, up: providers.UpstreamRequest
+        self, ctx: RequestContext, resp: UpstreamAnswer, receive, send, up: providers.UpstreamRequest
     ) -> None:
         # The upstream's clean end of body ends the stream, [DONE] or not (the Responses API
         # sends none); only a truncated body or a broken connection is a failure.
@@ -426,6 +412,15 @@ def _path_outside_v1() -> GatewayError:
         "send the API path itself, e.g. /v1/chat/completions.",
         code="invalid_path",
     )
+
+
+def _upstream_failure(exc: Exception, what: str, code: str) -> GatewayError:
+    """The one reading of a client error: the SSRF guard's refusal is a 403 saying how to allow
+    the address, anything else a 502 naming the error's type."""
+    blocked = preflight.blocked_cause(exc)
+    if blocked is not None:
+        return _blocked(blocked)
+    return GatewayError(502, f"{what} ({type(exc).__name__}).", type="api_error", code=code)
 
 
 def _blocked(exc: Exception) -> GatewayError:

@@ -121,6 +121,14 @@ def api_key(workspace):
 # its upstream client and its log buffer are per process and bound to the server's event loop.
 
 
+@pytest.fixture(params=["native", "aiohttp"])
+def upstream_client(request, settings):
+    """Runs a test once per upstream client implementation (UPSTREAM_CLIENT): both must behave
+    the same (workspaces/upstream/client.py)."""
+    settings.UPSTREAM_CLIENT = request.param
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def upstream():
     with MockUpstream() as mock:

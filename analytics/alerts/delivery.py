@@ -1,6 +1,6 @@
 """Delivering alert events: signed webhooks and e-mails, every attempt recorded.
 
-Webhooks are POSTed through the gateway's guarded client (workspaces.upstream.probe.post_upstream: the SSRF
+Webhooks are POSTed through the one upstream client (workspaces.upstream.probe.post_upstream: the SSRF
 guard on the address actually connected to, no redirect followed) with the event's JSON payload
 and these headers:
 

@@ -34,7 +34,7 @@ def attempts(channel: str = "webhook") -> list[tuple]:
 
 
 @pytest.fixture
-def rule(workspace, receiver):
+def rule(workspace, receiver, upstream_client):  # webhooks go through both upstream clients
     return make_rule(workspace, webhook_urls=[receiver.url])[0]
 
 

@@ -15,6 +15,12 @@ from workspaces import services
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def each_client(upstream_client):
+    """Every check runs with both upstream clients (UPSTREAM_CLIENT)."""
+
+
 SECRET = "sk-secret-do-not-show"
 
 

@@ -10,9 +10,9 @@ import pytest
 from django.core.exceptions import ValidationError
 from yarl import URL
 
-from gateway.proxy import UpstreamClient
 from workspaces import services
 from workspaces.upstream import netguard
+from workspaces.upstream.client import make_client
 
 EMBEDDED_LOOPBACK = [
     "::127.0.0.1",  # IPv4-compatible
@@ -60,7 +60,7 @@ def test_provider_base_urls_with_embedded_loopback_are_refused(workspace, nothin
     assert "base_url" in info.value.message_dict
 
 
-def test_the_upstream_client_refuses_blocked_ip_literals_itself(nothing_allowed):
+def test_the_upstream_client_refuses_blocked_ip_literals_itself(nothing_allowed, upstream_client):
     # The gateway checks literals before calling; the client does not rely on it.
     async def scenario():
         connections = 0
@@ -72,7 +72,7 @@ def test_the_upstream_client_refuses_blocked_ip_literals_itself(nothing_allowed)
 
         server = await asyncio.start_server(count, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         try:
             for host in ("127.0.0.1", "[::ffff:127.0.0.1]"):
                 with pytest.raises(netguard.BlockedUpstreamError):

@@ -1,5 +1,5 @@
-"""The gateway's own HTTP/1.1 upstream client (gateway.proxy.UpstreamClient), against a raw
-socket server that answers exactly what each test scripts: framing (length, chunked, until
+"""The upstream client (workspaces.upstream.client, both implementations: native and aiohttp),
+against a raw socket server that answers exactly what each test scripts: framing (length, chunked, until
 close), compression, interim answers, keep-alive reuse, failures and timeouts, and the bytes
 of the request it sends."""
 
@@ -14,60 +14,9 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from gateway.proxy import UpstreamClient
+from tests.gateway.upstream_server import OK_JSON, Server, answer, call, self_signed
 from workspaces.upstream import netguard
-
-OK_JSON = b'{"ok":true}'
-
-
-class Server:
-    """Answers each request with the next scripted reply (bytes, or a coroutine function
-    taking the writer); records raw requests and counts connections."""
-
-    def __init__(self, replies):
-        self.replies = list(replies)
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.server = None
-
-    async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-
-    def url(self, path: str = "/v1/chat/completions") -> URL:
-        return URL(f"http://127.0.0.1:{self.port}{path}")
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while self.replies:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                body = await reader.readexactly(length) if length else b""
-                self.requests.append(head + body)
-                reply = self.replies.pop(0)
-                if callable(reply):
-                    await reply(writer)
-                    if writer.is_closing():
-                        return
-                else:
-                    writer.write(reply)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-
-def answer(body: bytes = OK_JSON, status: str = "200 OK", headers: str = "content-type: application/json") -> bytes:
-    return f"HTTP/1.1 {status}\r\n{headers}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+from workspaces.upstream.client import make_client
 
 
 def run(coro):
@@ -75,26 +24,8 @@ def run(coro):
 
 
 @pytest.fixture(autouse=True)
-def loopback_allowed(settings):
+def loopback_allowed(settings, upstream_client):
     settings.UPSTREAM_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-
-
-async def call(server: Server, method="POST", body=b'{"a":1}', headers=None, timeout=None, path=None):
-    client = UpstreamClient(resolver=netguard.GuardedResolver())
-    try:
-        resp = await client.request(
-            method,
-            server.url(path) if path else server.url(),
-            headers or {"content-type": "application/json"},
-            body,
-            timeout or aiohttp.ClientTimeout(sock_connect=5, sock_read=5),
-            base_path="/v1",
-        )
-        data = await resp.read()
-        resp.release()
-        return resp, data, client
-    finally:
-        await client.close()
 
 
 def test_it_sends_the_request_as_aiohttp_would():
@@ -122,7 +53,7 @@ def test_it_sends_the_request_as_aiohttp_would():
 
 def test_it_refuses_header_injection_and_non_http_urls():
     async def scenario():
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         timeout = aiohttp.ClientTimeout(total=1)
         with pytest.raises(ValueError):
             await client.request(
@@ -182,7 +113,7 @@ def test_it_skips_interim_answers_and_reads_head_and_204():
 def test_it_reuses_connections_and_respects_connection_close():
     async def scenario():
         async with Server([answer(), answer(), answer(headers="connection: close"), answer()]) as server:
-            client = UpstreamClient(resolver=netguard.GuardedResolver())
+            client = make_client()
             timeout = aiohttp.ClientTimeout(sock_read=5)
             for _ in range(4):
                 resp = await client.request("POST", server.url(), {}, b"x", timeout, base_path="")
@@ -208,7 +139,7 @@ def test_it_streams_large_bodies_with_back_pressure():
 
     async def scenario():
         async with Server([slow_big]) as server:
-            client = UpstreamClient(resolver=netguard.GuardedResolver())
+            client = make_client()
             resp = await client.request(
                 "POST", server.url(), {}, b"x", aiohttp.ClientTimeout(sock_read=5), base_path=""
             )
@@ -242,7 +173,7 @@ def test_failures_raise_aiohttp_errors():
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             dead = s.getsockname()[1]
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         with pytest.raises(aiohttp.ClientConnectorError):
             await client.request(
                 "POST", URL(f"http://127.0.0.1:{dead}/"), {}, b"", aiohttp.ClientTimeout(total=2), base_path=""
@@ -276,7 +207,7 @@ def test_names_resolving_to_blocked_networks_are_refused(settings):
     settings.UPSTREAM_ALLOWED_NETWORKS = []
 
     async def scenario():
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         with pytest.raises(netguard.BlockedUpstreamError):
             await client.request(
                 "POST", URL("http://localhost:9/v1"), {}, b"", aiohttp.ClientTimeout(total=2), base_path=""
@@ -286,45 +217,10 @@ def test_names_resolving_to_blocked_networks_are_refused(settings):
     run(scenario())
 
 
-def _self_signed(tmp_path):
-    """A certificate for 127.0.0.1 (IP SAN), written as cert + key files."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
-def test_tls_is_verified(tmp_path, monkeypatch):
+def test_tls_is_verified(tmp_path):
     import ssl
 
-    from gateway import proxy
-
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
 
@@ -342,15 +238,16 @@ def test_tls_is_verified(tmp_path, monkeypatch):
         server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
         url = URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/models")
         timeout = aiohttp.ClientTimeout(total=5)
-        client = UpstreamClient(resolver=netguard.GuardedResolver())
+        client = make_client()
         # An unknown issuer is refused, as aiohttp refuses it.
         with pytest.raises(aiohttp.ClientConnectorCertificateError) as info:
             await client.request("GET", url, {}, None, timeout, base_path="")
         # Readable, as the dashboard's connection test shows it (formatting it raised before).
         assert str(info.value).startswith("Cannot connect to host 127.0.0.1:")
         # Trusted, the exchange works over TLS.
+        await client.close()
         trusting = ssl.create_default_context(cafile=str(cert))
-        monkeypatch.setattr(proxy, "_SSL_CONTEXT", trusting)
+        client = make_client(ssl_context=trusting)
         resp = await client.request("GET", url, {}, None, timeout, base_path="")
         data = await resp.read()
         resp.release()

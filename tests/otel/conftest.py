@@ -104,7 +104,8 @@ def receiver():
 
 
 @pytest.fixture
-def exporter(monkeypatch, settings):
+def exporter(monkeypatch, settings, upstream_client):
+    """An exporter of the test's own, once per upstream client (both must export the same)."""
     settings.OTEL_EXPORT_REFRESH_SECONDS = 0.2
     fresh = otel_export.OtelExporter()
     monkeypatch.setattr(otel_export, "_exporter", fresh)

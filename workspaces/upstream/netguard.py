@@ -196,7 +196,7 @@ def _base_url_problem(raw: str) -> str | None:
         return "enter a port from 1 to 65535."
     if "?" in raw or "#" in raw:
         return "must not contain a query string or fragment."
-    if not _is_ip_literal(host) and not _is_host_name(host):
+    if not is_ip(host) and not _is_host_name(host):
         return f"{host[:100]!r} is not a valid host name."
     # yarl has already resolved plain dot segments in url.path: look at what was sent.
     try:
@@ -208,7 +208,8 @@ def _base_url_problem(raw: str) -> str | None:
     return None
 
 
-def _is_ip_literal(host: str) -> bool:
+def is_ip(host: str) -> bool:
+    """True for an IP literal (which no resolver sees, so the guard checks it directly)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -1,4 +1,4 @@
-"""One call through the gateway's own upstream client for other apps: a GET to a provider for
+"""One call through the one upstream client (workspaces.upstream.client) for other apps: a GET to a provider for
 the dashboard's "Test connection" (``probe_upstream``) and a POST of an alert webhook
 (``post_upstream``, analytics.alerts.delivery). The same SSRF guard as a real call (IP literals
 checked, names resolved once by the guarding resolver and the connection made to the address
@@ -15,8 +15,8 @@ import aiohttp
 from asgiref.sync import async_to_sync
 from yarl import URL
 
-from gateway import proxy
-from workspaces.upstream import netguard
+from workspaces.upstream import netguard, preflight
+from workspaces.upstream.client import make_client
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,17 @@ async def _call(method: str, url: str, headers: dict[str, str], body: bytes | No
         return ProbeResult(None, error="it is not a valid URL")
     except netguard.BlockedUpstreamError as exc:
         return _blocked(exc)
-    client = proxy.UpstreamClient(resolver=netguard.GuardedResolver())
+    client = make_client()
     started = time.monotonic()
     try:
         resp = await client.request(
             method, target, headers, body, aiohttp.ClientTimeout(total=timeout), base_path=target.path
         )
         resp.close()  # the status is the answer; the body is not needed
-    except netguard.BlockedUpstreamError as exc:
-        return _blocked(exc)
-    except aiohttp.ClientError as exc:
-        if isinstance(getattr(exc, "os_error", None), netguard.BlockedUpstreamError):
-            return _blocked(exc.os_error)
+    except (netguard.BlockedUpstreamError, aiohttp.ClientError) as exc:
+        blocked = preflight.blocked_cause(exc)
+        if blocked is not None:
+            return _blocked(blocked)
         return ProbeResult(None, error=str(exc) or type(exc).__name__)
     except TimeoutError:
         return ProbeResult(None, error=f"no answer within {timeout:g} s")
