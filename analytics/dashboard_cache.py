@@ -16,7 +16,6 @@ STABLE_AFTER hours live. Entries expire after CLOSED_DAY_TTL regardless.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import threading
@@ -141,15 +140,6 @@ class Cell:
             unpriced,
             *parts,
         )
-
-
-class FrozenCell(Cell):
-    """A memoised cell shared between page views: reading is free, changing it is an error."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"shared dashboard cell is read-only (tried to set {name})")
 
 
 def merge_cells(parts: list[dict[tuple, Cell | tuple]], key=None) -> dict[tuple, Cell]:
@@ -340,13 +330,20 @@ def rollup_cells(
     return result
 
 
-# The closed part of a window, merged and unpacked, kept in this process too: a month of
-# (key, value) cells is tens of thousands of cells, and unpacking them from the shared cache on
-# every view cost more than the rest of a page. Keyed like the shared cache (signature with the
-# workspace's data generation, ranges), bounded by the number of cells held. Callers must treat
-# the returned cells as read-only (every selector only reads them or merges into new cells);
-# they are FrozenCells, so a change raises instead of leaking into the next view.
-_MEMO: OrderedDict[tuple, dict[tuple, Cell]] = OrderedDict()
+# The closed part of a window, merged, kept in this process too: reading tens of thousands of
+# cells back from the shared cache (unpickling) on every view cost more than the rest of a page.
+# Keyed like the shared cache (signature with the workspace's data generation, ranges), bounded
+# by the number of cells held.
+#
+# Held packed: a dict of plain tuples of ints, floats, None and histograms as tuples of (str, int)
+# pairs (a dict inside would keep its tuple tracked). The cyclic garbage collector stops tracking
+# such tuples and dicts after the collections they survive (CPython untracks exact tuples and
+# dicts that hold only untracked objects), so long-lived cells
+# cost full collections nothing, without ``gc.freeze()``: freezing at request time made every
+# object alive at that moment (the page's own garbage in cycles included) immortal, and RSS grew
+# with the number of windows viewed (bench/bench_dashboard_memory.py). Each read unpacks fresh
+# Cells, so a caller that changes one cannot leak into the next view.
+_MEMO: OrderedDict[tuple, dict[tuple, tuple]] = OrderedDict()
 _MEMO_LOCK = threading.Lock()
 MEMO_MAX_CELLS = 100_000
 
@@ -356,24 +353,25 @@ def _memo_get(key: tuple) -> dict[tuple, Cell] | None:
         found = _MEMO.get(key)
         if found is not None:
             _MEMO.move_to_end(key)
-        return found
+    if found is None:
+        return None
+    unpack = Cell.unpack
+    return {group: unpack(packed) for group, packed in found.items()}
 
 
 def _memo_put(key: tuple, cells: dict[tuple, Cell]) -> None:
     if len(cells) > MEMO_MAX_CELLS:
         return
-    for cell in cells.values():
-        object.__setattr__(cell, "__class__", FrozenCell)
+    packed = {}
+    for group, cell in cells.items():
+        fields = cell.pack()
+        packed[group] = (*fields[:7], tuple(fields[7].items()), *fields[8:])  # see above
     with _MEMO_LOCK:
-        _MEMO[key] = cells
+        _MEMO[key] = packed
         held = sum(len(value) for value in _MEMO.values())
         while held > MEMO_MAX_CELLS:
             _old_key, dropped = _MEMO.popitem(last=False)
             held -= len(dropped)
-    # Out of the cyclic collector's sight: tens of thousands of long-lived cells made every full
-    # collection (triggered by any page's allocations) cost ~100 ms, the p95 of the busy pages.
-    # Cells hold no cycles; evicted ones are still freed by reference counting.
-    gc.freeze()
 
 
 def clear_memo() -> None:

@@ -44,9 +44,35 @@ def test_cached_cells_equal_a_direct_query_on_every_view(workspace, api_key):
     )
     first = through_caches()
     assert _comparable(first) == direct
-    with pytest.raises(AttributeError, match="read-only"):
-        first[("feature", "f0")].requests += 1000  # a careless caller cannot leak into the next view
+    # A careless caller cannot leak into the next view.
+    first[("feature", "f0")].requests += 1000
+    first[("feature", "f0")].hist["0"] = 10**6
+    assert _comparable(through_caches()) == direct
     assert _comparable(through_caches()) == direct
     # A late log in a closed hour: a new data generation, so neither cache serves the old part.
     write_logs(workspace, api_key[0], [{"created_at": now - timedelta(hours=50), "metadata": {"feature": "f9"}}])
     assert through_caches()[("feature", "f9")].requests == 1
+
+
+def test_memoised_cells_leave_the_garbage_collectors_sight(workspace, api_key):
+    """Long-lived memo entries must not cost full collections (they once did, ~100 ms each,
+    and the fix was a request-time gc.freeze() that leaked): after a collection or two the cyclic
+    collector tracks none of them."""
+    import gc
+
+    now = timezone.now()
+    write_logs(
+        workspace,
+        api_key[0],
+        [{"created_at": now - timedelta(hours=h), "metadata": {"feature": f"f{h}"}} for h in (30, 50)],
+    )
+    dashboard_cache.clear_memo()
+    rows = MetadataRollup.objects.filter(workspace=workspace)
+    dashboard_cache.rollup_cells(
+        rows, ["key", "value"], now - timedelta(days=3), now, hist=True, scope=_scope(workspace)
+    )
+    for _ in range(4):  # a collection untracks a tuple once the ones inside it are untracked
+        gc.collect()
+    held = list(dashboard_cache._MEMO.values())
+    assert held and all(len(entry) for entry in held)
+    assert not any(gc.is_tracked(entry) or any(gc.is_tracked(cell) for cell in entry.values()) for entry in held)
