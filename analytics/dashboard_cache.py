@@ -41,6 +41,22 @@ CACHE_VERSION = 4  # 3: cells carry cached/reasoning tokens and unpriced request
 COST_UNITS = Decimal(10) ** 8
 
 
+ADDITIVE = (
+    "requests",
+    "errors",
+    "cost",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_sum",
+    "cached_prompt_tokens",
+    "reasoning_tokens",
+    "unpriced_requests",
+    "cache_write_tokens",
+    "audio_prompt_tokens",
+    "audio_completion_tokens",
+)
+
+
 @dataclass(slots=True)
 class Cell:
     """Additive metrics of a set of rollup rows (and their merged latency histogram)."""
@@ -80,6 +96,16 @@ class Cell:
             hist, get = self.hist, self.hist.get
             for index, count in other.hist.items():
                 hist[index] = get(index, 0) + count
+
+    def minus(self, part: Cell) -> Cell:
+        """What this cell holds beyond ``part`` (a subset of its requests, such as the rows of a
+        group table): additive metrics and histogram counts subtract exactly; when the rest was
+        last seen is not known."""
+        rest = Cell(last_seen=None)
+        for name in ADDITIVE:
+            setattr(rest, name, getattr(self, name) - getattr(part, name))
+        rest.hist = {k: n for k, v in self.hist.items() if (n := v - part.hist.get(k, 0)) > 0}
+        return rest
 
     def pack(self) -> tuple:
         """A compact, quick-to-pickle form for the cache (cost in 1e-8 units, exact)."""

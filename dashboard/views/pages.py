@@ -24,8 +24,17 @@ from django.views.decorators.http import require_GET
 from analytics import dashboard_selectors as ds
 from analytics import selectors
 from analytics.filters import LogFilter
-from analytics.forms import GROUP_DIMENSIONS, PRESETS, Window, log_filter_data, parse_group, parse_window
+from analytics.forms import (
+    DASHBOARD_PARAMS,
+    GROUP_DIMENSIONS,
+    PRESETS,
+    Window,
+    log_filter_data,
+    parse_group,
+    parse_window,
+)
 from analytics.models import MetadataKey, RequestLog
+from analytics.reads.export import export_group_rows
 from config.parsing import InvalidParameter, clean_text, parse_int
 from dashboard.templatetags.dashboard import logs_query
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
@@ -35,6 +44,7 @@ LOG_PAGE_SIZE = 50
 TABLE_COLUMNS = [
     ("value", "Value", False),
     ("requests", "Requests", True),
+    ("share", "Share", True),
     ("cost", "Cost", True),
     ("avg_tokens", "Avg tokens", True),
     ("avg_latency", "Avg latency", True),
@@ -52,6 +62,14 @@ USER_COLUMNS = [
     ("last_seen", "Last seen", True),
 ]
 EXPORT_LIMIT = 50_000
+SUMMARY_TOTALS = (
+    "unpriced_requests",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_prompt_tokens",
+    "audio_completion_tokens",
+)
 
 
 def _is_partial(request: HttpRequest, target: str = "results") -> bool:
@@ -124,11 +142,19 @@ def home(request: HttpRequest) -> HttpResponse:
 @workspace_view()
 @require_GET
 def overview(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return _added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    kpis = ds.kpis(access.workspace, window)
-    context = {**_base_context(request, access, "overview", window), "kpis": kpis, "window_errors": errors}
+    log_filter, filter_context = _page_filter(request, access, window)
+    kpis = ds.kpis(access.workspace, window, log_filter)
+    context = {
+        **_base_context(request, access, "overview", window),
+        **filter_context,
+        "kpis": kpis,
+        "window_errors": errors,
+    }
     hours, previous_hours = kpis.pop("hours")
-    if kpis["current"]["requests"] or kpis["previous"]["requests"]:
+    if kpis["current"]["requests"] or kpis["previous"]["requests"] or (log_filter is not None and context["chips"]):
         context["series"] = ds.timeseries(access.workspace, window, hours=hours)
         context["previous_series"] = ds.timeseries(access.workspace, window.previous(), hours=previous_hours, p95=False)
     else:
@@ -198,17 +224,46 @@ def _with_added_metadata(request: HttpRequest) -> str | None:
     return f"{request.path}?{params.urlencode()}"
 
 
+def _added_metadata_redirect(request: HttpRequest) -> HttpResponse:
+    """The filter bar's key/value inputs submitted: go to the clean URL with the filter."""
+    url = _with_added_metadata(request)
+    if request.headers.get("HX-Request"):
+        # Re-run as the clean URL and push that one into the history.
+        response = HttpResponse(status=204)
+        response["HX-Location"] = json.dumps({"path": url, "target": "#results"})
+        return response
+    return HttpResponseRedirect(url)
+
+
+def _page_filter(
+    request: HttpRequest, access: WorkspaceAccess, window: Window, known_keys: list[str] | None = None
+) -> tuple[LogFilter | None, dict]:
+    """The log filter an analytics page applies (the Logs page's vocabulary, from the URL) and
+    what the page shows of it: chips, errors, the URL without filters. An invalid filter is
+    reported and the page answers unfiltered, as a 400."""
+    log_filter = _log_filter(request, window)
+    kept = {name: request.GET.getlist(name) for name in ("range", "start", "end", "group", "sort", "dir")}
+    clear = QueryDict(mutable=True)
+    for name, values in kept.items():
+        clear.setlist(name, values)
+    has_filter = any(name not in DASHBOARD_PARAMS and name not in ("start", "end") for name in request.GET)
+    context = {
+        "chips": _chips(request.GET, ds.api_key_names(access.workspace)) if has_filter else [],
+        "clear_url": f"?{clear.urlencode()}",
+        "filter_errors": [],
+        "known_keys": _known_keys(access) if known_keys is None else sorted(known_keys),
+    }
+    if not log_filter.is_valid():
+        context["filter_errors"] = [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
+        return None, context
+    return log_filter, context
+
+
 @workspace_view()
 @require_GET
 def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     if "add_key" in request.GET:
-        url = _with_added_metadata(request)
-        if request.headers.get("HX-Request"):
-            # Re-run as the clean URL and push that one into the history.
-            response = HttpResponse(status=204)
-            response["HX-Location"] = json.dumps({"path": url, "target": "#results"})
-            return response
-        return HttpResponseRedirect(url)
+        return _added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
     log_filter = _log_filter(request, window)
     rows, cursor = [], None
@@ -327,46 +382,51 @@ def _sort(request: HttpRequest) -> tuple[str, bool]:
     return (sort if sort in ds.SORTS else "requests"), request.GET.get("dir", "desc") != "asc"
 
 
+def _default_group_keys(access: WorkspaceAccess) -> list[str]:
+    """Metadata keys in the order the default grouping takes them: the key most requests carry
+    first; with none seen yet, the workspace schema's first required key."""
+    keys = MetadataKey.objects.filter(workspace=access.workspace).order_by("-requests", "key")
+    seen = list(keys.values_list("key", flat=True))
+    return seen or list((access.workspace.metadata_schema or {}).get("required") or [])
+
+
 @workspace_view()
 @require_GET
 def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return _added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    known_keys = _known_keys(access)
+    group_keys = _default_group_keys(access)
+    log_filter, filter_context = _page_filter(request, access, window, group_keys)
     try:
-        group = parse_group(request.GET.get("group"), known_keys)
+        group = parse_group(request.GET.get("group"), group_keys)
     except InvalidParameter as exc:
         errors.append(exc.message)
-        group = parse_group(None, known_keys)
+        group = parse_group(None, group_keys)
     sort, desc = _sort(request)
-    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
+    report = ds.group_report(access.workspace, window, group, sort=sort, desc=desc, log_filter=log_filter)
+    rows = report["rows"]
     top = [row["raw"] for row in sorted(rows, key=lambda r: -r["requests"])[:5]]
     labels = {row["raw"]: row["value"] for row in rows}
-    series = ds.group_series(access.workspace, window, group, top) if top else None
+    series = ds.group_series(access.workspace, window, group, top, log_filter) if top else None
     if series:
         series["series"] = [[labels[raw], values] for raw, values in series["series"]]
+    total = report["total"]
     context = {
         **_base_context(request, access, "summary", window),
+        **filter_context,
         "group": group,
         "group_label": GROUP_DIMENSIONS.get(group) or group.removeprefix("metadata."),
         "group_choices": [*GROUP_DIMENSIONS.items()],
-        "known_keys": known_keys,
         "rows": _drill_down(request, access, rows, group),
+        "extra_rows": report["extra"],
+        "total": total,
         "sort": sort,
         "desc": desc,
         "columns": TABLE_COLUMNS,
         "logs_param": group,
         "series": series,
-        "totals": {
-            name: sum(row[name] for row in rows)
-            for name in (
-                "unpriced_requests",
-                "cached_prompt_tokens",
-                "cache_write_tokens",
-                "reasoning_tokens",
-                "audio_prompt_tokens",
-                "audio_completion_tokens",
-            )
-        },
+        "totals": {name: total[name] for name in SUMMARY_TOTALS},
         "window_errors": errors,
     }
     return _render(request, "dashboard/summary.html", "dashboard/_summary.html", context)
@@ -387,16 +447,18 @@ def _drill_down(request: HttpRequest, access: WorkspaceAccess, rows: list[dict],
 def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The summary table as shown (same window, grouping and sort) as CSV or JSONL."""
     window, errors = parse_window(request.GET)
+    log_filter, filter_context = _page_filter(request, access, window)
+    errors += filter_context["filter_errors"]
     try:
-        group = parse_group(request.GET.get("group"), _known_keys(access))
+        group = parse_group(request.GET.get("group"), _default_group_keys(access))
     except InvalidParameter as exc:
         errors.append(exc.message)
     if errors:
         return HttpResponse("Invalid query: " + " ".join(errors), status=400, content_type="text/plain; charset=utf-8")
     sort, desc = _sort(request)
-    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
+    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc, log_filter=log_filter)
     fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
-    body = ds.export_group_rows(rows, fmt, group=group, window=window)
+    body = export_group_rows(rows, fmt, group=group, window=window)
     response = HttpResponse(body, content_type="application/x-ndjson" if fmt == "jsonl" else "text/csv")
     name = group.replace(".", "-").replace("/", "-")
     response["Content-Disposition"] = f'attachment; filename="{access.workspace.slug}-summary-{name}.{fmt}"'
@@ -406,11 +468,15 @@ def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpRespons
 @workspace_view()
 @require_GET
 def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return _added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
+    log_filter, filter_context = _page_filter(request, access, window)
     sort, desc = _sort(request)
-    rows = ds.group_table(access.workspace, window, "user", sort=sort, desc=desc, p95=False)
+    rows = ds.group_table(access.workspace, window, "user", sort=sort, desc=desc, p95=False, log_filter=log_filter)
     context = {
         **_base_context(request, access, "users", window),
+        **filter_context,
         "rows": _drill_down(request, access, rows, "user"),
         "sort": sort,
         "desc": desc,
@@ -423,19 +489,25 @@ def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 @workspace_view()
 @require_GET
 def errors(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return _added_metadata_redirect(request)
     window, window_errors = parse_window(request.GET)
+    log_filter, filter_context = _page_filter(request, access, window)
     workspace = access.workspace
-    hours = ds.hourly(workspace, window, hist=False)  # no latency on this page
-    cells = ds.dimension_cells(workspace, window)  # read once for the four dimension tables
+    hours = ds.hourly(workspace, window, hist=False, log_filter=log_filter)  # no latency on this page
+    cells = ds.dimension_cells(workspace, window, log_filter)  # read once for the four dimension tables
+    # Failing (key, value) pairs come from the metadata rollups, which a filter cannot narrow.
+    failing_metadata = None if filter_context["chips"] and log_filter else ds.top_failing_metadata(workspace, window)
     context = {
         **_base_context(request, access, "errors", window),
-        "totals": ds.totals(workspace, window, hours=hours),
+        **filter_context,
+        "totals": ds.totals(workspace, window, hours=hours, log_filter=log_filter),
         "series": ds.timeseries(workspace, window, hours=hours),
         "status_codes": ds.status_codes(cells),
         "failing_models": ds.top_failing(workspace, cells, "model"),
         "failing_providers": ds.top_failing(workspace, cells, "provider"),
         "failing_keys": ds.top_failing(workspace, cells, "api_key"),
-        "failing_metadata": ds.top_failing_metadata(workspace, window),
+        "failing_metadata": failing_metadata,
         "window_errors": window_errors,
     }
     return _render(request, "dashboard/errors.html", "dashboard/_errors.html", context)
