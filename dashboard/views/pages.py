@@ -248,7 +248,11 @@ def _page_filter(
         clear.setlist(name, values)
     has_filter = any(name not in DASHBOARD_PARAMS and name not in ("start", "end") for name in request.GET)
     context = {
-        "chips": _chips(request.GET, ds.api_key_names(access.workspace)) if has_filter else [],
+        "chips": [
+            chip
+            for chip in (_chips(request.GET, ds.api_key_names(access.workspace)) if has_filter else [])
+            if chip["name"] not in DASHBOARD_PARAMS
+        ],
         "clear_url": f"?{clear.urlencode()}",
         "filter_errors": [],
         "known_keys": _known_keys(access) if known_keys is None else sorted(known_keys),

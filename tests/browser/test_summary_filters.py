@@ -47,6 +47,7 @@ def test_a_filtered_summary_keeps_its_filter_and_adds_up(page, live_server, demo
 
     expect(page).to_have_url(re.compile(r"metadata\.environment=production"))
     expect(page.locator('.chip[data-filter="metadata.environment=production"]')).to_be_visible()
+    expect(page.locator(".chip")).to_have_count(1)  # the grouping is not a filter
     table = page.locator("#summary-table")
     names = table.locator("tbody tr td:first-child").all_inner_texts()
     assert names == ["chat", "search", "(not set)"]
