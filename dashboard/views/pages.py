@@ -8,14 +8,13 @@ same template the full page includes, so filters refresh in place and the URL is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -23,20 +22,24 @@ from django.views.decorators.http import require_GET
 
 from analytics import dashboard_selectors as ds
 from analytics import selectors
-from analytics.filters import LogFilter
 from analytics.forms import (
-    DASHBOARD_PARAMS,
     GROUP_DIMENSIONS,
     PRESETS,
     Window,
-    log_filter_data,
     parse_group,
     parse_window,
 )
 from analytics.models import MetadataKey, RequestLog
 from analytics.reads.export import export_group_rows
-from config.parsing import InvalidParameter, clean_text, parse_int
+from config.parsing import InvalidParameter, clean_text
 from dashboard.templatetags.dashboard import logs_query
+from dashboard.views.filters import (
+    added_metadata_redirect,
+    filter_chips,
+    known_keys_of,
+    page_filter,
+    request_log_filter,
+)
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey
 
@@ -102,10 +105,6 @@ def _base_context(request: HttpRequest, access: WorkspaceAccess, page: str, wind
     }
 
 
-def _known_keys(access: WorkspaceAccess) -> list[str]:
-    return list(MetadataKey.objects.filter(workspace=access.workspace).order_by("key").values_list("key", flat=True))
-
-
 # --- Login and home ----------------------------------------------------------------------
 
 
@@ -143,9 +142,9 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def overview(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     if "add_key" in request.GET:
-        return _added_metadata_redirect(request)
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    log_filter, filter_context = _page_filter(request, access, window)
+    log_filter, filter_context = page_filter(request, access, window)
     kpis = ds.kpis(access.workspace, window, log_filter)
     context = {
         **_base_context(request, access, "overview", window),
@@ -180,96 +179,13 @@ def _empty_state(request: HttpRequest, access: WorkspaceAccess) -> dict:
 # --- Logs --------------------------------------------------------------------------------
 
 
-def _log_filter(request: HttpRequest, window: Window) -> LogFilter:
-    return LogFilter(log_filter_data(request.GET, window), queryset=RequestLog.objects.all())
-
-
-def _chips(params: QueryDict, api_keys: dict[int, str], configs: dict | None = None) -> list[dict]:
-    """The active filters as removable chips (label and the parameter to drop)."""
-    chips = []
-    for name in params:
-        if name in ("range", "start", "end", "cursor", "log", "add_key", "add_value"):
-            continue
-        for value in params.getlist(name):
-            if not value:
-                continue
-            label_value = value
-            if name in ("api_key", "api_key_ids"):
-                label_value = ", ".join(_api_key_label(v, api_keys) for v in value.split(","))
-            elif name == "config" and configs:
-                label_value = ", ".join(
-                    f"{configs[v.strip()].slug} ({v.strip()})" if v.strip() in configs else v for v in value.split(",")
-                )
-            label = name.removeprefix("metadata.").replace("__", " ") if name.startswith("metadata.") else name
-            chips.append({"name": name, "value": value, "label": label, "label_value": label_value})
-    return chips
-
-
-def _api_key_label(raw: str, api_keys: dict[int, str]) -> str:
-    try:
-        return api_keys.get(parse_int(raw, param="api_key"), raw)
-    except InvalidParameter:
-        return raw  # the filter reports it; the chip shows it as typed
-
-
-def _with_added_metadata(request: HttpRequest) -> str | None:
-    """The filter bar's "add key = value" inputs folded into a ``metadata.<key>`` parameter."""
-    key = request.GET.get("add_key", "").strip()
-    params = request.GET.copy()
-    params.pop("add_key", None)
-    value = params.pop("add_value", [""])[-1].strip()
-    params.pop("cursor", None)
-    if key and value:
-        params.appendlist(f"metadata.{key}", value)
-    return f"{request.path}?{params.urlencode()}"
-
-
-def _added_metadata_redirect(request: HttpRequest) -> HttpResponse:
-    """The filter bar's key/value inputs submitted: go to the clean URL with the filter."""
-    url = _with_added_metadata(request)
-    if request.headers.get("HX-Request"):
-        # Re-run as the clean URL and push that one into the history.
-        response = HttpResponse(status=204)
-        response["HX-Location"] = json.dumps({"path": url, "target": "#results"})
-        return response
-    return HttpResponseRedirect(url)
-
-
-def _page_filter(
-    request: HttpRequest, access: WorkspaceAccess, window: Window, known_keys: list[str] | None = None
-) -> tuple[LogFilter | None, dict]:
-    """The log filter an analytics page applies (the Logs page's vocabulary, from the URL) and
-    what the page shows of it: chips, errors, the URL without filters. An invalid filter is
-    reported and the page answers unfiltered, as a 400."""
-    log_filter = _log_filter(request, window)
-    kept = {name: request.GET.getlist(name) for name in ("range", "start", "end", "group", "sort", "dir")}
-    clear = QueryDict(mutable=True)
-    for name, values in kept.items():
-        clear.setlist(name, values)
-    has_filter = any(name not in DASHBOARD_PARAMS and name not in ("start", "end") for name in request.GET)
-    context = {
-        "chips": [
-            chip
-            for chip in (_chips(request.GET, ds.api_key_names(access.workspace)) if has_filter else [])
-            if chip["name"] not in DASHBOARD_PARAMS
-        ],
-        "clear_url": f"?{clear.urlencode()}",
-        "filter_errors": [],
-        "known_keys": _known_keys(access) if known_keys is None else sorted(known_keys),
-    }
-    if not log_filter.is_valid():
-        context["filter_errors"] = [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
-        return None, context
-    return log_filter, context
-
-
 @workspace_view()
 @require_GET
 def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     if "add_key" in request.GET:
-        return _added_metadata_redirect(request)
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    log_filter = _log_filter(request, window)
+    log_filter = request_log_filter(request, window)
     rows, cursor = [], None
     if log_filter.is_valid():
         qs = log_filter.qs.filter(workspace=access.workspace)
@@ -283,10 +199,10 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "rows": rows,
         "next_cursor": cursor,
         "filter_errors": errors,
-        "chips": _chips(request.GET, api_keys, configs),
+        "chips": filter_chips(request.GET, api_keys, configs),
         "api_keys": api_keys,
         "configs": configs,
-        "known_keys": _known_keys(access),
+        "known_keys": known_keys_of(access),
         "dimension_values": ds.models_and_providers(
             access.workspace, Window(window.end - timedelta(days=30), window.end, "")
         ),
@@ -304,7 +220,7 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 def log_rows(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The next page of the log table ("load more"), as table rows."""
     window, errors = parse_window(request.GET)
-    log_filter = _log_filter(request, window)
+    log_filter = request_log_filter(request, window)
     errors += [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
     if errors:
         return HttpResponse(
@@ -357,7 +273,7 @@ def metadata_values(request: HttpRequest, access: WorkspaceAccess) -> HttpRespon
 def log_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The filtered logs as CSV or JSONL (same filters as the table; at most 50,000 rows)."""
     window, errors = parse_window(request.GET)
-    log_filter = _log_filter(request, window)
+    log_filter = request_log_filter(request, window)
     if errors or not log_filter.is_valid():
         return HttpResponse("Invalid filters: fix them on the logs page first.", status=400)
     fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
@@ -398,10 +314,10 @@ def _default_group_keys(access: WorkspaceAccess) -> list[str]:
 @require_GET
 def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     if "add_key" in request.GET:
-        return _added_metadata_redirect(request)
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
     group_keys = _default_group_keys(access)
-    log_filter, filter_context = _page_filter(request, access, window, group_keys)
+    log_filter, filter_context = page_filter(request, access, window, group_keys)
     try:
         group = parse_group(request.GET.get("group"), group_keys)
     except InvalidParameter as exc:
@@ -451,7 +367,7 @@ def _drill_down(request: HttpRequest, access: WorkspaceAccess, rows: list[dict],
 def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The summary table as shown (same window, grouping and sort) as CSV or JSONL."""
     window, errors = parse_window(request.GET)
-    log_filter, filter_context = _page_filter(request, access, window)
+    log_filter, filter_context = page_filter(request, access, window)
     errors += filter_context["filter_errors"]
     try:
         group = parse_group(request.GET.get("group"), _default_group_keys(access))
@@ -473,9 +389,9 @@ def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpRespons
 @require_GET
 def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     if "add_key" in request.GET:
-        return _added_metadata_redirect(request)
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    log_filter, filter_context = _page_filter(request, access, window)
+    log_filter, filter_context = page_filter(request, access, window)
     sort, desc = _sort(request)
     rows = ds.group_table(access.workspace, window, "user", sort=sort, desc=desc, p95=False, log_filter=log_filter)
     context = {
@@ -494,9 +410,9 @@ def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 @require_GET
 def errors(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     if "add_key" in request.GET:
-        return _added_metadata_redirect(request)
+        return added_metadata_redirect(request)
     window, window_errors = parse_window(request.GET)
-    log_filter, filter_context = _page_filter(request, access, window)
+    log_filter, filter_context = page_filter(request, access, window)
     workspace = access.workspace
     hours = ds.hourly(workspace, window, hist=False, log_filter=log_filter)  # no latency on this page
     cells = ds.dimension_cells(workspace, window, log_filter)  # read once for the four dimension tables
