@@ -3,7 +3,7 @@ for totals): KPI tiles with the previous window, time series, group-by tables wi
 error breakdowns and the metadata-key report.
 
 Totals are sums of the same rollup rows the REST analytics read for the same hour-aligned
-window, so both show the same numbers. Rows are read through ``analytics.dashboard_cache``,
+window, so both show the same numbers. Rows are read through ``analytics.reads.cache``,
 which keeps the merged cells (sums and latency histograms) of closed days in the cache, so a
 30-day page asks the database only about its open edges.
 """
@@ -19,11 +19,11 @@ from django.db.models import QuerySet
 from django.db.models.functions import TruncDay
 
 from analytics import histogram
-from analytics.dashboard_cache import Cell, data_generation, merge_cells, rollup_cells
 from analytics.filters import LogFilter
 from analytics.forms import Window
 from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 from analytics.reads import filtered
+from analytics.reads.cache import Cell, data_generation, merge_cells, rollup_cells
 from workspaces.models import ApiKey, RoutingConfig, Workspace
 
 USER_KEY = "_user"

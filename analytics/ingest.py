@@ -34,8 +34,9 @@ import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from analytics import dashboard_cache, health, otel_export, rollups
+from analytics import health, otel_export, rollups
 from analytics.models import RequestBody, RequestLog
+from analytics.reads import cache as dashboard_cache
 from workspaces.models import ApiKey, Workspace
 
 logger = logging.getLogger(__name__)

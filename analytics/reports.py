@@ -31,7 +31,8 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import In
 
 from analytics import histogram
-from analytics.aggregates import (
+from analytics.filters import LogFilter, align_to_hours
+from analytics.reads.engine import (
     OTHER,
     Grouping,
     ReportError,
@@ -43,7 +44,6 @@ from analytics.aggregates import (
     histograms,
     rounded,
 )
-from analytics.filters import LogFilter, align_to_hours
 from workspaces.models import ApiKey, Workspace
 
 GRAPH_METRICS = ("requests", "cost", "tokens", "latency", "errors", "error-rate", "users")

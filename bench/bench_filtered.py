@@ -30,10 +30,10 @@ from django.db.models import Sum  # noqa: E402
 from django.http import QueryDict  # noqa: E402
 from django.test import Client  # noqa: E402
 
-from analytics.aggregates import Grouping, choose_source  # noqa: E402
 from analytics.filters import LogFilter  # noqa: E402
 from analytics.forms import log_filter_data, parse_window  # noqa: E402
 from analytics.models import DimensionRollup, RequestLog  # noqa: E402
+from analytics.reads.engine import Grouping, choose_source  # noqa: E402
 from bench.bench_dashboard import measure  # noqa: E402  (sets Django up, freezes the start-up heap)
 from workspaces import services  # noqa: E402
 from workspaces.models import Workspace  # noqa: E402

@@ -10,7 +10,7 @@ with the threshold. The built-in kinds read the same totals the analytics API re
 
 Totals over a window come from the hourly rollups for the whole hours inside it and from the raw
 logs only for the partial hours at its edges (a 5-minute window reads five minutes of logs), or
-wholly from raw logs when the scope is not a rolled-up dimension (analytics.aggregates decides,
+wholly from raw logs when the scope is not a rolled-up dimension (analytics.reads.engine decides,
 as for the REST graphs). With ``per``, values folded into "(other)" by the rollups' per-hour cap
 are read from raw logs, so every value is measured exactly.
 
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from analytics import histogram
-from analytics.aggregates import OTHER, Grouping, Totals, aggregate, choose_source, log_source
 from analytics.alerts.models import AlertRule
 from analytics.filters import LogFilter
+from analytics.reads.engine import OTHER, Grouping, Totals, aggregate, choose_source, log_source
 from workspaces.models import Workspace
 
 NO_KEY = "(none)"  # per api_key: requests without a key (custom logs)

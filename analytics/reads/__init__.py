@@ -1,7 +1,13 @@
-"""The read engine's dashboard side: aggregates over an hour-aligned window with the log
-filter vocabulary applied (see analytics/reads/filtered.py).
+"""The read engine: every aggregate the REST API and the dashboard show.
 
-The source choice (rollups where the filter is a rolled-up dimension, raw logs otherwise) is
-analytics.aggregates.choose_source, the same one the REST graphs and groups use, so a filtered
-dashboard table and the REST answer for the same window and filter are the same numbers.
+- ``engine``: the hour-aligned window's source choice (DimensionRollup, MetadataRollup, or the
+  raw logs when a filter is not a rolled-up dimension), grouping, and aggregation of sums and
+  latency histograms; REST graphs/groups (analytics.reports, analytics.portkey_api), alert
+  metrics and filtered dashboard pages read through it.
+- ``cache``: the closed-period cache of merged rollup cells keyed by the workspace's data
+  generation (shared cache, then a per-process memo), what unfiltered dashboard pages read.
+- ``filtered``: dashboard aggregates under a log filter, through ``engine``.
+- ``export``: a dashboard group table as CSV or JSONL.
+
+The window rule is written once, in the README ("Analytics windows").
 """

@@ -1,8 +1,8 @@
 """Dashboard aggregates under a log filter (Summary, Users, Errors and Overview with the Logs
 page's filter vocabulary: metadata eq/ne/in/exists, model, provider, api key, status, user).
 
-Unfiltered pages keep reading through analytics.dashboard_cache (closed days cached, the page
-p95 budget). A filtered page asks analytics.aggregates for the source that answers exactly:
+Unfiltered pages keep reading through analytics.reads.cache (closed days cached, the page
+p95 budget). A filtered page asks analytics.reads.engine for the source that answers exactly:
 DimensionRollup for provider/model/api key/success filters, MetadataRollup for one metadata
 equality (or ``user``), and the raw logs, through the GIN index on ``metadata``, for anything
 else (two metadata pairs, ``ne``, ``exists``, status codes, a pair plus a model...). Answers are
@@ -17,10 +17,10 @@ from django.db.models import F
 from django.db.models.expressions import Combinable
 from django.db.models.functions import Coalesce
 
-from analytics.aggregates import Grouping, Source, Totals, aggregate, aware, choose_source
-from analytics.dashboard_cache import Cell
 from analytics.filters import LogFilter
 from analytics.forms import Window
+from analytics.reads.cache import Cell
+from analytics.reads.engine import Grouping, Source, Totals, aggregate, aware, choose_source
 from workspaces.models import Workspace
 
 

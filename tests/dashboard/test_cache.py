@@ -1,4 +1,4 @@
-"""analytics.dashboard_cache: what a page reads through the caches (shared cache, then the
+"""analytics.reads.cache: what a page reads through the caches (shared cache, then the
 per-process memo of a window's closed part) equals what the database says, view after view,
 and late logs show up."""
 
@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from analytics import dashboard_cache
 from analytics.dashboard_selectors import _scope
 from analytics.models import MetadataRollup
+from analytics.reads import cache as dashboard_cache
 from tests.dashboard.conftest import write_logs
 
 pytestmark = pytest.mark.django_db

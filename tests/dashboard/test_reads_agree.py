@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics import dashboard_selectors as ds
-from analytics.dashboard_cache import clear_memo
 from analytics.filters import LogFilter
 from analytics.forms import Window, log_filter_data
 from analytics.models import RequestLog
+from analytics.reads.cache import clear_memo
 from tests.dashboard.conftest import write_logs
 
 pytestmark = pytest.mark.django_db
