@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+os.environ.setdefault("DEBUG", "true")
+
+import django  # noqa: E402
+
+django.setup()
 
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
@@ -57,6 +64,7 @@ def _source(workspace: Workspace, query: str, extra: str) -> str:
     params = QueryDict(f"{query.split('?', 1)[1]}&{extra}")
     window, _ = parse_window(params)
     log_filter = LogFilter(log_filter_data(params, window), queryset=RequestLog.objects.all())
+    assert log_filter.is_valid(), log_filter.errors
     group = params.get("group")
     grouping = Grouping.parse(group) if group else None
     return choose_source(
