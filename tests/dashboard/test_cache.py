@@ -76,3 +76,28 @@ def test_memoised_cells_leave_the_garbage_collectors_sight(workspace, api_key):
     held = list(dashboard_cache._MEMO.values())
     assert held and all(len(entry) for entry in held)
     assert not any(gc.is_tracked(entry) or any(gc.is_tracked(cell) for cell in entry.values()) for entry in held)
+
+
+def test_a_filtered_page_reads_closed_days_from_the_cache_and_sees_late_logs(workspace, api_key, owner_client):
+    """A filtered Summary over closed days is cached like an unfiltered one (by the data
+    generation): the second view asks fewer queries, and a late log in a closed hour shows."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    days = [now - timedelta(days=d, hours=3) for d in (1, 2, 3)]
+    write_logs(workspace, api_key[0], [{"created_at": t, "metadata": {"env": "prod", "feature": "chat"}} for t in days])
+    url = f"/w/{workspace.slug}/summary/?range=7d&group=metadata.feature&metadata.env__ne=dev"
+
+    def chat_requests():
+        with CaptureQueriesContext(connection) as queries:
+            response = owner_client.get(url)
+        assert response.status_code == 200
+        row = next(r for r in response.context["rows"] if r["raw"] == "chat")
+        return row["requests"], len(queries)
+
+    (first, cold), (second, warm) = chat_requests(), chat_requests()
+    assert first == second == 3
+    assert warm < cold
+    write_logs(workspace, api_key[0], [{"created_at": days[1], "metadata": {"env": "prod", "feature": "chat"}}])
+    assert chat_requests()[0] == 4
