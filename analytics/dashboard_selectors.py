@@ -23,7 +23,8 @@ from analytics.filters import LogFilter
 from analytics.forms import Window
 from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 from analytics.reads import filtered
-from analytics.reads.cache import Cell, data_generation, merge_cells, rollup_cells
+from analytics.reads.cache import data_generation, merge_cells, rollup_cells
+from analytics.reads.metrics import Metrics
 from workspaces.models import ApiKey, RoutingConfig, Workspace
 
 USER_KEY = "_user"
@@ -57,7 +58,7 @@ def _metadata_rows(workspace: Workspace, key: str | None = None) -> QuerySet:
 
 def hourly(
     workspace: Workspace, window: Window, *, hist: bool = True, log_filter: LogFilter | None = None
-) -> dict[datetime, Cell]:
+) -> dict[datetime, Metrics]:
     """Workspace totals per hour of the window, with histograms unless ``hist`` is off
     (cached by day; a filtered page asks analytics.reads.filtered)."""
     if filtered.is_filtered(log_filter):
@@ -66,9 +67,9 @@ def hourly(
     return {group[0]: cell for group, cell in cells.items()}
 
 
-def _metrics(cell: Cell | None, *, p95: bool = True) -> dict:
+def _metrics(cell: Metrics | None, *, p95: bool = True) -> dict:
     """What the pages show for a set of requests."""
-    cell = cell or Cell()
+    cell = cell or Metrics()
     requests, errors = cell.requests, cell.errors
     tokens = cell.prompt_tokens + cell.completion_tokens
     return {
@@ -85,7 +86,7 @@ def _metrics(cell: Cell | None, *, p95: bool = True) -> dict:
         "audio_completion_tokens": cell.audio_completion_tokens,
         "unpriced_requests": cell.unpriced_requests,
         "avg_tokens": tokens / requests if requests else None,
-        "avg_latency": cell.latency_sum / requests if requests else None,
+        "avg_latency": cell.latency_sum_ms / requests if requests else None,
         "p95_latency": histogram.percentile(cell.hist, 95) if p95 and cell.hist else None,
         "error_rate": errors / requests if requests else None,
         "success_rate": (requests - errors) / requests if requests else None,
@@ -108,11 +109,11 @@ def totals(
     workspace: Workspace,
     window: Window,
     *,
-    hours: dict[datetime, Cell] | None = None,
+    hours: dict[datetime, Metrics] | None = None,
     log_filter: LogFilter | None = None,
 ) -> dict:
     hours = hourly(workspace, window, log_filter=log_filter) if hours is None else hours
-    total = Cell()
+    total = Metrics()
     for cell in hours.values():
         total.add(cell)
     result = _metrics(total)
@@ -161,7 +162,7 @@ def _step_of(window: Window) -> callable:
 
 
 def timeseries(
-    workspace: Workspace, window: Window, *, hours: dict[datetime, Cell] | None = None, p95: bool = True
+    workspace: Workspace, window: Window, *, hours: dict[datetime, Metrics] | None = None, p95: bool = True
 ) -> dict:
     """Per chart bucket: requests, errors, cost, tokens, avg and p95 latency, error rate
     (uPlot's layout: one list of epoch seconds and one list per series)."""
@@ -210,8 +211,8 @@ def _label(dimension: str, value: object, key_names: dict[int, str]) -> str:
 
 def _group_cells(
     workspace: Workspace, window: Window, dimension: str, log_filter: LogFilter | None, *, hist: bool
-) -> dict[object, Cell]:
-    """{value: Cell} for every value of ``dimension`` in the window (under the filter)."""
+) -> dict[object, Metrics]:
+    """{value: Metrics} for every value of ``dimension`` in the window (under the filter)."""
     if filtered.is_filtered(log_filter):
         return {
             value: cell
@@ -221,7 +222,7 @@ def _group_cells(
     return {value: cell for (value,), cell in _cells(qs, [field], workspace, window, hist=hist).items()}
 
 
-def _top_rows(workspace: Workspace, dimension: str, cells: dict[object, Cell]) -> list[dict]:
+def _top_rows(workspace: Workspace, dimension: str, cells: dict[object, Metrics]) -> list[dict]:
     top = sorted(cells.items(), key=lambda item: (-item[1].requests, str(item[0])))[:GROUP_LIMIT]
     key_names = api_key_names(workspace) if dimension == "api_key" and top else {}
     return [{"raw": value, "value": _label(dimension, value, key_names), **_metrics(cell)} for value, cell in top]
@@ -260,11 +261,11 @@ def group_report(
     if filtered.is_filtered(log_filter):
         total = filtered.total(workspace, window, log_filter, hist=True)
     else:
-        total = Cell()
+        total = Metrics()
         for cell in hourly(workspace, window).values():
             total.add(cell)
     rows = sort_rows(_top_rows(workspace, dimension, cells), sort, desc)
-    grouped, shown = Cell(), Cell()
+    grouped, shown = Metrics(), Metrics()
     for cell in cells.values():
         grouped.add(cell)
     for row in rows:
@@ -316,7 +317,7 @@ def group_series(
 # --- Errors ------------------------------------------------------------------------------
 
 
-def dimension_cells(workspace: Workspace, window: Window, log_filter: LogFilter | None = None) -> dict[tuple, Cell]:
+def dimension_cells(workspace: Workspace, window: Window, log_filter: LogFilter | None = None) -> dict[tuple, Metrics]:
     """What the Errors page's dimension tables read; compute once per page and pass it on."""
     if filtered.is_filtered(log_filter):
         return filtered.dimension_cells(workspace, window, log_filter)
@@ -324,7 +325,7 @@ def dimension_cells(workspace: Workspace, window: Window, log_filter: LogFilter 
     return _cells(_dimension_rows(workspace), fields, workspace, window, hist=False)
 
 
-def status_codes(cells: dict[tuple, Cell]) -> list[dict]:
+def status_codes(cells: dict[tuple, Metrics]) -> list[dict]:
     """Requests per HTTP status code in ``cells`` (dimension_cells of a window), most frequent
     first within each class (2xx, then 4xx, ...). ``code`` is None for rollup rows written
     before codes were kept (their class is still known; ``rebuild_rollups`` fills the code in)."""
@@ -347,7 +348,7 @@ def status_codes(cells: dict[tuple, Cell]) -> list[dict]:
 _DIMENSION_INDEX = {"provider": 0, "model": 1, "api_key": 2}
 
 
-def top_failing(workspace: Workspace, cells: dict[tuple, Cell], dimension: str, limit: int = 8) -> list[dict]:
+def top_failing(workspace: Workspace, cells: dict[tuple, Metrics], dimension: str, limit: int = 8) -> list[dict]:
     """Values of ``dimension`` (provider, model or api_key) with the most errors in ``cells``
     (dimension_cells of a window)."""
     index = _DIMENSION_INDEX[dimension]
@@ -369,7 +370,7 @@ def top_failing(workspace: Workspace, cells: dict[tuple, Cell], dimension: str, 
     ]
 
 
-def _key_value_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+def _key_value_cells(workspace: Workspace, window: Window) -> dict[tuple, Metrics]:
     return _cells(_metadata_rows(workspace), ["key", "value"], workspace, window, hist=False)
 
 

@@ -6,6 +6,7 @@
   metrics and filtered dashboard pages read through it.
 - ``cache``: the closed-period cache of merged rollup cells keyed by the workspace's data
   generation (shared cache, then a per-process memo), what unfiltered dashboard pages read.
+- ``metrics``: ``Metrics``, the one metrics type every reader shapes (and the cache packs).
 - ``filtered``: dashboard aggregates under a log filter, through ``engine``.
 - ``export``: a dashboard group table as CSV or JSONL.
 

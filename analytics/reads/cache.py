@@ -22,7 +22,6 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -32,146 +31,20 @@ from django.db.models import Max, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
+from analytics.reads.metrics import Metrics, aware
+
 logger = logging.getLogger(__name__)
 
 STABLE_AFTER = timedelta(hours=2)
 CLOSED_DAY_TTL = 10 * 60
 DAY = timedelta(days=1)
-CACHE_VERSION = 4  # 3: cells carry cached/reasoning tokens and unpriced requests; 4: cache-write and audio
-COST_UNITS = Decimal(10) ** 8
+CACHE_VERSION = 5  # 3: cached/reasoning tokens, unpriced requests; 4: cache-write, audio; 5: priced requests
 
 
-ADDITIVE = (
-    "requests",
-    "errors",
-    "cost",
-    "prompt_tokens",
-    "completion_tokens",
-    "latency_sum",
-    "cached_prompt_tokens",
-    "reasoning_tokens",
-    "unpriced_requests",
-    "cache_write_tokens",
-    "audio_prompt_tokens",
-    "audio_completion_tokens",
-)
-
-
-@dataclass(slots=True)
-class Cell:
-    """Additive metrics of a set of rollup rows (and their merged latency histogram)."""
-
-    requests: int = 0
-    errors: int = 0
-    cost: Decimal = Decimal(0)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_sum: float = 0.0
-    last_seen: datetime | None = None
-    hist: dict[str, int] = field(default_factory=dict)
-    cached_prompt_tokens: int = 0
-    reasoning_tokens: int = 0
-    unpriced_requests: int = 0  # requests with tokens whose model had no price
-    cache_write_tokens: int = 0
-    audio_prompt_tokens: int = 0
-    audio_completion_tokens: int = 0
-
-    def add(self, other: Cell) -> None:
-        self.requests += other.requests
-        self.errors += other.errors
-        self.cost += other.cost
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.cached_prompt_tokens += other.cached_prompt_tokens
-        self.reasoning_tokens += other.reasoning_tokens
-        self.unpriced_requests += other.unpriced_requests
-        self.cache_write_tokens += other.cache_write_tokens
-        self.audio_prompt_tokens += other.audio_prompt_tokens
-        self.audio_completion_tokens += other.audio_completion_tokens
-        self.latency_sum += other.latency_sum
-        if other.last_seen and (self.last_seen is None or other.last_seen > self.last_seen):
-            self.last_seen = other.last_seen
-        if other.hist:
-            # histogram.merge, minus its int() conversions: these counts are ints already.
-            hist, get = self.hist, self.hist.get
-            for index, count in other.hist.items():
-                hist[index] = get(index, 0) + count
-
-    def minus(self, part: Cell) -> Cell:
-        """What this cell holds beyond ``part`` (a subset of its requests, such as the rows of a
-        group table): additive metrics and histogram counts subtract exactly; when the rest was
-        last seen is not known."""
-        rest = Cell(last_seen=None)
-        for name in ADDITIVE:
-            setattr(rest, name, getattr(self, name) - getattr(part, name))
-        rest.hist = {k: n for k, v in self.hist.items() if (n := v - part.hist.get(k, 0)) > 0}
-        return rest
-
-    def pack(self) -> tuple:
-        """A compact, quick-to-pickle form for the cache (cost in 1e-8 units, exact)."""
-        seen = self.last_seen.timestamp() if self.last_seen else None
-        cost = int(self.cost * COST_UNITS)
-        return (
-            self.requests,
-            self.errors,
-            cost,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.latency_sum,
-            seen,
-            self.hist,
-            self.cached_prompt_tokens,
-            self.reasoning_tokens,
-            self.unpriced_requests,
-            self.cache_write_tokens,
-            self.audio_prompt_tokens,
-            self.audio_completion_tokens,
-        )
-
-    def add_packed(self, packed: tuple) -> None:
-        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced, *parts = packed
-        self.requests += requests
-        self.errors += errors
-        self.cost += Decimal(cost) / COST_UNITS
-        self.prompt_tokens += prompt
-        self.completion_tokens += completion
-        self.cached_prompt_tokens += cached
-        self.reasoning_tokens += reasoning
-        self.unpriced_requests += unpriced
-        self.cache_write_tokens += parts[0]
-        self.audio_prompt_tokens += parts[1]
-        self.audio_completion_tokens += parts[2]
-        self.latency_sum += latency
-        if seen is not None and (self.last_seen is None or seen > self.last_seen.timestamp()):
-            self.last_seen = datetime.fromtimestamp(seen, UTC)
-        if hist:
-            mine, get = self.hist, self.hist.get
-            for index, count in hist.items():
-                mine[index] = get(index, 0) + count
-
-    @classmethod
-    def unpack(cls, packed: tuple) -> Cell:
-        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced, *parts = packed
-        return cls(
-            requests,
-            errors,
-            Decimal(cost) / COST_UNITS,
-            prompt,
-            completion,
-            latency,
-            datetime.fromtimestamp(seen, UTC) if seen is not None else None,
-            dict(hist),
-            cached,
-            reasoning,
-            unpriced,
-            *parts,
-        )
-
-
-def merge_cells(parts: list[dict[tuple, Cell | tuple]], key=None) -> dict[tuple, Cell]:
+def merge_cells(parts: list[dict[tuple, Metrics | tuple]], key=None) -> dict[tuple, Metrics]:
     """Sum cells (or packed cells) with the same group, after ``key`` maps a group to a
     coarser one. The inputs are never modified."""
-    merged: dict[tuple, Cell] = {}
+    merged: dict[tuple, Metrics] = {}
     for part in parts:
         for group, cell in part.items():
             target = key(group) if key else group
@@ -179,10 +52,10 @@ def merge_cells(parts: list[dict[tuple, Cell | tuple]], key=None) -> dict[tuple,
                 if target in merged:
                     merged[target].add_packed(cell)
                 else:
-                    merged[target] = Cell.unpack(cell)
+                    merged[target] = Metrics.unpack(cell)
                 continue
             if target not in merged:
-                merged[target] = Cell()
+                merged[target] = Metrics()
             merged[target].add(cell)
     return merged
 
@@ -199,30 +72,20 @@ _SUMS = {
     "audio_prompt_tokens": Sum("audio_prompt_tokens"),
     "audio_completion_tokens": Sum("audio_completion_tokens"),
     "unpriced_requests": Sum("unpriced_requests"),
-    "latency_sum": Sum("latency_sum_ms"),
+    "latency_sum_ms": Sum("latency_sum_ms"),
+    "priced_requests": Sum("priced_requests"),
     "last_seen": Max("last_seen"),
 }
 
 
-def aware(value: object) -> object:
-    if isinstance(value, str) and len(value) >= 19 and value[4] == "-":
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Cell]:
+def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Metrics]:
     """Cells of ``qs`` grouped by ``fields`` (two queries with histograms, one without)."""
-    cells: dict[tuple, Cell] = {}
+    cells: dict[tuple, Metrics] = {}
     rows = qs.values(*fields).annotate(**_SUMS).order_by() if fields else [qs.aggregate(**_SUMS)]
     for row in rows:
         if not row["requests"]:
             continue
-        cells[tuple(aware(row[name]) for name in fields)] = Cell(
+        cells[tuple(aware(row[name]) for name in fields)] = Metrics(
             requests=row["requests"],
             errors=row["errors"] or 0,
             cost=Decimal(row["cost"] or 0),
@@ -234,7 +97,8 @@ def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Cell]:
             audio_prompt_tokens=row["audio_prompt_tokens"] or 0,
             audio_completion_tokens=row["audio_completion_tokens"] or 0,
             unpriced_requests=row["unpriced_requests"] or 0,
-            latency_sum=float(row["latency_sum"] or 0),
+            latency_sum_ms=float(row["latency_sum_ms"] or 0),
+            priced_requests=row["priced_requests"] or 0,
             last_seen=aware(row["last_seen"]),
         )
     if hist and cells:
@@ -322,7 +186,7 @@ def rollup_cells(
     hist: bool,
     scope: str,
     now: datetime | None = None,
-) -> dict[tuple, Cell]:
+) -> dict[tuple, Metrics]:
     """Cells of rollup rows ``qs`` (not yet limited in time) over [start, end), grouped by
     ``fields``. ``scope`` names what ``qs`` belongs to (workspace id and creation time), so
     cache entries never outlive or cross workspaces."""
@@ -374,18 +238,18 @@ _MEMO_LOCK = threading.Lock()
 MEMO_MAX_CELLS = 100_000
 
 
-def _memo_get(key: tuple) -> dict[tuple, Cell] | None:
+def _memo_get(key: tuple) -> dict[tuple, Metrics] | None:
     with _MEMO_LOCK:
         found = _MEMO.get(key)
         if found is not None:
             _MEMO.move_to_end(key)
     if found is None:
         return None
-    unpack = Cell.unpack
+    unpack = Metrics.unpack
     return {group: unpack(packed) for group, packed in found.items()}
 
 
-def _memo_put(key: tuple, cells: dict[tuple, Cell]) -> None:
+def _memo_put(key: tuple, cells: dict[tuple, Metrics]) -> None:
     if len(cells) > MEMO_MAX_CELLS:
         return
     packed = {}
@@ -445,7 +309,7 @@ def _query_days(qs: QuerySet, fields: list[str], start: datetime, end: datetime,
     """{day: cells} for every day in [start, end), in one grouped query."""
     per_day = qs.filter(bucket__gte=start, bucket__lt=end).annotate(portico_day=TruncDay("bucket", tzinfo=UTC))
     cells = _query(per_day, ["portico_day", *fields], hist=hist)
-    result: dict[datetime, dict[tuple, Cell]] = defaultdict(dict)
+    result: dict[datetime, dict[tuple, Metrics]] = defaultdict(dict)
     for (day, *group), cell in cells.items():
         result[aware(day)][tuple(group)] = cell
     return result

@@ -32,8 +32,9 @@ from django.utils import timezone
 
 from analytics.filters import LogFilter
 from analytics.forms import Window
-from analytics.reads.cache import CLOSED_DAY_TTL, DAY, STABLE_AFTER, Cell, data_generation, merge_cells
-from analytics.reads.engine import Grouping, Source, Totals, aggregate, aware, choose_source
+from analytics.reads.cache import CLOSED_DAY_TTL, DAY, STABLE_AFTER, data_generation, merge_cells
+from analytics.reads.engine import Grouping, Source, aggregate, choose_source
+from analytics.reads.metrics import Metrics, aware
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -43,25 +44,6 @@ CACHE_VERSION = 1
 def is_filtered(log_filter: LogFilter | None) -> bool:
     """Whether ``log_filter`` narrows the logs beyond the window."""
     return bool(log_filter is not None and (log_filter.active_filters() or log_filter.metadata_conditions))
-
-
-def cell_of(totals: Totals) -> Cell:
-    return Cell(
-        requests=totals.requests,
-        errors=totals.errors,
-        cost=totals.cost,
-        prompt_tokens=totals.prompt_tokens,
-        completion_tokens=totals.completion_tokens,
-        latency_sum=totals.latency_sum_ms,
-        last_seen=totals.last_seen,
-        hist=totals.hist,
-        cached_prompt_tokens=totals.cached_prompt_tokens,
-        reasoning_tokens=totals.reasoning_tokens,
-        unpriced_requests=totals.unpriced_requests,
-        cache_write_tokens=totals.cache_write_tokens,
-        audio_prompt_tokens=totals.audio_prompt_tokens,
-        audio_completion_tokens=totals.audio_completion_tokens,
-    )
 
 
 def _source(workspace: Workspace, window: Window, log_filter: LogFilter, grouping: Grouping | None, **kw) -> Source:
@@ -101,8 +83,8 @@ def _cached(
     window: Window,
     log_filter: LogFilter,
     question: str,
-    compute: Callable[[Window], dict[tuple, Cell]],
-) -> dict[tuple, Cell]:
+    compute: Callable[[Window], dict[tuple, Metrics]],
+) -> dict[tuple, Metrics]:
     """``compute`` over ``window``, as the merge of its pieces, closed ones through the cache."""
     stable = timezone.now().replace(minute=0, second=0, microsecond=0) - STABLE_AFTER
     pieces, opened = _pieces(window, stable)
@@ -131,39 +113,56 @@ def _cached(
     return merge_cells(parts)
 
 
-def hourly(workspace: Workspace, window: Window, log_filter: LogFilter, *, hist: bool) -> dict[datetime, Cell]:
+def hourly(workspace: Workspace, window: Window, log_filter: LogFilter, *, hist: bool) -> dict[datetime, Metrics]:
     """Filtered totals per hour of the window."""
 
-    def compute(piece: Window) -> dict[tuple, Cell]:
+    def compute(piece: Window) -> dict[tuple, Metrics]:
         source = _source(workspace, piece, log_filter, None)
         cells = aggregate(source, {"t": source.bucket_expr("hour")}, with_histograms=hist)
-        return {(aware(group[0]),): cell_of(totals) for group, totals in cells.items() if totals.requests}
+        return {(aware(group[0]),): totals for group, totals in cells.items() if totals.requests}
 
     cells = _cached(workspace, window, log_filter, f"hourly:{hist}", compute)
     return {group[0]: cell for group, cell in cells.items()}
 
 
-def total(workspace: Workspace, window: Window, log_filter: LogFilter, *, hist: bool) -> Cell:
-    result = Cell()
+def total(workspace: Workspace, window: Window, log_filter: LogFilter, *, hist: bool) -> Metrics:
+    result = Metrics()
     for cell in hourly(workspace, window, log_filter, hist=hist).values():
         result.add(cell)
     return result
 
 
 def unique_users(workspace: Workspace, window: Window, log_filter: LogFilter) -> int:
+    """Distinct users under the filter. They do not add up across pieces: a window that is
+    closed as a whole (the Overview's previous window) is cached as a whole, others counted."""
     source = _source(workspace, window, log_filter, None, users=True)
-    return aggregate(source, {}, users=True)[()].users
+    stable = timezone.now().replace(minute=0, second=0, microsecond=0) - STABLE_AFTER
+    if window.end > stable:
+        return aggregate(source, {}, users=True)[()].users
+    key = f"portico:filtered:{_signature(workspace, log_filter, 'users')}:{window.start:%Y%m%d%H}-{window.end:%Y%m%d%H}"
+    try:
+        found = cache.get(key)
+    except Exception:
+        logger.warning("filtered analytics cache unavailable", exc_info=True)
+        found = None
+    if found is None:
+        found = aggregate(source, {}, users=True)[()].users
+        try:
+            cache.set(key, found, timeout=CLOSED_DAY_TTL)
+        except Exception:
+            logger.warning("filtered analytics cache unavailable", exc_info=True)
+    return found
 
 
 def groups(workspace: Workspace, window: Window, log_filter: LogFilter, dimension: str, *, hist: bool) -> dict:
-    """{value: Cell} for every value of ``dimension`` (the dashboard's group names) among the
+    """{value: Metrics} for every value of ``dimension`` (the dashboard's group names) among the
     filtered logs that carry it."""
     grouping = Grouping.parse(dimension)
 
-    def compute(piece: Window) -> dict[tuple, Cell]:
+    def compute(piece: Window) -> dict[tuple, Metrics]:
         source = _source(workspace, piece, log_filter, grouping)
         cells = aggregate(source, {"g": source.group_expr(grouping)}, with_histograms=hist)
-        return {group: cell_of(totals) for group, totals in cells.items() if totals.requests}
+        return {group: totals for group, totals in cells.items() if totals.requests}
 
     return _cached(workspace, window, log_filter, f"groups:{dimension}:{hist}", compute)
 
@@ -180,27 +179,27 @@ def _dimension_exprs(source: Source) -> dict[str, Combinable]:
     }
 
 
-def dimension_cells(workspace: Workspace, window: Window, log_filter: LogFilter) -> dict[tuple, Cell]:
+def dimension_cells(workspace: Workspace, window: Window, log_filter: LogFilter) -> dict[tuple, Metrics]:
     """What the Errors page's tables read: cells per (provider, model, api key, status class,
     status code), from DimensionRollup or the logs (a metadata filter is never rolled up with
     these dimensions)."""
 
-    def compute(piece: Window) -> dict[tuple, Cell]:
+    def compute(piece: Window) -> dict[tuple, Metrics]:
         source = _source(workspace, piece, log_filter, Grouping("model"))
         keys = {f"d_{name}": expr for name, expr in _dimension_exprs(source).items()}
-        return {group: cell_of(totals) for group, totals in aggregate(source, keys).items() if totals.requests}
+        return {group: totals for group, totals in aggregate(source, keys).items() if totals.requests}
 
     return _cached(workspace, window, log_filter, "dimensions", compute)
 
 
-def group_series(workspace: Workspace, window: Window, log_filter: LogFilter, dimension: str) -> dict[tuple, Cell]:
-    """{(value, chart bucket): Cell} of the filtered logs (the Summary chart)."""
+def group_series(workspace: Workspace, window: Window, log_filter: LogFilter, dimension: str) -> dict[tuple, Metrics]:
+    """{(value, chart bucket): Metrics} of the filtered logs (the Summary chart)."""
     grouping = Grouping.parse(dimension)
     step = window.step  # the whole window's chart step, not a piece's
 
-    def compute(piece: Window) -> dict[tuple, Cell]:
+    def compute(piece: Window) -> dict[tuple, Metrics]:
         source = _source(workspace, piece, log_filter, grouping)
         keys = {"g": source.group_expr(grouping), "t": source.bucket_expr(step)}
-        return {(g, aware(t)): cell_of(totals) for (g, t), totals in aggregate(source, keys).items()}
+        return {(g, aware(t)): totals for (g, t), totals in aggregate(source, keys).items()}
 
     return _cached(workspace, window, log_filter, f"series:{dimension}:{step}", compute)
