@@ -97,18 +97,21 @@ def _expected(records: list[dict], window: Window, grouping: str, test) -> tuple
     return dict(per_value), total
 
 
-def _rest(client, full_key: str, window: Window, grouping: str, query: str) -> dict:
-    paths = {"model": "models", "provider": "providers", "user": "users"}
-    path = paths.get(grouping) or f"metadata/{grouping.removeprefix('metadata.')}"
+def _rest_get(client, full_key: str, path: str, window: Window, query: str, **extra: str) -> dict:
     params = QueryDict(query, mutable=True)
     params["start"] = window.start.isoformat()
     params["end"] = (window.end - timedelta(seconds=1)).isoformat()
-    params["page_size"] = "500"
-    response = client.get(
-        f"/api/v1/analytics/groups/{path}?{params.urlencode()}", headers={"x-portkey-api-key": full_key}
-    )
+    params.update(extra)
+    response = client.get(f"/api/v1/analytics/{path}?{params.urlencode()}", headers={"x-portkey-api-key": full_key})
     assert response.status_code == 200, response.content
-    return {str(row["value"]): row for row in response.json()["data"]}
+    return response.json()
+
+
+def _rest(client, full_key: str, window: Window, grouping: str, query: str) -> dict:
+    paths = {"model": "models", "provider": "providers", "user": "users"}
+    path = paths.get(grouping) or f"metadata/{grouping.removeprefix('metadata.')}"
+    answer = _rest_get(client, full_key, f"groups/{path}", window, query, page_size="500")
+    return {str(row["value"]): row for row in answer["data"]}
 
 
 @pytest.fixture
@@ -147,3 +150,11 @@ def test_dashboard_rest_and_the_logs_agree(
         value: (row[0], row[1]) for value, row in expected.items()
     }
     assert all(Decimal(str(rest[v]["cost"])) == round(row[2], 8) for v, row in expected.items())
+
+    graph = _rest_get(client, api_key[1], "graphs/requests", window, query, interval="hour")
+    assert graph["summary"]["total"] == total
+    per_hour = {point["timestamp"]: point["total"] for point in graph["data_points"]}
+    hours = ds.hourly(workspace, window, log_filter=log_filter)
+    assert {t: n for t, n in per_hour.items() if n} == {
+        t.isoformat().replace("+00:00", "Z"): cell.requests for t, cell in hours.items()
+    }
