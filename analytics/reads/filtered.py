@@ -33,7 +33,7 @@ from django.utils import timezone
 from analytics.filters import LogFilter
 from analytics.forms import Window
 from analytics.reads.cache import CLOSED_DAY_TTL, DAY, STABLE_AFTER, data_generation, merge_cells
-from analytics.reads.engine import Grouping, Source, aggregate, choose_source
+from analytics.reads.engine import OTHER, Grouping, Source, aggregate, choose_source
 from analytics.reads.metrics import Metrics, aware
 from workspaces.models import Workspace
 
@@ -133,25 +133,12 @@ def total(workspace: Workspace, window: Window, log_filter: LogFilter, *, hist: 
 
 
 def unique_users(workspace: Workspace, window: Window, log_filter: LogFilter) -> int:
-    """Distinct users under the filter. They do not add up across pieces: a window that is
-    closed as a whole (the Overview's previous window) is cached as a whole, others counted."""
-    source = _source(workspace, window, log_filter, None, users=True)
-    stable = timezone.now().replace(minute=0, second=0, microsecond=0) - STABLE_AFTER
-    if window.end > stable:
-        return aggregate(source, {}, users=True)[()].users
-    key = f"portico:filtered:{_signature(workspace, log_filter, 'users')}:{window.start:%Y%m%d%H}-{window.end:%Y%m%d%H}"
-    try:
-        found = cache.get(key)
-    except Exception:
-        logger.warning("filtered analytics cache unavailable", exc_info=True)
-        found = None
-    if found is None:
-        found = aggregate(source, {}, users=True)[()].users
-        try:
-            cache.set(key, found, timeout=CLOSED_DAY_TTL)
-        except Exception:
-            logger.warning("filtered analytics cache unavailable", exc_info=True)
-    return found
+    """Distinct users under the filter. A count does not add up across pieces, but the set of
+    users does: this counts the values of the per-user groups (cached by piece, shared with the
+    Users page), so a warm window reads only its open end. Values the rollups folded into
+    "(other)" are not counted, as on unfiltered pages (a rollup answers a user grouping under a
+    filter only for a ``user=`` filter on hours without overflow)."""
+    return sum(1 for (value,) in groups(workspace, window, log_filter, "user", hist=False) if value != OTHER)
 
 
 def groups(workspace: Workspace, window: Window, log_filter: LogFilter, dimension: str, *, hist: bool) -> dict:

@@ -5,6 +5,7 @@ the same logs computed here in plain Python are equal. Runs in the database of t
 from __future__ import annotations
 
 import random
+import uuid
 from collections import defaultdict
 from datetime import timedelta
 from decimal import Decimal
@@ -80,6 +81,11 @@ def _value(record: dict, grouping: str) -> str | None:
     return record[grouping]
 
 
+def _in_window(records: list[dict], window: Window) -> list[dict]:
+    created = dict(RequestLog.objects.filter(id__in=[r["id"] for r in records]).values_list("id", "created_at"))
+    return [r for r in records if window.start <= created[uuid.UUID(r["id"])] < window.end]
+
+
 def _expected(records: list[dict], window: Window, grouping: str, test) -> tuple[dict, int]:
     per_value: dict[str, list] = defaultdict(lambda: [0, 0, Decimal(0)])
     total = 0
@@ -150,6 +156,9 @@ def test_dashboard_rest_and_the_logs_agree(
         value: (row[0], row[1]) for value, row in expected.items()
     }
     assert all(Decimal(str(rest[v]["cost"])) == round(row[2], 8) for v, row in expected.items())
+
+    users = {r["user"] for r in _in_window(written, window) if r["user"] and FILTERS[query](r)}
+    assert ds.unique_users(workspace, window, log_filter) == len(users)
 
     graph = _rest_get(client, api_key[1], "graphs/requests", window, query, interval="hour")
     assert graph["summary"]["total"] == total
