@@ -225,14 +225,14 @@ def rollup_cells(
 # Keyed like the shared cache (signature with the workspace's data generation, ranges), bounded
 # by the number of cells held.
 #
-# Held packed: a dict of plain tuples of ints, floats, None and histograms as tuples of (str, int)
-# pairs (a dict inside would keep its tuple tracked). The cyclic garbage collector stops tracking
-# such tuples and dicts after the collections they survive (CPython untracks exact tuples and
-# dicts that hold only untracked objects), so long-lived cells
-# cost full collections nothing, without ``gc.freeze()``: freezing at request time made every
-# object alive at that moment (the page's own garbage in cycles included) immortal, and RSS grew
-# with the number of windows viewed (bench/bench_dashboard_memory.py). Each read unpacks fresh
-# Cells, so a caller that changes one cannot leak into the next view.
+# Held packed: a dict of plain tuples of ints, floats, Decimals, datetimes, None and histograms
+# as tuples of (str, int) pairs (a dict inside would keep its tuple tracked). The cyclic garbage
+# collector stops tracking such tuples and dicts after the collections they survive (CPython
+# untracks exact tuples and dicts that hold only untracked objects), so long-lived cells cost
+# full collections nothing, without ``gc.freeze()``: freezing at request time made every object
+# alive at that moment (the page's own garbage in cycles included) immortal, and RSS grew with
+# the number of windows viewed (bench/bench_dashboard_memory.py). Each read builds fresh Metrics,
+# so a caller that changes one cannot leak into the next view.
 _MEMO: OrderedDict[tuple, dict[tuple, tuple]] = OrderedDict()
 _MEMO_LOCK = threading.Lock()
 MEMO_MAX_CELLS = 100_000
@@ -245,17 +245,37 @@ def _memo_get(key: tuple) -> dict[tuple, Metrics] | None:
             _MEMO.move_to_end(key)
     if found is None:
         return None
-    unpack = Metrics.unpack
-    return {group: unpack(packed) for group, packed in found.items()}
+    # Fields are stored in Metrics' order, cost and last_seen as their own (untracked) objects:
+    # rebuilding a cell is then one constructor call, a few times cheaper than Metrics.unpack.
+    return {
+        group: Metrics(*fields[:7], dict(fields[7]) if fields[7] else {}, *fields[8:])
+        for group, fields in found.items()
+    }
 
 
 def _memo_put(key: tuple, cells: dict[tuple, Metrics]) -> None:
     if len(cells) > MEMO_MAX_CELLS:
         return
-    packed = {}
-    for group, cell in cells.items():
-        fields = cell.pack()
-        packed[group] = (*fields[:7], tuple(fields[7].items()), *fields[8:])  # see above
+    packed = {
+        group: (
+            cell.requests,
+            cell.errors,
+            cell.cost,
+            cell.prompt_tokens,
+            cell.completion_tokens,
+            cell.latency_sum_ms,
+            cell.last_seen,
+            tuple(cell.hist.items()),
+            cell.cached_prompt_tokens,
+            cell.reasoning_tokens,
+            cell.unpriced_requests,
+            cell.cache_write_tokens,
+            cell.audio_prompt_tokens,
+            cell.audio_completion_tokens,
+            cell.priced_requests,
+        )
+        for group, cell in cells.items()
+    }
     with _MEMO_LOCK:
         _MEMO[key] = packed
         held = sum(len(value) for value in _MEMO.values())
