@@ -65,8 +65,9 @@ def _source(workspace: Workspace, query: str, extra: str) -> str:
     window, _ = parse_window(params)
     log_filter = LogFilter(log_filter_data(params, window), queryset=RequestLog.objects.all())
     assert log_filter.is_valid(), log_filter.errors
-    group = params.get("group")
-    grouping = Grouping.parse(group) if group else None
+    # What each page groups by: Summary its group, Users by user, Errors by its dimensions.
+    group = params.get("group") or ("user" if query.startswith("users/") else "")
+    grouping = Grouping.parse(group) if group else Grouping("model") if query.startswith("errors/") else None
     return choose_source(
         workspace=workspace, log_filter=log_filter, window=(window.start, window.end), grouping=grouping
     ).name
