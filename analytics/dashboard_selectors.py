@@ -3,28 +3,28 @@ for totals): KPI tiles with the previous window, time series, group-by tables wi
 error breakdowns and the metadata-key report.
 
 Totals are sums of the same rollup rows the REST analytics read for the same hour-aligned
-window, so both show the same numbers. Rows are read through ``analytics.dashboard_cache``,
+window, so both show the same numbers. Rows are read through ``analytics.reads.cache``,
 which keeps the merged cells (sums and latency histograms) of closed days in the cache, so a
 30-day page asks the database only about its open edges.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import orjson
 from django.db.models import QuerySet
 from django.db.models.functions import TruncDay
 
 from analytics import histogram
-from analytics.dashboard_cache import Cell, data_generation, merge_cells, rollup_cells
+from analytics.filters import LogFilter
 from analytics.forms import Window
 from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
+from analytics.reads import filtered
+from analytics.reads.cache import data_generation, merge_cells, rollup_cells
+from analytics.reads.metrics import Metrics
 from workspaces.models import ApiKey, RoutingConfig, Workspace
 
 USER_KEY = "_user"
@@ -56,16 +56,20 @@ def _metadata_rows(workspace: Workspace, key: str | None = None) -> QuerySet:
     return qs.filter(key=key) if key is not None else qs
 
 
-def hourly(workspace: Workspace, window: Window, *, hist: bool = True) -> dict[datetime, Cell]:
+def hourly(
+    workspace: Workspace, window: Window, *, hist: bool = True, log_filter: LogFilter | None = None
+) -> dict[datetime, Metrics]:
     """Workspace totals per hour of the window, with histograms unless ``hist`` is off
-    (cached by day)."""
+    (cached by day; a filtered page asks analytics.reads.filtered)."""
+    if filtered.is_filtered(log_filter):
+        return filtered.hourly(workspace, window, log_filter, hist=hist)
     cells = _cells(_dimension_rows(workspace), ["bucket"], workspace, window, hist=hist)
     return {group[0]: cell for group, cell in cells.items()}
 
 
-def _metrics(cell: Cell | None, *, p95: bool = True) -> dict:
+def _metrics(cell: Metrics | None, *, p95: bool = True) -> dict:
     """What the pages show for a set of requests."""
-    cell = cell or Cell()
+    cell = cell or Metrics()
     requests, errors = cell.requests, cell.errors
     tokens = cell.prompt_tokens + cell.completion_tokens
     return {
@@ -82,7 +86,7 @@ def _metrics(cell: Cell | None, *, p95: bool = True) -> dict:
         "audio_completion_tokens": cell.audio_completion_tokens,
         "unpriced_requests": cell.unpriced_requests,
         "avg_tokens": tokens / requests if requests else None,
-        "avg_latency": cell.latency_sum / requests if requests else None,
+        "avg_latency": cell.latency_sum_ms / requests if requests else None,
         "p95_latency": histogram.percentile(cell.hist, 95) if p95 and cell.hist else None,
         "error_rate": errors / requests if requests else None,
         "success_rate": (requests - errors) / requests if requests else None,
@@ -93,19 +97,27 @@ def _metrics(cell: Cell | None, *, p95: bool = True) -> dict:
 # --- Overview ----------------------------------------------------------------------------
 
 
-def unique_users(workspace: Workspace, window: Window) -> int:
+def unique_users(workspace: Workspace, window: Window, log_filter: LogFilter | None = None) -> int:
     """Distinct ``_user`` values in the window (values past the rollup cap not counted)."""
+    if filtered.is_filtered(log_filter):
+        return filtered.unique_users(workspace, window, log_filter)
     cells = _cells(_metadata_rows(workspace, USER_KEY), ["value"], workspace, window, hist=False)
     return sum(1 for (value,) in cells if value != MetadataRollup.OTHER_VALUE)
 
 
-def totals(workspace: Workspace, window: Window, *, hours: dict[datetime, Cell] | None = None) -> dict:
-    hours = hourly(workspace, window) if hours is None else hours
-    total = Cell()
+def totals(
+    workspace: Workspace,
+    window: Window,
+    *,
+    hours: dict[datetime, Metrics] | None = None,
+    log_filter: LogFilter | None = None,
+) -> dict:
+    hours = hourly(workspace, window, log_filter=log_filter) if hours is None else hours
+    total = Metrics()
     for cell in hours.values():
         total.add(cell)
     result = _metrics(total)
-    result["users"] = unique_users(workspace, window)
+    result["users"] = unique_users(workspace, window, log_filter)
     return result
 
 
@@ -130,12 +142,15 @@ def _change(now: object, before: object) -> float | None:
     return (float(now) - float(before)) / float(before)
 
 
-def kpis(workspace: Workspace, window: Window) -> dict:
+def kpis(workspace: Workspace, window: Window, log_filter: LogFilter | None = None) -> dict:
     """Totals for the window and the one before it, with relative changes, plus the hourly
     cells both were computed from (for the charts)."""
-    hours, previous_hours = hourly(workspace, window), hourly(workspace, window.previous())
-    current = totals(workspace, window, hours=hours)
-    previous = totals(workspace, window.previous(), hours=previous_hours)
+    # The engine reads the window it is given; the filter's own start/end only bound log lists.
+    before = window.previous()
+    hours = hourly(workspace, window, log_filter=log_filter)
+    previous_hours = hourly(workspace, before, log_filter=log_filter)
+    current = totals(workspace, window, hours=hours, log_filter=log_filter)
+    previous = totals(workspace, before, hours=previous_hours, log_filter=log_filter)
     changes = {name: _change(current[name], previous[name]) for name in current if name != "last_seen"}
     return {"current": current, "previous": previous, "change": changes, "hours": (hours, previous_hours)}
 
@@ -147,7 +162,7 @@ def _step_of(window: Window) -> callable:
 
 
 def timeseries(
-    workspace: Workspace, window: Window, *, hours: dict[datetime, Cell] | None = None, p95: bool = True
+    workspace: Workspace, window: Window, *, hours: dict[datetime, Metrics] | None = None, p95: bool = True
 ) -> dict:
     """Per chart bucket: requests, errors, cost, tokens, avg and p95 latency, error rate
     (uPlot's layout: one list of epoch seconds and one list per series)."""
@@ -194,6 +209,25 @@ def _label(dimension: str, value: object, key_names: dict[int, str]) -> str:
     return str(value) if value not in (None, "") else "(none)"
 
 
+def _group_cells(
+    workspace: Workspace, window: Window, dimension: str, log_filter: LogFilter | None, *, hist: bool
+) -> dict[object, Metrics]:
+    """{value: Metrics} for every value of ``dimension`` in the window (under the filter)."""
+    if filtered.is_filtered(log_filter):
+        return {
+            value: cell
+            for (value,), cell in filtered.groups(workspace, window, log_filter, dimension, hist=hist).items()
+        }
+    qs, field = _dimension_source(workspace, dimension)
+    return {value: cell for (value,), cell in _cells(qs, [field], workspace, window, hist=hist).items()}
+
+
+def _top_rows(workspace: Workspace, dimension: str, cells: dict[object, Metrics]) -> list[dict]:
+    top = sorted(cells.items(), key=lambda item: (-item[1].requests, str(item[0])))[:GROUP_LIMIT]
+    key_names = api_key_names(workspace) if dimension == "api_key" and top else {}
+    return [{"raw": value, "value": _label(dimension, value, key_names), **_metrics(cell)} for value, cell in top]
+
+
 def group_table(
     workspace: Workspace,
     window: Window,
@@ -202,16 +236,50 @@ def group_table(
     sort: str = "requests",
     desc: bool = True,
     p95: bool = True,
+    log_filter: LogFilter | None = None,
 ) -> list[dict]:
     """One row per value of ``dimension`` (model, provider, api_key, user or metadata.<key>):
     value, requests, cost, avg tokens, avg and p95 latency, success rate, last seen. The
     GROUP_LIMIT values with the most requests."""
-    qs, field = _dimension_source(workspace, dimension)
-    cells = _cells(qs, [field], workspace, window, hist=p95)
-    top = sorted(cells.items(), key=lambda item: (-item[1].requests, str(item[0][0])))[:GROUP_LIMIT]
-    key_names = api_key_names(workspace) if dimension == "api_key" and top else {}
-    table = [{"raw": value, "value": _label(dimension, value, key_names), **_metrics(cell)} for (value,), cell in top]
-    return sort_rows(table, sort, desc)
+    cells = _group_cells(workspace, window, dimension, log_filter, hist=p95)
+    return sort_rows(_top_rows(workspace, dimension, cells), sort, desc)
+
+
+def group_report(
+    workspace: Workspace,
+    window: Window,
+    dimension: str,
+    *,
+    sort: str = "requests",
+    desc: bool = True,
+    log_filter: LogFilter | None = None,
+) -> dict:
+    """The Summary table: ``group_table``'s rows with each one's share of all requests, then the
+    rows that make them add up to ``total``: the values past GROUP_LIMIT, and "(not set)" for
+    requests without the grouped key (total minus every value, metrics subtracted exactly)."""
+    cells = _group_cells(workspace, window, dimension, log_filter, hist=True)
+    if filtered.is_filtered(log_filter):
+        total = filtered.total(workspace, window, log_filter, hist=True)
+    else:
+        total = Metrics()
+        for cell in hourly(workspace, window).values():
+            total.add(cell)
+    rows = sort_rows(_top_rows(workspace, dimension, cells), sort, desc)
+    grouped, shown = Metrics(), Metrics()
+    for cell in cells.values():
+        grouped.add(cell)
+    for row in rows:
+        shown.add(cells[row["raw"]])
+    extra = []
+    if len(cells) > len(rows):
+        extra.append(
+            {"raw": None, "value": f"({len(cells) - len(rows)} more values)", **_metrics(grouped.minus(shown))}
+        )
+    if total.requests > grouped.requests:
+        extra.append({"raw": None, "value": "(not set)", "not_set": True, **_metrics(total.minus(grouped))})
+    for row in rows + extra:
+        row["share"] = row["requests"] / total.requests if total.requests else None
+    return {"rows": rows, "extra": extra, "total": _metrics(total)}
 
 
 def sort_rows(rows: list[dict], sort: str, desc: bool) -> list[dict]:
@@ -224,13 +292,18 @@ def sort_rows(rows: list[dict], sort: str, desc: bool) -> list[dict]:
     return sorted(present, key=lambda row: row[sort], reverse=desc) + missing
 
 
-def group_series(workspace: Workspace, window: Window, dimension: str, values: list) -> dict:
+def group_series(
+    workspace: Workspace, window: Window, dimension: str, values: list, log_filter: LogFilter | None = None
+) -> dict:
     """Requests per chart bucket for each of ``values`` (the top values of a group table)."""
-    qs, field = _dimension_source(workspace, dimension)
-    qs, step = qs.filter(**{f"{field}__in": values}), "bucket"
-    if window.step == "day":
-        qs, step = qs.annotate(step=TruncDay("bucket", tzinfo=UTC)), "step"
-    cells = _cells(qs, [field, step], workspace, window, hist=False)
+    if filtered.is_filtered(log_filter):
+        cells = filtered.group_series(workspace, window, log_filter, dimension)
+    else:
+        qs, field = _dimension_source(workspace, dimension)
+        qs, step = qs.filter(**{f"{field}__in": values}), "bucket"
+        if window.step == "day":
+            qs, step = qs.annotate(step=TruncDay("bucket", tzinfo=UTC)), "step"
+        cells = _cells(qs, [field, step], workspace, window, hist=False)
     points: dict[object, dict[datetime, int]] = defaultdict(dict)
     for (value, bucket), cell in cells.items():
         points[value][bucket] = cell.requests
@@ -244,13 +317,15 @@ def group_series(workspace: Workspace, window: Window, dimension: str, values: l
 # --- Errors ------------------------------------------------------------------------------
 
 
-def dimension_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+def dimension_cells(workspace: Workspace, window: Window, log_filter: LogFilter | None = None) -> dict[tuple, Metrics]:
     """What the Errors page's dimension tables read; compute once per page and pass it on."""
+    if filtered.is_filtered(log_filter):
+        return filtered.dimension_cells(workspace, window, log_filter)
     fields = ["provider", "model", "api_key_id", "status_class", "status_code"]
     return _cells(_dimension_rows(workspace), fields, workspace, window, hist=False)
 
 
-def status_codes(cells: dict[tuple, Cell]) -> list[dict]:
+def status_codes(cells: dict[tuple, Metrics]) -> list[dict]:
     """Requests per HTTP status code in ``cells`` (dimension_cells of a window), most frequent
     first within each class (2xx, then 4xx, ...). ``code`` is None for rollup rows written
     before codes were kept (their class is still known; ``rebuild_rollups`` fills the code in)."""
@@ -273,7 +348,7 @@ def status_codes(cells: dict[tuple, Cell]) -> list[dict]:
 _DIMENSION_INDEX = {"provider": 0, "model": 1, "api_key": 2}
 
 
-def top_failing(workspace: Workspace, cells: dict[tuple, Cell], dimension: str, limit: int = 8) -> list[dict]:
+def top_failing(workspace: Workspace, cells: dict[tuple, Metrics], dimension: str, limit: int = 8) -> list[dict]:
     """Values of ``dimension`` (provider, model or api_key) with the most errors in ``cells``
     (dimension_cells of a window)."""
     index = _DIMENSION_INDEX[dimension]
@@ -295,7 +370,7 @@ def top_failing(workspace: Workspace, cells: dict[tuple, Cell], dimension: str, 
     ]
 
 
-def _key_value_cells(workspace: Workspace, window: Window) -> dict[tuple, Cell]:
+def _key_value_cells(workspace: Workspace, window: Window) -> dict[tuple, Metrics]:
     return _cells(_metadata_rows(workspace), ["key", "value"], workspace, window, hist=False)
 
 
@@ -395,52 +470,3 @@ def _api_keys_sending(workspace: Workspace, window: Window, keys: set[str]) -> d
     for key, api_key_id in rows:
         senders[key].add(api_key_id or None)
     return {key: sorted(ids, key=lambda pk: pk or 0) for key, ids in senders.items()}
-
-
-EXPORT_COLUMNS = (
-    "value",
-    "requests",
-    "cost",
-    "unpriced_requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_prompt_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "audio_prompt_tokens",
-    "audio_completion_tokens",
-    "avg_tokens",
-    "avg_latency",
-    "p95_latency",
-    "success_rate",
-    "errors",
-    "last_seen",
-)
-
-
-def _export_cell(value: object) -> object:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
-
-
-def export_group_rows(rows: list[dict], fmt: str, *, group: str, window: Window) -> str:
-    """A group table as CSV (header + rows) or JSONL (one object per row, with the grouping
-    and window so a file explains itself)."""
-    if fmt == "jsonl":
-        lines = []
-        for row in rows:
-            doc = {"group_by": group, "start": window.start.isoformat(), "end": window.end.isoformat()}
-            doc.update({name: _export_cell(row[name]) for name in EXPORT_COLUMNS})
-            lines.append(orjson.dumps(doc).decode())
-        return "\n".join(lines) + ("\n" if lines else "")
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    for row in rows:
-        writer.writerow(["" if row[name] is None else _export_cell(row[name]) for name in EXPORT_COLUMNS])
-    return buffer.getvalue()

@@ -28,10 +28,11 @@ import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from analytics import dashboard_cache, health, log_rows, otel_export, rollups
+from analytics import health, log_rows, otel_export, rollups
 from analytics.log_rows import JSON_COLUMNS, LOG_FIELDS, dump_json
 from analytics.logrecord import LogRecord
 from analytics.models import RequestBody, RequestLog
+from analytics.reads import cache as dashboard_cache
 from workspaces.models import ApiKey, Workspace
 
 logger = logging.getLogger(__name__)

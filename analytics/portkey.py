@@ -28,9 +28,9 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.lookups import In
 from django.http import Http404, QueryDict
 
-from analytics.aggregates import Grouping
 from analytics.filters import LogFilter
 from analytics.models import Feedback, RequestLog
+from analytics.reads.engine import Grouping
 from config.parsing import InvalidParameter, parse_int
 from workspaces.models import Workspace
 

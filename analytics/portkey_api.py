@@ -33,11 +33,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analytics import log_exports, portkey, reports, selectors
-from analytics.aggregates import Grouping, ReportError, aggregate, choose_source
 from analytics.api import IgnoreClientContentNegotiation, OrjsonParser, _invalid
 from analytics.authentication import ApiKeyAuthentication, CanReadLogs, request_api_key
 from analytics.filters import LogFilter, align_to_hours
 from analytics.models import LogExport
+from analytics.reads.engine import Grouping, ReportError, aggregate, choose_source
 from config.parsing import InvalidParameter, parse_int
 from workspaces.models import Workspace
 

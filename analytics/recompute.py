@@ -15,9 +15,9 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 
-from analytics import dashboard_cache
 from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
 from analytics.pricing import load_price_book, price_usage
+from analytics.reads import cache as dashboard_cache
 from analytics.rollups import LOG_FIELDS, OTHER, apply_rows, hour_of, lock_for_writing, lock_workspace
 from workspaces.audit import Actor, audit_record
 from workspaces.models import AuditEvent, Workspace

@@ -31,19 +31,9 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import In
 
 from analytics import histogram
-from analytics.aggregates import (
-    OTHER,
-    Grouping,
-    ReportError,
-    Source,
-    Totals,
-    aggregate,
-    aware,
-    choose_source,
-    histograms,
-    rounded,
-)
 from analytics.filters import LogFilter, align_to_hours
+from analytics.reads.engine import OTHER, Grouping, ReportError, Source, aggregate, choose_source, histograms
+from analytics.reads.metrics import Metrics, aware, rounded
 from workspaces.models import ApiKey, Workspace
 
 GRAPH_METRICS = ("requests", "cost", "tokens", "latency", "errors", "error-rate", "users")
@@ -127,16 +117,16 @@ def _top_or_other(expr: Combinable, top: list, has_rest: bool) -> Combinable:
     return Case(When(In(expr, top), then=as_text), default=Value(OTHER), output_field=CharField())
 
 
-def _points(stamps: list[datetime], cells: dict[tuple, Totals], metric: str, wanted: Callable) -> list[dict]:
-    per_stamp: dict[datetime, Totals] = {}
+def _points(stamps: list[datetime], cells: dict[tuple, Metrics], metric: str, wanted: Callable) -> list[dict]:
+    per_stamp: dict[datetime, Metrics] = {}
     for key, totals in cells.items():
         if wanted(key):
-            per_stamp.setdefault(aware(key[0]), Totals()).add(totals)
-    return [{"timestamp": stamp, **per_stamp.get(stamp, Totals()).metric(metric)} for stamp in stamps]
+            per_stamp.setdefault(aware(key[0]), Metrics()).add(totals)
+    return [{"timestamp": stamp, **per_stamp.get(stamp, Metrics()).metric(metric)} for stamp in stamps]
 
 
-def _sum(cells) -> Totals:
-    total = Totals()
+def _sum(cells) -> Metrics:
+    total = Metrics()
     for totals in cells:
         total.add(totals)
     return total
@@ -151,7 +141,7 @@ def _series(stamps, cells, metric, top, source, keys, users) -> list[dict]:
     for name in names:
         summary = _sum(totals for key, totals in cells.items() if key[1] == name)
         if users:
-            summary.users = distinct_users.get((name,), Totals()).users
+            summary.users = distinct_users.get((name,), Metrics()).users
         points = _points(stamps, cells, metric, lambda key, name=name: key[1] == name)
         series.append({"value": name, "summary": summary.metric(metric), "data_points": points})
     return series
@@ -267,7 +257,7 @@ def _api_key_names(workspace: Workspace, rows: list[dict]) -> dict[int, str]:
 
 
 def _group_row(grouping: Grouping, row: dict, names: dict[int, str]) -> dict:
-    totals = Totals.from_row(row)
+    totals = Metrics.from_row(row)
     totals.hist = row.get("hist", {})
     value = row["g"]
     result = {"value": value}

@@ -35,8 +35,8 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from analytics import dashboard_cache
 from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestBody, RequestLog
+from analytics.reads import cache as dashboard_cache
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ raw logs alone, in the same run.
 
 Each case is an unsaved rule of the workspace measured with ``analytics.alerts.evaluation.measure``
 (what the minute's evaluation runs per rule); the baseline aggregates the same totals (and latency
-histograms for p95) over exactly the same window with ``analytics.aggregates.log_source`` only.
+histograms for p95) over exactly the same window with ``analytics.reads.engine.log_source`` only.
 Both must give the same values (checked: requests, spend to 1e-6, p95 exactly). Prints a Markdown
 table with p50/p95 ms and the baseline/rollup ratio; exit status 1 if a value differs.
 """
@@ -65,8 +65,8 @@ def pct(samples: list[float], q: float) -> float:
 
 def baseline(rule, now):
     """The rule's values from raw logs alone over the same window."""
-    from analytics.aggregates import aggregate, log_source
     from analytics.alerts import metrics, rules
+    from analytics.reads.engine import aggregate, log_source
 
     kind = metrics.REGISTRY[rule.metric]
     grouping = rules.parse_per(rule.per) if rule.per else None

@@ -10,7 +10,7 @@ with the threshold. The built-in kinds read the same totals the analytics API re
 
 Totals over a window come from the hourly rollups for the whole hours inside it and from the raw
 logs only for the partial hours at its edges (a 5-minute window reads five minutes of logs), or
-wholly from raw logs when the scope is not a rolled-up dimension (analytics.aggregates decides,
+wholly from raw logs when the scope is not a rolled-up dimension (analytics.reads.engine decides,
 as for the REST graphs). With ``per``, values folded into "(other)" by the rollups' per-hour cap
 are read from raw logs, so every value is measured exactly.
 
@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from analytics import histogram
-from analytics.aggregates import OTHER, Grouping, Totals, aggregate, choose_source, log_source
 from analytics.alerts.models import AlertRule
 from analytics.filters import LogFilter
+from analytics.reads.engine import OTHER, Grouping, aggregate, choose_source, log_source
+from analytics.reads.metrics import Metrics
 from workspaces.models import Workspace
 
 NO_KEY = "(none)"  # per api_key: requests without a key (custom logs)
@@ -85,7 +86,7 @@ class TotalsMetric(MetricKind):
         name: str,
         label: str,
         unit: str,
-        read: Callable[[Totals, AlertRule], float | None],
+        read: Callable[[Metrics, AlertRule], float | None],
         *,
         histograms: bool = False,
         percent: bool = False,
@@ -104,7 +105,7 @@ class TotalsMetric(MetricKind):
         return {value: self.read(cell, query.rule) for value, cell in totals.items()}
 
     def empty_value(self, rule: AlertRule) -> float | None:
-        return self.read(Totals(), rule)  # 0 for additive metrics, None for ratios
+        return self.read(Metrics(), rule)  # 0 for additive metrics, None for ratios
 
 
 REGISTRY: dict[str, MetricKind] = {}
@@ -115,7 +116,7 @@ def register(kind: MetricKind) -> MetricKind:
     return kind
 
 
-def _enough(totals: Totals, rule: AlertRule) -> bool:
+def _enough(totals: Metrics, rule: AlertRule) -> bool:
     return totals.requests >= max(1, rule.min_requests)
 
 
@@ -168,7 +169,7 @@ def window_totals(
     window: tuple[datetime, datetime],
     grouping: Grouping | None,
     histograms: bool = False,
-) -> dict[str, Totals]:
+) -> dict[str, Metrics]:
     """Totals per scope value (``""`` without grouping) over exactly [start, end)."""
     hours, edges = split_window(*window)
     rollup = None
@@ -181,7 +182,7 @@ def window_totals(
         sources = [log_source(workspace, window, scope, grouping)]
     else:
         sources = [rollup, *(log_source(workspace, edge, scope, grouping) for edge in edges)]
-    result: dict[str, Totals] = {}
+    result: dict[str, Metrics] = {}
     for source in sources:
         keys = {"g": source.group_expr(grouping)} if grouping is not None else {}
         for group, totals in aggregate(source, keys, with_histograms=histograms).items():
@@ -193,7 +194,7 @@ def window_totals(
             else:
                 result[value] = totals
     if grouping is None:
-        result.setdefault("", Totals())
+        result.setdefault("", Metrics())
     return result
 
 

@@ -24,8 +24,8 @@ from django.core.validators import EmailValidator
 from django.http import QueryDict
 from yarl import URL
 
-from analytics.aggregates import Grouping, ReportError
 from analytics.filters import LogFilter
+from analytics.reads.engine import Grouping, ReportError
 
 SCOPE_MAX_LENGTH = 2000
 MAX_WEBHOOKS = 5

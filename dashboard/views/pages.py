@@ -8,14 +8,13 @@ same template the full page includes, so filters refresh in place and the URL is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -23,11 +22,24 @@ from django.views.decorators.http import require_GET
 
 from analytics import dashboard_selectors as ds
 from analytics import selectors
-from analytics.filters import LogFilter
-from analytics.forms import GROUP_DIMENSIONS, PRESETS, Window, log_filter_data, parse_group, parse_window
+from analytics.forms import (
+    GROUP_DIMENSIONS,
+    PRESETS,
+    Window,
+    parse_group,
+    parse_window,
+)
 from analytics.models import MetadataKey, RequestLog
-from config.parsing import InvalidParameter, clean_text, parse_int
+from analytics.reads.export import export_group_rows
+from config.parsing import InvalidParameter, clean_text
 from dashboard.templatetags.dashboard import logs_query
+from dashboard.views.filters import (
+    added_metadata_redirect,
+    filter_chips,
+    known_keys_of,
+    page_filter,
+    request_log_filter,
+)
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey
 
@@ -35,6 +47,7 @@ LOG_PAGE_SIZE = 50
 TABLE_COLUMNS = [
     ("value", "Value", False),
     ("requests", "Requests", True),
+    ("share", "Share", True),
     ("cost", "Cost", True),
     ("avg_tokens", "Avg tokens", True),
     ("avg_latency", "Avg latency", True),
@@ -52,6 +65,14 @@ USER_COLUMNS = [
     ("last_seen", "Last seen", True),
 ]
 EXPORT_LIMIT = 50_000
+SUMMARY_TOTALS = (
+    "unpriced_requests",
+    "cached_prompt_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "audio_prompt_tokens",
+    "audio_completion_tokens",
+)
 
 
 def _is_partial(request: HttpRequest, target: str = "results") -> bool:
@@ -82,10 +103,6 @@ def _base_context(request: HttpRequest, access: WorkspaceAccess, page: str, wind
         "presets": PRESETS,
         "memberships": user_memberships(request.user),
     }
-
-
-def _known_keys(access: WorkspaceAccess) -> list[str]:
-    return list(MetadataKey.objects.filter(workspace=access.workspace).order_by("key").values_list("key", flat=True))
 
 
 # --- Login and home ----------------------------------------------------------------------
@@ -124,11 +141,19 @@ def home(request: HttpRequest) -> HttpResponse:
 @workspace_view()
 @require_GET
 def overview(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    kpis = ds.kpis(access.workspace, window)
-    context = {**_base_context(request, access, "overview", window), "kpis": kpis, "window_errors": errors}
+    log_filter, filter_context = page_filter(request, access, window)
+    kpis = ds.kpis(access.workspace, window, log_filter)
+    context = {
+        **_base_context(request, access, "overview", window),
+        **filter_context,
+        "kpis": kpis,
+        "window_errors": errors,
+    }
     hours, previous_hours = kpis.pop("hours")
-    if kpis["current"]["requests"] or kpis["previous"]["requests"]:
+    if kpis["current"]["requests"] or kpis["previous"]["requests"] or (log_filter is not None and context["chips"]):
         context["series"] = ds.timeseries(access.workspace, window, hours=hours)
         context["previous_series"] = ds.timeseries(access.workspace, window.previous(), hours=previous_hours, p95=False)
     else:
@@ -154,63 +179,13 @@ def _empty_state(request: HttpRequest, access: WorkspaceAccess) -> dict:
 # --- Logs --------------------------------------------------------------------------------
 
 
-def _log_filter(request: HttpRequest, window: Window) -> LogFilter:
-    return LogFilter(log_filter_data(request.GET, window), queryset=RequestLog.objects.all())
-
-
-def _chips(params: QueryDict, api_keys: dict[int, str], configs: dict | None = None) -> list[dict]:
-    """The active filters as removable chips (label and the parameter to drop)."""
-    chips = []
-    for name in params:
-        if name in ("range", "start", "end", "cursor", "log", "add_key", "add_value"):
-            continue
-        for value in params.getlist(name):
-            if not value:
-                continue
-            label_value = value
-            if name in ("api_key", "api_key_ids"):
-                label_value = ", ".join(_api_key_label(v, api_keys) for v in value.split(","))
-            elif name == "config" and configs:
-                label_value = ", ".join(
-                    f"{configs[v.strip()].slug} ({v.strip()})" if v.strip() in configs else v for v in value.split(",")
-                )
-            label = name.removeprefix("metadata.").replace("__", " ") if name.startswith("metadata.") else name
-            chips.append({"name": name, "value": value, "label": label, "label_value": label_value})
-    return chips
-
-
-def _api_key_label(raw: str, api_keys: dict[int, str]) -> str:
-    try:
-        return api_keys.get(parse_int(raw, param="api_key"), raw)
-    except InvalidParameter:
-        return raw  # the filter reports it; the chip shows it as typed
-
-
-def _with_added_metadata(request: HttpRequest) -> str | None:
-    """The filter bar's "add key = value" inputs folded into a ``metadata.<key>`` parameter."""
-    key = request.GET.get("add_key", "").strip()
-    params = request.GET.copy()
-    params.pop("add_key", None)
-    value = params.pop("add_value", [""])[-1].strip()
-    params.pop("cursor", None)
-    if key and value:
-        params.appendlist(f"metadata.{key}", value)
-    return f"{request.path}?{params.urlencode()}"
-
-
 @workspace_view()
 @require_GET
 def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     if "add_key" in request.GET:
-        url = _with_added_metadata(request)
-        if request.headers.get("HX-Request"):
-            # Re-run as the clean URL and push that one into the history.
-            response = HttpResponse(status=204)
-            response["HX-Location"] = json.dumps({"path": url, "target": "#results"})
-            return response
-        return HttpResponseRedirect(url)
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    log_filter = _log_filter(request, window)
+    log_filter = request_log_filter(request, window)
     rows, cursor = [], None
     if log_filter.is_valid():
         qs = log_filter.qs.filter(workspace=access.workspace)
@@ -224,10 +199,10 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
         "rows": rows,
         "next_cursor": cursor,
         "filter_errors": errors,
-        "chips": _chips(request.GET, api_keys, configs),
+        "chips": filter_chips(request.GET, api_keys, configs),
         "api_keys": api_keys,
         "configs": configs,
-        "known_keys": _known_keys(access),
+        "known_keys": known_keys_of(access),
         "dimension_values": ds.models_and_providers(
             access.workspace, Window(window.end - timedelta(days=30), window.end, "")
         ),
@@ -245,7 +220,7 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 def log_rows(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The next page of the log table ("load more"), as table rows."""
     window, errors = parse_window(request.GET)
-    log_filter = _log_filter(request, window)
+    log_filter = request_log_filter(request, window)
     errors += [f"{name}: {' '.join(msgs)}" for name, msgs in log_filter.errors.items()]
     if errors:
         return HttpResponse(
@@ -298,7 +273,7 @@ def metadata_values(request: HttpRequest, access: WorkspaceAccess) -> HttpRespon
 def log_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The filtered logs as CSV or JSONL (same filters as the table; at most 50,000 rows)."""
     window, errors = parse_window(request.GET)
-    log_filter = _log_filter(request, window)
+    log_filter = request_log_filter(request, window)
     if errors or not log_filter.is_valid():
         return HttpResponse("Invalid filters: fix them on the logs page first.", status=400)
     fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
@@ -327,46 +302,51 @@ def _sort(request: HttpRequest) -> tuple[str, bool]:
     return (sort if sort in ds.SORTS else "requests"), request.GET.get("dir", "desc") != "asc"
 
 
+def _default_group_keys(access: WorkspaceAccess) -> list[str]:
+    """Metadata keys in the order the default grouping takes them: the key most requests carry
+    first; with none seen yet, the workspace schema's first required key."""
+    keys = MetadataKey.objects.filter(workspace=access.workspace).order_by("-requests", "key")
+    seen = list(keys.values_list("key", flat=True))
+    return seen or list((access.workspace.metadata_schema or {}).get("required") or [])
+
+
 @workspace_view()
 @require_GET
 def summary(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
-    known_keys = _known_keys(access)
+    group_keys = _default_group_keys(access)
+    log_filter, filter_context = page_filter(request, access, window, group_keys)
     try:
-        group = parse_group(request.GET.get("group"), known_keys)
+        group = parse_group(request.GET.get("group"), group_keys)
     except InvalidParameter as exc:
         errors.append(exc.message)
-        group = parse_group(None, known_keys)
+        group = parse_group(None, group_keys)
     sort, desc = _sort(request)
-    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
+    report = ds.group_report(access.workspace, window, group, sort=sort, desc=desc, log_filter=log_filter)
+    rows = report["rows"]
     top = [row["raw"] for row in sorted(rows, key=lambda r: -r["requests"])[:5]]
     labels = {row["raw"]: row["value"] for row in rows}
-    series = ds.group_series(access.workspace, window, group, top) if top else None
+    series = ds.group_series(access.workspace, window, group, top, log_filter) if top else None
     if series:
         series["series"] = [[labels[raw], values] for raw, values in series["series"]]
+    total = report["total"]
     context = {
         **_base_context(request, access, "summary", window),
+        **filter_context,
         "group": group,
         "group_label": GROUP_DIMENSIONS.get(group) or group.removeprefix("metadata."),
         "group_choices": [*GROUP_DIMENSIONS.items()],
-        "known_keys": known_keys,
         "rows": _drill_down(request, access, rows, group),
+        "extra_rows": report["extra"],
+        "total": total,
         "sort": sort,
         "desc": desc,
         "columns": TABLE_COLUMNS,
         "logs_param": group,
         "series": series,
-        "totals": {
-            name: sum(row[name] for row in rows)
-            for name in (
-                "unpriced_requests",
-                "cached_prompt_tokens",
-                "cache_write_tokens",
-                "reasoning_tokens",
-                "audio_prompt_tokens",
-                "audio_completion_tokens",
-            )
-        },
+        "totals": {name: total[name] for name in SUMMARY_TOTALS},
         "window_errors": errors,
     }
     return _render(request, "dashboard/summary.html", "dashboard/_summary.html", context)
@@ -387,16 +367,18 @@ def _drill_down(request: HttpRequest, access: WorkspaceAccess, rows: list[dict],
 def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The summary table as shown (same window, grouping and sort) as CSV or JSONL."""
     window, errors = parse_window(request.GET)
+    log_filter, filter_context = page_filter(request, access, window)
+    errors += filter_context["filter_errors"]
     try:
-        group = parse_group(request.GET.get("group"), _known_keys(access))
+        group = parse_group(request.GET.get("group"), _default_group_keys(access))
     except InvalidParameter as exc:
         errors.append(exc.message)
     if errors:
         return HttpResponse("Invalid query: " + " ".join(errors), status=400, content_type="text/plain; charset=utf-8")
     sort, desc = _sort(request)
-    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc)
+    rows = ds.group_table(access.workspace, window, group, sort=sort, desc=desc, log_filter=log_filter)
     fmt = "jsonl" if request.GET.get("format") == "jsonl" else "csv"
-    body = ds.export_group_rows(rows, fmt, group=group, window=window)
+    body = export_group_rows(rows, fmt, group=group, window=window)
     response = HttpResponse(body, content_type="application/x-ndjson" if fmt == "jsonl" else "text/csv")
     name = group.replace(".", "-").replace("/", "-")
     response["Content-Disposition"] = f'attachment; filename="{access.workspace.slug}-summary-{name}.{fmt}"'
@@ -406,11 +388,15 @@ def summary_export(request: HttpRequest, access: WorkspaceAccess) -> HttpRespons
 @workspace_view()
 @require_GET
 def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return added_metadata_redirect(request)
     window, errors = parse_window(request.GET)
+    log_filter, filter_context = page_filter(request, access, window)
     sort, desc = _sort(request)
-    rows = ds.group_table(access.workspace, window, "user", sort=sort, desc=desc, p95=False)
+    rows = ds.group_table(access.workspace, window, "user", sort=sort, desc=desc, p95=False, log_filter=log_filter)
     context = {
         **_base_context(request, access, "users", window),
+        **filter_context,
         "rows": _drill_down(request, access, rows, "user"),
         "sort": sort,
         "desc": desc,
@@ -423,19 +409,25 @@ def users(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 @workspace_view()
 @require_GET
 def errors(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
+    if "add_key" in request.GET:
+        return added_metadata_redirect(request)
     window, window_errors = parse_window(request.GET)
+    log_filter, filter_context = page_filter(request, access, window)
     workspace = access.workspace
-    hours = ds.hourly(workspace, window, hist=False)  # no latency on this page
-    cells = ds.dimension_cells(workspace, window)  # read once for the four dimension tables
+    hours = ds.hourly(workspace, window, hist=False, log_filter=log_filter)  # no latency on this page
+    cells = ds.dimension_cells(workspace, window, log_filter)  # read once for the four dimension tables
+    # Failing (key, value) pairs come from the metadata rollups, which a filter cannot narrow.
+    failing_metadata = None if filter_context["chips"] and log_filter else ds.top_failing_metadata(workspace, window)
     context = {
         **_base_context(request, access, "errors", window),
-        "totals": ds.totals(workspace, window, hours=hours),
+        **filter_context,
+        "totals": ds.totals(workspace, window, hours=hours, log_filter=log_filter),
         "series": ds.timeseries(workspace, window, hours=hours),
         "status_codes": ds.status_codes(cells),
         "failing_models": ds.top_failing(workspace, cells, "model"),
         "failing_providers": ds.top_failing(workspace, cells, "provider"),
         "failing_keys": ds.top_failing(workspace, cells, "api_key"),
-        "failing_metadata": ds.top_failing_metadata(workspace, window),
+        "failing_metadata": failing_metadata,
         "window_errors": window_errors,
     }
     return _render(request, "dashboard/errors.html", "dashboard/_errors.html", context)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 PAGES = {
     "overview": ("range=24h", 16),
     "logs": ("range=24h", 12),
-    "summary": ("range=24h&group=metadata.environment", 10),
+    "summary": ("range=24h&group=metadata.environment", 13),  # + the window total (shares, "(not set)")
     "users": ("range=24h", 8),
     "errors": ("range=24h", 16),
     "metadata_keys": ("range=24h", 12),

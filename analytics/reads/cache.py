@@ -16,14 +16,12 @@ STABLE_AFTER hours live. Entries expire after CLOSED_DAY_TTL regardless.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
 import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -33,129 +31,20 @@ from django.db.models import Max, QuerySet, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
+from analytics.reads.metrics import Metrics, aware
+
 logger = logging.getLogger(__name__)
 
 STABLE_AFTER = timedelta(hours=2)
 CLOSED_DAY_TTL = 10 * 60
 DAY = timedelta(days=1)
-CACHE_VERSION = 4  # 3: cells carry cached/reasoning tokens and unpriced requests; 4: cache-write and audio
-COST_UNITS = Decimal(10) ** 8
+CACHE_VERSION = 5  # 3: cached/reasoning tokens, unpriced requests; 4: cache-write, audio; 5: priced requests
 
 
-@dataclass(slots=True)
-class Cell:
-    """Additive metrics of a set of rollup rows (and their merged latency histogram)."""
-
-    requests: int = 0
-    errors: int = 0
-    cost: Decimal = Decimal(0)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_sum: float = 0.0
-    last_seen: datetime | None = None
-    hist: dict[str, int] = field(default_factory=dict)
-    cached_prompt_tokens: int = 0
-    reasoning_tokens: int = 0
-    unpriced_requests: int = 0  # requests with tokens whose model had no price
-    cache_write_tokens: int = 0
-    audio_prompt_tokens: int = 0
-    audio_completion_tokens: int = 0
-
-    def add(self, other: Cell) -> None:
-        self.requests += other.requests
-        self.errors += other.errors
-        self.cost += other.cost
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.cached_prompt_tokens += other.cached_prompt_tokens
-        self.reasoning_tokens += other.reasoning_tokens
-        self.unpriced_requests += other.unpriced_requests
-        self.cache_write_tokens += other.cache_write_tokens
-        self.audio_prompt_tokens += other.audio_prompt_tokens
-        self.audio_completion_tokens += other.audio_completion_tokens
-        self.latency_sum += other.latency_sum
-        if other.last_seen and (self.last_seen is None or other.last_seen > self.last_seen):
-            self.last_seen = other.last_seen
-        if other.hist:
-            # histogram.merge, minus its int() conversions: these counts are ints already.
-            hist, get = self.hist, self.hist.get
-            for index, count in other.hist.items():
-                hist[index] = get(index, 0) + count
-
-    def pack(self) -> tuple:
-        """A compact, quick-to-pickle form for the cache (cost in 1e-8 units, exact)."""
-        seen = self.last_seen.timestamp() if self.last_seen else None
-        cost = int(self.cost * COST_UNITS)
-        return (
-            self.requests,
-            self.errors,
-            cost,
-            self.prompt_tokens,
-            self.completion_tokens,
-            self.latency_sum,
-            seen,
-            self.hist,
-            self.cached_prompt_tokens,
-            self.reasoning_tokens,
-            self.unpriced_requests,
-            self.cache_write_tokens,
-            self.audio_prompt_tokens,
-            self.audio_completion_tokens,
-        )
-
-    def add_packed(self, packed: tuple) -> None:
-        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced, *parts = packed
-        self.requests += requests
-        self.errors += errors
-        self.cost += Decimal(cost) / COST_UNITS
-        self.prompt_tokens += prompt
-        self.completion_tokens += completion
-        self.cached_prompt_tokens += cached
-        self.reasoning_tokens += reasoning
-        self.unpriced_requests += unpriced
-        self.cache_write_tokens += parts[0]
-        self.audio_prompt_tokens += parts[1]
-        self.audio_completion_tokens += parts[2]
-        self.latency_sum += latency
-        if seen is not None and (self.last_seen is None or seen > self.last_seen.timestamp()):
-            self.last_seen = datetime.fromtimestamp(seen, UTC)
-        if hist:
-            mine, get = self.hist, self.hist.get
-            for index, count in hist.items():
-                mine[index] = get(index, 0) + count
-
-    @classmethod
-    def unpack(cls, packed: tuple) -> Cell:
-        requests, errors, cost, prompt, completion, latency, seen, hist, cached, reasoning, unpriced, *parts = packed
-        return cls(
-            requests,
-            errors,
-            Decimal(cost) / COST_UNITS,
-            prompt,
-            completion,
-            latency,
-            datetime.fromtimestamp(seen, UTC) if seen is not None else None,
-            dict(hist),
-            cached,
-            reasoning,
-            unpriced,
-            *parts,
-        )
-
-
-class FrozenCell(Cell):
-    """A memoised cell shared between page views: reading is free, changing it is an error."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"shared dashboard cell is read-only (tried to set {name})")
-
-
-def merge_cells(parts: list[dict[tuple, Cell | tuple]], key=None) -> dict[tuple, Cell]:
+def merge_cells(parts: list[dict[tuple, Metrics | tuple]], key=None) -> dict[tuple, Metrics]:
     """Sum cells (or packed cells) with the same group, after ``key`` maps a group to a
     coarser one. The inputs are never modified."""
-    merged: dict[tuple, Cell] = {}
+    merged: dict[tuple, Metrics] = {}
     for part in parts:
         for group, cell in part.items():
             target = key(group) if key else group
@@ -163,10 +52,10 @@ def merge_cells(parts: list[dict[tuple, Cell | tuple]], key=None) -> dict[tuple,
                 if target in merged:
                     merged[target].add_packed(cell)
                 else:
-                    merged[target] = Cell.unpack(cell)
+                    merged[target] = Metrics.unpack(cell)
                 continue
             if target not in merged:
-                merged[target] = Cell()
+                merged[target] = Metrics()
             merged[target].add(cell)
     return merged
 
@@ -183,30 +72,20 @@ _SUMS = {
     "audio_prompt_tokens": Sum("audio_prompt_tokens"),
     "audio_completion_tokens": Sum("audio_completion_tokens"),
     "unpriced_requests": Sum("unpriced_requests"),
-    "latency_sum": Sum("latency_sum_ms"),
+    "latency_sum_ms": Sum("latency_sum_ms"),
+    "priced_requests": Sum("priced_requests"),
     "last_seen": Max("last_seen"),
 }
 
 
-def aware(value: object) -> object:
-    if isinstance(value, str) and len(value) >= 19 and value[4] == "-":
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Cell]:
+def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Metrics]:
     """Cells of ``qs`` grouped by ``fields`` (two queries with histograms, one without)."""
-    cells: dict[tuple, Cell] = {}
+    cells: dict[tuple, Metrics] = {}
     rows = qs.values(*fields).annotate(**_SUMS).order_by() if fields else [qs.aggregate(**_SUMS)]
     for row in rows:
         if not row["requests"]:
             continue
-        cells[tuple(aware(row[name]) for name in fields)] = Cell(
+        cells[tuple(aware(row[name]) for name in fields)] = Metrics(
             requests=row["requests"],
             errors=row["errors"] or 0,
             cost=Decimal(row["cost"] or 0),
@@ -218,7 +97,8 @@ def _query(qs: QuerySet, fields: list[str], *, hist: bool) -> dict[tuple, Cell]:
             audio_prompt_tokens=row["audio_prompt_tokens"] or 0,
             audio_completion_tokens=row["audio_completion_tokens"] or 0,
             unpriced_requests=row["unpriced_requests"] or 0,
-            latency_sum=float(row["latency_sum"] or 0),
+            latency_sum_ms=float(row["latency_sum_ms"] or 0),
+            priced_requests=row["priced_requests"] or 0,
             last_seen=aware(row["last_seen"]),
         )
     if hist and cells:
@@ -306,7 +186,7 @@ def rollup_cells(
     hist: bool,
     scope: str,
     now: datetime | None = None,
-) -> dict[tuple, Cell]:
+) -> dict[tuple, Metrics]:
     """Cells of rollup rows ``qs`` (not yet limited in time) over [start, end), grouped by
     ``fields``. ``scope`` names what ``qs`` belongs to (workspace id and creation time), so
     cache entries never outlive or cross workspaces."""
@@ -340,40 +220,68 @@ def rollup_cells(
     return result
 
 
-# The closed part of a window, merged and unpacked, kept in this process too: a month of
-# (key, value) cells is tens of thousands of cells, and unpacking them from the shared cache on
-# every view cost more than the rest of a page. Keyed like the shared cache (signature with the
-# workspace's data generation, ranges), bounded by the number of cells held. Callers must treat
-# the returned cells as read-only (every selector only reads them or merges into new cells);
-# they are FrozenCells, so a change raises instead of leaking into the next view.
-_MEMO: OrderedDict[tuple, dict[tuple, Cell]] = OrderedDict()
+# The closed part of a window, merged, kept in this process too: reading tens of thousands of
+# cells back from the shared cache (unpickling) on every view cost more than the rest of a page.
+# Keyed like the shared cache (signature with the workspace's data generation, ranges), bounded
+# by the number of cells held.
+#
+# Held packed: a dict of plain tuples of ints, floats, Decimals, datetimes, None and histograms
+# as tuples of (str, int) pairs (a dict inside would keep its tuple tracked). The cyclic garbage
+# collector stops tracking such tuples and dicts after the collections they survive (CPython
+# untracks exact tuples and dicts that hold only untracked objects), so long-lived cells cost
+# full collections nothing, without ``gc.freeze()``: freezing at request time made every object
+# alive at that moment (the page's own garbage in cycles included) immortal, and RSS grew with
+# the number of windows viewed (bench/bench_dashboard_memory.py). Each read builds fresh Metrics,
+# so a caller that changes one cannot leak into the next view.
+_MEMO: OrderedDict[tuple, dict[tuple, tuple]] = OrderedDict()
 _MEMO_LOCK = threading.Lock()
 MEMO_MAX_CELLS = 100_000
 
 
-def _memo_get(key: tuple) -> dict[tuple, Cell] | None:
+def _memo_get(key: tuple) -> dict[tuple, Metrics] | None:
     with _MEMO_LOCK:
         found = _MEMO.get(key)
         if found is not None:
             _MEMO.move_to_end(key)
-        return found
+    if found is None:
+        return None
+    # Fields are stored in Metrics' order, cost and last_seen as their own (untracked) objects:
+    # rebuilding a cell is then one constructor call, a few times cheaper than Metrics.unpack.
+    return {
+        group: Metrics(*fields[:7], dict(fields[7]) if fields[7] else {}, *fields[8:])
+        for group, fields in found.items()
+    }
 
 
-def _memo_put(key: tuple, cells: dict[tuple, Cell]) -> None:
+def _memo_put(key: tuple, cells: dict[tuple, Metrics]) -> None:
     if len(cells) > MEMO_MAX_CELLS:
         return
-    for cell in cells.values():
-        object.__setattr__(cell, "__class__", FrozenCell)
+    packed = {
+        group: (
+            cell.requests,
+            cell.errors,
+            cell.cost,
+            cell.prompt_tokens,
+            cell.completion_tokens,
+            cell.latency_sum_ms,
+            cell.last_seen,
+            tuple(cell.hist.items()),
+            cell.cached_prompt_tokens,
+            cell.reasoning_tokens,
+            cell.unpriced_requests,
+            cell.cache_write_tokens,
+            cell.audio_prompt_tokens,
+            cell.audio_completion_tokens,
+            cell.priced_requests,
+        )
+        for group, cell in cells.items()
+    }
     with _MEMO_LOCK:
-        _MEMO[key] = cells
+        _MEMO[key] = packed
         held = sum(len(value) for value in _MEMO.values())
         while held > MEMO_MAX_CELLS:
             _old_key, dropped = _MEMO.popitem(last=False)
             held -= len(dropped)
-    # Out of the cyclic collector's sight: tens of thousands of long-lived cells made every full
-    # collection (triggered by any page's allocations) cost ~100 ms, the p95 of the busy pages.
-    # Cells hold no cycles; evicted ones are still freed by reference counting.
-    gc.freeze()
 
 
 def clear_memo() -> None:
@@ -421,7 +329,7 @@ def _query_days(qs: QuerySet, fields: list[str], start: datetime, end: datetime,
     """{day: cells} for every day in [start, end), in one grouped query."""
     per_day = qs.filter(bucket__gte=start, bucket__lt=end).annotate(portico_day=TruncDay("bucket", tzinfo=UTC))
     cells = _query(per_day, ["portico_day", *fields], hist=hist)
-    result: dict[datetime, dict[tuple, Cell]] = defaultdict(dict)
+    result: dict[datetime, dict[tuple, Metrics]] = defaultdict(dict)
     for (day, *group), cell in cells.items():
         result[aware(day)][tuple(group)] = cell
     return result

@@ -13,9 +13,8 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import orjson
 from django.core.cache import cache
@@ -27,6 +26,7 @@ from django.db.models.functions import Cast, Coalesce, Floor, Least, Ln, Trunc
 from analytics import histogram
 from analytics.filters import LogFilter
 from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataRollup, RequestLog
+from analytics.reads.metrics import Metrics
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -247,114 +247,11 @@ def choose_source(
 # --- Aggregation -------------------------------------------------------------------------
 
 
-@dataclass
-class Totals:
-    """Additive metrics of a set of requests (one cell of a graph or one group)."""
-
-    requests: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    audio_prompt_tokens: int = 0
-    audio_completion_tokens: int = 0
-    cost: Decimal = Decimal(0)
-    priced_requests: int = 0
-    unpriced_requests: int = 0
-    latency_sum_ms: float = 0.0
-    last_seen: datetime | None = None
-    hist: dict[str, int] = field(default_factory=dict)
-    users: int = 0
-
-    @classmethod
-    def from_row(cls, row: dict) -> Totals:
-        return cls(
-            requests=int(row["m_requests"] or 0),
-            errors=int(row["m_errors"] or 0),
-            prompt_tokens=int(row["m_prompt_tokens"] or 0),
-            completion_tokens=int(row["m_completion_tokens"] or 0),
-            cost=Decimal(row["m_cost"] or 0),
-            priced_requests=int(row["m_priced_requests"] or 0),
-            unpriced_requests=int(row.get("m_unpriced_requests") or 0),
-            **{name: int(row.get(f"m_{name}") or 0) for name in TOKEN_PARTS},
-            latency_sum_ms=float(row["m_latency_sum_ms"] or 0),
-            last_seen=aware(row["m_last_seen"]),
-            users=int(row.get("m_users") or 0),
-        )
-
-    def add(self, other: Totals) -> None:
-        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "priced_requests", "users"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in (*TOKEN_PARTS, "unpriced_requests"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.cost += other.cost
-        self.latency_sum_ms += other.latency_sum_ms
-        if other.last_seen and (self.last_seen is None or other.last_seen > self.last_seen):
-            self.last_seen = other.last_seen
-        histogram.merge(self.hist, other.hist)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def ratio(self, part: float, whole: float) -> float | None:
-        return part / whole if whole else None
-
-    def metric(self, name: str) -> dict:
-        """The values a graph shows for ``name`` (summary and data points alike)."""
-        if name == "requests":
-            return {"total": self.requests}
-        if name == "errors":
-            return {"total": self.errors}
-        if name == "error-rate":
-            return {"rate": rounded(self.ratio(self.errors, self.requests), 6), "errors": self.errors}
-        if name == "cost":
-            return {
-                "total": rounded(float(self.cost), 8),
-                "avg": rounded(self.ratio(self.cost, self.priced_requests), 8),
-                "unpriced_requests": self.unpriced_requests,
-            }
-        if name == "tokens":
-            return {
-                "total": self.total_tokens,
-                "prompt": self.prompt_tokens,
-                "completion": self.completion_tokens,
-                "cached_prompt": self.cached_prompt_tokens,
-                "cache_write": self.cache_write_tokens,
-                "reasoning": self.reasoning_tokens,
-                "audio_prompt": self.audio_prompt_tokens,
-                "audio_completion": self.audio_completion_tokens,
-                "avg": rounded(self.ratio(self.total_tokens, self.requests), 3),
-            }
-        if name == "latency":
-            return {
-                "avg": rounded(self.ratio(self.latency_sum_ms, self.requests), 3),
-                "p50": histogram.percentile(self.hist, 50),
-                "p90": histogram.percentile(self.hist, 90),
-                "p99": histogram.percentile(self.hist, 99),
-            }
-        return {"total": self.users}
-
-
-def rounded(value: float | Decimal | None, digits: int) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
-def aware(value: object) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):  # raw SQLite rows
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def aggregate(
     source: Source, keys: dict[str, Combinable], *, users: bool = False, with_histograms: bool = False
-) -> dict[tuple, Totals]:
-    """Totals per combination of ``keys`` (name -> expression); () when keys is empty.
-    ``with_histograms`` also fills each Totals' latency histogram."""
+) -> dict[tuple, Metrics]:
+    """Metrics per combination of ``keys`` (name -> expression); () when keys is empty.
+    ``with_histograms`` also fills each Metrics' latency histogram."""
     if with_histograms and source.is_rollup and not users:
         return _rollup_cells(source, keys)
     sums = dict(source.sums)
@@ -364,7 +261,7 @@ def aggregate(
     rows = qs.annotate(**sums).order_by() if keys else [qs.aggregate(**sums)]
     result = {}
     for row in rows:
-        totals = Totals.from_row(row)
+        totals = Metrics.from_row(row)
         if totals.requests or not keys:
             result[tuple(row[name] for name in keys)] = totals
     if with_histograms:
@@ -410,8 +307,8 @@ def _rollup_histograms(source: Source, keys: dict[str, Combinable]) -> dict[tupl
     return {group: totals.hist for group, totals in _rollup_cells(source, keys).items()}
 
 
-def _rollup_cells(source: Source, keys: dict[str, Combinable]) -> dict[tuple, Totals]:
-    """Totals with merged histograms per ``keys``, from rollups, through a cache of day cells.
+def _rollup_cells(source: Source, keys: dict[str, Combinable]) -> dict[tuple, Metrics]:
+    """Metrics with merged histograms per ``keys``, from rollups, through a cache of day cells.
 
     Merging is the costly part of a percentile (30 days of hourly rows hold ~10^5-10^6 bucket
     counts). One query sums every (keys, UTC day) cell; each cell's histogram is cached under
@@ -444,9 +341,9 @@ def _rollup_cells(source: Source, keys: dict[str, Combinable]) -> dict[tuple, To
     missing = {key: by_key[key] for key in wanted if key not in found}
     if missing:
         found.update(_merge_cells(source, cell_exprs, missing))
-    result: dict[tuple, Totals] = {}
+    result: dict[tuple, Metrics] = {}
     for key, cell in by_key.items():
-        totals = Totals.from_row(cell)
+        totals = Metrics.from_row(cell)
         totals.hist = dict(found.get(key, {})) if key not in covered else {}
         group = tuple(cell[n] for n in names)
         if group in result:
@@ -461,7 +358,7 @@ def _rollup_cells(source: Source, keys: dict[str, Combinable]) -> dict[tuple, To
             new_ranges[range_key] = histogram.merge_all(found.get(key, {}) for key in closed_by_group[group])
     _cache_set_many(new_ranges)
     if not keys and () not in result:
-        result[()] = Totals()
+        result[()] = Metrics()
     return result
 
 
