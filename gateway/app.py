@@ -38,6 +38,7 @@ from gateway import providers, proxy, routing
 from gateway.auth import KeySnapshot, ProviderSnapshot, authenticate, authenticate_cached, provider_cache
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
+from gateway.policies import enforcer
 from gateway.pricing import cached_price, price_of
 from gateway.response_cache import response_cache
 from workspaces.errors import GatewayError
@@ -163,6 +164,7 @@ class RequestContext:
         "model",
         "option_index",
         "parent_span_id",
+        "policy_hold",
         "provider",
         "response_body",
         "retry_count",
@@ -207,6 +209,7 @@ class RequestContext:
         self.option_index = ""
         self.retry_count = 0
         self.attempts: list[dict] = []
+        self.policy_hold = None  # gateway.policies' reservations, settled when logged
         debug = headers.get("x-portkey-debug")
         self.store_body = debug is None or debug.lower() != "false"
         self.trace_id, self.span_id = _trace_ids(headers)
@@ -389,6 +392,15 @@ class GatewayApp:
                 cost_limit=snapshot.usage_limit_cost,
                 period=snapshot.usage_limit_period,
             )
+        ctx.policy_hold = await enforcer.check(
+            workspace_id=snapshot.workspace_id,
+            metadata=ctx.metadata,
+            model=ctx.model,
+            provider=ctx.provider,
+            key_id=snapshot.key_id,
+            doc=ctx.doc,
+            body_size=len(ctx.body),
+        )
         if config is not None:
             await routing.Router(self, ctx, config, scope, receive, send, key_in_bearer).run()
             return
@@ -648,6 +660,8 @@ class GatewayApp:
             saved_cost, cost = cost, "0"  # answered from the cache: nothing was paid upstream
         if snapshot.usage_limit_cost is not None:
             await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
+        if ctx.policy_hold is not None:
+            await enforcer.settle(ctx.policy_hold, cost=cost, tokens=usage.total_tokens)
         headers = ctx.client_headers
         user = metadata.get("_user")
         record = {

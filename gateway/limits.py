@@ -57,6 +57,14 @@ class Limiter:
             )
         return self._redis
 
+    def redis_client(self) -> aioredis.Redis | None:
+        """The shared client (gateway.policies counts on it too); None in embedded mode or
+        for a few seconds after a failure."""
+        return self._client()
+
+    def redis_failed(self, exc: Exception) -> None:
+        self._redis_failed(exc)
+
     def _redis_failed(self, exc: Exception) -> None:
         log.warning("rate/usage limits unavailable (Redis: %s); serving without them for 5 s", type(exc).__name__)
         self._redis_down_until = time.monotonic() + 5

@@ -37,6 +37,7 @@ _AUDITED_FIELDS = {
         "log_retention_days",
         "store_bodies",
         "allow_custom_hosts",
+        "time_zone",
     ],
     ApiKey: [
         "name",

@@ -1,0 +1,433 @@
+"""Enforcing a workspace's policies (analytics.policies) on the hot path.
+
+Per request: the workspace's enabled blocking policies come from a per-process cache filled with
+the auth cache's TTL (an edit takes effect within GATEWAY_AUTH_CACHE_TTL), their scopes already
+compiled to sets. No policy matching: nothing else happens (no Redis). Otherwise one EVALSHA
+checks every matching counter and, only when none refuses, adds the request to all of them:
+
+- requests: admitted while ``used + 1 <= limit``; 200 concurrent requests against a limit of
+  100 admit exactly 100 (the script is atomic).
+- tokens / cost: admitted while ``used < limit``, where ``used`` holds settled usage plus the
+  estimates reserved by requests in flight (prompt ~ body bytes / 4, completion = max_tokens or
+  1024, priced at the model's rates). After the response the estimate is replaced by the
+  actual. Bound: the final total exceeds the limit by at most the one estimate admitted last
+  plus, for requests in flight, what their actual usage exceeds their estimates.
+
+Counters lost by Redis (restart, eviction) are rebuilt from the rollups before enforcing: the
+script reports the missing ones, they are set from the logs (SET NX, so processes agree) and
+the check is run again. Minute windows are not rebuilt (see PolicyWindow.rebuilt).
+
+Redis unreachable: a policy fails open by default (served, warning logged); with
+``fail_closed`` its requests get a 503. Embedded mode (no REDIS_URL) keeps the counters in
+process with the same rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from analytics.policies import rules
+from analytics.policies.models import Policy
+from analytics.pricing import TokenCount
+from gateway.auth import TTLCache
+from gateway.limits import limiter
+from gateway.pricing import cached_price, price_of
+from workspaces.errors import GatewayError
+
+log = logging.getLogger("portico.gateway.policies")
+DEFAULT_COMPLETION_ESTIMATE = 1024  # reserved tokens when a request sets no max_tokens
+_MISSING = object()
+_REQUESTS, _TOKENS, _COST = "requests", "tokens", "cost"
+
+# KEYS: per policy its current and previous bucket. ARGV: per policy limit, amount, weight of
+# the previous bucket (0 for fixed windows), ttl, kind (r: requests, b: budget), rebuilt (0/1).
+# Returns {0} admitted, {1, i, used} refused by policy i, {2, i...} counters to rebuild first.
+_CHECK = """
+local n = #ARGV / 6
+local missing = {}
+for i = 1, n do
+  local a = (i - 1) * 6
+  if ARGV[a + 6] == '1' then
+    if redis.call('EXISTS', KEYS[2 * i - 1]) == 0 then table.insert(missing, i)
+    elseif tonumber(ARGV[a + 3]) > 0 and redis.call('EXISTS', KEYS[2 * i]) == 0 then table.insert(missing, i) end
+  end
+end
+if #missing > 0 then table.insert(missing, 1, 2) return missing end
+for i = 1, n do
+  local a = (i - 1) * 6
+  local used = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local weight = tonumber(ARGV[a + 3])
+  if weight > 0 then used = used + weight * tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
+  local limit = tonumber(ARGV[a + 1])
+  if (ARGV[a + 5] == 'r' and used + tonumber(ARGV[a + 2]) > limit) or (ARGV[a + 5] == 'b' and used >= limit) then
+    return {1, i, tostring(used)}
+  end
+end
+for i = 1, n do
+  local a = (i - 1) * 6
+  redis.call('INCRBYFLOAT', KEYS[2 * i - 1], ARGV[a + 2])
+  redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[a + 4])
+end
+return {0}
+"""
+# KEYS: counters; ARGV: the change of each (actual - reserved). A counter Redis lost meanwhile
+# is left alone: its rebuild from the logs will include this request.
+_SETTLE = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBYFLOAT', KEYS[i], ARGV[i]) end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePolicy:
+    """What the gateway needs of a policy, compiled once per cache fill."""
+
+    id: int
+    name: str
+    workspace_id: int
+    scope_text: str
+    scope: rules.CompiledScope
+    per: str
+    per_kind: str
+    per_key: str
+    kind: str
+    limit: float
+    window: rules.PolicyWindow
+    tz_name: str
+    fail_closed: bool
+    shape: str
+
+    def value_of(self, metadata: dict[str, str], model: str, provider: str, key_id: int | None) -> str | None:
+        kind = self.per_kind
+        if not kind:
+            return ""
+        if kind in ("user", "metadata"):
+            return metadata.get(self.per_key) or None
+        if kind == "model":
+            return model or None
+        if kind == "provider":
+            return provider or None
+        return str(key_id) if key_id is not None else None
+
+
+@dataclass(slots=True)
+class Counter:
+    policy: ActivePolicy
+    value: str
+    key: str
+    previous_key: str
+    weight: float
+    start: float
+    end: float
+    ttl: int
+    amount: float
+
+
+@dataclass(slots=True)
+class Hold:
+    """The reservations of one admitted request, settled by ``settle`` once it is logged."""
+
+    budgets: list[Counter] = field(default_factory=list)
+    local: bool = False
+
+
+def _load(workspace_id: object) -> tuple[ActivePolicy, ...]:
+    close_old_connections()
+    found = Policy.objects.filter(workspace_id=workspace_id, enabled=True, action=Policy.Action.BLOCK)
+    active = []
+    for policy in found.select_related("workspace"):
+        try:
+            active.append(_compile(policy))
+        except Exception:  # a policy saved under older rules: skip it rather than fail requests
+            log.exception("policy %s cannot be compiled; not enforced", policy.pk)
+    return tuple(active)
+
+
+def _compile(policy: Policy) -> ActivePolicy:
+    per_kind, per_key = rules.per_reader(policy.per)
+    return ActivePolicy(
+        id=policy.pk,
+        name=policy.name,
+        workspace_id=policy.workspace_id,
+        scope_text=policy.scope,
+        scope=rules.compile_scope(policy.scope),
+        per=policy.per,
+        per_kind=per_kind,
+        per_key=per_key,
+        kind=policy.kind,
+        limit=float(policy.limit),
+        window=policy.window_spec,
+        tz_name=policy.workspace.time_zone or "UTC",
+        fail_closed=policy.fail_closed,
+        shape=policy.shape,
+    )
+
+
+policy_cache: TTLCache[tuple[ActivePolicy, ...]] = TTLCache(
+    sync_to_async(_load), lambda: settings.GATEWAY_AUTH_CACHE_TTL
+)
+
+
+def _rebuild_usage(counter: Counter, start: float, end: float) -> float:
+    from analytics.policies.selectors import usage_between
+    from workspaces.models import Workspace
+
+    close_old_connections()
+    policy = counter.policy
+    workspace = Workspace.objects.get(pk=policy.workspace_id)
+    return usage_between(
+        workspace=workspace,
+        scope=policy.scope_text,
+        per=policy.per,
+        value=counter.value if policy.per else None,
+        kind=policy.kind,
+        start=start,
+        end=end,
+    )
+
+
+class PolicyEnforcer:
+    def __init__(self) -> None:
+        self._script = None
+        self._settle_script = None
+        self._local: dict[str, tuple[float, float]] = {}  # embedded mode: key -> (value, expires)
+
+    # --- the request path -----------------------------------------------------------------
+    async def check(
+        self,
+        *,
+        workspace_id: int,
+        metadata: dict[str, str],
+        model: str,
+        provider: str,
+        key_id: int | None,
+        doc: dict | None,
+        body_size: int,
+    ) -> Hold | None:
+        """Count the request against every matching policy or raise its 429/412 (503 when a
+        fail-closed policy's counters are unreachable). None: no policy matched."""
+        policies = policy_cache.peek(workspace_id, _MISSING)
+        if policies is _MISSING:
+            policies = await policy_cache.get(workspace_id)
+        if not policies:
+            return None
+        now = time.time()
+        counters = []
+        estimate: tuple[float, float] | None = None
+        for policy in policies:
+            if not policy.scope.matches(metadata, model, provider, key_id):
+                continue
+            value = policy.value_of(metadata, model, provider, key_id)
+            if value is None:
+                continue
+            if policy.kind == _REQUESTS:
+                amount = 1.0
+            else:
+                if estimate is None:
+                    estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
+                amount = estimate[0] if policy.kind == _TOKENS else estimate[1]
+            counters.append(_counter(policy, value, now, amount))
+        if not counters:
+            return None
+        client = limiter.redis_client()
+        if client is None and settings.REDIS_URL:
+            return self._unavailable(counters, None)
+        try:
+            if client is None:
+                await self._check_local(counters, now)
+                return Hold([c for c in counters if c.policy.kind != _REQUESTS], local=True)
+            await self._check_redis(client, counters, now)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            limiter.redis_failed(exc)
+            return self._unavailable(counters, exc)
+        return Hold([c for c in counters if c.policy.kind != _REQUESTS])
+
+    async def settle(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
+        """Replace the request's reserved estimates by what it used (nothing for a refusal)."""
+        if hold is None or not hold.budgets:
+            return
+        changes = [
+            (c.key, (float(cost) if cost else 0.0) - c.amount if c.policy.kind == _COST else tokens - c.amount)
+            for c in hold.budgets
+        ]
+        changes = [(key, delta) for key, delta in changes if delta]
+        if not changes:
+            return
+        if hold.local:
+            for key, delta in changes:
+                if key in self._local:
+                    value, expires = self._local[key]
+                    self._local[key] = (value + delta, expires)
+            return
+        client = limiter.redis_client()
+        if client is None:
+            return
+        try:
+            if self._settle_script is None:
+                self._settle_script = client.register_script(_SETTLE)
+            await self._settle_script(keys=[k for k, _ in changes], args=[repr(d) for _, d in changes])
+        except Exception as exc:
+            limiter.redis_failed(exc)
+
+    # --- Redis ------------------------------------------------------------------------------
+    async def _check_redis(self, client, counters: list[Counter], now: float) -> None:
+        if self._script is None:
+            self._script = client.register_script(_CHECK)
+        keys, args = [], []
+        for c in counters:
+            keys += (c.key, c.previous_key)
+            args += (
+                repr(c.policy.limit),
+                repr(c.amount),
+                repr(c.weight),
+                c.ttl,
+                "r" if c.policy.kind == _REQUESTS else "b",
+                "1" if c.policy.window.rebuilt else "0",
+            )
+        for _attempt in range(3):
+            answer = await self._script(keys=keys, args=args)
+            status = int(answer[0])
+            if status == 0:
+                return
+            if status == 1:
+                counter = counters[int(answer[1]) - 1]
+                raise _refusal(counter, float(answer[2]), now)
+            for index in answer[1:]:
+                await self._rebuild_redis(client, counters[int(index) - 1])
+        raise RuntimeError("policy counters kept disappearing during their rebuild")
+
+    async def _rebuild_redis(self, client, counter: Counter) -> None:
+        for key, start, end in _buckets(counter):
+            if not await client.exists(key):
+                used = await sync_to_async(_rebuild_usage)(counter, start, min(end, time.time()))
+                await client.set(key, repr(used), ex=counter.ttl, nx=True)
+                log.info("policy %s: counter %s rebuilt from the logs (%s)", counter.policy.id, key, used)
+
+    def _unavailable(self, counters: list[Counter], exc: Exception | None) -> None:
+        closed = next((c.policy for c in counters if c.policy.fail_closed), None)
+        if closed is not None:
+            raise GatewayError(
+                503,
+                f"Policy '{closed.name}' cannot be checked right now (its counters are unreachable) and "
+                "refuses requests until they are back.",
+                type="api_error",
+                code="policy_unavailable",
+                headers=[(b"retry-after", b"5")],
+            )
+        return None
+
+    # --- embedded mode ---------------------------------------------------------------------
+    async def _check_local(self, counters: list[Counter], now: float) -> None:
+        for c in counters:
+            if c.policy.window.rebuilt:
+                for key, start, end in _buckets(c):
+                    if self._get_local(key, now) is None:
+                        used = await sync_to_async(_rebuild_usage)(c, start, min(end, now))
+                        if self._get_local(key, now) is None:
+                            self._local[key] = (used, now + c.ttl)
+        for c in counters:  # no await from here on: check and count are one step
+            used = (self._get_local(c.key, now) or 0.0) + c.weight * (self._get_local(c.previous_key, now) or 0.0)
+            if (c.policy.kind == _REQUESTS and used + c.amount > c.policy.limit) or (
+                c.policy.kind != _REQUESTS and used >= c.policy.limit
+            ):
+                raise _refusal(c, used, now)
+        for c in counters:
+            self._local[c.key] = ((self._get_local(c.key, now) or 0.0) + c.amount, now + c.ttl)
+        if len(self._local) > 100_000:
+            self._local = {k: v for k, v in self._local.items() if v[1] > now}
+
+    def _get_local(self, key: str, now: float) -> float | None:
+        entry = self._local.get(key)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    async def _estimate(
+        self, workspace_id: int, provider: str, model: str, doc: dict | None, body_size: int
+    ) -> tuple[float, float]:
+        """(tokens, USD) reserved for a request before its usage is known."""
+        completion = DEFAULT_COMPLETION_ESTIMATE
+        if doc:
+            for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+                value = doc.get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    completion = value
+                    break
+        prompt = math.ceil(body_size / 4)
+        usage = TokenCount(prompt, completion)
+        priced = cached_price(workspace_id, provider, model, usage, _MISSING)
+        if priced is _MISSING:
+            try:
+                priced = await price_of(workspace_id, provider, model, usage)
+            except Exception:
+                priced = (None, "")
+        cost = float(priced[0]) if priced[0] else 0.0  # an unpriced model's cost is not counted
+        return float(prompt + completion), cost
+
+    def clear(self) -> None:
+        self._local.clear()
+        self._script = self._settle_script = None
+
+
+def _buckets(counter: Counter) -> list[tuple[str, float, float]]:
+    """(key, start, end) of the buckets a check reads: the current one, and the previous one
+    of a rolling window."""
+    buckets = [(counter.key, counter.start, counter.end)]
+    length = counter.policy.window.rolling_seconds
+    if length:
+        buckets.append((counter.previous_key, counter.start - length, counter.start))
+    return buckets
+
+
+def _counter(policy: ActivePolicy, value: str, now: float, amount: float) -> Counter:
+    bucket, start, end = policy.window.bucket(now, policy.tz_name)
+    base = f"{settings.REDIS_KEY_PREFIX}:pol:{policy.id}:{policy.shape}:{value}:"
+    length = policy.window.rolling_seconds
+    weight = 1 - (now - start) / length if length else 0.0
+    previous = base + str(bucket - length) if length else base + "-"
+    ttl = int(end - now) + (length or 0) + 60  # a rolling bucket serves as "previous" next
+    return Counter(policy, value, base + str(bucket), previous, weight, start, end, ttl, amount)
+
+
+def _scope_words(counter: Counter) -> str:
+    policy = counter.policy
+    if policy.per:
+        return f"{policy.per}={counter.value}"
+    return policy.scope_text or "the whole workspace"
+
+
+def _refusal(counter: Counter, used: float, now: float) -> GatewayError:
+    policy = counter.policy
+    window = policy.window
+    if policy.kind == _REQUESTS:
+        retry = rules.retry_after(window, now, policy.tz_name)
+        return GatewayError(
+            429,
+            f"Rate limit exceeded: policy '{policy.name}' allows {policy.limit:g} requests "
+            f"{window.label} for {_scope_words(counter)}.",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers=[(b"retry-after", str(retry).encode())],
+        )
+    unit = "USD" if policy.kind == _COST else "tokens"
+    return GatewayError(
+        412,
+        f"Budget exhausted: policy '{policy.name}' allows {policy.limit:g} {unit} {window.label} for "
+        f"{_scope_words(counter)}; {used:.6g} used or reserved.",
+        type="budget_exceeded",
+        code="usage_limit_exceeded",
+    )
+
+
+enforcer = PolicyEnforcer()
