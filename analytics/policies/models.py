@@ -33,7 +33,7 @@ class Policy(models.Model):
         max_length=160, blank=True, help_text="_user, metadata.<key>, model, provider or api_key: a counter per value."
     )
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.REQUESTS)
-    limit = models.DecimalField(max_digits=20, decimal_places=6)
+    limit = models.DecimalField(max_digits=20, decimal_places=8)
     window = models.CharField(
         max_length=16, default="minute", help_text="minute, hour, day, month, or rolling <n>m/<n>h/<n>d."
     )
