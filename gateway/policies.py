@@ -24,6 +24,7 @@ process with the same rules.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -37,7 +38,7 @@ from analytics.policies import rules
 from analytics.policies.models import Policy
 from analytics.pricing import TokenCount
 from gateway.auth import TTLCache
-from gateway.limits import limiter
+from gateway.limits import Limiter, limiter
 from gateway.pricing import cached_price, price_of
 from workspaces.errors import GatewayError
 
@@ -196,10 +197,13 @@ def _rebuild_usage(counter: Counter, start: float, end: float) -> float:
 
 
 class PolicyEnforcer:
-    def __init__(self) -> None:
+    def __init__(self, shared: Limiter = limiter) -> None:
+        # The per-key limiter's Redis client: one connection pool for both.
+        self._limiter = shared
         self._script = None
         self._settle_script = None
         self._local: dict[str, tuple[float, float]] = {}  # embedded mode: key -> (value, expires)
+        self._rebuilding: dict[str, asyncio.Future] = {}
 
     # --- the request path -----------------------------------------------------------------
     async def check(
@@ -238,7 +242,7 @@ class PolicyEnforcer:
             counters.append(_counter(policy, value, now, amount))
         if not counters:
             return None
-        client = limiter.redis_client()
+        client = self._limiter.redis_client()
         if client is None and settings.REDIS_URL:
             return self._unavailable(counters, None)
         try:
@@ -249,7 +253,7 @@ class PolicyEnforcer:
         except GatewayError:
             raise
         except Exception as exc:
-            limiter.redis_failed(exc)
+            self._limiter.redis_failed(exc)
             return self._unavailable(counters, exc)
         return Hold([c for c in counters if c.policy.kind != _REQUESTS])
 
@@ -270,15 +274,15 @@ class PolicyEnforcer:
                     value, expires = self._local[key]
                     self._local[key] = (value + delta, expires)
             return
-        client = limiter.redis_client()
+        client = self._limiter.redis_client()
         if client is None:
             return
         try:
             if self._settle_script is None:
                 self._settle_script = client.register_script(_SETTLE)
-            await self._settle_script(keys=[k for k, _ in changes], args=[repr(d) for _, d in changes])
+            await self._settle_script(keys=[k for k, _ in changes], args=[repr(d) for _, d in changes], client=client)
         except Exception as exc:
-            limiter.redis_failed(exc)
+            self._limiter.redis_failed(exc)
 
     # --- Redis ------------------------------------------------------------------------------
     async def _check_redis(self, client, counters: list[Counter], now: float) -> None:
@@ -296,7 +300,7 @@ class PolicyEnforcer:
                 "1" if c.policy.window.rebuilt else "0",
             )
         for _attempt in range(3):
-            answer = await self._script(keys=keys, args=args)
+            answer = await self._script(keys=keys, args=args, client=client)
             status = int(answer[0])
             if status == 0:
                 return
@@ -309,10 +313,17 @@ class PolicyEnforcer:
 
     async def _rebuild_redis(self, client, counter: Counter) -> None:
         for key, start, end in _buckets(counter):
-            if not await client.exists(key):
-                used = await sync_to_async(_rebuild_usage)(counter, start, min(end, time.time()))
-                await client.set(key, repr(used), ex=counter.ttl, nx=True)
-                log.info("policy %s: counter %s rebuilt from the logs (%s)", counter.policy.id, key, used)
+            if await client.exists(key):
+                continue
+            # Concurrent requests of one counter share one rebuild query.
+            pending = self._rebuilding.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(sync_to_async(_rebuild_usage)(counter, start, min(end, time.time())))
+                self._rebuilding[key] = pending
+                pending.add_done_callback(lambda _, key=key: self._rebuilding.pop(key, None))
+            used = await asyncio.shield(pending)
+            await client.set(key, repr(used), ex=counter.ttl, nx=True)
+            log.info("policy %s: counter %s rebuilt from the logs (%s)", counter.policy.id, key, used)
 
     def _unavailable(self, counters: list[Counter], exc: Exception | None) -> None:
         closed = next((c.policy for c in counters if c.policy.fail_closed), None)
