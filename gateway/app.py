@@ -280,6 +280,7 @@ class GatewayApp:
     async def shutdown(self) -> None:
         await get_log_buffer().close()
         await limiter.close()
+        await enforcer.close()
         await response_cache.close()
         if self.session is not None:
             await self.session.close()

@@ -21,8 +21,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Sum
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from workspaces.errors import GatewayError
 
@@ -54,29 +52,10 @@ class Limiter:
         if not settings.REDIS_URL or time.monotonic() < self._redis_down_until:
             return None
         if self._redis is None:
-            # A blocking pool: a burst past 100 concurrent requests waits for a connection
-            # (at most the socket timeout) instead of failing open with MaxConnectionsError.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                settings.REDIS_URL,
-                max_connections=100,
-                timeout=0.5,
-                socket_timeout=0.5,
-                socket_connect_timeout=0.5,
-                retry_on_timeout=False,
-                # One immediate retry on a fresh connection: after a Redis restart the pooled
-                # connections are dead, and the first command must not fail open for that.
-                retry=Retry(NoBackoff(), 1),
+            self._redis = aioredis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, retry_on_timeout=False
             )
-            self._redis = aioredis.Redis(connection_pool=pool)
         return self._redis
-
-    def redis_client(self) -> aioredis.Redis | None:
-        """The shared client (gateway.policies counts on it too); None in embedded mode or
-        for a few seconds after a failure."""
-        return self._client()
-
-    def redis_failed(self, exc: Exception) -> None:
-        self._redis_failed(exc)
 
     def _redis_failed(self, exc: Exception) -> None:
         log.warning("rate/usage limits unavailable (Redis: %s); serving without them for 5 s", type(exc).__name__)

@@ -38,13 +38,16 @@ from analytics.policies import rules
 from analytics.policies.models import Policy
 from analytics.pricing import TokenCount
 from gateway.auth import TTLCache
-from gateway.limits import Limiter, limiter
 from gateway.pricing import cached_price, price_of
+from gateway.redis_wire import RedisWire
 from workspaces.errors import GatewayError
 
 log = logging.getLogger("portico.gateway.policies")
 DEFAULT_COMPLETION_ESTIMATE = 1024  # reserved tokens when a request sets no max_tokens
 _MISSING = object()
+_FROM_SETTINGS = object()
+_DOWN = object()
+_DOWN_SECONDS = 5.0
 _REQUESTS, _TOKENS, _COST = "requests", "tokens", "cost"
 
 # KEYS: per policy its current and previous bucket. ARGV: per policy limit, amount, weight of
@@ -197,11 +200,10 @@ def _rebuild_usage(counter: Counter, start: float, end: float) -> float:
 
 
 class PolicyEnforcer:
-    def __init__(self, shared: Limiter = limiter) -> None:
-        # The per-key limiter's Redis client: one connection pool for both.
-        self._limiter = shared
-        self._script = None
-        self._settle_script = None
+    def __init__(self, redis_url: str | object | None = _FROM_SETTINGS) -> None:
+        self._redis_url = redis_url
+        self._wire: RedisWire | None = None
+        self._down_until = 0.0
         self._local: dict[str, tuple[float, float]] = {}  # embedded mode: key -> (value, expires)
         self._rebuilding: dict[str, asyncio.Future] = {}
 
@@ -242,9 +244,9 @@ class PolicyEnforcer:
             counters.append(_counter(policy, value, now, amount))
         if not counters:
             return None
-        client = self._limiter.redis_client()
-        if client is None and settings.REDIS_URL:
-            return self._unavailable(counters, None)
+        client = self._client()
+        if client is _DOWN:
+            return self._unavailable(counters)
         try:
             if client is None:
                 await self._check_local(counters, now)
@@ -253,8 +255,8 @@ class PolicyEnforcer:
         except GatewayError:
             raise
         except Exception as exc:
-            self._limiter.redis_failed(exc)
-            return self._unavailable(counters, exc)
+            self._failed(exc)
+            return self._unavailable(counters)
         return Hold([c for c in counters if c.policy.kind != _REQUESTS])
 
     async def settle(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
@@ -274,20 +276,39 @@ class PolicyEnforcer:
                     value, expires = self._local[key]
                     self._local[key] = (value + delta, expires)
             return
-        client = self._limiter.redis_client()
-        if client is None:
+        client = self._client()
+        if client is None or client is _DOWN:
             return
         try:
-            if self._settle_script is None:
-                self._settle_script = client.register_script(_SETTLE)
-            await self._settle_script(keys=[k for k, _ in changes], args=[repr(d) for _, d in changes], client=client)
+            # Not waited for: the answer is the client's, already sent. EVAL (not EVALSHA) so a
+            # restarted Redis that forgot the script still runs it.
+            keys = [key for key, _ in changes]
+            await client.send("EVAL", _SETTLE, len(keys), *keys, *(repr(delta) for _, delta in changes))
         except Exception as exc:
-            self._limiter.redis_failed(exc)
+            self._failed(exc)
 
     # --- Redis ------------------------------------------------------------------------------
-    async def _check_redis(self, client, counters: list[Counter], now: float) -> None:
-        if self._script is None:
-            self._script = client.register_script(_CHECK)
+    def _client(self) -> RedisWire | object | None:
+        """The counters' Redis connection; None in embedded mode, _DOWN for a few seconds after
+        a failure (then policies fail open or closed without trying)."""
+        url = settings.REDIS_URL if self._redis_url is _FROM_SETTINGS else self._redis_url
+        if not url:
+            return None
+        if self._down_until and time.monotonic() < self._down_until:
+            return _DOWN
+        wire = self._wire
+        if wire is None or wire.url != url:
+            wire = self._wire = RedisWire(url)
+        return wire
+
+    def _failed(self, exc: Exception) -> None:
+        log.warning("policy counters unavailable (Redis: %s); fail-open policies serve for 5 s", exc)
+        self._down_until = time.monotonic() + _DOWN_SECONDS
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
+
+    async def _check_redis(self, client: RedisWire, counters: list[Counter], now: float) -> None:
         keys, args = [], []
         for c in counters:
             keys += (c.key, c.previous_key)
@@ -300,7 +321,7 @@ class PolicyEnforcer:
                 "1" if c.policy.window.rebuilt else "0",
             )
         for _attempt in range(3):
-            answer = await self._script(keys=keys, args=args, client=client)
+            answer = await client.evalsha(_CHECK, keys, args)
             status = int(answer[0])
             if status == 0:
                 return
@@ -311,9 +332,9 @@ class PolicyEnforcer:
                 await self._rebuild_redis(client, counters[int(index) - 1])
         raise RuntimeError("policy counters kept disappearing during their rebuild")
 
-    async def _rebuild_redis(self, client, counter: Counter) -> None:
+    async def _rebuild_redis(self, client: RedisWire, counter: Counter) -> None:
         for key, start, end in _buckets(counter):
-            if await client.exists(key):
+            if await client.call("EXISTS", key):
                 continue
             # Concurrent requests of one counter share one rebuild query.
             pending = self._rebuilding.get(key)
@@ -322,10 +343,10 @@ class PolicyEnforcer:
                 self._rebuilding[key] = pending
                 pending.add_done_callback(lambda _, key=key: self._rebuilding.pop(key, None))
             used = await asyncio.shield(pending)
-            await client.set(key, repr(used), ex=counter.ttl, nx=True)
+            await client.call("SET", key, repr(used), "EX", counter.ttl, "NX")
             log.info("policy %s: counter %s rebuilt from the logs (%s)", counter.policy.id, key, used)
 
-    def _unavailable(self, counters: list[Counter], exc: Exception | None) -> None:
+    def _unavailable(self, counters: list[Counter]) -> None:
         closed = next((c.policy for c in counters if c.policy.fail_closed), None)
         if closed is not None:
             raise GatewayError(
@@ -388,7 +409,12 @@ class PolicyEnforcer:
 
     def clear(self) -> None:
         self._local.clear()
-        self._script = self._settle_script = None
+        self._down_until = 0.0
+
+    async def close(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
 
 
 def _buckets(counter: Counter) -> list[tuple[str, float, float]]:

@@ -20,7 +20,6 @@ from django.db import connections
 from analytics.models import RequestLog
 from analytics.policies import services as policy_services
 from analytics.pricing import TokenCount, catalogue_rates, compute_cost
-from gateway.limits import Limiter
 from gateway.policies import PolicyEnforcer, enforcer, policy_cache
 from tests.alerts.conftest import write_logs
 from workspaces.errors import GatewayError
@@ -128,8 +127,7 @@ def test_a_redis_restart_mid_window_keeps_budgets(transactional_db, workspace, s
         workspace=workspace, name="user month", per="_user", kind="cost", limit="1", window="month"
     )
     write_logs(workspace, {"user": "alice", "metadata": {"_user": "alice"}, "cost": "0.60"})
-    shared = Limiter()
-    enforcer_ = PolicyEnforcer(shared)
+    enforcer_ = PolicyEnforcer(settings.REDIS_URL)
 
     def ask(user: str):
         return enforcer_.check(
@@ -161,7 +159,7 @@ def test_a_redis_restart_mid_window_keeps_budgets(transactional_db, workspace, s
             await ask("alice")
         assert again.value.status == 412  # 1.10 rebuilt from the logs, not 0
         assert await ask("bob") is not None  # nothing spent
-        await shared.close()
+        await enforcer_.close()
         await sync_to_async(connections.close_all)()  # the rebuild queries' thread
 
     try:
