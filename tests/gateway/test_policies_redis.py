@@ -145,9 +145,7 @@ def test_a_redis_restart_mid_window_keeps_budgets(transactional_db, workspace, s
         hold = await ask("alice")  # 0.60 spent (rebuilt from the logs) < 1: admitted
         assert hold is not None
         await enforcer_.settle(hold, cost="0.50", tokens=10)
-        await asyncio.to_thread(
-            write_logs, workspace, {"user": "alice", "metadata": {"_user": "alice"}, "cost": "0.50"}
-        )
+        await sync_to_async(write_logs)(workspace, {"user": "alice", "metadata": {"_user": "alice"}, "cost": "0.50"})
         with pytest.raises(GatewayError) as refused:
             await ask("alice")
         assert refused.value.status == 412 and "_user=alice" in refused.value.message
