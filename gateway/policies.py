@@ -50,34 +50,39 @@ _DOWN = object()
 _DOWN_SECONDS = 5.0
 _REQUESTS, _TOKENS, _COST = "requests", "tokens", "cost"
 
-# KEYS: per policy its current and previous bucket. ARGV: per policy limit, amount, weight of
-# the previous bucket (0 for fixed windows), ttl, kind (r: requests, b: budget), rebuilt (0/1).
+# KEYS: per policy its current and previous bucket (the current one again for fixed windows).
+# ARGV: per policy flags (r: requests, b: budget; then 1 when rebuilt from the logs), limit,
+# amount, weight of the previous bucket (0 for fixed windows), ttl. One GET per bucket, one
+# INCRBYFLOAT per policy (EXPIRE only for a counter created here; rebuilt ones get it on SET).
 # Returns {0} admitted, {1, i, used} refused by policy i, {2, i...} counters to rebuild first.
 _CHECK = """
-local n = #ARGV / 6
-local missing = {}
+local n = #ARGV / 5
+local used, fresh, missing = {}, {}, {}
 for i = 1, n do
-  local a = (i - 1) * 6
-  if ARGV[a + 6] == '1' then
-    if redis.call('EXISTS', KEYS[2 * i - 1]) == 0 then table.insert(missing, i)
-    elseif tonumber(ARGV[a + 3]) > 0 and redis.call('EXISTS', KEYS[2 * i]) == 0 then table.insert(missing, i) end
+  local a = (i - 1) * 5
+  local rebuilt = string.byte(ARGV[a + 1], 2) == 49
+  local current = redis.call('GET', KEYS[2 * i - 1])
+  local u = 0
+  if current then u = tonumber(current) elseif rebuilt then missing[#missing + 1] = i else fresh[i] = true end
+  local weight = tonumber(ARGV[a + 4])
+  if weight > 0 then
+    local previous = redis.call('GET', KEYS[2 * i])
+    if previous then u = u + weight * tonumber(previous) elseif rebuilt then missing[#missing + 1] = i end
   end
+  used[i] = u
 end
 if #missing > 0 then table.insert(missing, 1, 2) return missing end
 for i = 1, n do
-  local a = (i - 1) * 6
-  local used = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-  local weight = tonumber(ARGV[a + 3])
-  if weight > 0 then used = used + weight * tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
-  local limit = tonumber(ARGV[a + 1])
-  if (ARGV[a + 5] == 'r' and used + tonumber(ARGV[a + 2]) > limit) or (ARGV[a + 5] == 'b' and used >= limit) then
-    return {1, i, tostring(used)}
-  end
+  local a = (i - 1) * 5
+  local limit = tonumber(ARGV[a + 2])
+  if string.byte(ARGV[a + 1], 1) == 114 then
+    if used[i] + tonumber(ARGV[a + 3]) > limit then return {1, i, tostring(used[i])} end
+  elseif used[i] >= limit then return {1, i, tostring(used[i])} end
 end
 for i = 1, n do
-  local a = (i - 1) * 6
-  redis.call('INCRBYFLOAT', KEYS[2 * i - 1], ARGV[a + 2])
-  redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[a + 4])
+  local a = (i - 1) * 5
+  redis.call('INCRBYFLOAT', KEYS[2 * i - 1], ARGV[a + 3])
+  if fresh[i] then redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[a + 5]) end
 end
 return {0}
 """
@@ -109,6 +114,8 @@ class ActivePolicy:
     tz_name: str
     fail_closed: bool
     shape: str
+    flags: str = ""  # the check script's: kind letter, then 1 when rebuilt from the logs
+    limit_text: str = ""
 
     def value_of(self, metadata: dict[str, str], model: str, provider: str, key_id: int | None) -> str | None:
         kind = self.per_kind
@@ -173,6 +180,8 @@ def _compile(policy: Policy) -> ActivePolicy:
         tz_name=policy.workspace.time_zone or "UTC",
         fail_closed=policy.fail_closed,
         shape=policy.shape,
+        flags=("r" if policy.kind == _REQUESTS else "b") + ("1" if policy.window_spec.rebuilt else "0"),
+        limit_text=repr(float(policy.limit)),
     )
 
 
@@ -311,14 +320,14 @@ class PolicyEnforcer:
     async def _check_redis(self, client: RedisWire, counters: list[Counter], now: float) -> None:
         keys, args = [], []
         for c in counters:
+            policy = c.policy
             keys += (c.key, c.previous_key)
             args += (
-                repr(c.policy.limit),
-                repr(c.amount),
-                repr(c.weight),
+                policy.flags,
+                policy.limit_text,
+                "1" if policy.kind == _REQUESTS else repr(c.amount),
+                repr(c.weight) if c.weight else "0",
                 c.ttl,
-                "r" if c.policy.kind == _REQUESTS else "b",
-                "1" if c.policy.window.rebuilt else "0",
             )
         for _attempt in range(3):
             answer = await client.evalsha(_CHECK, keys, args)
@@ -432,9 +441,10 @@ def _counter(policy: ActivePolicy, value: str, now: float, amount: float) -> Cou
     base = f"{settings.REDIS_KEY_PREFIX}:pol:{policy.id}:{policy.shape}:{value}:"
     length = policy.window.rolling_seconds
     weight = 1 - (now - start) / length if length else 0.0
-    previous = base + str(bucket - length) if length else base + "-"
+    current = base + str(bucket)
+    previous = base + str(bucket - length) if length else current
     ttl = int(end - now) + (length or 0) + 60  # a rolling bucket serves as "previous" next
-    return Counter(policy, value, base + str(bucket), previous, weight, start, end, ttl, amount)
+    return Counter(policy, value, current, previous, weight, start, end, ttl, amount)
 
 
 def _scope_words(counter: Counter) -> str:

@@ -28,12 +28,14 @@ class RedisReplyError(Exception):
     """An error reply (``-ERR ...``, ``-NOSCRIPT ...``)."""
 
 
-def encode(args: tuple) -> bytes:
-    parts = [b"*%d\r\n" % len(args)]
+def encode(args: tuple) -> bytearray:
+    out = bytearray(b"*%d\r\n" % len(args))
     for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+        data = arg if arg.__class__ is bytes else str(arg).encode()
+        out += b"$%d\r\n" % len(data)
+        out += data
+        out += _CRLF
+    return out
 
 
 class _Incomplete(Exception):
@@ -128,6 +130,7 @@ class RedisWire:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Future | None = None
         self._shas: dict[str, str] = {}
+        self._encoded: dict[tuple, bytes] = {}
 
     async def _connection(self) -> _Protocol:
         protocol = self._protocol
@@ -157,13 +160,27 @@ class RedisWire:
 
     async def call(self, *args: object) -> object:
         """Send a command and wait (at most ``timeout``) for its answer."""
+        return await self._call_encoded(encode(args))
+
+    def _evalsha_command(self, sha: str, keys: list, args: list) -> bytes:
+        """The encoded EVALSHA, memoised: a counter's keys and arguments repeat for as long as
+        its window lasts, and encoding ~70 arguments is most of the client's work."""
+        memo_key = (sha, *keys, *args)
+        command = self._encoded.get(memo_key)
+        if command is None:
+            if len(self._encoded) >= 4096:
+                self._encoded.clear()
+            command = self._encoded[memo_key] = bytes(encode(("EVALSHA", sha, len(keys), *keys, *args)))
+        return command
+
+    async def _call_encoded(self, command: bytes) -> object:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None or protocol.loop is not asyncio.get_running_loop():
             protocol = await self._connection()
-        future = asyncio.get_running_loop().create_future()
+        future = protocol.loop.create_future()
         protocol.waiting.append(future)
-        protocol.transport.write(encode(args))
-        handle = future.get_loop().call_later(self.timeout, _expire, future)
+        protocol.transport.write(command)
+        handle = protocol.loop.call_later(self.timeout, _expire, future)
         try:
             return await future
         finally:
@@ -185,7 +202,7 @@ class RedisWire:
             if sha is None:
                 sha = self._shas[script] = (await self.call("SCRIPT", "LOAD", script)).decode()
             try:
-                return await self.call("EVALSHA", sha, len(keys), *keys, *args)
+                return await self._call_encoded(self._evalsha_command(sha, keys, args))
             except ConnectionError:
                 if attempt:
                     raise
