@@ -115,6 +115,7 @@ class ActivePolicy:
     fail_closed: bool
     shape: str
     flags: str = ""  # the check script's: kind letter, then 1 when rebuilt from the logs
+    key_prefix: str = ""  # of its counters: <prefix>:pol:<id>:<shape>:
     limit_text: str = ""
 
     def value_of(self, metadata: dict[str, str], model: str, provider: str, key_id: int | None) -> str | None:
@@ -182,6 +183,7 @@ def _compile(policy: Policy) -> ActivePolicy:
         shape=policy.shape,
         flags=("r" if policy.kind == _REQUESTS else "b") + ("1" if policy.window_spec.rebuilt else "0"),
         limit_text=repr(float(policy.limit)),
+        key_prefix=f"{settings.REDIS_KEY_PREFIX}:pol:{policy.pk}:{policy.shape}:",
     )
 
 
@@ -438,7 +440,7 @@ def _buckets(counter: Counter) -> list[tuple[str, float, float]]:
 
 def _counter(policy: ActivePolicy, value: str, now: float, amount: float) -> Counter:
     bucket, start, end = policy.window.bucket(now, policy.tz_name)
-    base = f"{settings.REDIS_KEY_PREFIX}:pol:{policy.id}:{policy.shape}:{value}:"
+    base = f"{policy.key_prefix}{value}:"
     length = policy.window.rolling_seconds
     weight = 1 - (now - start) / length if length else 0.0
     current = base + str(bucket)
