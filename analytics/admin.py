@@ -129,3 +129,6 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
 # Alert rules and their history (analytics/alerts/admin.py), registered on import.
 from analytics.alerts import admin as alerts_admin  # noqa: E402, F401
+
+# Policies (analytics/policies/admin.py), registered on import.
+from analytics.policies import admin as policies_admin  # noqa: E402, F401

@@ -411,3 +411,4 @@ class LogExportChunk(models.Model):
 # Alert rules live in their own module (analytics/alerts/models.py); importing them here makes
 # them models of this app.
 from analytics.alerts.models import AlertDelivery, AlertEvent, AlertRule, AlertState  # noqa: E402, F401
+from analytics.policies.models import Policy  # noqa: E402, F401

@@ -7,6 +7,7 @@ from django.urls import path, re_path
 
 from analytics import api, otel_api, portkey_api
 from analytics.alerts import api as alerts_api
+from analytics.policies import api as policies_api
 
 app_name = "analytics"
 
@@ -28,6 +29,10 @@ urlpatterns = [
     path("api/v1/alert-rules/<str:rule_id>/test/", alerts_api.alert_rule_test, name="alert-rule-test"),
     path("api/v1/alert-events/", alerts_api.alert_events, name="alert-events"),
     path("api/v1/alert-deliveries/", alerts_api.alert_deliveries, name="alert-deliveries"),
+    # Policies (admin-scope key or a session; analytics.policies.api).
+    path("api/v1/policies/", policies_api.policies, name="policies"),
+    path("api/v1/policies/<str:policy_id>/", policies_api.policy_detail, name="policy"),
+    path("api/v1/policies/<str:policy_id>/usage/", policies_api.policy_usage, name="policy-usage"),
     path("v1/logs", api.custom_logs_create, name="custom-logs"),
     # Portkey's paths (base https://api.portkey.ai/v1), aliases on the same engine.
     *[

@@ -1,6 +1,7 @@
 """The dashboard's settings forms (metadata, API keys, providers, members, configs, prices) and
-the Alerts page's rule form. They only shape input: every write goes through
-``workspaces.services``, ``analytics.pricing`` (prices) or ``analytics.alerts.services``."""
+the Alerts and Policies pages' forms. They only shape input: every write goes through
+``workspaces.services``, ``analytics.pricing`` (prices), ``analytics.alerts.services`` or
+``analytics.policies.services``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from analytics.alerts import metrics, rules
 from analytics.alerts.models import AlertRule
 from analytics.filters import WholeNumberField
+from analytics.policies.models import Policy
 from workspaces.forms import PrettyJSONField
 from workspaces.models import ApiKey, Membership, Provider
 
@@ -253,3 +255,59 @@ class ModelPriceForm(forms.Form):
     reasoning_per_million = _rate("Reasoning", help_text="Empty: the output rate.")
     audio_input_per_million = _rate("Audio input", help_text="Empty: the input rate.")
     audio_output_per_million = _rate("Audio output", help_text="Empty: the output rate.")
+
+
+class PolicyLimitField(forms.CharField):
+    """A positive decimal in ASCII digits, up to 8 decimals (costs as the logs store them)."""
+
+    def to_python(self, value: object) -> Decimal | None:
+        text = super().to_python(value).strip()
+        if not text:
+            return None
+        if not re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,8})?", text):
+            raise forms.ValidationError("Enter a number such as 100 or 2.5 (at most 8 decimals).")
+        return Decimal(text)
+
+
+class PolicyForm(forms.Form):
+    """A policy as the Policies page edits it; analytics.policies.services validates the rest."""
+
+    name = forms.CharField(max_length=200)
+    kind = forms.ChoiceField(choices=Policy.Kind.choices, initial=Policy.Kind.REQUESTS, label="Limit on")
+    limit = PolicyLimitField(help_text="Requests, tokens or USD per window.")
+    window = forms.CharField(
+        max_length=16,
+        initial="minute",
+        help_text="minute, hour, day, month (calendar, in the workspace's time zone) or rolling 1h, 24h, 7d, 30d.",
+        widget=forms.TextInput(attrs={"list": "policy-windows", "autocomplete": "off"}),
+    )
+    scope = forms.CharField(
+        required=False,
+        max_length=rules.SCOPE_MAX_LENGTH,
+        widget=_lines_area(),
+        help_text="One per line: metadata.feature=chat, metadata.environment__in=prod,staging, model=gpt-4o, "
+        "api_key=12, user=alice. Empty: every request.",
+    )
+    per = forms.CharField(
+        required=False,
+        max_length=160,
+        label="Per value of",
+        widget=forms.TextInput(attrs={"list": "policy-per", "autocomplete": "off"}),
+        help_text="Optional: _user or metadata.<key> (also model, provider, api_key) gets its own counter per value.",
+    )
+    action = forms.ChoiceField(choices=Policy.Action.choices, initial=Policy.Action.BLOCK)
+    fail_closed = forms.BooleanField(
+        required=False, label="Fail closed", help_text="Refuse its requests (503) while Redis is unreachable."
+    )
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def policy_fields(self) -> dict:
+        return dict(self.cleaned_data)
+
+    @classmethod
+    def initial_for(cls, policy: Policy) -> dict:
+        return {
+            **{name: getattr(policy, name) for name in cls.base_fields if name != "scope"},
+            "limit": f"{policy.limit.normalize():f}",
+            "scope": "\n".join(f"{param}={value}" for param, value in rules.scope_pairs(policy.scope)),
+        }

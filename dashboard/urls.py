@@ -7,6 +7,7 @@ from django.urls import include, path
 from dashboard.views import alerts as alert_views
 from dashboard.views import configs as config_views
 from dashboard.views import pages as views
+from dashboard.views import policies as policy_views
 from dashboard.views import prices as price_views
 from dashboard.views import workspace_settings as settings_views
 
@@ -29,6 +30,11 @@ workspace_patterns = [
     path("alerts/<int:rule_id>/delete/", alert_views.alert_rule_delete, name="alert_rule_delete"),
     path("alerts/<int:rule_id>/test/", alert_views.alert_rule_test, name="alert_rule_test"),
     path("alerts/<int:rule_id>/rotate-secret/", alert_views.alert_rule_rotate_secret, name="alert_rule_rotate_secret"),
+    path("policies/", policy_views.policies, name="policies"),
+    path("policies/preview/", policy_views.policy_preview, name="policy_preview"),
+    path("policies/<int:policy_id>/", policy_views.policy_edit, name="policy_edit"),
+    path("policies/<int:policy_id>/usage/", policy_views.policy_usage, name="policy_usage"),
+    path("policies/<int:policy_id>/delete/", policy_views.policy_delete, name="policy_delete"),
     path("audit/", settings_views.audit, name="audit"),
     path("settings/", settings_views.settings_metadata, name="settings"),
     path("settings/validate/", settings_views.settings_metadata_validate, name="settings_validate"),

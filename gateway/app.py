@@ -37,6 +37,7 @@ from gateway.context import RequestContext, bearer, client_key, decode_headers, 
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
 from gateway.logrecord import emit_log
+from gateway.policies import enforcer
 from gateway.response_cache import response_cache
 from workspaces.errors import GatewayError
 from workspaces.upstream import netguard, preflight
@@ -66,6 +67,7 @@ class GatewayApp:
     async def shutdown(self) -> None:
         await get_log_buffer().close()
         await limiter.close()
+        await enforcer.close()
         await response_cache.close()
         if self.session is not None:
             await self.session.close()
@@ -177,6 +179,15 @@ class GatewayApp:
                 cost_limit=snapshot.usage_limit_cost,
                 period=snapshot.usage_limit_period,
             )
+        ctx.policy_hold = await enforcer.check(
+            workspace_id=snapshot.workspace_id,
+            metadata=ctx.metadata,
+            model=ctx.model,
+            provider=ctx.provider,
+            key_id=snapshot.key_id,
+            doc=ctx.doc,
+            body_size=len(ctx.body),
+        )
         if config is not None:
             await routing.Router(self, ctx, config, scope, receive, send, key_in_bearer).run()
             return

@@ -39,6 +39,7 @@ class RequestContext:
         "model",
         "option_index",
         "parent_span_id",
+        "policy_hold",
         "provider",
         "response_body",
         "retry_count",
@@ -83,6 +84,7 @@ class RequestContext:
         self.option_index = ""
         self.retry_count = 0
         self.attempts: list[dict] = []
+        self.policy_hold = None  # gateway.policies' reservations, settled when logged
         debug = headers.get("x-portkey-debug")
         self.store_body = debug is None or debug.lower() != "false"
         self.trace_id, self.span_id = trace_ids(headers)

@@ -14,6 +14,7 @@ from gateway.conf import conf
 from gateway.context import RequestContext, resolve_request_metadata
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
+from gateway.policies import enforcer
 from gateway.pricing import Priced, cached_price, price_of
 from workspaces.metadata import MetadataError
 
@@ -36,6 +37,8 @@ async def emit_log(ctx: RequestContext) -> LogRecord:
         saved_cost, cost = cost, "0"  # answered from the cache: nothing was paid upstream
     if snapshot.usage_limit_cost is not None:
         await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
+    if ctx.policy_hold is not None:
+        await enforcer.settle(ctx.policy_hold, cost=cost, tokens=usage.total_tokens)
     headers = ctx.client_headers
     record = log_record(
         id=ctx.log_id,

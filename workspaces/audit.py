@@ -26,6 +26,7 @@ _AUDITED_FIELDS = {
         "log_retention_days",
         "store_bodies",
         "allow_custom_hosts",
+        "time_zone",
     ],
     ApiKey: [
         "name",

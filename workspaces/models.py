@@ -32,6 +32,18 @@ def _check_defaults(field: str, metadata: object, schemas: list[tuple[str, dict]
     return {field: messages} if messages else {}
 
 
+def _known_time_zone(name: object) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not isinstance(name, str) or not name or len(name) > 64:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
 class Workspace(models.Model):
     name = models.CharField(max_length=200)
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator])
@@ -46,6 +58,11 @@ class Workspace(models.Model):
     allow_custom_hosts = models.BooleanField(
         default=False, help_text="Allow x-portkey-custom-host requests (provider key sent by the client)."
     )
+    time_zone = models.CharField(
+        max_length=64,
+        default="UTC",
+        help_text="IANA time zone (e.g. Europe/Paris) of calendar windows: a policy's day and month.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -56,6 +73,10 @@ class Workspace(models.Model):
 
     def clean(self) -> None:
         errors = {}
+        if not _known_time_zone(self.time_zone):
+            errors["time_zone"] = [
+                f"'{str(self.time_zone)[:64]}': use an IANA time zone name, e.g. Europe/Paris or UTC."
+            ]
         if problems := schema_errors(self.metadata_schema):
             errors["metadata_schema"] = problems
         else:

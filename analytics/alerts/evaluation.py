@@ -102,8 +102,8 @@ def evaluate_rule(rule_id: int, *, now: datetime) -> tuple[int, int]:
         values, window = measure(rule, now=now)
         states = {state.scope_value: state for state in rule.states.select_for_update()}
         firing = [key for key, state in states.items() if state.firing]
-        candidates = list(dict.fromkeys([*(_ranked(rule, values) if rule.per else [""]), *firing]))
         kind = metrics.REGISTRY[rule.metric]
+        candidates = list(dict.fromkeys([*(_ranked(rule, values) if kind.grouped(rule) else [""]), *firing]))
         fired = resolved = 0
         for key in candidates:
             value = values[key] if key in values else kind.empty_value(rule)
@@ -212,7 +212,7 @@ def payload(rule: AlertRule, event: AlertEvent) -> dict:
         "rule": {"id": rule.pk, "name": rule.name},
         "scope": rule.scope,
         "per": rule.per or None,
-        "scope_value": event.scope_value if rule.per else None,
+        "scope_value": event.scope_value if rule.per or event.scope_value else None,
         "metric": rule.metric,
         "unit": kind.unit,
         "value": event.value,

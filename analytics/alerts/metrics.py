@@ -14,18 +14,11 @@ wholly from raw logs when the scope is not a rolled-up dimension (analytics.read
 as for the REST graphs). With ``per``, values folded into "(other)" by the rollups' per-hour cap
 are read from raw logs, so every value is measured exactly.
 
-Adding a kind is a subclass and a ``register`` call, e.g. budget thresholds once policies exist:
+    budget       percent of a policy's limit used in the policy's current window, per scope value
+                 of the policy (metric_options {"policy": <id>}; the rule's own window, scope and
+                 per are not used): budget thresholds are rules at 50, 80 and 100 (>=)
 
-    class BudgetUsed(MetricKind):
-        name, label, unit = "budget", "Budget used", "%"
-
-        def validate(self, rule):   # the policy is named in rule.metric_options
-            return {} if policy_of(rule) else {"metric_options": ["Name a policy: {\\"policy\\": <id>}."]}
-
-        def measure(self, query):   # percent of the policy's limit used, per scope value
-            return {value: used / limit * 100 for value, (used, limit) in policy_usage(policy_of(query.rule)).items()}
-
-    register(BudgetUsed())
+Adding a kind is a subclass and a ``register`` call (BudgetUsed below is one).
 """
 
 from __future__ import annotations
@@ -76,6 +69,10 @@ class MetricKind:
     def empty_value(self, rule: AlertRule) -> float | None:
         """The value of a scope value ``measure`` did not return (no request in the window)."""
         return None
+
+    def grouped(self, rule: AlertRule) -> bool:
+        """Whether ``measure`` answers per scope value (then each is checked on its own)."""
+        return bool(rule.per)
 
 
 class TotalsMetric(MetricKind):
@@ -141,6 +138,47 @@ register(
         histograms=True,
     )
 )
+
+
+class BudgetUsed(MetricKind):
+    """Percent of a policy's limit used, per scope value of the policy, from the same usage the
+    Policies page shows and the gateway rebuilds its counters from."""
+
+    name, label, unit = "budget", "Budget used", "%"
+
+    def validate(self, rule: AlertRule) -> dict[str, list[str]]:
+        if self.policy_of(rule) is None:
+            return {"metric_options": ['Name a policy of the workspace: {"policy": <id>}.']}
+        return {}
+
+    @staticmethod
+    def policy_of(rule: AlertRule):
+        from analytics.policies.models import Policy
+
+        options = rule.metric_options if isinstance(rule.metric_options, dict) else {}
+        policy_id = options.get("policy")
+        if not isinstance(policy_id, int) or isinstance(policy_id, bool) or not rule.workspace_id:
+            return None
+        return Policy.objects.filter(workspace_id=rule.workspace_id, pk=policy_id).select_related("workspace").first()
+
+    def measure(self, query: MetricQuery) -> dict[str, float | None]:
+        from analytics.policies.selectors import current_usage
+
+        policy = self.policy_of(query.rule)
+        if policy is None:
+            return {}
+        now = query.window[1].timestamp()
+        return {row.value: row.percent for row in current_usage(policy, now=now, top=query.rule.per_limit)}
+
+    def empty_value(self, rule: AlertRule) -> float | None:
+        return 0.0
+
+    def grouped(self, rule: AlertRule) -> bool:
+        policy = self.policy_of(rule)
+        return bool(policy and policy.per)
+
+
+register(BudgetUsed())
 
 
 # --- Totals over any window --------------------------------------------------------------

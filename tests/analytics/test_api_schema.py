@@ -71,6 +71,9 @@ def test_the_schema_is_served_and_lists_every_endpoint(client):
         "/api/v1/alert-rules/{rule_id}/test/",
         "/api/v1/alert-events/",
         "/api/v1/alert-deliveries/",
+        "/api/v1/policies/",
+        "/api/v1/policies/{policy_id}/",
+        "/api/v1/policies/{policy_id}/usage/",
         "/v1/logs",
         "/v1/feedback",
     }

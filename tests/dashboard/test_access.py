@@ -11,6 +11,7 @@ from django.urls import URLPattern, reverse
 
 from analytics import pricing
 from analytics.alerts import services as alert_services
+from analytics.policies import services as policy_services
 from dashboard import urls as dashboard_urls
 from workspaces import services
 from workspaces.models import ApiKey, AuditEvent
@@ -25,11 +26,12 @@ POST_ONLY = {
     "settings_member_role",
     "alert_rule_test",
     "alert_rule_rotate_secret",
+    "policy_preview",
 }
 # Pages only owners may open (the removal confirmation); members get a 403.
 OWNER_ONLY = {"settings_member_remove"}
 # Pages only owners and admins may open (a deletion confirmation); members get a 403.
-EDITOR_ONLY = {"settings_config_delete", "settings_price_delete", "alert_rule_delete"}
+EDITOR_ONLY = {"settings_config_delete", "settings_price_delete", "alert_rule_delete", "policy_delete"}
 EDITS = [
     "settings",
     "settings_validate",
@@ -46,7 +48,11 @@ EDITS = [
     "alerts",
     "alert_rule_edit",
     "alert_rule_delete",
-    *sorted(POST_ONLY - {"settings_validate"}),
+    "policies",
+    "policy_edit",
+    "policy_delete",
+    # The preview only reads: every member may use it.
+    *sorted(POST_ONLY - {"settings_validate", "policy_preview"}),
 ]
 
 
@@ -74,12 +80,13 @@ def ids(workspace, member, api_key, provider, logs):
             workspace=workspace, model="gpt-4o", input_per_million=Decimal(2), output_per_million=Decimal(8)
         ).id,
         "rule_id": alert_services.alert_rule_create(workspace=workspace, name="r", metric="spend", threshold=1)[0].id,
+        "policy_id": policy_services.policy_create(workspace=workspace, name="p", limit=1).id,
     }
 
 
 def test_every_workspace_route_is_covered():
     assert set(_workspace_routes()) >= {"overview", "logs", "log_rows", "log_detail", "summary", "audit"}
-    assert len(_workspace_routes()) == 33
+    assert len(_workspace_routes()) == 38
 
 
 @pytest.mark.parametrize("name", _workspace_routes())

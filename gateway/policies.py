@@ -1,0 +1,482 @@
+"""Enforcing a workspace's policies (analytics.policies) on the hot path.
+
+Per request: the workspace's enabled blocking policies come from a per-process cache filled with
+the auth cache's TTL (an edit takes effect within GATEWAY_AUTH_CACHE_TTL), their scopes already
+compiled to sets. No policy matching: nothing else happens (no Redis). Otherwise one EVALSHA
+checks every matching counter and, only when none refuses, adds the request to all of them:
+
+- requests: admitted while ``used + 1 <= limit``; 200 concurrent requests against a limit of
+  100 admit exactly 100 (the script is atomic).
+- tokens / cost: admitted while ``used < limit``, where ``used`` holds settled usage plus the
+  estimates reserved by requests in flight (prompt ~ body bytes / 4, completion = max_tokens or
+  1024, priced at the model's rates). After the response the estimate is replaced by the
+  actual. Bound: the final total exceeds the limit by at most the one estimate admitted last
+  plus, for requests in flight, what their actual usage exceeds their estimates.
+
+Counters lost by Redis (restart, eviction) are rebuilt from the rollups before enforcing: the
+script reports the missing ones, they are set from the logs (SET NX, so processes agree) and
+the check is run again. Minute windows are not rebuilt (see PolicyWindow.rebuilt).
+
+Redis unreachable: a policy fails open by default (served, warning logged); with
+``fail_closed`` its requests get a 503. Embedded mode (no REDIS_URL) keeps the counters in
+process with the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from analytics.policies import rules
+from analytics.policies.models import Policy
+from analytics.pricing import TokenCount
+from gateway.auth import TTLCache
+from gateway.pricing import cached_price, price_of
+from gateway.redis_wire import RedisWire
+from workspaces.errors import GatewayError
+
+log = logging.getLogger("portico.gateway.policies")
+DEFAULT_COMPLETION_ESTIMATE = 1024  # reserved tokens when a request sets no max_tokens
+_MISSING = object()
+_FROM_SETTINGS = object()
+_DOWN = object()
+_DOWN_SECONDS = 5.0
+_REQUESTS, _TOKENS, _COST = "requests", "tokens", "cost"
+
+# KEYS: per policy its current and previous bucket (the current one again for fixed windows).
+# ARGV: per policy flags (r: requests, b: budget; then 1 when rebuilt from the logs), limit,
+# amount, weight of the previous bucket (0 for fixed windows), ttl. One GET per bucket, one
+# INCRBYFLOAT per policy (EXPIRE only for a counter created here; rebuilt ones get it on SET).
+# Returns {0} admitted, {1, i, used} refused by policy i, {2, i...} counters to rebuild first.
+_CHECK = """
+local n = #ARGV / 5
+local used, fresh, missing = {}, {}, {}
+for i = 1, n do
+  local a = (i - 1) * 5
+  local rebuilt = string.byte(ARGV[a + 1], 2) == 49
+  local current = redis.call('GET', KEYS[2 * i - 1])
+  local u = 0
+  if current then u = tonumber(current) elseif rebuilt then missing[#missing + 1] = i else fresh[i] = true end
+  local weight = tonumber(ARGV[a + 4])
+  if weight > 0 then
+    local previous = redis.call('GET', KEYS[2 * i])
+    if previous then u = u + weight * tonumber(previous) elseif rebuilt then missing[#missing + 1] = i end
+  end
+  used[i] = u
+end
+if #missing > 0 then table.insert(missing, 1, 2) return missing end
+for i = 1, n do
+  local a = (i - 1) * 5
+  local limit = tonumber(ARGV[a + 2])
+  if string.byte(ARGV[a + 1], 1) == 114 then
+    if used[i] + tonumber(ARGV[a + 3]) > limit then return {1, i, tostring(used[i])} end
+  elseif used[i] >= limit then return {1, i, tostring(used[i])} end
+end
+for i = 1, n do
+  local a = (i - 1) * 5
+  redis.call('INCRBYFLOAT', KEYS[2 * i - 1], ARGV[a + 3])
+  if fresh[i] then redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[a + 5]) end
+end
+return {0}
+"""
+# KEYS: counters; ARGV: the change of each (actual - reserved). A counter Redis lost meanwhile
+# is left alone: its rebuild from the logs will include this request.
+_SETTLE = """
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBYFLOAT', KEYS[i], ARGV[i]) end
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivePolicy:
+    """What the gateway needs of a policy, compiled once per cache fill."""
+
+    id: int
+    name: str
+    workspace_id: int
+    scope_text: str
+    scope: rules.CompiledScope
+    per: str
+    per_kind: str
+    per_key: str
+    kind: str
+    limit: float
+    window: rules.PolicyWindow
+    tz_name: str
+    fail_closed: bool
+    shape: str
+    flags: str = ""  # the check script's: kind letter, then 1 when rebuilt from the logs
+    key_prefix: str = ""  # of its counters: <prefix>:pol:<id>:<shape>:
+    limit_text: str = ""
+
+    def value_of(self, metadata: dict[str, str], model: str, provider: str, key_id: int | None) -> str | None:
+        kind = self.per_kind
+        if not kind:
+            return ""
+        if kind in ("user", "metadata"):
+            return metadata.get(self.per_key) or None
+        if kind == "model":
+            return model or None
+        if kind == "provider":
+            return provider or None
+        return str(key_id) if key_id is not None else None
+
+
+@dataclass(slots=True)
+class Counter:
+    policy: ActivePolicy
+    value: str
+    key: str
+    previous_key: str
+    weight: float
+    start: float
+    end: float
+    ttl: int
+    amount: float
+
+
+@dataclass(slots=True)
+class Hold:
+    """The reservations of one admitted request, settled by ``settle`` once it is logged."""
+
+    budgets: list[Counter] = field(default_factory=list)
+    local: bool = False
+
+
+def _load(workspace_id: object) -> tuple[ActivePolicy, ...]:
+    close_old_connections()
+    found = Policy.objects.filter(workspace_id=workspace_id, enabled=True, action=Policy.Action.BLOCK)
+    active = []
+    for policy in found.select_related("workspace"):
+        try:
+            active.append(_compile(policy))
+        except Exception:  # a policy saved under older rules: skip it rather than fail requests
+            log.exception("policy %s cannot be compiled; not enforced", policy.pk)
+    return tuple(active)
+
+
+def _compile(policy: Policy) -> ActivePolicy:
+    per_kind, per_key = rules.per_reader(policy.per)
+    return ActivePolicy(
+        id=policy.pk,
+        name=policy.name,
+        workspace_id=policy.workspace_id,
+        scope_text=policy.scope,
+        scope=rules.compile_scope(policy.scope),
+        per=policy.per,
+        per_kind=per_kind,
+        per_key=per_key,
+        kind=policy.kind,
+        limit=float(policy.limit),
+        window=policy.window_spec,
+        tz_name=policy.workspace.time_zone or "UTC",
+        fail_closed=policy.fail_closed,
+        shape=policy.shape,
+        flags=("r" if policy.kind == _REQUESTS else "b") + ("1" if policy.window_spec.rebuilt else "0"),
+        limit_text=repr(float(policy.limit)),
+        key_prefix=f"{settings.REDIS_KEY_PREFIX}:pol:{policy.pk}:{policy.shape}:",
+    )
+
+
+policy_cache: TTLCache[tuple[ActivePolicy, ...]] = TTLCache(
+    sync_to_async(_load), lambda: settings.GATEWAY_AUTH_CACHE_TTL
+)
+
+
+def _rebuild_usage(counter: Counter, start: float, end: float) -> float:
+    from analytics.policies.selectors import usage_between
+    from workspaces.models import Workspace
+
+    close_old_connections()
+    policy = counter.policy
+    workspace = Workspace.objects.get(pk=policy.workspace_id)
+    return usage_between(
+        workspace=workspace,
+        scope=policy.scope_text,
+        per=policy.per,
+        value=counter.value if policy.per else None,
+        kind=policy.kind,
+        start=start,
+        end=end,
+    )
+
+
+class PolicyEnforcer:
+    def __init__(self, redis_url: str | object | None = _FROM_SETTINGS) -> None:
+        self._redis_url = redis_url
+        self._wire: RedisWire | None = None
+        self._down_until = 0.0
+        self._local: dict[str, tuple[float, float]] = {}  # embedded mode: key -> (value, expires)
+        self._rebuilding: dict[str, asyncio.Future] = {}
+
+    # --- the request path -----------------------------------------------------------------
+    async def check(
+        self,
+        *,
+        workspace_id: int,
+        metadata: dict[str, str],
+        model: str,
+        provider: str,
+        key_id: int | None,
+        doc: dict | None,
+        body_size: int,
+    ) -> Hold | None:
+        """Count the request against every matching policy or raise its 429/412 (503 when a
+        fail-closed policy's counters are unreachable). None: no policy matched."""
+        policies = policy_cache.peek(workspace_id, _MISSING)
+        if policies is _MISSING:
+            policies = await policy_cache.get(workspace_id)
+        if not policies:
+            return None
+        now = time.time()
+        counters = []
+        estimate: tuple[float, float] | None = None
+        for policy in policies:
+            if not policy.scope.matches(metadata, model, provider, key_id):
+                continue
+            value = policy.value_of(metadata, model, provider, key_id)
+            if value is None:
+                continue
+            if policy.kind == _REQUESTS:
+                amount = 1.0
+            else:
+                if estimate is None:
+                    estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
+                amount = estimate[0] if policy.kind == _TOKENS else estimate[1]
+            counters.append(_counter(policy, value, now, amount))
+        if not counters:
+            return None
+        client = self._client()
+        if client is _DOWN:
+            return self._unavailable(counters)
+        try:
+            if client is None:
+                await self._check_local(counters, now)
+                return Hold([c for c in counters if c.policy.kind != _REQUESTS], local=True)
+            await self._check_redis(client, counters, now)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            self._failed(exc)
+            return self._unavailable(counters)
+        return Hold([c for c in counters if c.policy.kind != _REQUESTS])
+
+    async def settle(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
+        """Replace the request's reserved estimates by what it used (nothing for a refusal)."""
+        if hold is None or not hold.budgets:
+            return
+        changes = [
+            (c.key, (float(cost) if cost else 0.0) - c.amount if c.policy.kind == _COST else tokens - c.amount)
+            for c in hold.budgets
+        ]
+        changes = [(key, delta) for key, delta in changes if delta]
+        if not changes:
+            return
+        if hold.local:
+            for key, delta in changes:
+                if key in self._local:
+                    value, expires = self._local[key]
+                    self._local[key] = (value + delta, expires)
+            return
+        client = self._client()
+        if client is None or client is _DOWN:
+            return
+        try:
+            # Not waited for: the answer is the client's, already sent. EVAL (not EVALSHA) so a
+            # restarted Redis that forgot the script still runs it.
+            keys = [key for key, _ in changes]
+            await client.send("EVAL", _SETTLE, len(keys), *keys, *(repr(delta) for _, delta in changes))
+        except Exception as exc:
+            self._failed(exc)
+
+    # --- Redis ------------------------------------------------------------------------------
+    def _client(self) -> RedisWire | object | None:
+        """The counters' Redis connection; None in embedded mode, _DOWN for a few seconds after
+        a failure (then policies fail open or closed without trying)."""
+        url = settings.REDIS_URL if self._redis_url is _FROM_SETTINGS else self._redis_url
+        if not url:
+            return None
+        if self._down_until and time.monotonic() < self._down_until:
+            return _DOWN
+        wire = self._wire
+        if wire is None or wire.url != url:
+            wire = self._wire = RedisWire(url)
+        return wire
+
+    def _failed(self, exc: Exception) -> None:
+        log.warning("policy counters unavailable (Redis: %s); fail-open policies serve for 5 s", exc)
+        self._down_until = time.monotonic() + _DOWN_SECONDS
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
+
+    async def _check_redis(self, client: RedisWire, counters: list[Counter], now: float) -> None:
+        keys, args = [], []
+        for c in counters:
+            policy = c.policy
+            keys += (c.key, c.previous_key)
+            args += (
+                policy.flags,
+                policy.limit_text,
+                "1" if policy.kind == _REQUESTS else repr(c.amount),
+                repr(c.weight) if c.weight else "0",
+                c.ttl,
+            )
+        for _attempt in range(3):
+            answer = await client.evalsha(_CHECK, keys, args)
+            status = int(answer[0])
+            if status == 0:
+                return
+            if status == 1:
+                counter = counters[int(answer[1]) - 1]
+                raise _refusal(counter, float(answer[2]), now)
+            for index in answer[1:]:
+                await self._rebuild_redis(client, counters[int(index) - 1])
+        raise RuntimeError("policy counters kept disappearing during their rebuild")
+
+    async def _rebuild_redis(self, client: RedisWire, counter: Counter) -> None:
+        for key, start, end in _buckets(counter):
+            if await client.call("EXISTS", key):
+                continue
+            # Concurrent requests of one counter share one rebuild query.
+            pending = self._rebuilding.get(key)
+            if pending is None:
+                pending = asyncio.ensure_future(sync_to_async(_rebuild_usage)(counter, start, min(end, time.time())))
+                self._rebuilding[key] = pending
+                pending.add_done_callback(lambda _, key=key: self._rebuilding.pop(key, None))
+            used = await asyncio.shield(pending)
+            await client.call("SET", key, repr(used), "EX", counter.ttl, "NX")
+            log.info("policy %s: counter %s rebuilt from the logs (%s)", counter.policy.id, key, used)
+
+    def _unavailable(self, counters: list[Counter]) -> None:
+        closed = next((c.policy for c in counters if c.policy.fail_closed), None)
+        if closed is not None:
+            raise GatewayError(
+                503,
+                f"Policy '{closed.name}' cannot be checked right now (its counters are unreachable) and "
+                "refuses requests until they are back.",
+                type="api_error",
+                code="policy_unavailable",
+                headers=[(b"retry-after", b"5")],
+            )
+        return None
+
+    # --- embedded mode ---------------------------------------------------------------------
+    async def _check_local(self, counters: list[Counter], now: float) -> None:
+        for c in counters:
+            if c.policy.window.rebuilt:
+                for key, start, end in _buckets(c):
+                    if self._get_local(key, now) is None:
+                        used = await sync_to_async(_rebuild_usage)(c, start, min(end, now))
+                        if self._get_local(key, now) is None:
+                            self._local[key] = (used, now + c.ttl)
+        for c in counters:  # no await from here on: check and count are one step
+            used = (self._get_local(c.key, now) or 0.0) + c.weight * (self._get_local(c.previous_key, now) or 0.0)
+            if (c.policy.kind == _REQUESTS and used + c.amount > c.policy.limit) or (
+                c.policy.kind != _REQUESTS and used >= c.policy.limit
+            ):
+                raise _refusal(c, used, now)
+        for c in counters:
+            self._local[c.key] = ((self._get_local(c.key, now) or 0.0) + c.amount, now + c.ttl)
+        if len(self._local) > 100_000:
+            self._local = {k: v for k, v in self._local.items() if v[1] > now}
+
+    def _get_local(self, key: str, now: float) -> float | None:
+        entry = self._local.get(key)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    async def _estimate(
+        self, workspace_id: int, provider: str, model: str, doc: dict | None, body_size: int
+    ) -> tuple[float, float]:
+        """(tokens, USD) reserved for a request before its usage is known."""
+        completion = DEFAULT_COMPLETION_ESTIMATE
+        if doc:
+            for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+                value = doc.get(name)
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    completion = value
+                    break
+        prompt = math.ceil(body_size / 4)
+        usage = TokenCount(prompt, completion)
+        priced = cached_price(workspace_id, provider, model, usage, _MISSING)
+        if priced is _MISSING:
+            try:
+                priced = await price_of(workspace_id, provider, model, usage)
+            except Exception:
+                priced = (None, "")
+        cost = float(priced[0]) if priced[0] else 0.0  # an unpriced model's cost is not counted
+        return float(prompt + completion), cost
+
+    def clear(self) -> None:
+        self._local.clear()
+        self._down_until = 0.0
+
+    async def close(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
+
+
+def _buckets(counter: Counter) -> list[tuple[str, float, float]]:
+    """(key, start, end) of the buckets a check reads: the current one, and the previous one
+    of a rolling window."""
+    buckets = [(counter.key, counter.start, counter.end)]
+    length = counter.policy.window.rolling_seconds
+    if length:
+        buckets.append((counter.previous_key, counter.start - length, counter.start))
+    return buckets
+
+
+def _counter(policy: ActivePolicy, value: str, now: float, amount: float) -> Counter:
+    bucket, start, end = policy.window.bucket(now, policy.tz_name)
+    base = f"{policy.key_prefix}{value}:"
+    length = policy.window.rolling_seconds
+    weight = 1 - (now - start) / length if length else 0.0
+    current = base + str(bucket)
+    previous = base + str(bucket - length) if length else current
+    ttl = int(end - now) + (length or 0) + 60  # a rolling bucket serves as "previous" next
+    return Counter(policy, value, current, previous, weight, start, end, ttl, amount)
+
+
+def _scope_words(counter: Counter) -> str:
+    policy = counter.policy
+    if policy.per:
+        return f"{policy.per}={counter.value}"
+    return policy.scope_text or "the whole workspace"
+
+
+def _refusal(counter: Counter, used: float, now: float) -> GatewayError:
+    policy = counter.policy
+    window = policy.window
+    if policy.kind == _REQUESTS:
+        retry = rules.retry_after(window, now, policy.tz_name)
+        return GatewayError(
+            429,
+            f"Rate limit exceeded: policy '{policy.name}' allows {policy.limit:g} requests "
+            f"{window.label} for {_scope_words(counter)}.",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers=[(b"retry-after", str(retry).encode())],
+        )
+    unit = "USD" if policy.kind == _COST else "tokens"
+    return GatewayError(
+        412,
+        f"Budget exhausted: policy '{policy.name}' allows {policy.limit:g} {unit} {window.label} for "
+        f"{_scope_words(counter)}; {used:.6g} used or reserved.",
+        type="budget_exceeded",
+        code="usage_limit_exceeded",
+    )
+
+
+enforcer = PolicyEnforcer()
