@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from django.db.models import QuerySet
 from django.http import QueryDict
 
-from analytics.reads.metrics import Metrics as Totals
 from analytics.alerts import metrics
 from analytics.alerts import rules as alert_rules
 from analytics.filters import LogFilter
 from analytics.policies import rules
 from analytics.policies.models import Policy
+from analytics.reads.metrics import Metrics
 from workspaces.models import Workspace
 
 PREVIEW_ROWS = 20
@@ -31,7 +31,7 @@ def policy_of(workspace: Workspace, policy_id: int) -> Policy | None:
     return policies_of(workspace).filter(pk=policy_id).first()
 
 
-def used_of(totals: Totals, kind: str) -> float:
+def used_of(totals: Metrics, kind: str) -> float:
     if kind == "cost":
         return float(totals.cost or 0)
     if kind == "tokens":
