@@ -24,14 +24,17 @@ ARGS ?= help
 manage: venv
 	$(BIN)/python manage.py $(ARGS)
 
-# The whole test suite against whatever DATABASE_URL / REDIS_URL say (default: embedded SQLite).
+# The whole test suite against whatever DATABASE_URL / REDIS_URL say (default: embedded SQLite),
+# spread over TEST_WORKERS processes (pytest-xdist; each has its own test database and Redis keys).
+TEST_WORKERS ?= 2
 test: venv
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
-# The same without the browser tests and the fault drills (tests/browser, tests/reliability):
-# the quick loop while developing. CI runs the whole suite (make test).
+# The quick loop while developing: the same without the browser tests, the fault drills
+# (tests/browser, tests/reliability) and the slow tests (long generated-input runs, tests that
+# start processes: tests/conftest.py SLOW_FILES). CI runs the whole suite (make test).
 test-fast: venv
-	$(BIN)/pytest -m "not browser and not reliability"
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "not browser and not reliability and not slow"
 
 lint: venv
 	$(BIN)/ruff check .

@@ -41,6 +41,34 @@ def pytest_configure(config):
     settings.CACHES = {alias: {**conf, "KEY_PREFIX": run} for alias, conf in settings.CACHES.items()}
 
 
+# Marked `slow` (so `make test-fast` leaves them out; CI runs them): long generated-input runs
+# (hypothesis, schemathesis, the 10k-log rollup check) and tests that start processes
+# (settings checks in a fresh interpreter, servers, schedulers, Prometheus, a private Redis).
+SLOW_FILES = frozenset(
+    {
+        "alerts/test_api_fuzz.py",
+        "analytics/test_api_query_fuzz.py",
+        "analytics/test_api_schemathesis.py",
+        "analytics/test_ingest_fast_path.py",
+        "analytics/test_rollups_bench.py",
+        "analytics/test_rollups_property.py",
+        "config/test_checks.py",
+        "config/test_compose.py",
+        "config/test_scheduler.py",
+        "config/test_settings.py",
+        "config/test_startup.py",
+        "dashboard/test_query_fuzz.py",
+        "dashboard/test_reads_agree.py",
+        "gateway/test_fuzz.py",
+        "gateway/test_policies_redis.py",
+        "gateway/test_prometheus.py",
+        "monitoring/test_listener.py",
+        "monitoring/test_multiprocess.py",
+        "monitoring/test_settings.py",
+    }
+)
+
+
 def pytest_collection_modifyitems(config, items):
     # Postgres- and Redis-only tests are skipped in the embedded pass only; in the
     # Postgres+Redis pass nothing skips.
@@ -48,9 +76,12 @@ def pytest_collection_modifyitems(config, items):
     skip_redis = pytest.mark.skip(reason="needs REDIS_URL (embedded pass)")
     for item in items:
         # `make test-fast` deselects these two folders by marker, whatever a test file declares.
-        folder = Path(str(item.path)).parent.name
+        path = Path(str(item.path))
+        folder = path.parent.name
         if folder in ("browser", "reliability"):
             item.add_marker(getattr(pytest.mark, folder))
+        if f"{folder}/{path.name}" in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
         if "postgres" in item.keywords and not USES_POSTGRES:
             item.add_marker(skip_pg)
         if "redis" in item.keywords and not USES_REDIS:
