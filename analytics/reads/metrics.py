@@ -4,7 +4,8 @@ chart, one group of a table, a window's total) with its merged latency histogram
 Every reader shapes the same ``Metrics``: REST graphs and groups (``metric``, analytics.reports),
 dashboard pages (analytics.dashboard_selectors), alert rules, and the closed-period cache, which
 stores them packed (``pack``: plain tuples, cost in exact 1e-8 units). Rows of any source become
-Metrics through ``from_row`` (the engine's ``m_*`` sums) or the cache's rollup query.
+Metrics through ``from_row`` (the engine's ``m_*`` sums) or the cache's rollup query; the log
+writer sums each rollup row it writes as one (analytics.rollup_batch.metrics_of).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from analytics import histogram
-from analytics.models import TOKEN_PARTS
+from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS
 
 COST_UNITS = Decimal(10) ** 8
 # Metrics that add up (and subtract) across disjoint sets of requests.
@@ -106,6 +107,10 @@ class Metrics:
             setattr(rest, name, getattr(self, name) - getattr(part, name))
         rest.hist = {k: n for k, v in self.hist.items() if (n := v - part.hist.get(k, 0)) > 0}
         return rest
+
+    def rollup_fields(self) -> dict[str, object]:
+        """The values of a rollup row's metric columns (RollupMetrics' ROLLUP_TOTALS), in order."""
+        return {name: self.hist if name == "latency_hist" else getattr(self, name) for name in ROLLUP_TOTALS}
 
     # --- the cache's packed form -----------------------------------------------------------
     def pack(self) -> tuple:
