@@ -21,11 +21,13 @@ from analytics.forms import Window
 from analytics.models import MetadataKey, MetadataKeySender, MetadataRollup
 from analytics.reads.cache import Question, merge_cells, read
 from analytics.reads.engine import DIMENSION_COLUMNS
-from analytics.reads.metrics import Metrics
+from analytics.reads.metrics import Metrics, sort_column
 from workspaces.models import ApiKey, RoutingConfig, Workspace
 
 GROUP_LIMIT = 200
-SORTS = ("value", "requests", "cost", "tokens", "avg_tokens", "avg_latency", "p95_latency", "success_rate", "last_seen")
+# Row keys of the sort columns (analytics.reads.metrics.SORT_COLUMNS) the dashboard's rows
+# spell differently.
+_ROW_KEYS = {"avg_latency_ms": "avg_latency", "p95_latency_ms": "p95_latency", "total_tokens": "tokens"}
 # Keys people write in several spellings; compared after lower-casing and dropping - and _.
 _SYNONYMS = {"env": "environment", "usr": "user", "userid": "user", "feature": "featurename", "tenant": "customer"}
 
@@ -223,7 +225,10 @@ def group_report(
     total = Metrics()
     for cell in hourly(workspace, window, log_filter=log_filter).values():
         total.add(cell)
-    rows = sort_rows(_top_rows(workspace, dimension, cells), sort, desc)
+    rows = _top_rows(workspace, dimension, cells)
+    for row in rows:
+        row["share"] = row["requests"] / total.requests if total.requests else None
+    rows = sort_rows(rows, sort, desc)
     grouped, shown = Metrics(), Metrics()
     for cell in cells.values():
         grouped.add(cell)
@@ -236,13 +241,16 @@ def group_report(
         )
     if total.requests > grouped.requests:
         extra.append({"raw": None, "value": "(not set)", "not_set": True, **_metrics(total.minus(grouped))})
-    for row in rows + extra:
+    for row in extra:
         row["share"] = row["requests"] / total.requests if total.requests else None
     return {"rows": rows, "extra": extra, "total": _metrics(total)}
 
 
 def sort_rows(rows: list[dict], sort: str, desc: bool) -> list[dict]:
-    sort = sort if sort in SORTS else "requests"
+    """``rows`` sorted by the column ``sort`` names (a SORT_COLUMNS name or alias; requests
+    when the rows have no such column)."""
+    sort = _ROW_KEYS.get(sort_column(sort) or "requests", sort_column(sort) or "requests")
+    sort = sort if rows and sort in rows[0] else "requests"
     if sort == "value":
         return sorted(rows, key=lambda row: str(row["value"]).lower(), reverse=desc)
     present = [row for row in rows if row[sort] is not None]

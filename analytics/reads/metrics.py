@@ -18,6 +18,33 @@ from analytics import histogram
 from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS
 
 COST_UNITS = Decimal(10) ** 8
+# The columns a group table sorts by: one vocabulary for the REST groups' ``ordering`` and the
+# dashboard tables' ``sort`` (REST's public names). The dashboard's older spellings are aliases,
+# so bookmarked URLs keep working. ``share`` (of the window's requests) is the dashboard's only.
+SORT_COLUMNS = (
+    "value",
+    "requests",
+    "share",
+    "errors",
+    "success_rate",
+    "cost",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "avg_tokens",
+    "avg_latency_ms",
+    "p95_latency_ms",
+    "last_seen",
+)
+SORT_ALIASES = {"avg_latency": "avg_latency_ms", "p95_latency": "p95_latency_ms", "tokens": "total_tokens"}
+
+
+def sort_column(name: str) -> str | None:
+    """The column ``name`` (or its alias) sorts by, None when no column is named so."""
+    name = SORT_ALIASES.get(name, name)
+    return name if name in SORT_COLUMNS else None
+
+
 # Metrics that add up (and subtract) across disjoint sets of requests.
 ADDITIVE = (
     "requests",
