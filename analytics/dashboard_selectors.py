@@ -17,11 +17,11 @@ from decimal import Decimal
 
 from analytics import histogram
 from analytics.filters import LogFilter
-from analytics.forms import Window
 from analytics.models import MetadataKey, MetadataKeySender, MetadataRollup
 from analytics.reads.cache import Question, merge_cells, read
 from analytics.reads.engine import DIMENSION_COLUMNS
 from analytics.reads.metrics import Metrics, sort_column
+from analytics.reads.window import Window
 from workspaces.models import ApiKey, RoutingConfig, Workspace
 
 GROUP_LIMIT = 200

@@ -34,9 +34,10 @@ from rest_framework.response import Response
 
 from analytics import log_exports, portkey, reports, selectors
 from analytics.authentication import ApiKeyAuthentication, CanReadLogs, request_api_key
-from analytics.filters import LogFilter, align_to_hours
+from analytics.filters import LogFilter
 from analytics.models import LogExport
 from analytics.reads.engine import Grouping, ReportError, aggregate, choose_source
+from analytics.reads.window import align_to_hours
 from analytics.rest import IgnoreClientContentNegotiation, OrjsonParser, invalid
 from config.parsing import InvalidParameter, parse_int
 from workspaces.models import Workspace

@@ -31,9 +31,10 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import In
 
 from analytics import histogram
-from analytics.filters import LogFilter, align_to_hours
+from analytics.filters import LogFilter
 from analytics.reads.engine import OTHER, Grouping, ReportError, Source, aggregate, choose_source, histograms
 from analytics.reads.metrics import SORT_COLUMNS, Metrics, aware, rounded, sort_column
+from analytics.reads.window import align_to_hours
 from workspaces.models import ApiKey, Workspace
 
 GRAPH_METRICS = ("requests", "cost", "tokens", "latency", "errors", "error-rate", "users")

@@ -22,16 +22,11 @@ from django.views.decorators.http import require_GET
 
 from analytics import dashboard_selectors as ds
 from analytics import selectors
-from analytics.forms import (
-    GROUP_DIMENSIONS,
-    PRESETS,
-    Window,
-    parse_group,
-    parse_window,
-)
+from analytics.forms import GROUP_DIMENSIONS, parse_group, parse_window
 from analytics.models import MetadataKey, RequestLog
 from analytics.reads.export import export_group_rows
 from analytics.reads.metrics import sort_column
+from analytics.reads.window import PRESETS, Window
 from config.parsing import InvalidParameter, clean_text
 from dashboard.templatetags.dashboard import logs_query
 from dashboard.views.filters import (

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from analytics import dashboard_selectors as ds
 from analytics.filters import LogFilter
-from analytics.forms import Window, log_filter_data
+from analytics.forms import log_filter_data
 from analytics.models import RequestLog
 from analytics.reads.cache import clear_memo
+from analytics.reads.window import Window
 from tests.dashboard.conftest import write_logs
 
 pytestmark = pytest.mark.django_db
