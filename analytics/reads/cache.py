@@ -3,7 +3,8 @@
 A page asks ``read(workspace, start, end, Question(...), log_filter)``. The answer is computed by
 one code path (``compute``): analytics.reads.engine.choose_source picks the source that answers
 exactly (DimensionRollup, MetadataRollup, or the raw logs when a filter is not a rolled-up
-dimension), and the engine aggregates it; rollup histograms are merged inside the database.
+dimension), and the engine aggregates it; rollup histograms are merged inside the database, raw
+logs are read once for sums and histograms together (``log_cells_one_pass``).
 
 Hours that ended more than STABLE_AFTER ago no longer change: logs reach the database within
 seconds, so only a late batch (a spool replayed long after an outage), a rebuild or retention
@@ -44,6 +45,7 @@ from analytics.reads.engine import (
     aggregate,
     choose_source,
     dimension_expr,
+    log_cells_one_pass,
     merged_in_database,
     metadata_pairs_source,
 )
@@ -136,8 +138,10 @@ def compute(
         cells, hists = aggregate(source, keys), {}
         if any(cell.requests for cell in cells.values()):  # no rows: no histogram query
             hists = {tuple(aware(g) for g in group): h for group, h in merged_in_database(source, keys).items()}
+    elif question.hist:
+        cells, hists = log_cells_one_pass(source, keys), {}
     else:
-        cells, hists = aggregate(source, keys, with_histograms=question.hist), {}
+        cells, hists = aggregate(source, keys), {}
     result = {}
     for group, cell in cells.items():
         if cell.requests:

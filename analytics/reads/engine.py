@@ -300,6 +300,27 @@ def aggregate(
     return result
 
 
+def log_cells_one_pass(source: Source, keys: dict[str, Combinable]) -> dict[tuple, Metrics]:
+    """Metrics with latency histograms per combination of ``keys``, from the raw logs in one
+    scan: the sums are grouped by the keys and the latency bucket together, then folded here.
+    (``aggregate`` reads the rows twice, once for the sums and once for the histograms; on a
+    cold filtered page that second scan of millions of rows was half the time.)"""
+    names = list(keys)
+    rows = source.queryset.annotate(**keys, lb=_latency_bucket()).values(*names, "lb").annotate(**source.sums)
+    result: dict[tuple, Metrics] = {}
+    for row in rows.order_by():
+        cell = Metrics.from_row(row)
+        if not cell.requests:
+            continue
+        cell.hist = {str(int(row["lb"])): cell.requests}
+        group = tuple(row[name] for name in names)
+        if group in result:
+            result[group].add(cell)
+        else:
+            result[group] = cell
+    return result
+
+
 _LOG_GROWTH = math.log(histogram.GROWTH)
 
 
