@@ -33,7 +33,7 @@ from django.db.models.lookups import In
 from analytics import histogram
 from analytics.filters import LogFilter
 from analytics.reads.engine import OTHER, Grouping, ReportError, Source, aggregate, choose_source, histograms
-from analytics.reads.metrics import SORT_COLUMNS, Metrics, aware, rounded, sort_column
+from analytics.reads.metrics import SORT_COLUMNS, Metrics, aware, rounded
 from analytics.reads.window import align_to_hours
 from workspaces.models import ApiKey, Workspace
 
@@ -182,7 +182,7 @@ def groups(
 ) -> dict:
     """Totals per value of ``grouping`` over the filtered window, sorted and paginated."""
     descending = ordering.startswith("-")
-    column = sort_column(ordering.lstrip("-"))
+    column = ordering.lstrip("-")  # the canonical names only: the aliases are old dashboard links
     if column not in GROUP_ORDERING:
         raise ReportError("ordering", f"Order by one of: {', '.join(GROUP_ORDERING)} (prefix - for descending).")
     window = align_to_hours(*log_filter.window)

@@ -19,8 +19,9 @@ from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS
 
 COST_UNITS = Decimal(10) ** 8
 # The columns a group table sorts by: one vocabulary for the REST groups' ``ordering`` and the
-# dashboard tables' ``sort`` (REST's public names). The dashboard's older spellings are aliases,
-# so bookmarked URLs keep working. ``share`` (of the window's requests) is the dashboard's only.
+# dashboard tables' ``sort`` (REST's public names). The dashboard's older spellings are aliases
+# its ``sort`` still takes, so bookmarked URLs keep working (REST takes the names only).
+# ``share`` (of the window's requests) is the dashboard's only.
 SORT_COLUMNS = (
     "value",
     "requests",
