@@ -3,19 +3,16 @@
 Views are thin: resolve the workspace (analytics.authentication), validate the parameters
 (LogFilter and a few view-specific ones), call a selector, report or service.
 
-Errors, everywhere in this API, have one shape (as the gateway's, Portkey's and OpenAI's):
-``{"error": {"message", "type", "param", "code"}}`` where ``param`` names the query parameter
-or body field to fix (``start``, ``metadata.env__in``, ``[2].response.status``) or is null.
+Errors have one shape, built by analytics.rest's exception handler (with the schema helpers and
+parameter parsing the views share).
 """
 
 from __future__ import annotations
 
-import orjson
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
-from django.http import Http404, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.utils import timezone
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, status
@@ -26,11 +23,8 @@ from rest_framework.decorators import (
     parser_classes,
     permission_classes,
 )
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from analytics import reports, selectors, services
 from analytics import serializers as s
@@ -42,197 +36,20 @@ from analytics.authentication import (
     request_api_key,
     request_workspace,
 )
-from analytics.filters import BooleanFilter, FloatFilter, IntegerFilter, LogFilter, WindowFilter
-from analytics.models import RequestLog
-from config.parsing import InvalidParameter, parse_int
-from workspaces.models import Workspace
-
-# --- Errors ------------------------------------------------------------------------------
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-}
-
-
-def _flatten(detail: object, path: str = "") -> list[tuple[str | None, str, str | None]]:
-    """(param path, message, code) for each message of a (nested) DRF error detail."""
-    if isinstance(detail, dict):
-        found = []
-        for key, value in detail.items():
-            if isinstance(key, int):  # a ListSerializer's errors, keyed by item index
-                found += _flatten(value, f"{path}[{key}]")
-                continue
-            name = "" if key in ("non_field_errors", "detail") else str(key)
-            found += _flatten(value, f"{path}.{name}" if path and name else path or name)
-        return found
-    if isinstance(detail, list):
-        if all(isinstance(item, str) for item in detail):
-            return [(path or None, str(item), getattr(item, "code", None)) for item in detail]
-        found = []
-        for index, value in enumerate(detail):
-            found += _flatten(value, f"{path}[{index}]")
-        return found
-    return [(path or None, str(detail), getattr(detail, "code", None))]
-
-
-def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, answering in the one error shape of this API."""
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound(str(exc) or "Not found.")
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        return None
-    problems = _flatten(response.data) or [(None, "Request failed.", None)]
-    if isinstance(exc, exceptions.ValidationError):
-        message = "; ".join(f"{param}: {text}" if param else text for param, text, _ in problems[:5])
-        code = problems[0][2] or "invalid"
-    else:
-        message = problems[0][1]
-        code = exc.get_codes() if isinstance(exc, exceptions.APIException) else None
-        code = code if isinstance(code, str) else None
-    response.data = {
-        "error": {
-            "message": message,
-            "type": _ERROR_TYPES.get(response.status_code, "invalid_request_error"),
-            "param": problems[0][0],
-            "code": code,
-        }
-    }
-    return response
-
-
-def _invalid(param: str, message: str) -> exceptions.ValidationError:
-    return exceptions.ValidationError({param: [message]})
-
-
-class OrjsonParser(JSONParser):
-    """JSON bodies parsed by orjson: strict (no NaN, no lone surrogates, which no database
-    column could store) and fast."""
-
-    def parse(self, stream, media_type=None, parser_context=None) -> object:
-        try:
-            return orjson.loads(stream.read())
-        except orjson.JSONDecodeError as exc:
-            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = 413
-    default_detail = "The request body is too large."
-    default_code = "body_too_large"
-
-
-# --- Schema helpers ----------------------------------------------------------------------
-
-
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "analytics.authentication.ApiKeyAuthentication"
-    name = ["portkeyApiKey", "bearerApiKey"]
-
-    def get_security_requirement(self, auto_schema) -> list[dict]:
-        return [{"portkeyApiKey": []}, {"bearerApiKey": []}]
-
-    def get_security_definition(self, auto_schema) -> list[dict]:
-        return [
-            {"type": "apiKey", "in": "header", "name": "x-portkey-api-key", "description": "A workspace API key."},
-            {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer pk-... (a workspace API key)."},
-        ]
-
-
-def _error(description: str) -> OpenApiResponse:
-    return OpenApiResponse(s.ErrorSerializer, description=description)
-
-
-READ_ERRORS = {
-    400: _error("A parameter is malformed or unknown; error.param names it."),
-    401: _error("No credentials, or an unknown, revoked or expired API key."),
-    403: _error("The API key lacks the logs.read scope."),
-    404: _error("No such workspace (or log) for these credentials."),
-}
-WRITE_ERRORS = {
-    400: _error("Invalid body; error.param names the field."),
-    401: _error("No API key, or an unknown, revoked or expired one."),
-    403: _error("The API key lacks the inference and logs.read scopes."),
-    413: _error("The request body is too large."),
-}
-WORKSPACE_PARAMETER = OpenApiParameter(
-    WORKSPACE_PARAM, str, description="Workspace slug; needed by dashboard users who belong to several."
+from analytics.rest import (
+    FILTER_PARAMETERS,
+    READ_ERRORS,
+    WORKSPACE_PARAMETER,
+    WRITE_ERRORS,
+    IgnoreClientContentNegotiation,
+    OrjsonParser,
+    PayloadTooLarge,
+    bounded_int,
+    int_param,
+    invalid,
+    log_filter_of,
+    param,
 )
-
-
-_ID_LIST = r"^\s*[1-9][0-9]{0,17}\s*(,\s*[1-9][0-9]{0,17}\s*)*$"
-# Parameters whose values are more constrained than "a string" (bounds as the filter checks them).
-_FILTER_SCHEMAS = {
-    "status_code": {"type": "string", "pattern": r"^\s*[1-5][0-9]{2}\s*(,\s*[1-5][0-9]{2}\s*)*$"},
-    "api_key": {"type": "string", "pattern": _ID_LIST},
-    "api_key_ids": {"type": "string", "pattern": _ID_LIST},
-    "cost_min": {"type": "number", "minimum": -1e12, "maximum": 1e12},
-    "cost_max": {"type": "number", "minimum": -1e12, "maximum": 1e12},
-}
-
-
-def _filter_type(name: str, flt: object) -> object:
-    if name in _FILTER_SCHEMAS:
-        return _FILTER_SCHEMAS[name]
-    if isinstance(flt, WindowFilter):
-        return {"type": "string", "format": "date-time"}
-    if isinstance(flt, BooleanFilter):
-        return OpenApiTypes.BOOL
-    if isinstance(flt, IntegerFilter):
-        return {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
-    if isinstance(flt, FloatFilter):
-        return {"type": "number", "minimum": 0}
-    return OpenApiTypes.STR
-
-
-def _bounded_int(minimum: int, maximum: int) -> dict:
-    return {"type": "integer", "minimum": minimum, "maximum": maximum}
-
-
-FILTER_PARAMETERS = [
-    OpenApiParameter(
-        name,
-        _filter_type(name, flt),
-        description=str(flt.label or name)
-        + (
-            " Also metadata.<key>=v, metadata.<key>__ne=v, metadata.<key>__in=a,b, metadata.<key>__exists=true|false."
-            if name == "metadata"
-            else ""
-        ),
-    )
-    for name, flt in LogFilter.base_filters.items()
-]
-
-
-def _param(name: str, kind: object, description: str, **kwargs) -> OpenApiParameter:
-    return OpenApiParameter(name, kind, description=description, **kwargs)
-
-
-def _int_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return parse_int(raw, param=name, minimum=minimum, maximum=maximum)
-    except InvalidParameter as exc:
-        raise _invalid(exc.param, exc.reason) from None
-
-
-def _log_filter(request: Request, workspace: Workspace, extra: set[str]) -> LogFilter:
-    log_filter = LogFilter(
-        request.query_params,
-        queryset=RequestLog.objects.filter(workspace=workspace),
-        request=request,
-        extra_params={WORKSPACE_PARAM, *extra},
-    )
-    if not log_filter.is_valid():
-        raise exceptions.ValidationError({param: list(messages) for param, messages in log_filter.errors.items()})
-    return log_filter
-
 
 # --- Logs --------------------------------------------------------------------------------
 
@@ -243,8 +60,8 @@ def _log_filter(request: Request, workspace: Workspace, extra: set[str]) -> LogF
     description="Keyset pagination: pass next_cursor back as ?cursor=, with the same filters. No total count.",
     parameters=[
         *FILTER_PARAMETERS,
-        _param("cursor", str, "Opaque cursor from the previous page's next_cursor."),
-        _param("limit", _bounded_int(1, 500), "Page size, 1 to 500 (default 50).", default=selectors.DEFAULT_PAGE_SIZE),
+        param("cursor", str, "Opaque cursor from the previous page's next_cursor."),
+        param("limit", bounded_int(1, 500), "Page size, 1 to 500 (default 50).", default=selectors.DEFAULT_PAGE_SIZE),
         WORKSPACE_PARAMETER,
     ],
     responses={200: s.LogListSerializer, **READ_ERRORS},
@@ -253,12 +70,12 @@ def _log_filter(request: Request, workspace: Workspace, extra: set[str]) -> LogF
 @permission_classes([CanReadLogs])
 def log_list(request: Request) -> Response:
     workspace = request_workspace(request)
-    log_filter = _log_filter(request, workspace, {"cursor", "limit"})
-    limit = _int_param(request, "limit", selectors.DEFAULT_PAGE_SIZE, 1, selectors.MAX_PAGE_SIZE)
+    log_filter = log_filter_of(request, workspace, {"cursor", "limit"})
+    limit = int_param(request, "limit", selectors.DEFAULT_PAGE_SIZE, 1, selectors.MAX_PAGE_SIZE)
     try:
         rows, next_cursor = selectors.log_page(log_filter.qs, cursor=request.query_params.get("cursor"), limit=limit)
     except selectors.InvalidCursor as exc:
-        raise _invalid("cursor", str(exc)) from None
+        raise invalid("cursor", str(exc)) from None
     for row in rows:
         row["workspace"] = workspace.slug
     return Response({"object": "list", "data": rows, "next_cursor": next_cursor, "has_more": next_cursor is not None})
@@ -268,7 +85,7 @@ def log_list(request: Request) -> Response:
     operation_id="logs_retrieve",
     summary="One log with its bodies, metadata, trace and feedback",
     parameters=[
-        _param("log_id", OpenApiTypes.UUID, "The log id.", location=OpenApiParameter.PATH),
+        param("log_id", OpenApiTypes.UUID, "The log id.", location=OpenApiParameter.PATH),
         WORKSPACE_PARAMETER,
     ],
     responses={200: s.LogDetailSerializer, **READ_ERRORS},
@@ -280,16 +97,6 @@ def log_detail(request: Request, log_id: str) -> Response:
     return Response(selectors.log_detail(workspace=workspace, log_id=log_id))
 
 
-class IgnoreClientContentNegotiation(BaseContentNegotiation):
-    """The export answers CSV/JSONL whatever Accept says; errors stay JSON."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
-
-
 EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson"}
 
 
@@ -299,7 +106,7 @@ EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjs
     description="Same filters as the list. Columns: " + ", ".join(selectors.EXPORT_COLUMNS) + ".",
     parameters=[
         *FILTER_PARAMETERS,
-        _param("format", str, "csv (default) or jsonl.", enum=list(EXPORT_FORMATS), default="csv"),
+        param("format", str, "csv (default) or jsonl.", enum=list(EXPORT_FORMATS), default="csv"),
         WORKSPACE_PARAMETER,
     ],
     responses={
@@ -313,10 +120,10 @@ EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjs
 @content_negotiation_class(IgnoreClientContentNegotiation)
 def log_export(request: Request) -> StreamingHttpResponse:
     workspace = request_workspace(request)
-    log_filter = _log_filter(request, workspace, {"format"})
+    log_filter = log_filter_of(request, workspace, {"format"})
     export_format = request.query_params.get("format", "csv")
     if export_format not in EXPORT_FORMATS:
-        raise _invalid("format", "Use csv or jsonl.")
+        raise invalid("format", "Use csv or jsonl.")
     lines = selectors.export_lines(log_filter.qs, export_format=export_format, workspace_slug=workspace.slug)
     if isinstance(request._request, ASGIRequest):
         lines = selectors.aiterate(lines)
@@ -339,10 +146,10 @@ def log_export(request: Request) -> StreamingHttpResponse:
         "success, or one metadata equality); otherwise aggregated from raw logs (source: logs)."
     ),
     parameters=[
-        _param("metric", str, "The metric.", location=OpenApiParameter.PATH, enum=list(reports.GRAPH_METRICS)),
+        param("metric", str, "The metric.", location=OpenApiParameter.PATH, enum=list(reports.GRAPH_METRICS)),
         *FILTER_PARAMETERS,
-        _param("interval", str, "hour (default for windows up to 3 days) or day.", enum=list(reports.INTERVALS)),
-        _param("group_by", str, "metadata.<key>, user, model, provider or api_key: top 10 series + (other)."),
+        param("interval", str, "hour (default for windows up to 3 days) or day.", enum=list(reports.INTERVALS)),
+        param("group_by", str, "metadata.<key>, user, model, provider or api_key: top 10 series + (other)."),
         WORKSPACE_PARAMETER,
     ],
     responses={200: s.GraphSerializer, **READ_ERRORS},
@@ -353,10 +160,10 @@ def analytics_graph(request: Request, metric: str) -> Response:
     workspace = request_workspace(request)
     if metric not in reports.GRAPH_METRICS:
         raise exceptions.NotFound(f"Unknown metric: use one of {', '.join(reports.GRAPH_METRICS)}.")
-    log_filter = _log_filter(request, workspace, {"interval", "group_by"})
+    log_filter = log_filter_of(request, workspace, {"interval", "group_by"})
     interval = request.query_params.get("interval") or None
     if interval is not None and interval not in reports.INTERVALS:
-        raise _invalid("interval", "Use hour or day.")
+        raise invalid("interval", "Use hour or day.")
     try:
         result = reports.graph(
             workspace=workspace,
@@ -366,33 +173,33 @@ def analytics_graph(request: Request, metric: str) -> Response:
             group_by=request.query_params.get("group_by") or None,
         )
     except reports.ReportError as exc:
-        raise _invalid(exc.param, str(exc)) from None
+        raise invalid(exc.param, str(exc)) from None
     return Response(result)
 
 
 GROUP_PARAMETERS = [
     *FILTER_PARAMETERS,
-    _param(
+    param(
         "ordering",
         str,
         "A column, - prefix for descending (default -requests).",
         enum=[f"{sign}{name}" for name in reports.GROUP_ORDERING for sign in ("", "-")],
     ),
-    _param("page", _bounded_int(1, 1_000_000), "1-based page (default 1)."),
-    _param("current_page", _bounded_int(0, 999_999), "Portkey's 0-based page; used when page is absent."),
-    _param("page_size", _bounded_int(1, 500), "Rows per page, 1 to 500 (default 50)."),
+    param("page", bounded_int(1, 1_000_000), "1-based page (default 1)."),
+    param("current_page", bounded_int(0, 999_999), "Portkey's 0-based page; used when page is absent."),
+    param("page_size", bounded_int(1, 500), "Rows per page, 1 to 500 (default 50)."),
     WORKSPACE_PARAMETER,
 ]
 
 
 def _groups(request: Request, grouping_text: str) -> Response:
     workspace = request_workspace(request)
-    log_filter = _log_filter(request, workspace, {"ordering", "page", "current_page", "page_size"})
-    page_size = _int_param(request, "page_size", 50, 1, 500)
+    log_filter = log_filter_of(request, workspace, {"ordering", "page", "current_page", "page_size"})
+    page_size = int_param(request, "page_size", 50, 1, 500)
     if "page" in request.query_params or "current_page" not in request.query_params:
-        page = _int_param(request, "page", 1, 1, 1_000_000)
+        page = int_param(request, "page", 1, 1, 1_000_000)
     else:
-        page = _int_param(request, "current_page", 0, 0, 999_999) + 1
+        page = int_param(request, "current_page", 0, 0, 999_999) + 1
     try:
         result = reports.groups(
             workspace=workspace,
@@ -403,7 +210,7 @@ def _groups(request: Request, grouping_text: str) -> Response:
             page_size=page_size,
         )
     except reports.ReportError as exc:
-        raise _invalid(exc.param, str(exc)) from None
+        raise invalid(exc.param, str(exc)) from None
     return Response(result)
 
 
@@ -433,7 +240,7 @@ groups_api_keys = _group_view("api_keys", "api_key", "Totals per API key")
     operation_id="analytics_groups_metadata",
     summary="Totals per value of a metadata key",
     description="Logs without the key are not counted; values past the rollups' per-hour cap appear as (other).",
-    parameters=[_param("key", str, "The metadata key.", location=OpenApiParameter.PATH), *GROUP_PARAMETERS],
+    parameters=[param("key", str, "The metadata key.", location=OpenApiParameter.PATH), *GROUP_PARAMETERS],
     responses={200: s.GroupListSerializer, **READ_ERRORS},
 )
 @api_view(["GET"])
@@ -445,7 +252,7 @@ def groups_metadata(request: Request, key: str) -> Response:
 @extend_schema(
     operation_id="analytics_metadata_keys",
     summary="The workspace's metadata keys with their top values",
-    parameters=[_param("top", _bounded_int(1, 100), "Top values per key, 1 to 100 (default 10)."), WORKSPACE_PARAMETER],
+    parameters=[param("top", bounded_int(1, 100), "Top values per key, 1 to 100 (default 10)."), WORKSPACE_PARAMETER],
     responses={200: s.MetadataKeyListSerializer, **READ_ERRORS},
 )
 @api_view(["GET"])
@@ -454,8 +261,8 @@ def metadata_keys(request: Request) -> Response:
     workspace = request_workspace(request)
     unknown = set(request.query_params) - {"top", WORKSPACE_PARAM}
     if unknown:
-        raise _invalid(sorted(unknown)[0][:200], "Unknown parameter.")
-    rows = selectors.metadata_keys(workspace=workspace, top=_int_param(request, "top", 10, 1, 100))
+        raise invalid(sorted(unknown)[0][:200], "Unknown parameter.")
+    rows = selectors.metadata_keys(workspace=workspace, top=int_param(request, "top", 10, 1, 100))
     return Response({"object": "list", "total": len(rows), "data": rows})
 
 
@@ -509,7 +316,7 @@ def custom_logs_create(request: Request) -> Response:
     try:
         ids = services.custom_logs_insert(api_key=request_api_key(request), items=items, prefix_index=many)
     except services.CustomLogError as exc:
-        raise _invalid(exc.param, str(exc)) from None
+        raise invalid(exc.param, str(exc)) from None
     noun = "log" if len(ids) == 1 else "logs"
     return Response({"status": "success", "message": f"{len(ids)} {noun} inserted.", "log_ids": ids})
 

@@ -2,68 +2,45 @@
 for totals): KPI tiles with the previous window, time series, group-by tables with p95,
 error breakdowns and the metadata-key report.
 
-Totals are sums of the same rollup rows the REST analytics read for the same hour-aligned
-window, so both show the same numbers. Rows are read through ``analytics.reads.cache``,
-which keeps the merged cells (sums and latency histograms) of closed days in the cache, so a
-30-day page asks the database only about its open edges.
+Every aggregate, filtered or not, is read through ``analytics.reads.cache.read`` (the engine
+chooses the source the REST analytics would for the same hour-aligned window, so both show the
+same numbers; closed days are cached, so a 30-day page asks the database only about its open
+edges). This module only shapes the cells into what pages show.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-
-from django.db.models import QuerySet
-from django.db.models.functions import TruncDay
 
 from analytics import histogram
 from analytics.filters import LogFilter
-from analytics.forms import Window
-from analytics.models import DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
-from analytics.reads import filtered
-from analytics.reads.cache import data_generation, merge_cells, rollup_cells
-from analytics.reads.metrics import Metrics
+from analytics.models import MetadataKey, MetadataKeySender, MetadataRollup
+from analytics.reads.cache import Question, merge_cells, read
+from analytics.reads.engine import DIMENSION_COLUMNS
+from analytics.reads.metrics import Metrics, sort_column
+from analytics.reads.window import Window
 from workspaces.models import ApiKey, RoutingConfig, Workspace
 
-USER_KEY = "_user"
 GROUP_LIMIT = 200
-SORTS = ("value", "requests", "cost", "tokens", "avg_tokens", "avg_latency", "p95_latency", "success_rate", "last_seen")
+# Row keys of the sort columns (analytics.reads.metrics.SORT_COLUMNS) the dashboard's rows
+# spell differently.
+_ROW_KEYS = {"avg_latency_ms": "avg_latency", "p95_latency_ms": "p95_latency", "total_tokens": "tokens"}
 # Keys people write in several spellings; compared after lower-casing and dropping - and _.
 _SYNONYMS = {"env": "environment", "usr": "user", "userid": "user", "feature": "featurename", "tenant": "customer"}
-# Status classes a request counts as successful in (200 <= status < 400).
-SUCCESS_CLASSES = (2, 3)
 
 
-# --- Rollup plumbing ---------------------------------------------------------------------
-
-
-def _scope(workspace: Workspace) -> str:
-    return f"{workspace.pk}:{workspace.created_at.timestamp()}:{data_generation(workspace.pk)}"
-
-
-def _cells(qs: QuerySet, fields: list[str], workspace: Workspace, window: Window, *, hist: bool) -> dict:
-    return rollup_cells(qs, fields, window.start, window.end, hist=hist, scope=_scope(workspace))
-
-
-def _dimension_rows(workspace: Workspace) -> QuerySet:
-    return DimensionRollup.objects.filter(workspace=workspace)
-
-
-def _metadata_rows(workspace: Workspace, key: str | None = None) -> QuerySet:
-    qs = MetadataRollup.objects.filter(workspace=workspace)
-    return qs.filter(key=key) if key is not None else qs
+def _read(workspace: Workspace, window: Window, question: Question, log_filter: LogFilter | None = None) -> dict:
+    return read(workspace, window.start, window.end, question, log_filter)
 
 
 def hourly(
     workspace: Workspace, window: Window, *, hist: bool = True, log_filter: LogFilter | None = None
 ) -> dict[datetime, Metrics]:
-    """Workspace totals per hour of the window, with histograms unless ``hist`` is off
-    (cached by day; a filtered page asks analytics.reads.filtered)."""
-    if filtered.is_filtered(log_filter):
-        return filtered.hourly(workspace, window, log_filter, hist=hist)
-    cells = _cells(_dimension_rows(workspace), ["bucket"], workspace, window, hist=hist)
+    """Totals per hour of the window (under the filter), with histograms unless ``hist`` is off."""
+    cells = _read(workspace, window, Question(("hour",), hist=hist), log_filter)
     return {group[0]: cell for group, cell in cells.items()}
 
 
@@ -98,11 +75,11 @@ def _metrics(cell: Metrics | None, *, p95: bool = True) -> dict:
 
 
 def unique_users(workspace: Workspace, window: Window, log_filter: LogFilter | None = None) -> int:
-    """Distinct ``_user`` values in the window (values past the rollup cap not counted)."""
-    if filtered.is_filtered(log_filter):
-        return filtered.unique_users(workspace, window, log_filter)
-    cells = _cells(_metadata_rows(workspace, USER_KEY), ["value"], workspace, window, hist=False)
-    return sum(1 for (value,) in cells if value != MetadataRollup.OTHER_VALUE)
+    """Distinct users in the window (under the filter). A count does not add up across cached
+    pieces, but the set of users does: this counts the user groups (shared with the Users page).
+    Values the rollups folded into "(other)" are not counted."""
+    cells = _group_cells(workspace, window, "user", log_filter, hist=False)
+    return sum(1 for value in cells if value != MetadataRollup.OTHER_VALUE)
 
 
 def totals(
@@ -123,13 +100,13 @@ def totals(
 
 def request_total(workspace: Workspace, window: Window) -> int:
     """Requests in the window (no histograms: for shares and ratios)."""
-    cell = _cells(_dimension_rows(workspace), [], workspace, window, hist=False).get(())
+    cell = _read(workspace, window, Question()).get(())
     return cell.requests if cell else 0
 
 
 def models_and_providers(workspace: Workspace, window: Window) -> dict[str, list[str]]:
     """Models and providers seen in the window, for filter dropdowns."""
-    pairs = _cells(_dimension_rows(workspace), ["provider", "model"], workspace, window, hist=False)
+    pairs = _read(workspace, window, Question(("provider", "model")))
     return {
         "models": sorted({model for _, model in pairs if model}),
         "providers": sorted({provider for provider, _ in pairs if provider}),
@@ -183,14 +160,6 @@ def timeseries(
 # --- Group by ----------------------------------------------------------------------------
 
 
-def _dimension_source(workspace: Workspace, dimension: str) -> tuple[QuerySet, str]:
-    """The rollup rows (not yet limited in time) and the column holding ``dimension``."""
-    if dimension in ("model", "provider", "api_key"):
-        return _dimension_rows(workspace), "api_key_id" if dimension == "api_key" else dimension
-    key = USER_KEY if dimension == "user" else dimension.removeprefix("metadata.")
-    return _metadata_rows(workspace, key), "value"
-
-
 def api_key_names(workspace: Workspace) -> dict[int, str]:
     return {
         pk: f"{name} ({prefix}…)"
@@ -213,13 +182,8 @@ def _group_cells(
     workspace: Workspace, window: Window, dimension: str, log_filter: LogFilter | None, *, hist: bool
 ) -> dict[object, Metrics]:
     """{value: Metrics} for every value of ``dimension`` in the window (under the filter)."""
-    if filtered.is_filtered(log_filter):
-        return {
-            value: cell
-            for (value,), cell in filtered.groups(workspace, window, log_filter, dimension, hist=hist).items()
-        }
-    qs, field = _dimension_source(workspace, dimension)
-    return {value: cell for (value,), cell in _cells(qs, [field], workspace, window, hist=hist).items()}
+    cells = _read(workspace, window, Question(("group",), dimension, hist=hist), log_filter)
+    return {value: cell for (value,), cell in cells.items()}
 
 
 def _top_rows(workspace: Workspace, dimension: str, cells: dict[object, Metrics]) -> list[dict]:
@@ -258,13 +222,13 @@ def group_report(
     rows that make them add up to ``total``: the values past GROUP_LIMIT, and "(not set)" for
     requests without the grouped key (total minus every value, metrics subtracted exactly)."""
     cells = _group_cells(workspace, window, dimension, log_filter, hist=True)
-    if filtered.is_filtered(log_filter):
-        total = filtered.total(workspace, window, log_filter, hist=True)
-    else:
-        total = Metrics()
-        for cell in hourly(workspace, window).values():
-            total.add(cell)
-    rows = sort_rows(_top_rows(workspace, dimension, cells), sort, desc)
+    total = Metrics()
+    for cell in hourly(workspace, window, log_filter=log_filter).values():
+        total.add(cell)
+    rows = _top_rows(workspace, dimension, cells)
+    for row in rows:
+        row["share"] = row["requests"] / total.requests if total.requests else None
+    rows = sort_rows(rows, sort, desc)
     grouped, shown = Metrics(), Metrics()
     for cell in cells.values():
         grouped.add(cell)
@@ -277,13 +241,16 @@ def group_report(
         )
     if total.requests > grouped.requests:
         extra.append({"raw": None, "value": "(not set)", "not_set": True, **_metrics(total.minus(grouped))})
-    for row in rows + extra:
+    for row in extra:
         row["share"] = row["requests"] / total.requests if total.requests else None
     return {"rows": rows, "extra": extra, "total": _metrics(total)}
 
 
 def sort_rows(rows: list[dict], sort: str, desc: bool) -> list[dict]:
-    sort = sort if sort in SORTS else "requests"
+    """``rows`` sorted by the column ``sort`` names (a SORT_COLUMNS name or alias; requests
+    when the rows have no such column)."""
+    sort = _ROW_KEYS.get(sort_column(sort) or "requests", sort_column(sort) or "requests")
+    sort = sort if rows and sort in rows[0] else "requests"
     if sort == "value":
         return sorted(rows, key=lambda row: str(row["value"]).lower(), reverse=desc)
     present = [row for row in rows if row[sort] is not None]
@@ -296,14 +263,8 @@ def group_series(
     workspace: Workspace, window: Window, dimension: str, values: list, log_filter: LogFilter | None = None
 ) -> dict:
     """Requests per chart bucket for each of ``values`` (the top values of a group table)."""
-    if filtered.is_filtered(log_filter):
-        cells = filtered.group_series(workspace, window, log_filter, dimension)
-    else:
-        qs, field = _dimension_source(workspace, dimension)
-        qs, step = qs.filter(**{f"{field}__in": values}), "bucket"
-        if window.step == "day":
-            qs, step = qs.annotate(step=TruncDay("bucket", tzinfo=UTC)), "step"
-        cells = _cells(qs, [field, step], workspace, window, hist=False)
+    question = Question(("group", window.step), dimension, tuple(values))
+    cells = _read(workspace, window, question, log_filter) if values else {}
     points: dict[object, dict[datetime, int]] = defaultdict(dict)
     for (value, bucket), cell in cells.items():
         points[value][bucket] = cell.requests
@@ -319,10 +280,9 @@ def group_series(
 
 def dimension_cells(workspace: Workspace, window: Window, log_filter: LogFilter | None = None) -> dict[tuple, Metrics]:
     """What the Errors page's dimension tables read; compute once per page and pass it on."""
-    if filtered.is_filtered(log_filter):
-        return filtered.dimension_cells(workspace, window, log_filter)
-    fields = ["provider", "model", "api_key_id", "status_class", "status_code"]
-    return _cells(_dimension_rows(workspace), fields, workspace, window, hist=False)
+    # Grouped "by model" so that a metadata filter is read from the logs (the rollups do not
+    # carry metadata with these columns).
+    return _read(workspace, window, Question(DIMENSION_COLUMNS, "model"), log_filter)
 
 
 def status_codes(cells: dict[tuple, Metrics]) -> list[dict]:
@@ -371,7 +331,7 @@ def top_failing(workspace: Workspace, cells: dict[tuple, Metrics], dimension: st
 
 
 def _key_value_cells(workspace: Workspace, window: Window) -> dict[tuple, Metrics]:
-    return _cells(_metadata_rows(workspace), ["key", "value"], workspace, window, hist=False)
+    return _read(workspace, window, Question(("key", "value")))
 
 
 def top_failing_metadata(workspace: Workspace, window: Window, limit: int = 10) -> list[dict]:

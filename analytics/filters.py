@@ -309,15 +309,6 @@ def parse_metadata_json(raw: str) -> list[MetadataCondition]:
 # --- The FilterSet -----------------------------------------------------------------------
 
 
-def align_to_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """[start, end] widened to whole hours [floor(start), ceil(end)): what hourly rollups can answer."""
-    floor = start.replace(minute=0, second=0, microsecond=0)
-    ceil = end.replace(minute=0, second=0, microsecond=0)
-    if ceil <= end:
-        ceil += timedelta(hours=1)
-    return floor, ceil
-
-
 class LogFilter(django_filters.FilterSet):
     """Filters RequestLog rows; see the module docstring for the vocabulary.
 

@@ -3,11 +3,10 @@ custom ``start``/``end``) and the per-page choices (group-by dimension, sort). E
 shows comes from the URL, so a view can be shared by link and back/forward work.
 
 Log filters themselves are ``analytics.filters.LogFilter`` (the one vocabulary shared with the
-REST API); this module only adds the window presets on top of its ``start``/``end``."""
+REST API); this module only parses the window (its rule, presets included, is analytics.reads.window's)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django import forms
@@ -15,57 +14,14 @@ from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import QueryDict
 from django.utils import timezone
 
-from analytics.filters import IsoDateTimeField, align_to_hours
+from analytics.filters import IsoDateTimeField
+from analytics.reads.window import DEFAULT_PRESET, PRESETS, Window
 from config.parsing import clean_text
 
-PRESETS = {
-    "1h": ("Last hour", timedelta(hours=1)),
-    "24h": ("Last 24 hours", timedelta(hours=24)),
-    "7d": ("Last 7 days", timedelta(days=7)),
-    "30d": ("Last 30 days", timedelta(days=30)),
-}
-DEFAULT_PRESET = "24h"
 # Longest custom window a page will aggregate (rollups keep 400 days at most anyway).
 MAX_WINDOW = timedelta(days=400)
 # Parameters that are the dashboard's own, not LogFilter's.
 DASHBOARD_PARAMS = frozenset({"range", "cursor", "group", "sort", "dir", "q", "log", "format", "key", "page"})
-
-
-@dataclass(frozen=True)
-class Window:
-    """A half-open window [start, end) aligned to whole hours (what hourly rollups answer),
-    the preset it came from ("" when custom) and the chart step."""
-
-    start: datetime
-    end: datetime
-    preset: str
-
-    @property
-    def duration(self) -> timedelta:
-        return self.end - self.start
-
-    @property
-    def step(self) -> str:
-        return "hour" if self.duration <= timedelta(days=7) else "day"
-
-    @property
-    def label(self) -> str:
-        if self.preset:
-            return PRESETS[self.preset][0]
-        return f"{self.start:%b %d %H:%M} \u2013 {self.end:%b %d %H:%M} UTC"
-
-    def previous(self) -> Window:
-        return Window(self.start - self.duration, self.start, self.preset)
-
-    def buckets(self) -> list[datetime]:
-        """Start of every chart bucket in the window (days start at 00:00 UTC)."""
-        step = timedelta(hours=1) if self.step == "hour" else timedelta(days=1)
-        first = self.start if self.step == "hour" else self.start.replace(hour=0)
-        points = []
-        while first < self.end:
-            points.append(first)
-            first += step
-        return points
 
 
 class WindowForm(forms.Form):
@@ -101,18 +57,8 @@ def parse_window(params: QueryDict, *, now: datetime | None = None) -> tuple[Win
     else:
         data = form.cleaned_data
     if data.get("start"):
-        end = data.get("end") or now
-        start, end = align_to_hours(data["start"], end - timedelta(microseconds=1))
-        return Window(start, end, ""), errors
-    preset = data.get("range") or DEFAULT_PRESET
-    start, end = align_to_hours(now - PRESETS[preset][1], now)
-    if preset == "30d":
-        # Day charts: whole days, today included, so no bar is a partial first day.
-        start = start.replace(hour=0) + timedelta(days=1)
-    elif preset != "1h":
-        # [floor(now - d), ceil(now)) would hold one hour more than d: drop the oldest.
-        start += timedelta(hours=1)
-    return Window(start, end, preset), errors
+        return Window.custom(data["start"], data.get("end") or now), errors
+    return Window.of_preset(data.get("range") or DEFAULT_PRESET, now), errors
 
 
 def log_filter_data(params: QueryDict, window: Window) -> QueryDict:

@@ -196,7 +196,7 @@ TOKEN_PARTS = (
     "audio_completion_tokens",
 )
 
-# RollupMetrics' additive columns (analytics.rollups.Totals sums them per row).
+# RollupMetrics' metric columns (analytics.reads.metrics.Metrics.rollup_fields, in this order).
 ROLLUP_TOTALS = (
     "requests",
     "errors",

@@ -33,11 +33,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analytics import log_exports, portkey, reports, selectors
-from analytics.api import IgnoreClientContentNegotiation, OrjsonParser, _invalid
 from analytics.authentication import ApiKeyAuthentication, CanReadLogs, request_api_key
-from analytics.filters import LogFilter, align_to_hours
+from analytics.filters import LogFilter
 from analytics.models import LogExport
 from analytics.reads.engine import Grouping, ReportError, aggregate, choose_source
+from analytics.reads.window import align_to_hours
+from analytics.rest import IgnoreClientContentNegotiation, OrjsonParser, invalid
 from config.parsing import InvalidParameter, parse_int
 from workspaces.models import Workspace
 
@@ -60,14 +61,14 @@ EXPORT_BODY = {"filters", "requested_data", "description", "workspace_id"}
 def _bad(exc: InvalidParameter) -> exceptions.ValidationError:
     # config.parsing messages start with the parameter; the error handler adds it again.
     prefix = f"{exc.param}: "
-    return _invalid(exc.param, exc.message.removeprefix(prefix))
+    return invalid(exc.param, exc.message.removeprefix(prefix))
 
 
 def _workspace(request: Request) -> Workspace:
     return request_api_key(request).workspace
 
 
-def _log_filter(request: Request, workspace: Workspace, extra: set[str], data: QueryDict | None = None) -> LogFilter:
+def log_filter_of(request: Request, workspace: Workspace, extra: set[str], data: QueryDict | None = None) -> LogFilter:
     try:
         return portkey.log_filter(
             request.query_params if data is None else data, workspace=workspace, extra_params=extra
@@ -101,14 +102,14 @@ def _portkey_values(metric: str, values: dict) -> dict:
 
 def _graph(request: Request, metric: str) -> Response:
     workspace = _workspace(request)
-    log_filter = _log_filter(request, workspace, {"interval"})
+    log_filter = log_filter_of(request, workspace, {"interval"})
     interval = request.query_params.get("interval") or None
     if interval is not None and interval not in reports.INTERVALS:
-        raise _invalid("interval", "Use hour or day.")
+        raise invalid("interval", "Use hour or day.")
     try:
         result = reports.graph(workspace=workspace, log_filter=log_filter, metric=metric, interval=interval)
     except ReportError as exc:
-        raise _invalid(exc.param, str(exc)) from None
+        raise invalid(exc.param, str(exc)) from None
     points = [
         {"timestamp": point.pop("timestamp"), **_portkey_values(metric, point)} for point in result["data_points"]
     ]
@@ -145,7 +146,7 @@ def graph_status_codes(request: Request) -> Response:
     workspace = _workspace(request)
     data = request.query_params.copy()
     data["success"] = "false"
-    log_filter = _log_filter(request, workspace, set(), data=data)
+    log_filter = log_filter_of(request, workspace, set(), data=data)
     grouping = Grouping("status_code")
     window = align_to_hours(*log_filter.window)
     source = choose_source(workspace=workspace, log_filter=log_filter, window=window, grouping=grouping)
@@ -182,17 +183,17 @@ def unsupported(request: Request, rest: str) -> Response:
 def _ordering(query: QueryDict) -> str:
     name = query.get("order_by") or "requests"
     if name not in ORDER_BY:
-        raise _invalid("order_by", f"Order by one of: {', '.join(ORDER_BY)}.")
+        raise invalid("order_by", f"Order by one of: {', '.join(ORDER_BY)}.")
     direction = query.get("order_by_type") or "desc"
     if direction not in ("asc", "desc"):
-        raise _invalid("order_by_type", "Use asc or desc.")
+        raise invalid("order_by_type", "Use asc or desc.")
     return f"{'-' if direction == 'desc' else ''}{ORDER_BY[name]}"
 
 
 def _groups(request: Request, grouping: Grouping) -> tuple[dict, LogFilter]:
     workspace = _workspace(request)
     query = request.query_params
-    log_filter = _log_filter(request, workspace, GROUP_PARAMS)
+    log_filter = log_filter_of(request, workspace, GROUP_PARAMS)
     try:
         page = parse_int(query.get("current_page", "0"), param="current_page", minimum=0, maximum=999_999) + 1
         page_size = parse_int(query.get("page_size", "50"), param="page_size", minimum=1, maximum=500)
@@ -208,7 +209,7 @@ def _groups(request: Request, grouping: Grouping) -> tuple[dict, LogFilter]:
             page_size=page_size,
         )
     except ReportError as exc:
-        raise _invalid(exc.param, str(exc)) from None
+        raise invalid(exc.param, str(exc)) from None
     return result, log_filter
 
 
@@ -249,7 +250,7 @@ def groups_metadata(request: Request, key: str) -> Response:
     try:
         grouping = Grouping.parse(f"metadata.{key}", param="metadataKey")
     except ReportError as exc:
-        raise _invalid(exc.param, str(exc)) from None
+        raise invalid(exc.param, str(exc)) from None
     result, log_filter = _groups(request, grouping)
     feedback = portkey.feedback_by_value(
         workspace=_workspace(request),
@@ -284,7 +285,7 @@ def _body(request: Request) -> dict:
         raise exceptions.ValidationError("Send a JSON object.")
     unknown = sorted(set(request.data) - EXPORT_BODY)
     if unknown:
-        raise _invalid(str(unknown[0])[:200], "Unknown field.")
+        raise invalid(str(unknown[0])[:200], "Unknown field.")
     portkey.check_workspace(_workspace(request), request.data.get("workspace_id"))
     return request.data
 
@@ -350,7 +351,7 @@ def exports(request: Request) -> Response:
         return Response({"id": str(export.pk), "total": export.total_records, "object": "export"})
     unknown = sorted(set(request.query_params) - {"workspace_id"})
     if unknown:
-        raise _invalid(unknown[0][:200], "Unknown parameter.")
+        raise invalid(unknown[0][:200], "Unknown parameter.")
     workspace = _workspace(request)
     portkey.check_workspace(workspace, request.query_params.get("workspace_id"))
     # A workspace's jobs are few (each is made by hand); the newest 500 are listed.
@@ -366,7 +367,7 @@ def export_detail(request: Request, export_id: str) -> Response:
     if request.method == "PUT":
         body = _body(request)
         if "description" in body:
-            raise _invalid("description", "The description cannot be changed.")
+            raise invalid("description", "The description cannot be changed.")
         export = _state(
             log_exports.export_update,
             export=export,

@@ -18,7 +18,8 @@ from django.db.models import Max, Min, Q, Sum
 from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
 from analytics.pricing import load_price_book, price_usage
 from analytics.reads import cache as dashboard_cache
-from analytics.rollups import LOG_FIELDS, OTHER, apply_rows, hour_of, lock_for_writing, lock_workspace
+from analytics.rollup_batch import LOG_FIELDS, OTHER, hour_of
+from analytics.rollups import apply_rows, lock_for_writing, lock_workspace
 from workspaces.audit import Actor, audit_record
 from workspaces.models import AuditEvent, Workspace
 

@@ -31,9 +31,10 @@ from django.db.models.functions import Cast
 from django.db.models.lookups import In
 
 from analytics import histogram
-from analytics.filters import LogFilter, align_to_hours
+from analytics.filters import LogFilter
 from analytics.reads.engine import OTHER, Grouping, ReportError, Source, aggregate, choose_source, histograms
-from analytics.reads.metrics import Metrics, aware, rounded
+from analytics.reads.metrics import SORT_COLUMNS, Metrics, aware, rounded
+from analytics.reads.window import align_to_hours
 from workspaces.models import ApiKey, Workspace
 
 GRAPH_METRICS = ("requests", "cost", "tokens", "latency", "errors", "error-rate", "users")
@@ -149,22 +150,19 @@ def _series(stamps, cells, metric, top, source, keys, users) -> list[dict]:
 
 # --- Groups ------------------------------------------------------------------------------
 
-# Columns of a group row that ``ordering`` accepts, with the SQL alias that sorts them
-# (p95 is read from histograms, so it sorts in Python).
-GROUP_ORDERING = {
+# The SQL alias that sorts each of the group columns (analytics.reads.metrics.SORT_COLUMNS)
+# ``ordering`` accepts (p95 is read from histograms, so it sorts in Python).
+_ORDER_ALIASES = {
     "value": "g",
     "requests": "m_requests",
     "errors": "m_errors",
-    "success_rate": "success_rate",
     "cost": "m_cost",
     "prompt_tokens": "m_prompt_tokens",
     "completion_tokens": "m_completion_tokens",
-    "total_tokens": "total_tokens",
-    "avg_tokens": "avg_tokens",
-    "avg_latency_ms": "avg_latency_ms",
     "p95_latency_ms": None,
     "last_seen": "m_last_seen",
 }
+GROUP_ORDERING = {name: _ORDER_ALIASES.get(name, name) for name in SORT_COLUMNS if name != "share"}
 # The dimension-specific name each group row also carries (Portkey's field names).
 GROUP_VALUE_NAMES = {"metadata": "metadata_value", "user": "user", "model": "model", "provider": "provider"}
 
@@ -184,7 +182,7 @@ def groups(
 ) -> dict:
     """Totals per value of ``grouping`` over the filtered window, sorted and paginated."""
     descending = ordering.startswith("-")
-    column = ordering.lstrip("-")
+    column = ordering.lstrip("-")  # the canonical names only: the aliases are old dashboard links
     if column not in GROUP_ORDERING:
         raise ReportError("ordering", f"Order by one of: {', '.join(GROUP_ORDERING)} (prefix - for descending).")
     window = align_to_hours(*log_filter.window)

@@ -3,19 +3,8 @@
 ``apply_rows(rows)`` is called by ``analytics.ingest.write_log_batch`` inside the transaction that
 inserted the rows, with only the rows that were new (a redelivered batch adds nothing), and by
 ``analytics.recompute.rebuild_rollups`` with rows read back from RequestLog, so a rebuild computes
-what ingestion computed. A row counts:
-
-- once in DimensionRollup under (workspace, hour, provider, model, api key or 0, status_code // 100,
-  status_code);
-- once in MetadataRollup per metadata key, under (workspace, key, hour, value). String values are
-  used as they are, numbers and booleans as their JSON text, cut to 128 characters; null,
-  objects and arrays, and keys longer than 128 characters, are not grouped.
-
-``errors`` counts rows with ``success`` false; ``cost`` sums priced rows only (``cost`` not NULL)
-and ``priced_requests`` counts them; ``unpriced_requests`` counts rows with tokens but no cost
-(a model without a price: "N requests with no price"); the token parts (cached prompt, cache
-write, reasoning, audio) are summed like the prompt and completion tokens; ``last_seen`` is the latest ``created_at``; the latency
-histogram is analytics.histogram's, merged by adding counts.
+what ingestion computed. Which rollup rows a log counts in, and each row's metrics (an analytics.reads.metrics.Metrics),
+is analytics.rollup_batch's part; this module writes a batch.
 
 High-cardinality cap: per (workspace, key, hour) at most ``settings.ROLLUP_VALUE_CAP`` distinct
 values get a row of their own. First come, first served: values already holding a row keep it;
@@ -53,14 +42,9 @@ excluded), which also corrects for rollups removed by retention.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
 from functools import reduce
 from operator import or_
-from typing import Any, NamedTuple
 
 import orjson
 from django.conf import settings
@@ -69,281 +53,8 @@ from django.db.models import Q
 
 from analytics import histogram
 from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
-
-OTHER = MetadataRollup.OTHER_VALUE
-KEY_MAX_LENGTH = MetadataRollup._meta.get_field("key").max_length
-VALUE_MAX_LENGTH = MetadataRollup._meta.get_field("value").max_length
-# RequestLog fields the rollups read (attnames, as ingest's coerced rows carry them).
-LOG_FIELDS = (
-    "id",
-    "created_at",
-    "workspace_id",
-    "api_key_id",
-    "provider",
-    "model",
-    "status_code",
-    "success",
-    "latency_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "cached_prompt_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "audio_prompt_tokens",
-    "audio_completion_tokens",
-    "cost",
-    "metadata",
-)
-
-
-MetadataGroup = tuple[int, str, datetime]  # workspace_id, key, bucket
-DimensionKey = tuple[int, datetime, str, str, int, int, int]  # workspace, bucket, provider, model, key, class, code
-SenderKey = tuple[int, str, int]  # workspace, metadata key, api key or 0
-
-
-def hour_of(moment: datetime) -> datetime:
-    """Start of the UTC hour holding ``moment`` (an aware datetime)."""
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def metadata_items(metadata: Any) -> list[tuple[str, str]]:
-    """The (key, value) pairs of a log's metadata that rollups group by (rules in the docstring)."""
-    if not isinstance(metadata, dict):
-        return []
-    items = []
-    for key, value in metadata.items():
-        if type(key) is not str or not key or len(key) > KEY_MAX_LENGTH:
-            continue
-        if type(value) is str:
-            text = value
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, int | float):
-            text = str(value)
-        else:
-            continue
-        items.append((key, text[:VALUE_MAX_LENGTH]))
-    return items
-
-
-class Totals:
-    """The additive metrics of one rollup row (RollupMetrics' fields)."""
-
-    FIELDS = ROLLUP_TOTALS
-    __slots__ = FIELDS
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        for name in TOKEN_PARTS:
-            setattr(self, name, 0)
-        self.cost = Decimal(0)
-        self.priced_requests = 0
-        self.unpriced_requests = 0
-        self.latency_sum_ms = 0.0
-        self.latency_hist: dict[str, int] = {}
-        self.last_seen: datetime | None = None
-
-    @classmethod
-    def of(cls, contributions: list[Contribution]) -> Totals:
-        """Totals of logs' contributions."""
-        totals = cls()
-        totals.requests = len(contributions)
-        totals.errors = sum(1 for c in contributions if not c.success)
-        totals.prompt_tokens = sum(c.prompt_tokens for c in contributions)
-        totals.completion_tokens = sum(c.completion_tokens for c in contributions)
-        # Most logs have no parts: one pass finds the ones that do.
-        with_parts = [c.parts for c in contributions if c.parts is not None]
-        if with_parts:
-            for name, total in zip(TOKEN_PARTS, map(sum, zip(*with_parts, strict=True)), strict=True):
-                setattr(totals, name, total)
-        priced = [c.cost for c in contributions if c.cost is not None]
-        totals.cost = sum(priced, Decimal(0))
-        totals.priced_requests = len(priced)
-        totals.unpriced_requests = sum(1 for c in contributions if c.cost is None and c.tokens)
-        totals.latency_sum_ms = sum(c.latency_ms for c in contributions)
-        totals.latency_hist = dict(Counter(c.hist_key for c in contributions))
-        totals.last_seen = max(c.created_at for c in contributions)
-        return totals
-
-    def merge_into(self, row: models.Model) -> None:
-        """Add these totals to a stored rollup row (the SQLite path)."""
-        row.requests += self.requests
-        row.errors += self.errors
-        row.prompt_tokens += self.prompt_tokens
-        row.completion_tokens += self.completion_tokens
-        for name in TOKEN_PARTS:
-            setattr(row, name, getattr(row, name) + getattr(self, name))
-        row.cost += self.cost
-        row.priced_requests += self.priced_requests
-        row.unpriced_requests += self.unpriced_requests
-        row.latency_sum_ms += self.latency_sum_ms
-        row.latency_hist = histogram.merge(dict(row.latency_hist or {}), self.latency_hist)
-        if row.last_seen is None or (self.last_seen is not None and self.last_seen > row.last_seen):
-            row.last_seen = self.last_seen
-
-    def fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.FIELDS}
-
-
-class Contribution(NamedTuple):
-    """What one log adds to each rollup row it counts in."""
-
-    created_at: datetime
-    success: bool
-    prompt_tokens: int
-    completion_tokens: int
-    cost: Decimal | None
-    latency_ms: float
-    hist_key: str
-    parts: tuple[int, ...] | None  # TOKEN_PARTS' counts, None when all are 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass
-class KeyStats:
-    """What one batch adds to a registry row."""
-
-    first_seen: datetime
-    last_seen: datetime
-    requests: int = 0
-    values: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass
-class BatchRollup:
-    """A batch's contributions grouped per rollup row (summed once the cap is applied)."""
-
-    # Values in order of first appearance: the cap gives free slots in this order.
-    metadata: dict[MetadataGroup, dict[str, list[Contribution]]] = field(default_factory=dict)
-    dimensions: dict[DimensionKey, list[Contribution]] = field(default_factory=dict)
-    # (workspace, api key or 0, the row's metadata keys) -> [first, last, requests]: rows of one
-    # client mostly carry the same keys, so this is one dict update per row, expanded per key later.
-    senders: dict[tuple[int, int, tuple[str, ...]], list] = field(default_factory=dict)
-
-    def sender_stats(self) -> dict[SenderKey, list]:
-        stats: dict[SenderKey, list] = {}
-        for (workspace_id, api_key_id, keys), (first, last, requests) in self.senders.items():
-            for key in keys:
-                current = stats.get((workspace_id, key, api_key_id))
-                if current is None:
-                    stats[(workspace_id, key, api_key_id)] = [first, last, requests]
-                else:
-                    current[0], current[1] = min(current[0], first), max(current[1], last)
-                    current[2] += requests
-        return stats
-
-    def key_stats(self) -> dict[tuple[int, str], KeyStats]:
-        keys: dict[tuple[int, str], KeyStats] = {}
-        for (workspace_id, key, _bucket), values in self.metadata.items():
-            for value, group in values.items():
-                # Groups are in (created_at, id) order: first and last are the extremes.
-                first, last = group[0].created_at, group[-1].created_at
-                stats = keys.get((workspace_id, key))
-                if stats is None:
-                    stats = keys[(workspace_id, key)] = KeyStats(first, last)
-                stats.first_seen, stats.last_seen = min(stats.first_seen, first), max(stats.last_seen, last)
-                stats.requests += len(group)
-                stats.values[value] += len(group)
-        return keys
-
-
-def _metadata_item(key: Any, value: Any) -> tuple[str, str] | None:
-    """One (key, value) pair as metadata_items groups it, or None."""
-    items = metadata_items({key: value})
-    return items[0] if items else None
-
-
-def aggregate(rows: Iterable[dict]) -> BatchRollup:
-    """Group rows' (dicts with LOG_FIELDS) contributions per rollup row, before the cap.
-
-    Contributions are summed per row only after the cap folded the groups (summing lists with
-    sum() runs in C; adding field by field per log and key costs several times more). This
-    runs for every log the writer stores, so the common cases are inlined: string metadata
-    values (anything else goes through metadata_items' rules), hours and histogram buckets
-    memoised per batch.
-    """
-    batch = BatchRollup()
-    metadata, dimensions, senders = batch.metadata, batch.dimensions, batch.senders
-    hours: dict[int, datetime] = {}
-    hist_keys: dict[float, str] = {}
-    for row in sorted(rows, key=_by_time):
-        workspace_id, created_at = row["workspace_id"], row["created_at"]
-        hour_number = int(created_at.timestamp()) // 3600
-        bucket = hours.get(hour_number)
-        if bucket is None:
-            bucket = hours[hour_number] = hour_of(created_at)
-        latency = row["latency_ms"]
-        hist_key = hist_keys.get(latency)
-        if hist_key is None:
-            hist_key = hist_keys[latency] = str(histogram.bucket_of(latency))
-        parts = (
-            row["cached_prompt_tokens"],
-            row["cache_write_tokens"],
-            row["reasoning_tokens"],
-            row["audio_prompt_tokens"],
-            row["audio_completion_tokens"],
-        )
-        contribution = Contribution(
-            created_at,
-            row["success"],
-            row["prompt_tokens"],
-            row["completion_tokens"],
-            row["cost"],
-            latency,
-            hist_key,
-            parts if any(parts) else None,
-        )
-        status, api_key_id = row["status_code"], row["api_key_id"] or 0
-        dimension = (workspace_id, bucket, row["provider"], row["model"], api_key_id, status // 100, status)
-        group = dimensions.get(dimension)
-        if group is None:
-            dimensions[dimension] = [contribution]
-        else:
-            group.append(contribution)
-        row_metadata = row["metadata"]
-        if not row_metadata or type(row_metadata) is not dict:
-            continue
-        keys = []
-        for key, value in row_metadata.items():
-            if type(value) is not str or type(key) is not str or not 0 < len(key) <= KEY_MAX_LENGTH:
-                item = _metadata_item(key, value)
-                if item is None:
-                    continue
-                key, value = item
-            elif len(value) > VALUE_MAX_LENGTH:
-                value = value[:VALUE_MAX_LENGTH]
-            keys.append(key)
-            values = metadata.get((workspace_id, key, bucket))
-            if values is None:
-                metadata[(workspace_id, key, bucket)] = {value: [contribution]}
-            else:
-                group = values.get(value)
-                if group is None:
-                    values[value] = [contribution]
-                else:
-                    group.append(contribution)
-        if keys:
-            signature = (workspace_id, api_key_id, tuple(keys))
-            sender = senders.get(signature)
-            if sender is None:
-                senders[signature] = [created_at, created_at, 1]
-            else:
-                sender[1] = created_at  # rows are in created_at order
-                sender[2] += 1
-    return batch
-
-
-def _by_time(row: dict) -> tuple:
-    # The id's integer (a slot): comparing UUID objects runs Python code on every tie, and
-    # records of one gateway flush often share a timestamp to the microsecond.
-    return row["created_at"], row["id"].int
-
+from analytics.reads.metrics import Metrics
+from analytics.rollup_batch import OTHER, KeyStats, MetadataGroup, SenderKey, aggregate, fold_capped, metrics_of
 
 # --- Applying a batch ---------------------------------------------------------------------
 
@@ -362,8 +73,8 @@ def apply_rows(rows: list[dict], *, lock: bool = True, senders: bool = True) -> 
     if lock and connection.vendor == "postgresql":
         lock_for_writing({dimension[0] for dimension in batch.dimensions}, keys)
     folded = fold_capped(batch.metadata, existing_values(batch.metadata), settings.ROLLUP_VALUE_CAP)
-    upsert(MetadataRollup, [(key, Totals.of(group)) for key, group in folded])
-    upsert(DimensionRollup, [(key, Totals.of(group)) for key, group in sorted(batch.dimensions.items())])
+    upsert(MetadataRollup, [(key, metrics_of(group)) for key, group in folded])
+    upsert(DimensionRollup, [(key, metrics_of(group)) for key, group in sorted(batch.dimensions.items())])
     update_registry(keys)
     if senders:
         update_senders(batch.sender_stats())
@@ -412,27 +123,6 @@ def existing_values(groups: Iterable[MetadataGroup]) -> dict[MetadataGroup, set[
     return found
 
 
-def fold_capped(
-    groups: dict[MetadataGroup, dict[str, list[Contribution]]], existing: dict[MetadataGroup, set[str]], cap: int
-) -> list[tuple[tuple, list[Contribution]]]:
-    """Rows to upsert, keyed (workspace, key, bucket, value), with the cap applied (see docstring)."""
-    result = []
-    for group, values in sorted(groups.items()):
-        have = existing.get(group, set())
-        free = cap - len(have - {OTHER})
-        other: list[Contribution] = []
-        for value, contributions in values.items():
-            if value != OTHER and (value in have or free > 0):
-                if value not in have:
-                    free -= 1
-                result.append(((*group, value), contributions))
-            else:
-                other.extend(contributions)
-        if other:
-            result.append(((*group, OTHER), other))
-    return result
-
-
 _KEY_FIELDS = {
     MetadataRollup: ("workspace_id", "key", "bucket", "value"),
     DimensionRollup: ("workspace_id", "bucket", "provider", "model", "api_key_id", "status_class", "status_code"),
@@ -461,8 +151,8 @@ _PG_TYPES = {
 }
 
 
-def upsert(model: type[models.Model], rows: list[tuple[tuple, Totals]]) -> None:
-    """Add ``rows`` ((key tuple, Totals), unique keys) to ``model``'s rollup rows."""
+def upsert(model: type[models.Model], rows: list[tuple[tuple, Metrics]]) -> None:
+    """Add ``rows`` ((key tuple, Metrics), unique keys) to ``model``'s rollup rows."""
     if not rows:
         return
     if connection.vendor == "postgresql":
@@ -471,14 +161,14 @@ def upsert(model: type[models.Model], rows: list[tuple[tuple, Totals]]) -> None:
         _upsert_generic(model, rows)
 
 
-def _upsert_postgres(model: type[models.Model], rows: list[tuple[tuple, Totals]]) -> None:
+def _upsert_postgres(model: type[models.Model], rows: list[tuple[tuple, Metrics]]) -> None:
     # The rows travel as one JSON array (orjson, then Postgres' JSON parser: both in C); array
     # parameters cost more to encode (psycopg escapes each element in Python) than the upsert
     # takes to run. WITH ORDINALITY keeps the (sorted) order rows are locked in.
     key_fields = _KEY_FIELDS[model]
-    columns = (*key_fields, *Totals.FIELDS)
+    columns = (*key_fields, *ROLLUP_TOTALS)
     payload = orjson.dumps(
-        [[*key, *(getattr(totals, name) for name in Totals.FIELDS)] for key, totals in rows],
+        [[*key, *totals.rollup_fields().values()] for key, totals in rows],
         default=str,  # Decimal cost, as a JSON string
     )
     q = connection.ops.quote_name
@@ -516,7 +206,7 @@ def _any_of(field_names: tuple[str, ...], keys: list[tuple]) -> Q:
     return reduce(or_, (Q(**dict(zip(field_names, key, strict=True))) for key in keys))
 
 
-def _upsert_generic(model: type[models.Model], rows: list[tuple[tuple, Totals]]) -> None:
+def _upsert_generic(model: type[models.Model], rows: list[tuple[tuple, Metrics]]) -> None:
     key_fields = _KEY_FIELDS[model]
     keys = [key for key, _totals in rows]
     stored = {}
@@ -527,12 +217,24 @@ def _upsert_generic(model: type[models.Model], rows: list[tuple[tuple, Totals]])
     for key, totals in rows:
         obj = stored.get(key)
         if obj is None:
-            created.append(model(**dict(zip(key_fields, key, strict=True)), **totals.fields()))
+            created.append(model(**dict(zip(key_fields, key, strict=True)), **totals.rollup_fields()))
         else:
-            totals.merge_into(obj)
+            _merge_into(obj, totals)
             changed.append(obj)
     model.objects.bulk_create(created)
-    model.objects.bulk_update(changed, list(Totals.FIELDS), batch_size=500)
+    model.objects.bulk_update(changed, list(ROLLUP_TOTALS), batch_size=500)
+
+
+def _merge_into(row: models.Model, metrics: Metrics) -> None:
+    """Add ``metrics`` to a stored rollup row (the SQLite path)."""
+    for name in ROLLUP_TOTALS:
+        if name == "latency_hist":
+            row.latency_hist = histogram.merge(dict(row.latency_hist or {}), metrics.hist)
+        elif name == "last_seen":
+            if row.last_seen is None or (metrics.last_seen is not None and metrics.last_seen > row.last_seen):
+                row.last_seen = metrics.last_seen
+        else:
+            setattr(row, name, getattr(row, name) + getattr(metrics, name))
 
 
 def update_registry(keys: dict[tuple[int, str], KeyStats]) -> None:

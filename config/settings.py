@@ -244,7 +244,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     # One error shape for the whole API: {"error": {"message", "type", "param", "code"}}.
-    "EXCEPTION_HANDLER": "analytics.api.api_exception_handler",
+    "EXCEPTION_HANDLER": "analytics.rest.api_exception_handler",
     # `format` is the export's own parameter (csv|jsonl), not DRF's renderer override.
     "URL_FORMAT_OVERRIDE": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -19,16 +19,16 @@ from rest_framework.response import Response
 
 from analytics.alerts import selectors, services
 from analytics.alerts import serializers as s
-from analytics.api import WORKSPACE_PARAMETER, OrjsonParser, _error
 from analytics.authentication import WORKSPACE_PARAM, request_api_key, request_workspace
+from analytics.rest import WORKSPACE_PARAMETER, OrjsonParser, error_response
 from config.parsing import InvalidParameter, parse_int
 from workspaces.models import ApiKey, AuditEvent, Membership, Workspace
 
 ERRORS = {
-    400: _error("Invalid body or parameter; error.param names the field."),
-    401: _error("No credentials, or an unknown, revoked or expired API key."),
-    403: _error("The API key lacks the admin scope, or the user is not an owner or admin of the workspace."),
-    404: _error("No such workspace or alert rule for these credentials."),
+    400: error_response("Invalid body or parameter; error.param names the field."),
+    401: error_response("No credentials, or an unknown, revoked or expired API key."),
+    403: error_response("The API key lacks the admin scope, or the user is not an owner or admin of the workspace."),
+    404: error_response("No such workspace or alert rule for these credentials."),
 }
 RULE_ID = OpenApiParameter("rule_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The alert rule's id.")
 ID_MAX = 2**63 - 1

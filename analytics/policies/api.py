@@ -16,19 +16,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from analytics.alerts.api import CanAdministerAlerts, _as_api_error, _check_params, _query_int
-from analytics.api import WORKSPACE_PARAMETER, OrjsonParser, _error
 from analytics.authentication import request_api_key, request_workspace
 from analytics.policies import selectors, services
 from analytics.policies import serializers as s
 from analytics.policies.models import Policy
+from analytics.rest import WORKSPACE_PARAMETER, OrjsonParser, error_response
 from config.parsing import InvalidParameter, parse_int
 from workspaces.models import AuditEvent, Membership, Workspace
 
 ERRORS = {
-    400: _error("Invalid body or parameter; error.param names the field."),
-    401: _error("No credentials, or an unknown, revoked or expired API key."),
-    403: _error("The API key lacks the admin scope, or the user may not change the workspace's policies."),
-    404: _error("No such workspace or policy for these credentials."),
+    400: error_response("Invalid body or parameter; error.param names the field."),
+    401: error_response("No credentials, or an unknown, revoked or expired API key."),
+    403: error_response("The API key lacks the admin scope, or the user may not change the workspace's policies."),
+    404: error_response("No such workspace or policy for these credentials."),
 }
 POLICY_ID = OpenApiParameter("policy_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The policy's id.")
 ID_MAX = 2**63 - 1

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import Case, Count, F, FloatField, Max, Q, QuerySet, Sum, TextField, Value, When
 from django.db.models.expressions import Combinable
 from django.db.models.fields.json import KeyTextTransform
@@ -165,8 +166,10 @@ def _dimension_source(workspace: Workspace, window: tuple, filters: dict) -> Sou
     )
 
 
-def _metadata_source(workspace: Workspace, window: tuple, key: str, values: tuple[str, ...] = ()) -> Source:
-    qs = MetadataRollup.objects.filter(workspace=workspace, key=key, bucket__gte=window[0], bucket__lt=window[1])
+def _metadata_source(workspace: Workspace, window: tuple, key: str | None, values: tuple[str, ...] = ()) -> Source:
+    qs = MetadataRollup.objects.filter(workspace=workspace, bucket__gte=window[0], bucket__lt=window[1])
+    if key is not None:
+        qs = qs.filter(key=key)
     if values:
         qs = qs.filter(value__in=values)
     users = Count("value", distinct=True, filter=~Q(value=OTHER)) if key == USER_KEY else None
@@ -182,8 +185,15 @@ def _log_group_expr(grouping: Grouping) -> Combinable:
     return F(grouping.kind)
 
 
-def log_source(workspace: Workspace, window: tuple, log_filter: LogFilter, grouping: Grouping | None) -> Source:
-    qs = log_filter.filter_outside_window(RequestLog.objects.filter(workspace=workspace))
+def metadata_pairs_source(workspace: Workspace, window: tuple) -> Source:
+    """Every (key, value) row of MetadataRollup (the metadata key report; unfiltered only)."""
+    return _metadata_source(workspace, window, None)
+
+
+def log_source(workspace: Workspace, window: tuple, log_filter: LogFilter | None, grouping: Grouping | None) -> Source:
+    qs = RequestLog.objects.filter(workspace=workspace)
+    if log_filter is not None:
+        qs = log_filter.filter_outside_window(qs)
     qs = qs.filter(created_at__gte=window[0], created_at__lt=window[1])
     # Logs without the grouped key are left out, as the metadata rollups leave them out.
     if grouping is not None and grouping.kind == "metadata":
@@ -194,8 +204,10 @@ def log_source(workspace: Workspace, window: tuple, log_filter: LogFilter, group
     return Source("logs", qs, "created_at", _log_group_expr, _log_sums(), users)
 
 
-def _metadata_pairs(log_filter: LogFilter) -> list[Pair] | None:
+def _metadata_pairs(log_filter: LogFilter | None) -> list[Pair] | None:
     """The metadata equalities asked for, or None when a metadata test rollups cannot answer."""
+    if log_filter is None:
+        return []
     pairs = []
     for condition in log_filter.metadata_conditions:
         if not condition.is_equality:
@@ -215,10 +227,16 @@ def _has_overflow(workspace: Workspace, window: tuple, key: str) -> bool:
 
 
 def choose_source(
-    *, workspace: Workspace, log_filter: LogFilter, window: tuple, grouping: Grouping | None, users: bool = False
+    *,
+    workspace: Workspace,
+    log_filter: LogFilter | None,
+    window: tuple,
+    grouping: Grouping | None,
+    users: bool = False,
 ) -> Source:
-    """The rollup that answers this request exactly, else the raw logs."""
-    filters = log_filter.active_filters()
+    """The rollup that answers this request exactly, else the raw logs (``log_filter`` None:
+    no filter)."""
+    filters = log_filter.active_filters() if log_filter is not None else {}
     dims = {name: value for name, value in filters.items() if name in DIMENSION_FILTERS}
     pairs = _metadata_pairs(log_filter)
     answerable = pairs is not None and not (set(filters) - DIMENSION_FILTERS - {"user"}) and len(pairs) <= 1
@@ -242,6 +260,17 @@ def choose_source(
         else:
             return _dimension_source(workspace, window, dims)
     return log_source(workspace, window, log_filter, grouping)
+
+
+# DimensionRollup's columns, as each source spells them (the Errors page's breakdowns).
+DIMENSION_COLUMNS = ("provider", "model", "api_key_id", "status_class", "status_code")
+
+
+def dimension_expr(source: Source, name: str) -> Combinable:
+    """One of DIMENSION_COLUMNS over ``source`` (a DimensionRollup or the logs)."""
+    if source.is_rollup or name in ("provider", "model", "status_code"):
+        return F(name)
+    return Coalesce("api_key_id", 0) if name == "api_key_id" else F("status_code") / 100
 
 
 # --- Aggregation -------------------------------------------------------------------------
@@ -268,6 +297,27 @@ def aggregate(
         for group, hist in histograms(source, keys).items():
             if group in result:
                 result[group].hist = hist
+    return result
+
+
+def log_cells_one_pass(source: Source, keys: dict[str, Combinable]) -> dict[tuple, Metrics]:
+    """Metrics with latency histograms per combination of ``keys``, from the raw logs in one
+    scan: the sums are grouped by the keys and the latency bucket together, then folded here.
+    (``aggregate`` reads the rows twice, once for the sums and once for the histograms; on a
+    cold filtered page that second scan of millions of rows was half the time.)"""
+    names = list(keys)
+    rows = source.queryset.annotate(**keys, lb=_latency_bucket()).values(*names, "lb").annotate(**source.sums)
+    result: dict[tuple, Metrics] = {}
+    for row in rows.order_by():
+        cell = Metrics.from_row(row)
+        if not cell.requests:
+            continue
+        cell.hist = {str(int(row["lb"])): cell.requests}
+        group = tuple(row[name] for name in names)
+        if group in result:
+            result[group].add(cell)
+        else:
+            result[group] = cell
     return result
 
 
@@ -301,6 +351,27 @@ def histograms(source: Source, keys: dict[str, Combinable]) -> dict[tuple, dict[
             hist[str(int(bucket))] = hist.get(str(int(bucket)), 0) + count
         return result
     return _rollup_histograms(source, keys)
+
+
+def merged_in_database(source: Source, keys: dict[str, Combinable]) -> dict[tuple, dict[str, int]]:
+    """Merged latency histogram per combination of ``keys`` of a rollup source, merged by the
+    database (jsonb_each_text / json_each): what the closed-period cache reads on a miss."""
+    names = list(keys)
+    inner_sql, params = source.queryset.annotate(**keys).values(*names, "latency_hist").query.sql_with_params()
+    quote = connection.ops.quote_name
+    cols = ", ".join(f"s.{quote(name)}" for name in names)
+    if connection.vendor == "postgresql":
+        each, count = "jsonb_each_text(s.latency_hist) h", "h.value::bigint"
+    else:
+        each, count = "json_each(s.latency_hist) h", "h.value"
+    select = f"{cols}, " if cols else ""
+    sql = f"SELECT {select}h.key, SUM({count}) FROM ({inner_sql}) s, {each} GROUP BY {select}h.key"  # noqa: S608
+    merged: dict[tuple, dict[str, int]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for *group, key, total in cursor.fetchall():
+            merged.setdefault(tuple(group), {})[str(key)] = int(total)
+    return merged
 
 
 def _rollup_histograms(source: Source, keys: dict[str, Combinable]) -> dict[tuple, dict[str, int]]:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import orjson
 
-from analytics.forms import Window
+from analytics.reads.window import Window
 
 EXPORT_COLUMNS = (
     "value",

@@ -4,7 +4,8 @@ chart, one group of a table, a window's total) with its merged latency histogram
 Every reader shapes the same ``Metrics``: REST graphs and groups (``metric``, analytics.reports),
 dashboard pages (analytics.dashboard_selectors), alert rules, and the closed-period cache, which
 stores them packed (``pack``: plain tuples, cost in exact 1e-8 units). Rows of any source become
-Metrics through ``from_row`` (the engine's ``m_*`` sums) or the cache's rollup query.
+Metrics through ``from_row`` (the engine's ``m_*`` sums) or the cache's rollup query; the log
+writer sums each rollup row it writes as one (analytics.rollup_batch.metrics_of).
 """
 
 from __future__ import annotations
@@ -14,9 +15,37 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from analytics import histogram
-from analytics.models import TOKEN_PARTS
+from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS
 
 COST_UNITS = Decimal(10) ** 8
+# The columns a group table sorts by: one vocabulary for the REST groups' ``ordering`` and the
+# dashboard tables' ``sort`` (REST's public names). The dashboard's older spellings are aliases
+# its ``sort`` still takes, so bookmarked URLs keep working (REST takes the names only).
+# ``share`` (of the window's requests) is the dashboard's only.
+SORT_COLUMNS = (
+    "value",
+    "requests",
+    "share",
+    "errors",
+    "success_rate",
+    "cost",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "avg_tokens",
+    "avg_latency_ms",
+    "p95_latency_ms",
+    "last_seen",
+)
+SORT_ALIASES = {"avg_latency": "avg_latency_ms", "p95_latency": "p95_latency_ms", "tokens": "total_tokens"}
+
+
+def sort_column(name: str) -> str | None:
+    """The column ``name`` (or its alias) sorts by, None when no column is named so."""
+    name = SORT_ALIASES.get(name, name)
+    return name if name in SORT_COLUMNS else None
+
+
 # Metrics that add up (and subtract) across disjoint sets of requests.
 ADDITIVE = (
     "requests",
@@ -106,6 +135,10 @@ class Metrics:
             setattr(rest, name, getattr(self, name) - getattr(part, name))
         rest.hist = {k: n for k, v in self.hist.items() if (n := v - part.hist.get(k, 0)) > 0}
         return rest
+
+    def rollup_fields(self) -> dict[str, object]:
+        """The values of a rollup row's metric columns (RollupMetrics' ROLLUP_TOTALS), in order."""
+        return {name: self.hist if name == "latency_hist" else getattr(self, name) for name in ROLLUP_TOTALS}
 
     # --- the cache's packed form -----------------------------------------------------------
     def pack(self) -> tuple:

@@ -10,8 +10,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDi
 
 from analytics import dashboard_selectors as ds
 from analytics.filters import LogFilter
-from analytics.forms import DASHBOARD_PARAMS, Window, log_filter_data
+from analytics.forms import DASHBOARD_PARAMS, log_filter_data
 from analytics.models import MetadataKey, RequestLog
+from analytics.reads.window import Window
 from config.parsing import InvalidParameter, parse_int
 from workspaces.access import WorkspaceAccess
 

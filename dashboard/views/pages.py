@@ -22,15 +22,11 @@ from django.views.decorators.http import require_GET
 
 from analytics import dashboard_selectors as ds
 from analytics import selectors
-from analytics.forms import (
-    GROUP_DIMENSIONS,
-    PRESETS,
-    Window,
-    parse_group,
-    parse_window,
-)
+from analytics.forms import GROUP_DIMENSIONS, parse_group, parse_window
 from analytics.models import MetadataKey, RequestLog
 from analytics.reads.export import export_group_rows
+from analytics.reads.metrics import sort_column
+from analytics.reads.window import PRESETS, Window
 from config.parsing import InvalidParameter, clean_text
 from dashboard.templatetags.dashboard import logs_query
 from dashboard.views.filters import (
@@ -50,8 +46,8 @@ TABLE_COLUMNS = [
     ("share", "Share", True),
     ("cost", "Cost", True),
     ("avg_tokens", "Avg tokens", True),
-    ("avg_latency", "Avg latency", True),
-    ("p95_latency", "p95 latency", True),
+    ("avg_latency_ms", "Avg latency", True),
+    ("p95_latency_ms", "p95 latency", True),
     ("success_rate", "Success", True),
     ("last_seen", "Last seen", True),
 ]
@@ -59,8 +55,8 @@ USER_COLUMNS = [
     ("value", "User", False),
     ("requests", "Requests", True),
     ("cost", "Cost", True),
-    ("tokens", "Tokens", True),
-    ("avg_latency", "Avg latency", True),
+    ("total_tokens", "Tokens", True),
+    ("avg_latency_ms", "Avg latency", True),
     ("success_rate", "Success", True),
     ("last_seen", "Last seen", True),
 ]
@@ -298,8 +294,9 @@ def _at_most(chunks: Iterator[list[tuple]], limit: int) -> Iterator[list[tuple]]
 
 
 def _sort(request: HttpRequest) -> tuple[str, bool]:
-    sort = request.GET.get("sort", "requests")
-    return (sort if sort in ds.SORTS else "requests"), request.GET.get("dir", "desc") != "asc"
+    # One vocabulary with the REST groups' ``ordering`` (older spellings are aliases).
+    sort = sort_column(request.GET.get("sort", "requests")) or "requests"
+    return sort, request.GET.get("dir", "desc") != "asc"
 
 
 def _default_group_keys(access: WorkspaceAccess) -> list[str]:

@@ -1,6 +1,6 @@
-"""analytics.reads.cache: what a page reads through the caches (shared cache, then the
-per-process memo of a window's closed part) equals what the database says, view after view,
-and late logs show up."""
+"""analytics.reads.cache: what a page reads through the one closed-period cache (shared cache,
+then the per-process memo of a window's closed part), filtered or not, equals what the database
+says, view after view, and late logs show up."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from analytics.dashboard_selectors import _scope
-from analytics.models import MetadataRollup
 from analytics.reads import cache as dashboard_cache
+from analytics.reads.cache import Question
 from tests.dashboard.conftest import write_logs
 
 pytestmark = pytest.mark.django_db
@@ -33,15 +32,13 @@ def test_cached_cells_equal_a_direct_query_on_every_view(workspace, api_key):
     )
     dashboard_cache.clear_memo()
     start, end = now - timedelta(days=3), now + timedelta(hours=1)
-    rows = MetadataRollup.objects.filter(workspace=workspace)
+    question = Question(("key", "value"), hist=True)
 
     def through_caches():
         workspace.refresh_from_db()
-        return dashboard_cache.rollup_cells(rows, ["key", "value"], start, end, hist=True, scope=_scope(workspace))
+        return dashboard_cache.read(workspace, start, end, question)
 
-    direct = _comparable(
-        dashboard_cache._query(rows.filter(bucket__gte=start, bucket__lt=end), ["key", "value"], hist=True)
-    )
+    direct = _comparable(dashboard_cache.compute(workspace, start, end, question))
     first = through_caches()
     assert _comparable(first) == direct
     # A careless caller cannot leak into the next view.
@@ -67,10 +64,7 @@ def test_memoised_cells_leave_the_garbage_collectors_sight(workspace, api_key):
         [{"created_at": now - timedelta(hours=h), "metadata": {"feature": f"f{h}"}} for h in (30, 50)],
     )
     dashboard_cache.clear_memo()
-    rows = MetadataRollup.objects.filter(workspace=workspace)
-    dashboard_cache.rollup_cells(
-        rows, ["key", "value"], now - timedelta(days=3), now, hist=True, scope=_scope(workspace)
-    )
+    dashboard_cache.read(workspace, now - timedelta(days=3), now, Question(("key", "value"), hist=True))
     for _ in range(4):  # a collection untracks a tuple once the ones inside it are untracked
         gc.collect()
     held = list(dashboard_cache._MEMO.values())

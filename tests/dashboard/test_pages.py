@@ -151,12 +151,32 @@ def test_summary_groups_by_a_dimension(owner_client, workspace, logs, group):
 def test_summary_sorts(owner_client, workspace, logs):
     rows = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=value&dir=asc").context["rows"]
     assert [row["value"] for row in rows] == ["alice", "bob", "carol", "dave"]
-    response = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=avg_latency&dir=desc")
+    response = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=avg_latency_ms&dir=desc")
     assert response.context["rows"][0]["value"] == "dave"  # 500 ms; bob averages 200 and 600
     # The head names the grouped dimension, marks the sorted column and links the reverse order.
     html = response.content.decode()
-    assert re.search(r'aria-sort="descending"><a href="[^"]*sort=avg_latency&amp;dir=asc', html)
+    assert re.search(r'aria-sort="descending"><a href="[^"]*sort=avg_latency_ms&amp;dir=asc', html)
     assert re.search(r'aria-sort="none"><a href="[^"]*sort=value[^"]*"[^>]*>User</a>', html)
+
+
+def test_sort_names_are_the_rest_orderings_and_old_dashboard_links_still_sort(owner_client, workspace, logs):
+    """One vocabulary: the dashboard's sort= takes REST's ordering names; the old spelling
+    (sort=avg_latency, from bookmarked links) sorts the same column."""
+    old = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=avg_latency&dir=asc")
+    new = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=avg_latency_ms&dir=asc")
+    assert [r["value"] for r in old.context["rows"]] == [r["value"] for r in new.context["rows"]]
+    assert old.context["rows"][-1]["value"] == "dave"
+    assert re.search(r'aria-sort="ascending"><a href="[^"]*sort=avg_latency_ms&amp;dir=desc', old.content.decode())
+
+
+def test_the_share_column_sorts_by_share(owner_client, workspace, logs):
+    """The Share header sorts by share (marked as the sorted column), not silently by requests."""
+    response = _get(owner_client, "summary", workspace, "range=24h&group=user&sort=share&dir=asc")
+    shares = [row["share"] for row in response.context["rows"]]
+    assert shares == sorted(shares) and shares[0] < shares[-1]
+    html = response.content.decode()
+    assert re.search(r'aria-sort="ascending"><a href="[^"]*sort=share&amp;dir=desc[^"]*"[^>]*>Share</a>', html)
+    assert re.search(r'aria-sort="none"><a href="[^"]*sort=requests[^"]*"[^>]*>Requests</a>', html)
 
 
 def test_users_table_head_marks_the_sorted_column(owner_client, workspace, logs):

@@ -12,8 +12,8 @@ from django.http import QueryDict
 
 from analytics.dashboard_selectors import group_table, top_failing_metadata
 from analytics.filters import LogFilter
-from analytics.forms import Window
 from analytics.models import RequestLog
+from analytics.reads.window import Window
 from gateway.auth import key_cache
 from workspaces import services
 
