@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -39,7 +38,7 @@ from analytics.policies.models import Policy
 from analytics.pricing import TokenCount
 from gateway.auth import TTLCache
 from gateway.policy_leases import Lease, LeaseBook, Refused, Unreachable
-from gateway.pricing import cached_price, price_of
+from gateway.pricing import cached_price, price_cache, price_of
 from gateway.redis_wire import RedisWire
 from workspaces.errors import GatewayError
 
@@ -174,6 +173,8 @@ class PolicyEnforcer:
         self._local: dict[str, tuple[float, float]] = {}  # embedded mode: key -> (value, expires)
         self._rebuilding: dict[str, asyncio.Future] = {}
         self._book = LeaseBook(self._redis, self._rebuild_redis, self._failed)
+        self._memo: dict[tuple, tuple[tuple, tuple]] = {}
+        self._estimates: dict[tuple, tuple[object, tuple[float, float]]] = {}
 
     # --- the request path -----------------------------------------------------------------
     async def check(
@@ -200,34 +201,53 @@ class PolicyEnforcer:
             return await self._check_embedded(
                 policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now
             )
+        matched = self._matched(policies, metadata, model, provider, key_id)
+        if not matched:
+            return None
         book = self._book
         leases, amounts = [], []
         estimate: tuple[float, float] | None = None
-        for policy in policies:
-            if not policy.scope.matches(metadata, model, provider, key_id):
-                continue
-            value = policy.value_of(metadata, model, provider, key_id)
-            if value is None:
-                continue
+        for policy, value in matched:
             if policy.kind == _REQUESTS:
                 amount = 1.0
             else:
                 if estimate is None:
-                    estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
+                    estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
+                    if estimate is None:
+                        estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
                 amount = estimate[0] if policy.kind == _TOKENS else estimate[1]
             leases.append(book.lease(policy, value, now))
             amounts.append(amount)
-        if not leases:
-            return None
-        try:
-            await book.take(leases, amounts, now)
-        except Refused as refused:
-            raise _refusal(refused.lease, refused.used, now) from None
-        except Unreachable:
-            return self._unavailable(leases)
+        if not book.try_take(leases, amounts, now):  # the lease is short: ask Redis
+            try:
+                await book.take(leases, amounts, now)
+            except Refused as refused:
+                raise _refusal(refused.lease, refused.used, now) from None
+            except Unreachable:
+                return self._unavailable(leases)
+        if estimate is None:
+            return None  # rate limits only: nothing to settle
         return Hold(
             [(lease, amount) for lease, amount in zip(leases, amounts, strict=True) if lease.policy.kind != _REQUESTS]
         )
+
+    def _matched(self, policies, metadata, model, provider, key_id) -> tuple[tuple[ActivePolicy, str], ...]:
+        """The (policy, counter value) pairs a request counts against, memoised per request
+        shape (most requests repeat a few metadata sets) and policy cache fill."""
+        memo_key = (id(policies), model, provider, key_id, *metadata.items())
+        entry = self._memo.get(memo_key)
+        if entry is not None and entry[0] is policies:
+            return entry[1]
+        matched = []
+        for policy in policies:
+            if policy.scope.matches(metadata, model, provider, key_id):
+                value = policy.value_of(metadata, model, provider, key_id)
+                if value is not None:
+                    matched.append((policy, value))
+        if len(self._memo) >= 4096:
+            self._memo.clear()
+        self._memo[memo_key] = (policies, tuple(matched))
+        return self._memo[memo_key][1]
 
     async def _check_embedded(self, policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now):
         counters = []
@@ -346,31 +366,45 @@ class PolicyEnforcer:
             return None
         return entry[0]
 
+    def _estimate_now(
+        self, workspace_id: int, provider: str, model: str, doc: dict | None, body_size: int
+    ) -> tuple[float, float] | None:
+        """(tokens, USD) reserved for a request before its usage is known; None when the
+        price is not cached (then ``_estimate``)."""
+        usage = _usage_estimate(doc, body_size)
+        book = price_cache.peek("all", None)
+        memo_key = (workspace_id, provider, model, usage.prompt_tokens, usage.completion_tokens)
+        memo = self._estimates.get(memo_key)
+        if memo is not None and memo[0] is book:  # same price book: same estimate
+            return memo[1]
+        priced = cached_price(workspace_id, provider, model, usage, _MISSING)
+        if priced is _MISSING:
+            return None
+        estimate = float(usage.prompt_tokens + usage.completion_tokens), float(priced[0]) if priced[0] else 0.0
+        if len(self._estimates) >= 4096:
+            self._estimates.clear()
+        self._estimates[memo_key] = (book, estimate)
+        return estimate
+
     async def _estimate(
         self, workspace_id: int, provider: str, model: str, doc: dict | None, body_size: int
     ) -> tuple[float, float]:
-        """(tokens, USD) reserved for a request before its usage is known."""
-        completion = DEFAULT_COMPLETION_ESTIMATE
-        if doc:
-            for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-                value = doc.get(name)
-                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                    completion = value
-                    break
-        prompt = math.ceil(body_size / 4)
-        usage = TokenCount(prompt, completion)
-        priced = cached_price(workspace_id, provider, model, usage, _MISSING)
-        if priced is _MISSING:
-            try:
-                priced = await price_of(workspace_id, provider, model, usage)
-            except Exception:
-                priced = (None, "")
+        estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
+        if estimate is not None:
+            return estimate
+        usage = _usage_estimate(doc, body_size)
+        try:
+            priced = await price_of(workspace_id, provider, model, usage)
+        except Exception:
+            priced = (None, "")
         cost = float(priced[0]) if priced[0] else 0.0  # an unpriced model's cost is not counted
-        return float(prompt + completion), cost
+        return float(usage.prompt_tokens + usage.completion_tokens), cost
 
     def clear(self) -> None:
         self._local.clear()
         self._book.clear()
+        self._memo.clear()
+        self._estimates.clear()
         self._down_until = 0.0
 
     async def flush(self) -> None:
@@ -384,6 +418,18 @@ class PolicyEnforcer:
         if self._wire is not None:
             self._wire.close()
             self._wire = None
+
+
+def _usage_estimate(doc: dict | None, body_size: int) -> TokenCount:
+    """Prompt ~ body bytes / 4; completion = max_tokens (or its aliases), else 1024."""
+    completion = DEFAULT_COMPLETION_ESTIMATE
+    if doc:
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            value = doc.get(name)
+            if value.__class__ is int and value > 0:
+                completion = value
+                break
+    return TokenCount(-(-body_size // 4), completion)
 
 
 def _buckets(counter: Counter | Lease) -> list[tuple[str, float, float]]:

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 log = logging.getLogger("portico.gateway.policies")
 FRACTION = 16  # a grant is at most this fraction of what is left...
-CAP = 64  # ...and at most this many requests (estimates)
+CAP = 64  # ...and at most this many requests (estimates), doubled for a lease that a process
+MAX_CAP = 4096  # uses up within FAST_SECONDS (up to this), halved when it lasts SLOW_SECONDS
+FAST_SECONDS, SLOW_SECONDS = 1.0, 4.0
 REFILL_BELOW = 0.25  # of the last grant: refill in the background
 FLUSH_SECONDS = 0.05
 FLUSH_AT = 256
@@ -105,6 +107,8 @@ class Lease:
     minimum: float = 1.0  # of a grant: one request, or one estimate
     available: float = 0.0
     granted: float = 0.0  # the last grant, for the background refill threshold
+    granted_at: float = 0.0
+    cap: float = CAP  # of a grant, in requests (estimates): adapts to the rate of use
     used_at: float = 0.0
     refill: asyncio.Future | None = None
     refused: float | None = None  # Redis's count when the last grant that a request needed was 0
@@ -151,6 +155,21 @@ class LeaseBook:
         lease = Lease(policy, value, current, previous, start, end, ttl, used_at=now)
         self.leases[(policy.id, value)] = lease
         return lease
+
+    def try_take(self, leases: list[Lease], amounts: list[float], now: float) -> bool:
+        """Consume ``amounts`` from the local leases, all or none, without Redis: False when
+        one of them is short (then ``take``)."""
+        for lease, amount in zip(leases, amounts, strict=True):
+            if lease.available < amount or lease.dead:
+                return False
+        if asyncio.get_running_loop() is not self._loop:
+            return False
+        for lease, amount in zip(leases, amounts, strict=True):
+            lease.available -= amount
+            lease.used_at = now
+            if lease.available < lease.granted * REFILL_BELOW and lease.refill is None:
+                self._start_refill([lease], [0.0])
+        return True
 
     async def take(self, leases: list[Lease], amounts: list[float], now: float) -> None:
         """Consume ``amounts`` from ``leases``, all or none, refilling from Redis when short.
@@ -212,6 +231,12 @@ class LeaseBook:
             now = time.time()
             keys, args = [], []
             for lease, need in zip(leases, needs, strict=True):
+                if lease.granted_at:
+                    lasted = now - lease.granted_at
+                    if lasted < FAST_SECONDS:
+                        lease.cap = min(lease.cap * 2, MAX_CAP)
+                    elif lasted > SLOW_SECONDS:
+                        lease.cap = max(lease.cap / 2, CAP)
                 policy = lease.policy
                 length = policy.window.rolling_seconds
                 weight = max(0.0, 1 - (now - lease.start) / length) if length else 0.0
@@ -222,7 +247,7 @@ class LeaseBook:
                     repr(max(need, 0.0)),
                     repr(max(lease.available, 0.0)),
                     repr(lease.minimum),
-                    repr(lease.minimum * CAP),
+                    repr(lease.minimum * lease.cap),
                     repr(weight) if weight else "0",
                     lease.ttl,
                 )
@@ -244,7 +269,7 @@ class LeaseBook:
                     continue
                 lease.available += grant
                 if grant:
-                    lease.granted = grant
+                    lease.granted, lease.granted_at = grant, now
                     lease.refused = None
                 elif need > 0:
                     lease.refused = used
