@@ -2,24 +2,32 @@
 
 Per request: the workspace's enabled blocking policies come from a per-process cache filled with
 the auth cache's TTL (an edit takes effect within GATEWAY_AUTH_CACHE_TTL), their scopes already
-compiled to sets. No policy matching: nothing else happens (no Redis). Otherwise one EVALSHA
-checks every matching counter and, only when none refuses, adds the request to all of them:
+compiled to sets; which of them match (and with which value) is memoised per request shape. No
+policy matching: nothing else happens (no Redis).
 
-- requests: admitted while ``used + 1 <= limit``; 200 concurrent requests against a limit of
-  100 admit exactly 100 (the script is atomic).
-- tokens / cost: admitted while ``used < limit``, where ``used`` holds settled usage plus the
-  estimates reserved by requests in flight (prompt ~ body bytes / 4, completion = max_tokens or
-  1024, priced at the model's rates). After the response the estimate is replaced by the
-  actual. Bound: the final total exceeds the limit by at most the one estimate admitted last
-  plus, for requests in flight, what their actual usage exceeds their estimates.
+With Redis, requests count against per-process leases (gateway.policy_leases): quota taken from
+Redis in chunks, atomically, so everything granted never exceeds a limit; most requests consume
+the local lease with no Redis I/O, and a request waits for Redis only when a lease is short.
 
-Counters lost by Redis (restart, eviction) are rebuilt from the rollups before enforcing: the
-script reports the missing ones, they are set from the logs (SET NX, so processes agree) and
-the check is run again. Minute windows are not rebuilt (see PolicyWindow.rebuilt).
+- requests: admitted while the lease holds one; 200 concurrent requests against a limit of 100
+  admit exactly 100 (grants shrink to one request near the limit).
+- tokens / cost: the estimate (prompt ~ body bytes / 4, completion = max_tokens or 1024, priced
+  at the model's rates) comes out of the lease; ``settle`` replaces it by the actual (unused
+  estimate back into the lease, overruns to Redis in batches). Bound: the final total exceeds
+  the limit by at most the one estimate admitted last plus, for requests in flight, what their
+  actual usage exceeds their estimates.
 
-Redis unreachable: a policy fails open by default (served, warning logged); with
-``fail_closed`` its requests get a 503. Embedded mode (no REDIS_URL) keeps the counters in
-process with the same rules.
+A policy edit: leases are keyed by the policy's shape and limit, so once the cache holds the
+edited policy its old lease is returned and not used (before that, at most one chunk).
+
+Counters lost by Redis (restart, eviction) are rebuilt from the rollups before a new lease is
+granted: the grant script reports the missing ones, they are set from the logs (SET NX, so
+processes agree) and the grant is run again. Minute windows are not rebuilt (see
+PolicyWindow.rebuilt).
+
+Redis unreachable: once a lease runs out, a policy fails open by default (served, warning
+logged); with ``fail_closed`` its requests get a 503. Embedded mode (no REDIS_URL) keeps exact
+counters in process with the same rules (no leases).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ left under the limit and adds it to the Redis counter atomically, so the sum of 
 every process, never exceeds the limit (budgets: by at most the one estimate that crossed it).
 Requests then consume the local lease without Redis I/O; a lease below a quarter of its last
 grant is refilled in the background. Chunks: a sixteenth of what is left, at least one request
-(one estimate), at most 64; near the limit that is one request per grant, as exact as counting
-every request in Redis.
+(one estimate), at most ``cap`` requests (estimates): 64, doubled up to 4096 for a lease used up
+within FAST_SECONDS, halved when one lasts SLOW_SECONDS. Near the limit that is one request per
+grant, as exact as counting every request in Redis.
 
 Budgets: a reservation (estimate) comes out of the lease; ``give_back`` returns an unused
 estimate to the live lease, and overruns (and estimates of leases that are gone) are queued and
