@@ -181,7 +181,7 @@ class PolicyEnforcer:
         self._local: dict[str, tuple[float, float]] = {}  # embedded mode: key -> (value, expires)
         self._rebuilding: dict[str, asyncio.Future] = {}
         self._book = LeaseBook(self._redis, self._rebuild_redis, self._failed)
-        self._memo: dict[tuple, tuple[tuple, tuple]] = {}
+        self._memo: dict[tuple, tuple[tuple, tuple]] = {}  # see _matched
         self._estimates: dict[tuple, tuple[object, tuple[float, float]]] = {}
 
     # --- the request path -----------------------------------------------------------------
@@ -209,39 +209,34 @@ class PolicyEnforcer:
             return await self._check_embedded(
                 policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now
             )
-        matched = self._matched(policies, metadata, model, provider, key_id)
+        matched, kinds, budgets = self._matched(policies, metadata, model, provider, key_id)
         if not matched:
             return None
         book = self._book
-        leases, amounts = [], []
-        estimate: tuple[float, float] | None = None
-        for policy, value in matched:
-            if policy.kind == _REQUESTS:
-                amount = 1.0
-            else:
-                if estimate is None:
-                    estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
-                    if estimate is None:
-                        estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
-                amount = estimate[0] if policy.kind == _TOKENS else estimate[1]
-            leases.append(book.lease(policy, value, now))
-            amounts.append(amount)
-        if not book.try_take(leases, amounts, now):  # the lease is short: ask Redis
+        lease_of = book.lease
+        leases = [lease_of(policy, value, now) for policy, value in matched]
+        estimate = (0.0, 0.0)
+        if budgets:
+            estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
+            if estimate is None:
+                estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
+        choices = (1.0, *estimate)
+        amounts = [choices[kind] for kind in kinds]
+        if not book.try_take(leases, amounts, now):  # a lease is short: ask Redis
             try:
                 await book.take(leases, amounts, now)
             except Refused as refused:
                 raise _refusal(refused.lease, refused.used, now) from None
             except Unreachable:
                 return self._unavailable(leases)
-        if estimate is None:
+        if not budgets:
             return None  # rate limits only: nothing to settle
-        return Hold(
-            [(lease, amount) for lease, amount in zip(leases, amounts, strict=True) if lease.policy.kind != _REQUESTS]
-        )
+        return Hold([(lease, amount) for lease, amount, kind in zip(leases, amounts, kinds, strict=True) if kind])
 
-    def _matched(self, policies, metadata, model, provider, key_id) -> tuple[tuple[ActivePolicy, str], ...]:
-        """The (policy, counter value) pairs a request counts against, memoised per request
-        shape (most requests repeat a few metadata sets) and policy cache fill."""
+    def _matched(self, policies, metadata, model, provider, key_id) -> tuple[tuple, tuple[int, ...], bool]:
+        """The (policy, counter value) pairs a request counts against, what each counts (0:
+        requests, 1: tokens, 2: cost) and whether any is a budget; memoised per request shape
+        (most requests repeat a few metadata sets) and policy cache fill."""
         memo_key = (id(policies), model, provider, key_id, *metadata.items())
         entry = self._memo.get(memo_key)
         if entry is not None and entry[0] is policies:
@@ -252,10 +247,12 @@ class PolicyEnforcer:
                 value = policy.value_of(metadata, model, provider, key_id)
                 if value is not None:
                     matched.append((policy, value))
+        kinds = tuple({_REQUESTS: 0, _TOKENS: 1}.get(policy.kind, 2) for policy, _ in matched)
         if len(self._memo) >= 4096:
             self._memo.clear()
-        self._memo[memo_key] = (policies, tuple(matched))
-        return self._memo[memo_key][1]
+        found = (tuple(matched), kinds, any(kinds))
+        self._memo[memo_key] = (policies, found)
+        return found
 
     async def _check_embedded(self, policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now):
         counters = []
