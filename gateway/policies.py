@@ -238,7 +238,10 @@ class PolicyEnforcer:
         requests, 1: tokens, 2: cost) and whether any is a budget; memoised per request shape
         (most requests repeat a few metadata sets) and policy cache fill."""
         memo_key = (id(policies), model, provider, key_id, *metadata.items())
-        entry = self._memo.get(memo_key)
+        try:
+            entry = self._memo.get(memo_key)
+        except TypeError:  # a value that cannot be hashed (not a string): not memoised
+            entry, memo_key = None, None
         if entry is not None and entry[0] is policies:
             return entry[1]
         matched = []
@@ -248,10 +251,11 @@ class PolicyEnforcer:
                 if value is not None:
                     matched.append((policy, value))
         kinds = tuple({_REQUESTS: 0, _TOKENS: 1}.get(policy.kind, 2) for policy, _ in matched)
-        if len(self._memo) >= 4096:
-            self._memo.clear()
         found = (tuple(matched), kinds, any(kinds))
-        self._memo[memo_key] = (policies, found)
+        if memo_key is not None:
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            self._memo[memo_key] = (policies, found)
         return found
 
     async def _check_embedded(self, policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now):
