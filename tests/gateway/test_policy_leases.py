@@ -6,6 +6,7 @@ lease taken under the old one."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from decimal import Decimal
 
@@ -146,3 +147,25 @@ def test_a_lowered_limit_is_not_served_from_an_old_lease(counters, workspace, se
     assert all(isinstance(a, GatewayError) and a.status == 429 for a in after)
     assert "allows 5 requests" in after[0].message
     assert total == 5  # the old lease went back when the edit was seen
+
+
+def test_redis_down_fails_open_or_closed_per_policy(counters, workspace):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    enforcer = PolicyEnforcer(f"redis://127.0.0.1:{port}/0")
+    policy = policy_services.policy_create(workspace=workspace, name="open", kind="requests", limit=1, window="hour")
+
+    async def ask_twice() -> list:
+        answers = [await _ask(enforcer, workspace) for _ in range(2)]
+        await enforcer.close()
+        return answers
+
+    # Fail open (the default): served although nothing can be counted.
+    assert not any(isinstance(a, GatewayError) for a in asyncio.run(ask_twice()))
+    policy_services.policy_update(policy=policy, fail_closed=True)
+    policy_cache.clear()
+    enforcer.clear()
+    answers = asyncio.run(ask_twice())
+    assert all(isinstance(a, GatewayError) and a.status == 503 for a in answers)
+    assert "'open' cannot be checked right now" in answers[0].message
