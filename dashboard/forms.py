@@ -34,6 +34,25 @@ SCHEMA_HELP = (
 class WorkspaceMetadataForm(forms.Form):
     default_metadata = PrettyJSONField(required=False, widget=_code_area(), help_text=METADATA_HELP)
     metadata_schema = PrettyJSONField(required=False, widget=_code_area(14), help_text=SCHEMA_HELP)
+    time_zone = forms.CharField(
+        required=False,
+        max_length=64,
+        help_text="IANA name (e.g. Europe/Paris, UTC) of the day and calendar month of policy windows.",
+    )
+
+    def clean_time_zone(self) -> str:
+        """Blank: unchanged. Otherwise a zone zoneinfo knows."""
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        name = self.cleaned_data["time_zone"].strip()
+        if name:
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise forms.ValidationError(
+                    f"Time zone '{name}' is not an IANA time zone name; use e.g. Europe/Paris or UTC."
+                ) from None
+        return name
 
 
 class ApiKeyCreateForm(forms.Form):

@@ -7,6 +7,10 @@ use, or Redis lost it) it is rebuilt from the logs of the period. In embedded mo
 the counters are per process. If Redis is unreachable the limits fail open: requests are
 served and the failure is logged, because an observability gateway must not take the
 product down with it.
+
+The counters go through gateway.redis_wire (one pipelined connection per process), not a
+redis-py pool: with more than ~100 requests in flight the pool's connections ran out and the
+limits failed open exactly when they mattered.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.models import Sum
 
+from gateway.redis_wire import RedisWire
 from workspaces.errors import GatewayError
 
 log = logging.getLogger("portico.gateway.limits")
@@ -44,22 +48,23 @@ def _spent_from_logs(key_id: int, since: datetime) -> float:
 
 class Limiter:
     def __init__(self) -> None:
-        self._redis: aioredis.Redis | None = None
+        self._redis: RedisWire | None = None
         self._local: dict[str, float] = {}
         self._redis_down_until = 0.0
 
-    def _client(self) -> aioredis.Redis | None:
+    def _client(self) -> RedisWire | None:
         if not settings.REDIS_URL or time.monotonic() < self._redis_down_until:
             return None
-        if self._redis is None:
-            self._redis = aioredis.Redis.from_url(
-                settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5, retry_on_timeout=False
-            )
+        if self._redis is None or self._redis.url != settings.REDIS_URL:
+            self._redis = RedisWire(settings.REDIS_URL)
         return self._redis
 
     def _redis_failed(self, exc: Exception) -> None:
         log.warning("rate/usage limits unavailable (Redis: %s); serving without them for 5 s", type(exc).__name__)
         self._redis_down_until = time.monotonic() + 5
+        if self._redis is not None:
+            self._redis.close()
+            self._redis = None
 
     async def check(self, *, key_id: int, rpm: int | None, cost_limit: float | None, period: str) -> None:
         if rpm:
@@ -78,8 +83,9 @@ class Limiter:
                 self._local = {k: v for k, v in self._local.items() if ":rl:" not in k}
         else:
             try:
-                async with client.pipeline(transaction=False) as pipe:
-                    count, _ = await pipe.incr(name).expire(name, 120).execute()
+                count = await client.call("INCR", name)
+                if count == 1:
+                    await client.send("EXPIRE", name, 120)
             except Exception as exc:
                 self._redis_failed(exc)
                 return
@@ -100,13 +106,13 @@ class Limiter:
         now = datetime.now(UTC)
         name = self._usage_name(key_id, period, now)
         client = self._client()
-        value = self._local.get(name) if client is None else await client.get(name)
+        value = self._local.get(name) if client is None else await client.call("GET", name)
         if value is None:
             spent = await sync_to_async(_spent_from_logs)(key_id, _period_start(period, now))
             if client is None:
                 self._local[name] = spent
             else:
-                await client.set(name, spent, ex=_PERIOD_SECONDS[period], nx=True)
+                await client.call("SET", name, repr(spent), "EX", _PERIOD_SECONDS[period], "NX")
             return name, spent
         return name, float(value)
 
@@ -134,13 +140,13 @@ class Limiter:
             if client is None:
                 self._local[name] = self._local.get(name, 0.0) + float(cost)
             else:
-                await client.incrbyfloat(name, float(cost))
+                await client.call("INCRBYFLOAT", name, repr(float(cost)))
         except Exception as exc:
             self._redis_failed(exc)
 
     async def close(self) -> None:
         if self._redis is not None:
-            await self._redis.aclose()
+            self._redis.close()
             self._redis = None
 
 

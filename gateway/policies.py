@@ -2,31 +2,38 @@
 
 Per request: the workspace's enabled blocking policies come from a per-process cache filled with
 the auth cache's TTL (an edit takes effect within GATEWAY_AUTH_CACHE_TTL), their scopes already
-compiled to sets. No policy matching: nothing else happens (no Redis). Otherwise one EVALSHA
-checks every matching counter and, only when none refuses, adds the request to all of them:
+compiled to sets; which of them match (and with which value) is memoised per request shape. No
+policy matching: nothing else happens (no Redis).
 
-- requests: admitted while ``used + 1 <= limit``; 200 concurrent requests against a limit of
-  100 admit exactly 100 (the script is atomic).
-- tokens / cost: admitted while ``used < limit``, where ``used`` holds settled usage plus the
-  estimates reserved by requests in flight (prompt ~ body bytes / 4, completion = max_tokens or
-  1024, priced at the model's rates). After the response the estimate is replaced by the
-  actual. Bound: the final total exceeds the limit by at most the one estimate admitted last
-  plus, for requests in flight, what their actual usage exceeds their estimates.
+With Redis, requests count against per-process leases (gateway.policy_leases): quota taken from
+Redis in chunks, atomically, so everything granted never exceeds a limit; most requests consume
+the local lease with no Redis I/O, and a request waits for Redis only when a lease is short.
 
-Counters lost by Redis (restart, eviction) are rebuilt from the rollups before enforcing: the
-script reports the missing ones, they are set from the logs (SET NX, so processes agree) and
-the check is run again. Minute windows are not rebuilt (see PolicyWindow.rebuilt).
+- requests: admitted while the lease holds one; 200 concurrent requests against a limit of 100
+  admit exactly 100 (grants shrink to one request near the limit).
+- tokens / cost: the estimate (prompt ~ body bytes / 4, completion = max_tokens or 1024, priced
+  at the model's rates) comes out of the lease; ``settle`` replaces it by the actual (unused
+  estimate back into the lease, overruns to Redis in batches). Bound: the final total exceeds
+  the limit by at most the one estimate admitted last plus, for requests in flight, what their
+  actual usage exceeds their estimates.
 
-Redis unreachable: a policy fails open by default (served, warning logged); with
-``fail_closed`` its requests get a 503. Embedded mode (no REDIS_URL) keeps the counters in
-process with the same rules.
+A policy edit: leases are keyed by the policy's shape and limit, so once the cache holds the
+edited policy its old lease is returned and not used (before that, at most one chunk).
+
+Counters lost by Redis (restart, eviction) are rebuilt from the rollups before a new lease is
+granted: the grant script reports the missing ones, they are set from the logs (SET NX, so
+processes agree) and the grant is run again. Minute windows are not rebuilt (see
+PolicyWindow.rebuilt).
+
+Redis unreachable: once a lease runs out, a policy fails open by default (served, warning
+logged); with ``fail_closed`` its requests get a 503. Embedded mode (no REDIS_URL) keeps exact
+counters in process with the same rules (no leases).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -38,7 +45,8 @@ from analytics.policies import rules
 from analytics.policies.models import Policy
 from analytics.pricing import TokenCount
 from gateway.auth import TTLCache
-from gateway.pricing import cached_price, price_of
+from gateway.policy_leases import Lease, LeaseBook, Refused, Unreachable
+from gateway.pricing import cached_price, price_cache, price_of
 from gateway.redis_wire import RedisWire
 from workspaces.errors import GatewayError
 
@@ -49,51 +57,6 @@ _FROM_SETTINGS = object()
 _DOWN = object()
 _DOWN_SECONDS = 5.0
 _REQUESTS, _TOKENS, _COST = "requests", "tokens", "cost"
-
-# KEYS: per policy its current and previous bucket (the current one again for fixed windows).
-# ARGV: per policy flags (r: requests, b: budget; then 1 when rebuilt from the logs), limit,
-# amount, weight of the previous bucket (0 for fixed windows), ttl. One GET per bucket, one
-# INCRBYFLOAT per policy (EXPIRE only for a counter created here; rebuilt ones get it on SET).
-# Returns {0} admitted, {1, i, used} refused by policy i, {2, i...} counters to rebuild first.
-_CHECK = """
-local n = #ARGV / 5
-local used, fresh, missing = {}, {}, {}
-for i = 1, n do
-  local a = (i - 1) * 5
-  local rebuilt = string.byte(ARGV[a + 1], 2) == 49
-  local current = redis.call('GET', KEYS[2 * i - 1])
-  local u = 0
-  if current then u = tonumber(current) elseif rebuilt then missing[#missing + 1] = i else fresh[i] = true end
-  local weight = tonumber(ARGV[a + 4])
-  if weight > 0 then
-    local previous = redis.call('GET', KEYS[2 * i])
-    if previous then u = u + weight * tonumber(previous) elseif rebuilt then missing[#missing + 1] = i end
-  end
-  used[i] = u
-end
-if #missing > 0 then table.insert(missing, 1, 2) return missing end
-for i = 1, n do
-  local a = (i - 1) * 5
-  local limit = tonumber(ARGV[a + 2])
-  if string.byte(ARGV[a + 1], 1) == 114 then
-    if used[i] + tonumber(ARGV[a + 3]) > limit then return {1, i, tostring(used[i])} end
-  elseif used[i] >= limit then return {1, i, tostring(used[i])} end
-end
-for i = 1, n do
-  local a = (i - 1) * 5
-  redis.call('INCRBYFLOAT', KEYS[2 * i - 1], ARGV[a + 3])
-  if fresh[i] then redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[a + 5]) end
-end
-return {0}
-"""
-# KEYS: counters; ARGV: the change of each (actual - reserved). A counter Redis lost meanwhile
-# is left alone: its rebuild from the logs will include this request.
-_SETTLE = """
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBYFLOAT', KEYS[i], ARGV[i]) end
-end
-return 0
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +111,7 @@ class Counter:
 class Hold:
     """The reservations of one admitted request, settled by ``settle`` once it is logged."""
 
-    budgets: list[Counter] = field(default_factory=list)
+    budgets: list[tuple[Lease | Counter, float]] = field(default_factory=list)  # (counter, reserved)
     local: bool = False
 
 
@@ -217,6 +180,9 @@ class PolicyEnforcer:
         self._down_until = 0.0
         self._local: dict[str, tuple[float, float]] = {}  # embedded mode: key -> (value, expires)
         self._rebuilding: dict[str, asyncio.Future] = {}
+        self._book = LeaseBook(self._redis, self._rebuild_redis, self._failed)
+        self._memo: dict[tuple, tuple[tuple, tuple]] = {}  # see _matched
+        self._estimates: dict[tuple, tuple[object, tuple[float, float]]] = {}
 
     # --- the request path -----------------------------------------------------------------
     async def check(
@@ -238,6 +204,61 @@ class PolicyEnforcer:
         if not policies:
             return None
         now = time.time()
+        client = self._client()
+        if client is None:
+            return await self._check_embedded(
+                policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now
+            )
+        matched, kinds, budgets = self._matched(policies, metadata, model, provider, key_id)
+        if not matched:
+            return None
+        book = self._book
+        lease_of = book.lease
+        leases = [lease_of(policy, value, now) for policy, value in matched]
+        estimate = (0.0, 0.0)
+        if budgets:
+            estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
+            if estimate is None:
+                estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
+        choices = (1.0, *estimate)
+        amounts = [choices[kind] for kind in kinds]
+        if not book.try_take(leases, amounts, now):  # a lease is short: ask Redis
+            try:
+                await book.take(leases, amounts, now)
+            except Refused as refused:
+                raise _refusal(refused.lease, refused.used, now) from None
+            except Unreachable:
+                return self._unavailable(leases)
+        if not budgets:
+            return None  # rate limits only: nothing to settle
+        return Hold([(lease, amount) for lease, amount, kind in zip(leases, amounts, kinds, strict=True) if kind])
+
+    def _matched(self, policies, metadata, model, provider, key_id) -> tuple[tuple, tuple[int, ...], bool]:
+        """The (policy, counter value) pairs a request counts against, what each counts (0:
+        requests, 1: tokens, 2: cost) and whether any is a budget; memoised per request shape
+        (most requests repeat a few metadata sets) and policy cache fill."""
+        memo_key = (id(policies), model, provider, key_id, *metadata.items())
+        try:
+            entry = self._memo.get(memo_key)
+        except TypeError:  # a value that cannot be hashed (not a string): not memoised
+            entry, memo_key = None, None
+        if entry is not None and entry[0] is policies:
+            return entry[1]
+        matched = []
+        for policy in policies:
+            if policy.scope.matches(metadata, model, provider, key_id):
+                value = policy.value_of(metadata, model, provider, key_id)
+                if value is not None:
+                    matched.append((policy, value))
+        kinds = tuple({_REQUESTS: 0, _TOKENS: 1}.get(policy.kind, 2) for policy, _ in matched)
+        found = (tuple(matched), kinds, any(kinds))
+        if memo_key is not None:
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            self._memo[memo_key] = (policies, found)
+        return found
+
+    async def _check_embedded(self, policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now):
         counters = []
         estimate: tuple[float, float] | None = None
         for policy in policies:
@@ -255,48 +276,24 @@ class PolicyEnforcer:
             counters.append(_counter(policy, value, now, amount))
         if not counters:
             return None
-        client = self._client()
-        if client is _DOWN:
-            return self._unavailable(counters)
-        try:
-            if client is None:
-                await self._check_local(counters, now)
-                return Hold([c for c in counters if c.policy.kind != _REQUESTS], local=True)
-            await self._check_redis(client, counters, now)
-        except GatewayError:
-            raise
-        except Exception as exc:
-            self._failed(exc)
-            return self._unavailable(counters)
-        return Hold([c for c in counters if c.policy.kind != _REQUESTS])
+        await self._check_local(counters, now)
+        return Hold([(c, c.amount) for c in counters if c.policy.kind != _REQUESTS], local=True)
 
     async def settle(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
-        """Replace the request's reserved estimates by what it used (nothing for a refusal)."""
+        """Replace the request's reserved estimates by what it used (nothing for a refusal):
+        an unused estimate goes back to the lease, an overrun to Redis with the next flush."""
         if hold is None or not hold.budgets:
             return
-        changes = [
-            (c.key, (float(cost) if cost else 0.0) - c.amount if c.policy.kind == _COST else tokens - c.amount)
-            for c in hold.budgets
-        ]
-        changes = [(key, delta) for key, delta in changes if delta]
-        if not changes:
-            return
-        if hold.local:
-            for key, delta in changes:
-                if key in self._local:
-                    value, expires = self._local[key]
-                    self._local[key] = (value + delta, expires)
-            return
-        client = self._client()
-        if client is None or client is _DOWN:
-            return
-        try:
-            # Not waited for: the answer is the client's, already sent. EVAL (not EVALSHA) so a
-            # restarted Redis that forgot the script still runs it.
-            keys = [key for key, _ in changes]
-            await client.send("EVAL", _SETTLE, len(keys), *keys, *(repr(delta) for _, delta in changes))
-        except Exception as exc:
-            self._failed(exc)
+        spent = float(cost) if cost else 0.0
+        for counter, reserved in hold.budgets:
+            delta = (spent if counter.policy.kind == _COST else tokens) - reserved
+            if not delta:
+                continue
+            if not hold.local:
+                self._book.give_back(counter, delta)
+            elif counter.key in self._local:
+                value, expires = self._local[counter.key]
+                self._local[counter.key] = (value + delta, expires)
 
     # --- Redis ------------------------------------------------------------------------------
     def _client(self) -> RedisWire | object | None:
@@ -312,36 +309,18 @@ class PolicyEnforcer:
             wire = self._wire = RedisWire(url)
         return wire
 
+    def _redis(self) -> RedisWire:
+        client = self._client()
+        if client is _DOWN or client is None:
+            raise Unreachable("Redis is down")
+        return client
+
     def _failed(self, exc: Exception) -> None:
         log.warning("policy counters unavailable (Redis: %s); fail-open policies serve for 5 s", exc)
         self._down_until = time.monotonic() + _DOWN_SECONDS
         if self._wire is not None:
             self._wire.close()
             self._wire = None
-
-    async def _check_redis(self, client: RedisWire, counters: list[Counter], now: float) -> None:
-        keys, args = [], []
-        for c in counters:
-            policy = c.policy
-            keys += (c.key, c.previous_key)
-            args += (
-                policy.flags,
-                policy.limit_text,
-                "1" if policy.kind == _REQUESTS else repr(c.amount),
-                repr(c.weight) if c.weight else "0",
-                c.ttl,
-            )
-        for _attempt in range(3):
-            answer = await client.evalsha(_CHECK, keys, args)
-            status = int(answer[0])
-            if status == 0:
-                return
-            if status == 1:
-                counter = counters[int(answer[1]) - 1]
-                raise _refusal(counter, float(answer[2]), now)
-            for index in answer[1:]:
-                await self._rebuild_redis(client, counters[int(index) - 1])
-        raise RuntimeError("policy counters kept disappearing during their rebuild")
 
     async def _rebuild_redis(self, client: RedisWire, counter: Counter) -> None:
         for key, start, end in _buckets(counter):
@@ -357,7 +336,7 @@ class PolicyEnforcer:
             await client.call("SET", key, repr(used), "EX", counter.ttl, "NX")
             log.info("policy %s: counter %s rebuilt from the logs (%s)", counter.policy.id, key, used)
 
-    def _unavailable(self, counters: list[Counter]) -> None:
+    def _unavailable(self, counters: list[Counter] | list[Lease]) -> None:
         closed = next((c.policy for c in counters if c.policy.fail_closed), None)
         if closed is not None:
             raise GatewayError(
@@ -396,39 +375,73 @@ class PolicyEnforcer:
             return None
         return entry[0]
 
+    def _estimate_now(
+        self, workspace_id: int, provider: str, model: str, doc: dict | None, body_size: int
+    ) -> tuple[float, float] | None:
+        """(tokens, USD) reserved for a request before its usage is known; None when the
+        price is not cached (then ``_estimate``)."""
+        usage = _usage_estimate(doc, body_size)
+        book = price_cache.peek("all", None)
+        memo_key = (workspace_id, provider, model, usage.prompt_tokens, usage.completion_tokens)
+        memo = self._estimates.get(memo_key)
+        if memo is not None and memo[0] is book:  # same price book: same estimate
+            return memo[1]
+        priced = cached_price(workspace_id, provider, model, usage, _MISSING)
+        if priced is _MISSING:
+            return None
+        estimate = float(usage.prompt_tokens + usage.completion_tokens), float(priced[0]) if priced[0] else 0.0
+        if len(self._estimates) >= 4096:
+            self._estimates.clear()
+        self._estimates[memo_key] = (book, estimate)
+        return estimate
+
     async def _estimate(
         self, workspace_id: int, provider: str, model: str, doc: dict | None, body_size: int
     ) -> tuple[float, float]:
-        """(tokens, USD) reserved for a request before its usage is known."""
-        completion = DEFAULT_COMPLETION_ESTIMATE
-        if doc:
-            for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-                value = doc.get(name)
-                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                    completion = value
-                    break
-        prompt = math.ceil(body_size / 4)
-        usage = TokenCount(prompt, completion)
-        priced = cached_price(workspace_id, provider, model, usage, _MISSING)
-        if priced is _MISSING:
-            try:
-                priced = await price_of(workspace_id, provider, model, usage)
-            except Exception:
-                priced = (None, "")
+        estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
+        if estimate is not None:
+            return estimate
+        usage = _usage_estimate(doc, body_size)
+        try:
+            priced = await price_of(workspace_id, provider, model, usage)
+        except Exception:
+            priced = (None, "")
         cost = float(priced[0]) if priced[0] else 0.0  # an unpriced model's cost is not counted
-        return float(prompt + completion), cost
+        return float(usage.prompt_tokens + usage.completion_tokens), cost
 
     def clear(self) -> None:
         self._local.clear()
+        self._book.clear()
+        self._memo.clear()
+        self._estimates.clear()
         self._down_until = 0.0
 
+    async def flush(self) -> None:
+        """Send the queued settlements now (they go every FLUSH_SECONDS anyway)."""
+        await self._book.flush(wait=True)
+
     async def close(self) -> None:
+        """Return this process's unused leases to Redis and close the connection."""
+        if self._client() not in (None, _DOWN):
+            await self._book.close()
         if self._wire is not None:
             self._wire.close()
             self._wire = None
 
 
-def _buckets(counter: Counter) -> list[tuple[str, float, float]]:
+def _usage_estimate(doc: dict | None, body_size: int) -> TokenCount:
+    """Prompt ~ body bytes / 4; completion = max_tokens (or its aliases), else 1024."""
+    completion = DEFAULT_COMPLETION_ESTIMATE
+    if doc:
+        for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+            value = doc.get(name)
+            if value.__class__ is int and value > 0:
+                completion = value
+                break
+    return TokenCount(-(-body_size // 4), completion)
+
+
+def _buckets(counter: Counter | Lease) -> list[tuple[str, float, float]]:
     """(key, start, end) of the buckets a check reads: the current one, and the previous one
     of a rolling window."""
     buckets = [(counter.key, counter.start, counter.end)]
@@ -449,14 +462,14 @@ def _counter(policy: ActivePolicy, value: str, now: float, amount: float) -> Cou
     return Counter(policy, value, current, previous, weight, start, end, ttl, amount)
 
 
-def _scope_words(counter: Counter) -> str:
+def _scope_words(counter: Counter | Lease) -> str:
     policy = counter.policy
     if policy.per:
         return f"{policy.per}={counter.value}"
     return policy.scope_text or "the whole workspace"
 
 
-def _refusal(counter: Counter, used: float, now: float) -> GatewayError:
+def _refusal(counter: Counter | Lease, used: float, now: float) -> GatewayError:
     policy = counter.policy
     window = policy.window
     if policy.kind == _REQUESTS:

@@ -68,14 +68,21 @@ def _apply_errors(form: object, exc: ValidationError) -> None:
 @require_http_methods(["GET", "POST"])
 def settings_metadata(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     workspace = access.workspace
-    initial = {"default_metadata": workspace.default_metadata, "metadata_schema": workspace.metadata_schema}
+    initial = {
+        "default_metadata": workspace.default_metadata,
+        "metadata_schema": workspace.metadata_schema,
+        "time_zone": workspace.time_zone,
+    }
     saved = False
     if request.method == "POST":
         _require_edit(access)
         form = WorkspaceMetadataForm(request.POST, initial=initial)
         if form.is_valid():
+            fields = dict(form.cleaned_data)
+            if not fields["time_zone"]:
+                del fields["time_zone"]  # not posted: unchanged
             try:
-                services.workspace_update(workspace=workspace, actor=request.user, via=VIA, **form.cleaned_data)
+                services.workspace_update(workspace=workspace, actor=request.user, via=VIA, **fields)
             except ValidationError as exc:
                 workspace.refresh_from_db()
                 _apply_errors(form, exc)
@@ -98,6 +105,7 @@ def settings_metadata_validate(request: HttpRequest, access: WorkspaceAccess) ->
         candidate = Workspace.objects.get(pk=access.workspace.pk)
         candidate.default_metadata = form.cleaned_data["default_metadata"]
         candidate.metadata_schema = form.cleaned_data["metadata_schema"]
+        candidate.time_zone = form.cleaned_data["time_zone"] or candidate.time_zone
         try:
             candidate.clean()
         except ValidationError as exc:

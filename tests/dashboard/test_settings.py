@@ -147,3 +147,40 @@ def test_a_resubmitted_create_form_does_not_make_a_second_key(owner_client, work
     assert "already submitted" in again.content.decode()
     assert 'id="new-key"' not in again.content.decode()
     assert ApiKey.objects.filter(name="ci").count() == 1
+
+
+def test_the_time_zone_of_policy_windows_is_edited_and_audited(owner_client, owner, workspace):
+    page = owner_client.get(_url("settings", workspace)).content.decode()
+    assert 'name="time_zone"' in page and 'value="UTC"' in page
+    data = {"default_metadata": "", "metadata_schema": "", "time_zone": "Europe/Paris"}
+    response = owner_client.post(_url("settings", workspace), data)
+    assert "Saved." in response.content.decode()
+    workspace.refresh_from_db()
+    assert workspace.time_zone == "Europe/Paris"
+    event = AuditEvent.objects.filter(action="workspace.update").get()
+    assert (event.actor, event.via) == (owner, "dashboard")
+    assert (event.before["time_zone"], event.after["time_zone"]) == ("UTC", "Europe/Paris")
+    # Posted without it (an older form): unchanged.
+    owner_client.post(_url("settings", workspace), {"default_metadata": "", "metadata_schema": ""})
+    workspace.refresh_from_db()
+    assert workspace.time_zone == "Europe/Paris"
+
+
+def test_an_unknown_time_zone_is_refused_naming_the_field(owner_client, workspace):
+    data = {"default_metadata": "", "metadata_schema": "", "time_zone": "Mars/Olympus_Mons"}
+    page = owner_client.post(_url("settings", workspace), data).content.decode()
+    assert "Saved." not in page
+    assert "Time zone &#x27;Mars/Olympus_Mons&#x27; is not an IANA time zone name" in page
+    workspace.refresh_from_db()
+    assert workspace.time_zone == "UTC"
+    assert not AuditEvent.objects.filter(action="workspace.update").exists()
+    live = owner_client.post(_url("settings_validate", workspace), data, headers={"HX-Request": "true"})
+    assert "is not an IANA time zone name" in live.content.decode()
+
+
+def test_members_cannot_change_the_time_zone(client, member, workspace):
+    client.force_login(member)
+    data = {"default_metadata": "", "metadata_schema": "", "time_zone": "Asia/Tokyo"}
+    assert client.post(_url("settings", workspace), data).status_code == 403
+    workspace.refresh_from_db()
+    assert workspace.time_zone == "UTC"

@@ -167,3 +167,41 @@ def test_a_redis_restart_mid_window_keeps_budgets(transactional_db, workspace, s
         proc.wait(10)
         policy_cache.clear()
     assert RequestLog.objects.filter(workspace=workspace).count() == 2
+
+
+def test_a_limit_lowered_while_requests_flow_takes_effect_within_the_ttl(pol, settings):
+    """Requests keep flowing through the gateway while the limit drops from 100,000 to 1: once
+    the auth cache TTL has passed, every request is refused, although this process still held
+    a lease taken under the old limit."""
+    settings.GATEWAY_AUTH_CACHE_TTL = 1
+    _not_at_hour_end()
+    policy = policy_services.policy_create(
+        workspace=pol.workspace, name="lowered", kind="requests", limit=100_000, window="hour"
+    )
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    results: list[tuple[float, int]] = []  # (when sent, status)
+
+    async def flow() -> float:
+        async with httpx.AsyncClient(timeout=30) as client:
+            stop = time.monotonic() + 60
+
+            async def worker() -> None:
+                while time.monotonic() < stop:
+                    sent = time.monotonic()
+                    answer = await client.post(pol.v1 + "/chat/completions", json=body, headers=pol.headers())
+                    results.append((sent, answer.status_code))
+
+            workers = [asyncio.ensure_future(worker()) for _ in range(4)]
+            await asyncio.sleep(0.5)
+            await sync_to_async(policy_services.policy_update)(policy=policy, limit=Decimal(1))
+            lowered_at = time.monotonic()
+            stop = lowered_at + 2.5
+            await asyncio.gather(*workers)
+            await sync_to_async(connections.close_all)()
+            return lowered_at
+
+    lowered_at = asyncio.run(flow())
+    before = [status for sent, status in results if sent < lowered_at]
+    settled = [status for sent, status in results if sent > lowered_at + settings.GATEWAY_AUTH_CACHE_TTL + 0.2]
+    assert before and set(before) == {200}
+    assert len(settled) >= 5 and set(settled) == {429}
