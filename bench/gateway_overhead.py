@@ -29,8 +29,10 @@ One command does everything:
     .venv/bin/python bench/gateway_overhead.py [--peers [litellm,portkey]] [--workers 1] [--litellm-workers N]
         [--concurrency 1,8,32,128] [--requests 2000] [--duration 5] [--scenarios chat,chat-stream]
         [--postgres URL | --database-url URL | --embedded] [--redis-url URL]
-        [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot]
+        [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot] [--floor]
 
+--floor adds bench/floor_app.py as a target (same server command line and upstream client, no
+gateway work): the part of the added latency that is not the gateway's.
 --workers takes a list (``1,2``) to run several Portico configurations side by side; LiteLLM
 runs with --litellm-workers (default: one per CPU, its own advice), Portkey's gateway as the
 single Node process it ships as.
