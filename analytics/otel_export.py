@@ -199,10 +199,6 @@ class OtelExporter:
     def _turn(self) -> None:
         now = time.monotonic()
         with self._lock:
-            has_work = bool(self._queue) or self._has_backlog()
-        if has_work and now >= self._next_refresh:
-            self._refresh()
-        with self._lock:
             targets = self._targets or {}
             ready = [t for t in targets.values() if (t.pending or t.inflight) and t.next_attempt <= now]
             if not self._queue and not ready:
@@ -213,6 +209,12 @@ class OtelExporter:
                 return
             self._busy = True
             rows, self._queue = list(self._queue), deque()
+        # Reloaded after the rows were taken, never between a look at the queue and taking it:
+        # rows queued in between (the first rows, which start this thread) would otherwise be
+        # sorted against settings not loaded yet and dropped as "not exporting".
+        if now >= self._next_refresh:
+            self._refresh()
+            targets = self._targets or {}
         limit, dropped = settings.OTEL_EXPORT_QUEUE_SIZE, 0
         for row in rows:
             target = targets.get(row["workspace_id"])

@@ -29,8 +29,10 @@ One command does everything:
     .venv/bin/python bench/gateway_overhead.py [--peers [litellm,portkey]] [--workers 1] [--litellm-workers N]
         [--concurrency 1,8,32,128] [--requests 2000] [--duration 5] [--scenarios chat,chat-stream]
         [--postgres URL | --database-url URL | --embedded] [--redis-url URL]
-        [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot]
+        [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot] [--floor]
 
+--floor adds bench/floor_app.py as a target (same server command line and upstream client, no
+gateway work): the part of the added latency that is not the gateway's.
 --workers takes a list (``1,2``) to run several Portico configurations side by side; LiteLLM
 runs with --litellm-workers (default: one per CPU, its own advice), Portkey's gateway as the
 single Node process it ships as.
@@ -188,6 +190,12 @@ def wait_until(check, what: str, proc: subprocess.Popen, log_path: Path, timeout
 
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status == 200
+
+
+def http_ok_post(url: str) -> bool:
+    request = urllib.request.Request(url, data=orjson.dumps(CHAT_BODY), headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=2) as resp:
         return resp.status == 200
 
 
@@ -410,7 +418,7 @@ def cleanup_redis(redis_url: str, stream_key: str) -> None:
 @dataclass
 class Target:
     name: str
-    kind: str  # direct | portico | peer
+    kind: str  # direct | portico | peer | floor
     url: str
     headers: dict[str, str]
     pids: list[int] = field(default_factory=list)  # process tree roots, for CPU accounting
@@ -1013,6 +1021,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--wait-quiet", type=float, default=0, help="wait up to S seconds for an idle machine")
     parser.add_argument("--out", type=Path, default=BASE_DIR / "bench" / "out", help="output directory (bench/out)")
     parser.add_argument("--profile", action="store_true", help="py-spy Portico during the c=1 phase")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench/floor_app.py (the same server and upstream client, no gateway work) as a target",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     args = parser.parse_args(argv)
     try:
@@ -1146,6 +1159,17 @@ def main(argv: list[str] | None = None) -> int:
                     pids=[proc.pid],
                     workers=workers,
                 )
+            )
+        if args.floor:
+            port = free_port()
+            cmd = portico_command(port, 1)
+            cmd[cmd.index("config.asgi:application")] = "bench.floor_app:app"
+            proc = procs.start("floor", cmd, {**env, "FLOOR_UPSTREAM": mock_url + "/v1"})
+            url = f"http://{HOST}:{port}"
+            wait_until(lambda url=url: http_ok_post(url + "/v1/chat/completions"), "floor", proc, procs.log_of("floor"))
+            print(f"floor on {url} (pid {proc.pid})", flush=True)
+            targets.append(
+                Target("floor", "floor", url + "/v1/chat/completions", {"content-type": "application/json"}, [proc.pid])
             )
         portico_cmd = "uvicorn config.asgi:application --workers " + "/".join(map(str, args.workers))
         portico_cmd += " --loop uvloop --http httptools --no-access-log --lifespan on"

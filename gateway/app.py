@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from itertools import chain
 
 import aiohttp
 import orjson
@@ -138,7 +139,7 @@ class GatewayApp:
 
     async def _handle(self, ctx: RequestContext, scope: dict, receive, send) -> None:
         headers = ctx.client_headers
-        if sum(len(name) + len(value) for name, value in scope["headers"]) > conf.max_header_bytes:
+        if sum(map(len, chain.from_iterable(scope["headers"]))) > conf.max_header_bytes:
             raise GatewayError(
                 431,
                 f"Request headers are larger than {conf.max_header_bytes} bytes.",

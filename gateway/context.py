@@ -141,18 +141,42 @@ def bearer(headers: dict[str, str]) -> str:
 
 def resolve_request_metadata(ctx: RequestContext, conf: Conf) -> None:
     """Resolve the request's metadata onto ``ctx``, also when it is refused (then the 400 is
-    raised with ``ctx`` holding what could be resolved, for the log)."""
+    raised with ``ctx`` holding what could be resolved, for the log).
+
+    A client sends the same metadata header request after request, so an accepted resolution
+    is memoised per (inputs, key policy, settings) and handed out as a fresh copy: the same
+    answer ``resolve_metadata`` gives, without re-validating it (a refusal is never memoised)."""
     headers = ctx.client_headers
     metadata_header = headers.get("x-portkey-metadata")
+    body_user = ctx.doc.get("user") if ctx.doc else None
+    mapped = (
+        {h: headers[h] for h in conf.headers_to_metadata if h in headers} if conf.headers_to_metadata else _NO_HEADERS
+    )
+    baggage = headers.get("baggage")
+    policy = ctx.snapshot.policy
+    memo_key = None
+    if body_user is None or type(body_user) is str:
+        memo_key = (
+            metadata_header,
+            body_user,
+            tuple(mapped.items()) if mapped else (),
+            baggage,
+            id(policy),
+            conf.strict,
+            conf.request_first,
+            conf.metadata_max_keys,
+        )
+        memo = _resolved_memo.get(memo_key)
+        if memo is not None and memo[0] is policy:  # the same policy object, not a reused id
+            ctx.metadata, ctx.metadata_changes = dict(memo[1]), list(memo[2])
+            return
     try:
         resolved = resolve_metadata(
             header_value=metadata_header.encode("latin-1") if metadata_header else None,  # raw bytes
-            body_user=ctx.doc.get("user") if ctx.doc else None,
-            mapped_headers={h: headers[h] for h in conf.headers_to_metadata if h in headers}
-            if conf.headers_to_metadata
-            else {},
-            baggage=headers.get("baggage"),
-            policy=ctx.snapshot.policy,
+            body_user=body_user,
+            mapped_headers=mapped,
+            baggage=baggage,
+            policy=policy,
             strict=conf.strict,
             request_first=conf.request_first,
             max_keys=conf.metadata_max_keys,
@@ -162,3 +186,13 @@ def resolve_request_metadata(ctx: RequestContext, conf: Conf) -> None:
         ctx.metadata, ctx.metadata_changes = resolved.metadata, resolved.changes
         raise
     ctx.metadata, ctx.metadata_changes = resolved.metadata, resolved.changes
+    if memo_key is not None:
+        if len(_resolved_memo) >= _MEMO_MAX:
+            _resolved_memo.clear()  # bounded: clients that vary their metadata per request
+        _resolved_memo[memo_key] = (policy, dict(resolved.metadata), tuple(resolved.changes))
+
+
+_NO_HEADERS: dict[str, str] = {}
+_MEMO_MAX = 4096
+# (header, body user, mapped headers, baggage, id(policy), settings) -> (policy, metadata, changes)
+_resolved_memo: dict[tuple, tuple] = {}

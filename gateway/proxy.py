@@ -58,7 +58,29 @@ def upstream_headers(client_headers: dict[str, str], provider_secret: str) -> di
 
 
 def response_headers(resp: UpstreamAnswer) -> list[tuple[bytes, bytes]]:
-    return [(k.lower(), v) for k, v in resp.raw_headers if k.lower() not in _DROP_RESPONSE]
+    """The answer's headers to relay, names lower-cased (a provider sends ~20 per answer, the
+    same names each time: each name's verdict is memoised)."""
+    relayed = []
+    for name, value in resp.raw_headers:
+        lower = _relayed_names.get(name, _UNSEEN)
+        if lower is _UNSEEN:
+            lower = _relayed_name(name)
+        if lower is not None:
+            relayed.append((lower, value))
+    return relayed
+
+
+_UNSEEN = object()
+_relayed_names: dict[bytes, bytes | None] = {}  # raw name -> lower-cased, or None: not relayed
+
+
+def _relayed_name(name: bytes) -> bytes | None:
+    lower = name.lower()
+    verdict = None if lower in _DROP_RESPONSE else lower
+    if len(_relayed_names) >= 4096:
+        _relayed_names.clear()  # bounded: an upstream that invents header names
+    _relayed_names[name] = verdict
+    return verdict
 
 
 async def wait_for_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:

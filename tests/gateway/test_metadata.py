@@ -237,3 +237,28 @@ def test_raw_utf8_metadata_headers_keep_their_characters(gw):
     resp = gw.post(headers={**gw.headers(), "x-portkey-metadata": '{"city": "Zürich"}'.encode()})
     assert resp.status_code == 200
     assert gw.wait_for_logs(1)[0].metadata == {"city": "Zürich"}
+
+
+def test_the_same_header_again_follows_new_defaults_and_settings(gw, settings):
+    """The gateway memoises accepted resolutions of a repeated header; a changed key default
+    or validation setting still applies to the very next request carrying the same header."""
+    from gateway.auth import key_cache
+    from workspaces import services
+
+    header = gw.headers(x_portkey_metadata='{"feature": "chat", "n": 1}')
+    settings.METADATA_VALIDATION = "lenient"
+    assert gw.post(headers=header).status_code == 200
+    assert gw.post(headers=header).status_code == 200
+    services.api_key_update(api_key=gw.api_key, default_metadata={"team": "search"})
+    key_cache.clear()
+    assert gw.post(headers=header).status_code == 200
+    settings.METADATA_VALIDATION = "strict"
+    assert gw.post(headers=header).status_code == 400
+    logs = gw.wait_for_logs(4)
+    assert [log.metadata for log in logs[:3]] == [
+        {"feature": "chat", "n": "1"},
+        {"feature": "chat", "n": "1"},
+        {"feature": "chat", "n": "1", "team": "search"},
+    ]
+    assert [len(log.metadata_changes) for log in logs[:3]] == [1, 1, 1]
+    assert logs[3].status_code == 400

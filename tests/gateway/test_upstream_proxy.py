@@ -6,10 +6,12 @@ NO_PROXY bypasses it, and a blocked target is refused before the proxy hears of 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import aiohttp
 import pytest
+from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from tests.gateway.upstream_server import OK_JSON, Server, answer, self_signed
@@ -59,7 +61,12 @@ class ConnectProxy:
                 return
             if method == "CONNECT":
                 host, port = target.rsplit(":", 1)
-                up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+                try:
+                    up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+                except OSError:  # as real proxies answer a target they cannot reach
+                    writer.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+                    return
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:  # absolute-form: GET http://host:port/path HTTP/1.1
                 url = URL(target)
@@ -107,6 +114,50 @@ def test_http_goes_through_http_proxy_to_the_checked_address(monkeypatch):
     port = target.rsplit(":", 1)[1].split("/")[0]
     assert "localhost" not in target and f"127.0.0.1:{port}" in target  # the name never reaches the proxy
     assert b"\r\nHost: localhost:" in requests[0]  # the upstream still sees its own name
+
+
+class DeadFirstResolver(DefaultResolver):
+    """Resolves every name to 127.0.0.2 (nothing listens there) first, then 127.0.0.1."""
+
+    async def resolve(self, host: str, port: int = 0, family=socket.AF_INET) -> list:
+        found = await super().resolve("127.0.0.1", port, socket.AF_INET)
+        return [{**found[0], "hostname": host, "host": "127.0.0.2"}, {**found[0], "hostname": host}]
+
+
+def test_each_checked_address_is_tried_through_the_proxy(monkeypatch, tmp_path):
+    """The proxy cannot reach the first address the name resolves to (it answers CONNECT with
+    502, as proxies do); the call goes on to the next one."""
+    monkeypatch.setattr(netguard, "DefaultResolver", DeadFirstResolver)
+    cert, key = self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    trusting.check_hostname = False  # the certificate names localhost, the test uses its own name
+    seen: list[bytes] = []
+
+    async def handle(reader, writer):
+        try:
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer())
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        async with ConnectProxy() as proxy:
+            monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+            result = await fetch(URL(f"https://upstream.test:{port}/v1/models"), trusting)
+        server.close()
+        return result, proxy.asked
+
+    result, asked = asyncio.run(scenario())
+    assert result == (200, OK_JSON)
+    assert [target.split(":")[0] for target in asked] == ["CONNECT 127.0.0.2", "CONNECT 127.0.0.1"]
+    assert b"\r\nHost: upstream.test:" in seen[0]  # the upstream still sees its own name
 
 
 def test_https_is_tunnelled_and_verified_through_https_proxy(monkeypatch, tmp_path):

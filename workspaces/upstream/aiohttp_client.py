@@ -5,11 +5,16 @@ one misbehave somewhere. Same checks, same guard, same caps, no redirects, no co
 Direct calls resolve names through the guarding resolver. Through a proxy, aiohttp would hand
 the target's name to the proxy, so the name is resolved here through the guard first and the
 request goes to the checked address (Host header and TLS server name kept); that session's own
-resolver only ever resolves the proxy, which is the operator's and not guarded.
+resolver only ever resolves the proxy, which is the operator's and not guarded. Each checked
+address is tried in turn until the proxy opens a tunnel to one, as the native client does, within
+the one total timeout. (A plain ``http://`` target is forwarded to the proxy in absolute form,
+aiohttp's way, not tunnelled: there a proxy that cannot reach the address answers the request
+itself, e.g. with a 502, and that answer is the call's.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 
@@ -18,7 +23,7 @@ from yarl import URL
 
 from workspaces.upstream import netguard, preflight
 from workspaces.upstream.connection import MAX_FIELD_BYTES, MAX_HEADER_FIELDS
-from workspaces.upstream.proxies import ProxySettings
+from workspaces.upstream.proxies import Proxy, ProxySettings
 
 _DNS_TTL_S = 300
 
@@ -78,44 +83,74 @@ class AiohttpClient:
             if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
                 raise ValueError("Newline or carriage return detected in headers. Potential header injection attack.")
         proxy = self.proxies.for_url(url) if self.proxies else None
-        options: dict = {}
-        session = self._direct
-        if proxy is not None:
-            session, url, options = await self._through_proxy(url, headers, timeout)
-            options["proxy"] = proxy.url
-            if proxy.authorization:
-                options["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
         try:
-            resp = await session.request(
-                method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False, **options
-            )
+            if proxy is None:
+                return await self._direct.request(
+                    method, url, headers=headers, data=body, timeout=timeout, allow_redirects=False
+                )
+            return await self._via_proxy(proxy, method, url, headers, body, timeout)
         except aiohttp.ClientError as exc:
             blocked = preflight.blocked_cause(exc)  # raised as the native client raises it
             if blocked is not None:
                 raise blocked from None
             raise
-        return resp
 
-    async def _through_proxy(
-        self, url: URL, headers: dict[str, str], timeout: aiohttp.ClientTimeout
-    ) -> tuple[aiohttp.ClientSession, URL, dict]:
-        """The session, the URL on the guard-checked address and the options for a proxied call."""
+    async def _via_proxy(
+        self,
+        proxy: Proxy,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        body: bytes | None,
+        timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        """The call through ``proxy`` to each checked address of the target in turn, until the
+        proxy connects one (a refused CONNECT or an unreachable address moves to the next)."""
+        session, targets, options = await self._through_proxy(url, headers)
+        options["proxy"] = proxy.url
+        if proxy.authorization:
+            options["proxy_headers"] = {"Proxy-Authorization": proxy.authorization}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout.total if timeout.total else None
+        for index, target in enumerate(targets):
+            if index and deadline is not None:  # later addresses get what is left of the total
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise TimeoutError
+                timeout = aiohttp.ClientTimeout(
+                    total=remaining,
+                    connect=timeout.connect,
+                    sock_read=timeout.sock_read,
+                    sock_connect=timeout.sock_connect,
+                    ceil_threshold=timeout.ceil_threshold,
+                )
+            try:
+                return await session.request(
+                    method, target, headers=headers, data=body, timeout=timeout, allow_redirects=False, **options
+                )
+            except (aiohttp.ClientConnectorError, aiohttp.ClientHttpProxyError):
+                if index == len(targets) - 1:
+                    raise
+        raise AssertionError("unreachable: targets is never empty")
+
+    async def _through_proxy(self, url: URL, headers: dict[str, str]) -> tuple[aiohttp.ClientSession, list[URL], dict]:
+        """The session, the URL on each guard-checked address and the options for a proxied call."""
         host = url.raw_host or ""
         if self._proxied is None:
             self._proxied = self._session(aiohttp.DefaultResolver())
         options: dict = {}
-        if not netguard.is_ip(host):
-            try:
-                addresses = await self.resolver.resolve(host, url.port or 0, family=socket.AF_UNSPEC)
-            except OSError as exc:
-                if isinstance(exc, netguard.BlockedUpstreamError):
-                    raise
-                raise aiohttp.ClientConnectorDNSError(preflight.ConnectionKey(host, url.port, True), exc) from None
-            headers.setdefault("Host", url.host_port_subcomponent or host)
-            if url.scheme == "https":
-                options["server_hostname"] = host
-            url = url.with_host(addresses[0]["host"])
-        return self._proxied, url, options
+        if netguard.is_ip(host):
+            return self._proxied, [url], options
+        try:
+            addresses = await self.resolver.resolve(host, url.port or 0, family=socket.AF_UNSPEC)
+        except OSError as exc:
+            if isinstance(exc, netguard.BlockedUpstreamError):
+                raise
+            raise aiohttp.ClientConnectorDNSError(preflight.ConnectionKey(host, url.port, True), exc) from None
+        headers.setdefault("Host", url.host_port_subcomponent or host)
+        if url.scheme == "https":
+            options["server_hostname"] = host
+        return self._proxied, [url.with_host(address["host"]) for address in addresses], options
 
     async def close(self) -> None:
         await self._direct.close()
