@@ -39,6 +39,10 @@ def pytest_configure(config):
     # Django's cache too: in Redis it outlives the run (form nonces keep 24 h), and a later
     # run with a fresh database reuses the same primary keys, hence the same cache keys.
     settings.CACHES = {alias: {**conf, "KEY_PREFIX": run} for alias, conf in settings.CACHES.items()}
+    # The actor fixtures create users with passwords and tests log them in: the production
+    # hasher (PBKDF2, deliberately ~0.5 s a hash) would be most of the suite's CPU. Hashes a
+    # test process makes are only checked in that process.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 # Marked `slow` (so `make test-fast` leaves them out; CI runs them): long generated-input runs

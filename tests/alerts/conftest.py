@@ -14,11 +14,6 @@ from tests.alerts.receiver import WebhookReceiver
 from tests.analytics.records import log_record
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture(scope="module")
 def _receiver():
     receiver = WebhookReceiver()

@@ -154,9 +154,8 @@ def shot():
 
 
 @pytest.fixture
-def demo(django_user_model, settings):
+def demo(django_user_model):
     """An owner with a workspace, an API key, a provider and logs of the last hours."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     user = django_user_model.objects.create_user("dana", "dana@example.com", PASSWORD)
     workspace = services.workspace_create(slug="acme", name="Acme", owner=user)
     api_key, _ = services.api_key_create(workspace=workspace, name="web-app")

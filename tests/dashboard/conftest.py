@@ -15,12 +15,6 @@ from workspaces import services
 from workspaces.models import Membership
 
 
-@pytest.fixture(autouse=True)
-def fast_passwords(settings):
-    # Users are created in most tests; the default hasher is deliberately slow.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def viewer(django_user_model, workspace):
     user = django_user_model.objects.create_user("viewer", "viewer@example.com", "viewer-pass-123")

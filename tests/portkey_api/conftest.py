@@ -11,11 +11,6 @@ from tests.analytics.api_helpers import ago, write_many
 from workspaces import services
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def key(api_key):
     return api_key[1]
