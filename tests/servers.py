@@ -15,7 +15,10 @@ import uvicorn
 def serve_asgi(application, *, lifespan: str = "on") -> Iterator[str]:
     """Yield the base URL (``http://127.0.0.1:<port>``) while uvicorn serves ``application``.
     The socket is bound before the server starts, so the port is known and never raced for."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets of a
+    # TCP-proto listener; without it every answer's body waited ~40 ms for the client's delayed
+    # ACK of the headers (uvicorn binding --host/--port itself, as in production, sets it).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(application, lifespan=lifespan, log_level="warning", loop="asyncio", http="h11")
