@@ -768,7 +768,7 @@ def create_app(config: MockConfig | None = None, state: MockState | None = None)
 def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening socket; binding up front tells callers the port before serving."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
