@@ -29,6 +29,13 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
+    # Prometheus' multiprocess files likewise (not the checkout's var/metrics, which a running
+    # `make run` scrapes), and one folder per test process: with pytest-xdist, a test reading a
+    # counter's change must not see another worker's increments. Nothing has created a metric
+    # yet (prometheus_client reads the variable when a value is created).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="portico-test-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    settings.METRICS_DIR = metrics_dir
     # A stream of the test run's own, so a developer's running stack is not disturbed.
     settings.LOG_STREAM_KEY = f"portico:test:{os.getpid()}:logs"
     # Static files as production serves them (hashed names from the manifest), collected once
