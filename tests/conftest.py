@@ -4,6 +4,7 @@ provider. Services are used to build them so tests go through the same code as u
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,14 @@ from workspaces.models import Membership
 USES_POSTGRES = os.environ.get("DATABASE_URL", "").startswith("postgres")
 USES_REDIS = bool(os.environ.get("REDIS_URL"))
 
+# Prometheus' multiprocess files go to a folder of this test process's own, not the checkout's
+# var/metrics (which a running `make run` scrapes): with pytest-xdist, a test reading a
+# counter's change must not see another worker's increments. Set here, at import, because
+# prometheus_client reads the variable when a metric value is created and a folder's conftest
+# (tests/otel) may create metrics before pytest_configure.
+METRICS_DIR = Path(tempfile.mkdtemp(prefix="portico-test-metrics-"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+
 
 def pytest_configure(config):
     # Spooled log batches from tests must never land in the developer's real spool folder.
@@ -29,13 +38,7 @@ def pytest_configure(config):
     from django.conf import settings
 
     settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
-    # Prometheus' multiprocess files likewise (not the checkout's var/metrics, which a running
-    # `make run` scrapes), and one folder per test process: with pytest-xdist, a test reading a
-    # counter's change must not see another worker's increments. Nothing has created a metric
-    # yet (prometheus_client reads the variable when a value is created).
-    metrics_dir = Path(tempfile.mkdtemp(prefix="portico-test-metrics-"))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    settings.METRICS_DIR = metrics_dir
+    settings.METRICS_DIR = METRICS_DIR
     # A stream of the test run's own, so a developer's running stack is not disturbed.
     settings.LOG_STREAM_KEY = f"portico:test:{os.getpid()}:logs"
     # Static files as production serves them (hashed names from the manifest), collected once
