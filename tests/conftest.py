@@ -33,8 +33,6 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
 
 def pytest_configure(config):
     # Spooled log batches from tests must never land in the developer's real spool folder.
-    import tempfile
-
     from django.conf import settings
 
     settings.LOG_SPOOL_DIR = Path(tempfile.mkdtemp(prefix="portico-test-spool-"))
