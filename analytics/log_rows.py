@@ -326,14 +326,29 @@ coerce_fast = _compile_fast()
 coerce_fast.__doc__ = "The row coerce_log would build, for a record needing no coercion; otherwise None."
 
 
+_ONLY_STR = frozenset((str,))
+
+
 def _json_text(value: Any) -> tuple[Any, str]:
     """(the value as stored, its JSON text): the text is what COPY writes, the value is what
     the rollups read, so both must agree. A JSON-born object of strings is its own stored form;
     anything else is read back from its text (NUL characters dropped, odd types as strings)."""
-    if (type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())) or (
-        type(value) is list and all(type(v) is str for v in value)
-    ):
-        encoded = orjson.dumps(value)
+    kind = type(value)
+    if kind is list:
+        if not value:
+            return value, "[]"
+        plain = set(map(type, value)) <= _ONLY_STR
+    elif kind is dict:
+        if not value:
+            return value, "{}"
+        plain = set(map(type, value.values())) <= _ONLY_STR  # keys: orjson refuses non-str ones
+    else:
+        plain = False
+    if plain:
+        try:
+            encoded = orjson.dumps(value)
+        except TypeError:
+            encoded = b"\\u0000"  # not a plain object after all: the general path below
         if b"\\u0000" not in encoded:
             return value, encoded.decode()
     text = dump_json(value)
@@ -370,7 +385,6 @@ def prepare(
     rows: list[dict] = []
     bodies: dict[uuid.UUID, dict] = {}
     json_texts: dict[uuid.UUID, list[str]] = {}
-    seen: set[uuid.UUID] = set()
     for record in records:
         try:
             row = coerce_fast(record) or coerce_log(record)
@@ -388,9 +402,8 @@ def prepare(
             logger.warning("Skipping malformed log record %s: %s", str(record_id)[:64], exc)
             malformed += 1
             continue
-        if row["id"] in seen:
+        if row["id"] in json_texts:  # a repeated id: the first occurrence counts
             continue
-        seen.add(row["id"])
         rows.append(row)
         json_texts[row["id"]] = texts
         if body is not None:
