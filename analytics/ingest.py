@@ -33,6 +33,7 @@ from analytics.log_rows import JSON_COLUMNS, LOG_FIELDS, dump_json
 from analytics.logrecord import LogRecord
 from analytics.models import RequestBody, RequestLog
 from analytics.reads import cache as dashboard_cache
+from analytics.rollup_batch import BatchRollup
 from workspaces.models import ApiKey, Workspace
 
 logger = logging.getLogger(__name__)
@@ -80,11 +81,11 @@ def _write_log_batch(records: list[LogRecord]) -> list[str]:
         if not rows:
             return []
         if connection.vendor == "postgresql":
-            new_ids = _insert_postgres(rows, bodies, json_texts)
+            new_rows, batch = _insert_postgres(rows, bodies, json_texts)
         else:
-            new_ids = _insert_generic(rows, bodies)
-        new_rows = [row for row in rows if row["id"] in new_ids]
-        _update_rollups(new_rows)
+            new_ids, batch = _insert_generic(rows, bodies), None
+            new_rows = [row for row in rows if row["id"] in new_ids]
+        _update_rollups(new_rows, batch)
         if new_rows:
             # Spans go out after the commit, from a background queue that never raises here.
             transaction.on_commit(partial(otel_export.enqueue, new_rows), robust=True)
@@ -99,11 +100,12 @@ def _write_log_batch(records: list[LogRecord]) -> list[str]:
     return [str(row["id"]) for row in new_rows]
 
 
-def _update_rollups(new_records: list[dict]) -> None:
+def _update_rollups(new_records: list[dict], batch: BatchRollup | None = None) -> None:
     """Update the hourly rollups and the metadata key registry for rows inserted by this batch,
     in its transaction. ``new_records`` are the coerced rows (RequestLog attnames, Python
-    values) that were new in this batch, so a redelivered batch never counts twice."""
-    rollups.apply_rows(new_records)
+    values) that were new in this batch, so a redelivered batch never counts twice; ``batch``
+    is their rollups.prepare when the COPY path computed it already."""
+    rollups.apply_rows(new_records, batch=batch)
 
 
 def _existing_ids(model: type[models.Model], ids: list[int]) -> set[int]:
@@ -164,13 +166,18 @@ _COPY_COLUMNS = ", ".join(f'"{RequestLog._meta.get_field(name).column}"' for nam
 
 def _insert_postgres(
     rows: list[dict], bodies: dict[uuid.UUID, dict], json_texts: dict[uuid.UUID, list[str]]
-) -> set[uuid.UUID]:
+) -> tuple[list[dict], BatchRollup | None]:
+    """(the rows inserted now, in input order; their rollups.prepare when already computed)."""
     with connection.cursor() as wrapper:
         cursor = wrapper.cursor  # the psycopg 3 cursor, for COPY
-        new_ids = _copy_new_rows(cursor, rows, json_texts)
-        if new_ids is None:
+        copied = _copy_new_rows(cursor, rows, json_texts)
+        if copied is None:
             new_ids = _insert_on_conflict(cursor, rows, json_texts)
-        new_bodies = [(log_id, body) for log_id, body in bodies.items() if log_id in new_ids]
+            new_rows, batch = [row for row in rows if row["id"] in new_ids], None
+        else:
+            new_rows, batch = copied
+        inserted = {row["id"] for row in new_rows} if bodies else set()
+        new_bodies = [(log_id, body) for log_id, body in bodies.items() if log_id in inserted]
         if new_bodies:
             # The log rows were created by this transaction, so their bodies cannot exist yet.
             body_table = RequestBody._meta.db_table
@@ -180,30 +187,38 @@ def _insert_postgres(
                     copy.write_row(
                         [log_id, dump_json(body["request_headers"]), body["request_body"], body["response_body"]]
                     )
-    return new_ids
+    return new_rows, batch
 
 
-def _copy_new_rows(cursor, rows: list[dict], json_texts: dict[uuid.UUID, list[str]]) -> set[uuid.UUID] | None:
+def _copy_new_rows(
+    cursor, rows: list[dict], json_texts: dict[uuid.UUID, list[str]]
+) -> tuple[list[dict], BatchRollup | None] | None:
     """The usual case, no concurrent writer of the same records: look up which (id, created_at)
     are stored already (primary key probes, pruned to the partitions of the batch's time span)
-    and COPY the others straight into the log table. Returns the ids inserted, or None when the
-    COPY hit the primary key (another writer stored some of them meanwhile): then nothing of it
-    is kept (rolled back to a savepoint) and the caller takes the ON CONFLICT path."""
+    and COPY the others straight into the log table. Returns (the rows inserted, their
+    rollups.prepare), or None when the COPY hit the primary key (another writer stored some of
+    them meanwhile): then nothing of it is kept (rolled back to a savepoint) and the caller
+    takes the ON CONFLICT path.
+
+    The rollups are summed after the last row is sent and before the COPY is ended: Postgres is
+    then still inserting the rows (and their six index entries) sent last, so the two cores
+    work at once instead of in turn."""
     log_table = RequestLog._meta.db_table
     stored = _stored_keys(cursor, rows)
     fresh = [row for row in rows if (row["id"], row["created_at"]) not in stored] if stored else rows
     if not fresh:
-        return set()
+        return [], None
     savepoint = transaction.savepoint()
     try:
         with cursor.copy(f"COPY {log_table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
             for row in fresh:
                 copy.write_row([*map(row.__getitem__, _PLAIN_FIELDS), *json_texts[row["id"]]])
+            batch = rollups.prepare(fresh)
     except psycopg.errors.UniqueViolation:
         transaction.savepoint_rollback(savepoint)
         return None
     transaction.savepoint_commit(savepoint)
-    return {row["id"] for row in fresh}
+    return fresh, batch
 
 
 def _stored_keys(cursor, rows: list[dict]) -> set[tuple[uuid.UUID, datetime]]:

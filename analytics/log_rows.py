@@ -242,75 +242,113 @@ def _fast_plan() -> list[tuple]:
             kind, high = _KIND_TEXT, field.max_length or 2**62
         required = field.attname in REQUIRED_KEYS
         # None: NULL, or the default (JSON defaults are callables: a fresh object per row).
-        plan.append((field.attname, kind, low, high, required, field.null, field.get_default))
+        plan.append((field.attname, kind, low, high, required, field.null, field))
     return plan
 
 
+# The checks of each kind, as source: ``v`` is the value, ``L``/``H`` the bounds (or the JSON
+# type), and a value that would need coercing returns None (the record goes to coerce_log).
+_CHECKS = {
+    _KIND_TEXT: ["if type(v) is not str or len(v) > H or '\\x00' in v: return None"],
+    _KIND_INT: ["if type(v) is not int or not L <= v <= H: return None"],
+    _KIND_FLOAT: [
+        "if type(v) is float:",
+        "    if not isfinite(v): return None",
+        "elif type(v) is int: v = float(v)",
+        "else: return None",
+    ],
+    _KIND_BOOL: ["if type(v) is not bool: return None"],
+    _KIND_UUID: ["if type(v) is not str or not uuid_text(v): return None", "v = UUID(v)"],
+    _KIND_TIME: [
+        "if type(v) is not str: return None",
+        "try: v = fromisoformat(v)",
+        "except ValueError: return None",
+        "if v.tzinfo is None: v = v.replace(tzinfo=UTC)",
+    ],
+    _KIND_DECIMAL: [
+        "if type(v) is not str or not decimal_text(v): return None",
+        "v = Decimal(v).quantize(QUANTUM)",
+    ],
+    _KIND_JSON: ["if type(v) is not H: return None"],
+}
+_IMMUTABLE = (str, int, float, bool, Decimal, type(None))
+
+
+def _compile_fast() -> Callable[[Any], dict | None]:
+    """coerce_fast, generated from _fast_plan: one straight-line function with each field's
+    check inlined (no per-field loop, kind dispatch or Field.get_default call), ~3x cheaper
+    than walking the plan per record; what it accepts and returns is unchanged."""
+    namespace: dict[str, Any] = {
+        "isfinite": math.isfinite,
+        "uuid_text": _CANONICAL_UUID.fullmatch,
+        "UUID": uuid.UUID,
+        "fromisoformat": datetime.fromisoformat,
+        "UTC": UTC,
+        "decimal_text": _DECIMAL_TEXT.fullmatch,
+        "Decimal": Decimal,
+        "QUANTUM": _COST_QUANTUM,
+    }
+    lines = ["def coerce_fast(record):", "    if type(record) is not dict: return None", "    get = record.get"]
+    names = []
+    for number, (attname, kind, low, high, required, null, field) in enumerate(_FAST_PLAN):
+        namespace[f"L{number}"], namespace[f"H{number}"] = low, high
+        if required:
+            missing = "return None"
+        elif null:
+            missing = f"r{number} = None"
+        elif field.has_default() and callable(field.default):
+            namespace[f"D{number}"] = field.default  # dict, list: a fresh object per row
+            missing = f"r{number} = D{number}()"
+        else:
+            default = field.get_default()
+            if not isinstance(default, _IMMUTABLE):
+                raise TypeError(f"coerce_fast: {attname} has a shared mutable default")
+            namespace[f"D{number}"] = default
+            missing = f"r{number} = D{number}"
+        lines += [f"    v = get({attname!r})", "    if v is None:", f"        {missing}", "    else:"]
+        for check in _CHECKS[kind]:
+            lines.append(
+                "        "
+                + check.replace("L <=", f"L{number} <=")
+                .replace("<= H", f"<= H{number}")
+                .replace("> H", f"> H{number}")
+                .replace("is not H", f"is not H{number}")
+            )
+        lines.append(f"        r{number} = v")
+        names.append(f"{attname!r}: r{number}")
+    lines.append("    return {" + ", ".join(names) + "}")
+    exec(compile("\n".join(lines), "<analytics.log_rows.coerce_fast>", "exec"), namespace)  # noqa: S102
+    return namespace["coerce_fast"]
+
+
 _FAST_PLAN = _fast_plan()
+coerce_fast = _compile_fast()
+coerce_fast.__doc__ = "The row coerce_log would build, for a record needing no coercion; otherwise None."
 
 
-def coerce_fast(record: Any) -> dict | None:
-    """The row coerce_log would build, for a record needing no coercion; otherwise None."""
-    if type(record) is not dict:
-        return None
-    get = record.get
-    row = {}
-    for attname, kind, low, high, required, null, default in _FAST_PLAN:
-        value = get(attname)
-        if value is None:
-            if required:
-                return None
-            row[attname] = None if null else default()
-            continue
-        vtype = type(value)
-        if kind == _KIND_TEXT:
-            if vtype is not str or len(value) > high or "\x00" in value:
-                return None
-        elif kind == _KIND_INT:
-            if vtype is not int or not low <= value <= high:
-                return None
-        elif kind == _KIND_FLOAT:
-            if vtype is float:
-                if not math.isfinite(value):
-                    return None
-            elif vtype is int:
-                value = float(value)
-            else:
-                return None
-        elif kind == _KIND_BOOL:
-            if vtype is not bool:
-                return None
-        elif kind == _KIND_UUID:
-            if vtype is not str or not _CANONICAL_UUID.fullmatch(value):
-                return None
-            value = uuid.UUID(value)
-        elif kind == _KIND_TIME:
-            if vtype is not str:
-                return None
-            try:
-                value = datetime.fromisoformat(value)
-            except ValueError:
-                return None
-            if value.tzinfo is None:
-                value = value.replace(tzinfo=UTC)
-        elif kind == _KIND_DECIMAL:
-            if vtype is not str or not _DECIMAL_TEXT.fullmatch(value):
-                return None
-            value = Decimal(value).quantize(_COST_QUANTUM)
-        elif kind == _KIND_JSON and vtype is not high:
-            return None
-        row[attname] = value
-    return row
+_ONLY_STR = frozenset((str,))
 
 
 def _json_text(value: Any) -> tuple[Any, str]:
     """(the value as stored, its JSON text): the text is what COPY writes, the value is what
     the rollups read, so both must agree. A JSON-born object of strings is its own stored form;
     anything else is read back from its text (NUL characters dropped, odd types as strings)."""
-    if (type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items())) or (
-        type(value) is list and all(type(v) is str for v in value)
-    ):
-        encoded = orjson.dumps(value)
+    kind = type(value)
+    if kind is list:
+        if not value:
+            return value, "[]"
+        plain = set(map(type, value)) <= _ONLY_STR
+    elif kind is dict:
+        if not value:
+            return value, "{}"
+        plain = set(map(type, value.values())) <= _ONLY_STR  # keys: orjson refuses non-str ones
+    else:
+        plain = False
+    if plain:
+        try:
+            encoded = orjson.dumps(value)
+        except TypeError:
+            encoded = b"\\u0000"  # not a plain object after all: the general path below
         if b"\\u0000" not in encoded:
             return value, encoded.decode()
     text = dump_json(value)
@@ -347,7 +385,6 @@ def prepare(
     rows: list[dict] = []
     bodies: dict[uuid.UUID, dict] = {}
     json_texts: dict[uuid.UUID, list[str]] = {}
-    seen: set[uuid.UUID] = set()
     for record in records:
         try:
             row = coerce_fast(record) or coerce_log(record)
@@ -365,9 +402,8 @@ def prepare(
             logger.warning("Skipping malformed log record %s: %s", str(record_id)[:64], exc)
             malformed += 1
             continue
-        if row["id"] in seen:
+        if row["id"] in json_texts:  # a repeated id: the first occurrence counts
             continue
-        seen.add(row["id"])
         rows.append(row)
         json_texts[row["id"]] = texts
         if body is not None:

@@ -22,7 +22,7 @@ STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
-_SMALL = [bytes([n]) for n in range(128)]
+_SMALL = SMALL = [bytes([n]) for n in range(128)]  # one-byte varints
 
 
 def varint(value: int) -> bytes:

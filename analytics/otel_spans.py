@@ -10,6 +10,7 @@ are encoded once each and reused, so a span costs a few microseconds.
 from __future__ import annotations
 
 import hashlib
+import struct
 import uuid
 from functools import lru_cache
 
@@ -113,7 +114,51 @@ def _metadata_attribute(key: str, value: object) -> bytes:
     return encoded
 
 
+_metadata_blobs: dict[tuple, bytes] = {}
+
+
+def _metadata_attributes(metadata: dict) -> bytes:
+    # Whole metadata objects repeat too (a client sends the same few): encoded once each, when
+    # their values are hashable; the blob is the per-key attributes joined, in the same order.
+    try:
+        key = tuple(metadata.items())
+        encoded = _metadata_blobs.get(key)
+    except TypeError:  # a list or object value
+        key, encoded = None, None
+    if encoded is None:
+        encoded = b"".join([_metadata_attribute(k, v) for k, v in metadata.items()])
+        if key is not None:
+            if len(_metadata_blobs) >= 20_000:
+                _metadata_blobs.clear()
+            _metadata_blobs[key] = encoded
+    return encoded
+
+
 _LOG_ID_HEADER = pb.attribute_header("portico.log_id", pb.STRING, 36)
+# The attributes every span has, their headers looked up once (a token count of 1..16383 is a
+# one- or two-byte varint; others go through pb.int_attribute).
+_INPUT_TOKENS = (
+    pb.attribute_header("gen_ai.usage.input_tokens", pb.INT, 1),
+    pb.attribute_header("gen_ai.usage.input_tokens", pb.INT, 2),
+)
+_OUTPUT_TOKENS = (
+    pb.attribute_header("gen_ai.usage.output_tokens", pb.INT, 1),
+    pb.attribute_header("gen_ai.usage.output_tokens", pb.INT, 2),
+)
+_COST_HEADER = pb.attribute_header("portico.cost", pb.DOUBLE, 8)
+_TTFT_HEADER = pb.attribute_header("portico.ttft_ms", pb.DOUBLE, 8)
+_STREAM = pb.bool_attribute("portico.stream", True)
+_pack_double = struct.Struct("<d").pack
+
+
+def _tokens(headers: tuple[bytes, bytes], key: str, value: int) -> bytes:
+    if 0 <= value < 128:
+        return headers[0] + pb.SMALL[value]
+    if 0 < value < 16384:
+        return headers[1] + bytes(((value & 0x7F) | 0x80, value >> 7))
+    return pb.int_attribute(key, value)
+
+
 _finish_cache: dict[tuple, bytes] = {}
 
 
@@ -169,17 +214,17 @@ def encode_span(row: dict) -> bytes:
         row["currency"] if cost is not None else "",
     )
     attrs.append(common)
-    attrs.append(pb.int_attribute("gen_ai.usage.input_tokens", row["prompt_tokens"]))
-    attrs.append(pb.int_attribute("gen_ai.usage.output_tokens", row["completion_tokens"]))
+    attrs.append(_tokens(_INPUT_TOKENS, "gen_ai.usage.input_tokens", row["prompt_tokens"]))
+    attrs.append(_tokens(_OUTPUT_TOKENS, "gen_ai.usage.output_tokens", row["completion_tokens"]))
     if row["finish_reasons"]:
         attrs.append(_finish_reasons_attribute(row["finish_reasons"]))
     attrs.append(_LOG_ID_HEADER + str(log_id).encode())  # a UUID's text: always 36 ASCII bytes
     if cost is not None:
-        attrs.append(pb.double_attribute("portico.cost", float(cost)))
+        attrs.append(_COST_HEADER + _pack_double(cost))
     if row["is_stream"]:
-        attrs.append(pb.bool_attribute("portico.stream", True))
+        attrs.append(_STREAM)
     if row["ttft_ms"] is not None:
-        attrs.append(pb.double_attribute("portico.ttft_ms", float(row["ttft_ms"])))
+        attrs.append(_TTFT_HEADER + _pack_double(row["ttft_ms"]))
     if row["retry_count"]:
         attrs.append(pb.int_attribute("portico.retry_count", row["retry_count"]))
     if row["config_id"]:
@@ -190,8 +235,8 @@ def encode_span(row: dict) -> bytes:
         attrs.append(pb.double_attribute("portico.cache_saved_cost", float(row["cache_saved_cost"])))
     if row["user"]:
         attrs.append(pb.string_attribute("enduser.id", row["user"]))
-    for key, value in row["metadata"].items():
-        attrs.append(_metadata_attribute(key, value))
+    if row["metadata"]:
+        attrs.append(_metadata_attributes(row["metadata"]))
 
     message = ""
     if row["success"]:

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, NamedTuple
 
 from analytics import histogram
@@ -146,6 +147,12 @@ class BatchRollup:
     # (workspace, api key or 0, the row's metadata keys) -> [first, last, requests]: rows of one
     # client mostly carry the same keys, so this is one dict update per row, expanded per key later.
     senders: dict[tuple[int, int, tuple[str, ...]], list] = field(default_factory=dict)
+
+    @cached_property
+    def dimension_metrics(self) -> list[tuple[DimensionKey, Metrics]]:
+        """Each DimensionRollup row's metrics, in key order (the upsert order). Computed once, so
+        the writer can sum them while Postgres is still busy with the batch's COPY."""
+        return [(key, metrics_of(group)) for key, group in sorted(self.dimensions.items())]
 
     def sender_stats(self) -> dict[SenderKey, list]:
         stats: dict[SenderKey, list] = {}

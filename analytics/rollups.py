@@ -54,27 +54,47 @@ from django.db.models import Q
 from analytics import histogram
 from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
 from analytics.reads.metrics import Metrics
-from analytics.rollup_batch import OTHER, KeyStats, MetadataGroup, SenderKey, aggregate, fold_capped, metrics_of
+from analytics.rollup_batch import (
+    OTHER,
+    BatchRollup,
+    KeyStats,
+    MetadataGroup,
+    SenderKey,
+    aggregate,
+    fold_capped,
+    metrics_of,
+)
 
 # --- Applying a batch ---------------------------------------------------------------------
 
 
-def apply_rows(rows: list[dict], *, lock: bool = True, senders: bool = True) -> None:
+def prepare(rows: list[dict]) -> BatchRollup:
+    """The database-free part of ``apply_rows(rows)``: grouping and summing. The writer runs it
+    while Postgres still works through the batch's COPY (two cores, one each) and hands the
+    result to ``apply_rows(rows, batch=...)``."""
+    batch = aggregate(rows)
+    batch.dimension_metrics  # noqa: B018 (computed now, cached on the batch)
+    return batch
+
+
+def apply_rows(rows: list[dict], *, lock: bool = True, senders: bool = True, batch: BatchRollup | None = None) -> None:
     """Add ``rows`` (new RequestLog rows, as dicts with LOG_FIELDS) to the rollups and registry.
 
     Must run inside the transaction that wrote the rows. ``lock=False`` is for callers that
     already exclude concurrent writers (a rebuild holds its workspace's lock exclusively);
-    ``senders=False`` leaves MetadataKeySender alone (a partial rebuild).
+    ``senders=False`` leaves MetadataKeySender alone (a partial rebuild). ``batch``: what
+    ``prepare(rows)`` returned, for exactly these rows.
     """
     if not rows:
         return
-    batch = aggregate(rows)
+    if batch is None:
+        batch = aggregate(rows)
     keys = batch.key_stats()
     if lock and connection.vendor == "postgresql":
         lock_for_writing({dimension[0] for dimension in batch.dimensions}, keys)
     folded = fold_capped(batch.metadata, existing_values(batch.metadata), settings.ROLLUP_VALUE_CAP)
     upsert(MetadataRollup, [(key, metrics_of(group)) for key, group in folded])
-    upsert(DimensionRollup, [(key, metrics_of(group)) for key, group in sorted(batch.dimensions.items())])
+    upsert(DimensionRollup, batch.dimension_metrics)
     update_registry(keys)
     if senders:
         update_senders(batch.sender_stats())

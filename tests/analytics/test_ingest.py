@@ -179,7 +179,7 @@ def test_deleting_a_key_or_workspace_still_reaches_its_stored_logs(workspace, ot
 
 def test_the_rollup_hook_sees_only_new_rows(workspace, monkeypatch):
     seen = []
-    monkeypatch.setattr(ingest, "_update_rollups", lambda rows: seen.append([str(r["id"]) for r in rows]))
+    monkeypatch.setattr(ingest, "_update_rollups", lambda rows, batch=None: seen.append([str(r["id"]) for r in rows]))
     first = log_record(workspace)
     ingest.write_log_batch([first])
     second = log_record(workspace)
@@ -239,7 +239,7 @@ def test_a_copy_that_hits_stored_rows_falls_back_to_on_conflict(workspace, monke
 def test_copy_path_survives_a_failed_batch_on_the_same_connection(workspace, monkeypatch):
     records = [log_record(workspace) for _ in range(3)]
 
-    def boom(rows):
+    def boom(rows, batch=None):
         raise RuntimeError("rollup failed")
 
     monkeypatch.setattr(ingest, "_update_rollups", boom)
