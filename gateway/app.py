@@ -12,7 +12,9 @@ Hot-path notes (measured with bench/gateway_overhead.py; keep them true when edi
 settings are read from gateway.conf's snapshot (``settings.X`` costs a LazyObject call each
 time); ids are time-ordered UUIDv7 from uuid-utils (analytics.ids, ~0.2 us);
 upstream URLs and their SSRF verdicts are memoised per URL; warm caches are read without
-awaiting; usage is parsed after the response went out; a stream is watched for client
+awaiting; usage is parsed after the response went out, and for a request that needs its
+cost only for the log (no usage limit or policy), parsing, pricing and the record wait for the
+log buffer's next flush (gateway.logrecord.emit_log); a stream is watched for client
 disconnects by one task that cancels the relay, not two racing tasks; the upstream call
 skips aiohttp's per-request machinery (the native client, workspaces.upstream.native).
 """
@@ -369,9 +371,9 @@ class GatewayApp:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": data})
         finally:
-            # Read for the log once the answer is out, so parsing does not delay it.
+            # Read for the log when its record is built (ctx.read_answer), after the answer.
             if status < 400:
-                ctx.usage.read_body(raw)  # in the provider's own shape
+                ctx.answer = raw
             else:
                 ctx.error_message = data[:500].decode("utf-8", "replace")
 

@@ -22,6 +22,7 @@ class RequestContext:
     """Everything known about one request; becomes its log record."""
 
     __slots__ = (
+        "answer",
         "api_key_id",
         "attempts",
         "body",
@@ -78,6 +79,7 @@ class RequestContext:
         self.ttft_ms: float | None = None
         self.upstream_ms: float | None = None  # sending upstream -> its answer relayed (metrics)
         self.usage = UsageTracker()
+        self.answer: bytes | None = None  # a successful answer's body, read for usage when logged
         self.cache_status = "DISABLED"
         # Set by gateway.routing when an x-portkey-config routes the request.
         self.config_id = ""
@@ -92,6 +94,14 @@ class RequestContext:
         self.parent_span_id = parent[:128] if parent else ""
         name = headers.get("x-portkey-span-name")
         self.span_name = name[:200] if name else ""
+
+    def read_answer(self) -> UsageTracker:
+        """The usage, with the answer's body read into it first (once): parsing waits until
+        the log record is built, after the response went out."""
+        if self.answer is not None:
+            self.usage.read_body(self.answer)  # in the provider's own shape
+            self.answer = None
+        return self.usage
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         headers = [

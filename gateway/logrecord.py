@@ -6,47 +6,80 @@ from __future__ import annotations
 import logging
 import time
 from datetime import UTC, datetime
+from functools import partial
 
 import orjson
 
 from analytics.logrecord import LogRecord, log_body, log_record
+from analytics.pricing import PriceBook
 from gateway.conf import conf
 from gateway.context import RequestContext, resolve_request_metadata
 from gateway.limits import limiter
 from gateway.logbuffer import get_log_buffer
 from gateway.policies import enforcer
-from gateway.pricing import Priced, cached_price, price_of
+from gateway.pricing import Priced, cached_price, price_cache, price_from_book, price_of
 from workspaces.metadata import MetadataError
 
 log = logging.getLogger("portico.gateway")
 _MISSING = object()
 
 
-async def emit_log(ctx: RequestContext) -> LogRecord:
+async def emit_log(ctx: RequestContext) -> None:
     """Build, price and buffer the record of ``ctx``; counts its cost against the key's usage
-    limit. Returns the record (what was handed to the buffer)."""
+    limit and settles its policy reservations.
+
+    The common request (no usage limit, no policy reservation, metadata resolved, prices
+    cached) needs its cost only for the log: its record is built at the log buffer's next
+    flush, in a batch, so the work after the answer does not hold the event loop between
+    requests (bench/RESULTS.md, 2026-12-06 h-hot2)."""
+    ended = time.perf_counter()
     snapshot = ctx.snapshot
-    metadata = ctx.metadata
-    if metadata is None:
-        metadata = metadata_after_error(ctx)
-    usage = ctx.usage
+    if snapshot.usage_limit_cost is None and ctx.policy_hold is None and ctx.metadata is not None:
+        book = price_cache.peek("all", _MISSING)
+        if book is not _MISSING and book is not None:
+            ctx.doc = None  # not needed for the record: fewer objects kept alive until the flush
+            get_log_buffer().emit(partial(_deferred_record, ctx, book, ended))
+            return
+    if ctx.metadata is None:
+        metadata_after_error(ctx)
+    usage = ctx.read_answer()
     model = ctx.model or usage.model
     cost, price_version = await _price(ctx, model) if usage.total_tokens else (None, "")
+    if snapshot.usage_limit_cost is not None:
+        counted = "0" if ctx.cache_status == "HIT" else cost
+        await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=counted)
+    if ctx.policy_hold is not None:
+        counted = "0" if ctx.cache_status == "HIT" else cost
+        await enforcer.settle(ctx.policy_hold, cost=counted, tokens=usage.total_tokens)
+    get_log_buffer().emit(build_record(ctx, model, cost, price_version, ended))
+
+
+def _deferred_record(ctx: RequestContext, book: PriceBook, ended: float) -> LogRecord:
+    usage = ctx.read_answer()
+    model = ctx.model or usage.model
+    cost, price_version = (
+        price_from_book(book, ctx.snapshot.workspace_id, ctx.provider, model, usage)
+        if usage.total_tokens
+        else (None, "")
+    )
+    return build_record(ctx, model, cost, price_version, ended)
+
+
+def build_record(ctx: RequestContext, model: str, cost: str | None, price_version: str, ended: float) -> LogRecord:
+    """The record of a finished request; ``cost`` is what the call would cost upstream (an
+    answer from the cache is logged at 0 with that cost as its saving); ``ended`` is when the
+    request finished (perf_counter)."""
     saved_cost = None
     if ctx.cache_status == "HIT":
         saved_cost, cost = cost, "0"  # answered from the cache: nothing was paid upstream
-    if snapshot.usage_limit_cost is not None:
-        await limiter.record_cost(key_id=snapshot.key_id, period=snapshot.usage_limit_period, cost=cost)
-    if ctx.policy_hold is not None:
-        await enforcer.settle(ctx.policy_hold, cost=cost, tokens=usage.total_tokens)
     headers = ctx.client_headers
     record = log_record(
         id=ctx.log_id,
-        created_at=datetime.fromtimestamp(ctx.started_wall, UTC).isoformat(),
-        workspace_id=snapshot.workspace_id,
+        created_at=iso_utc(ctx.started_wall),
+        workspace_id=ctx.snapshot.workspace_id,
         status_code=ctx.status,
-        usage=usage,
-        metadata=metadata,
+        usage=ctx.usage,
+        metadata=ctx.metadata,
         error_message=ctx.error_message,
         api_key_id=ctx.api_key_id,
         provider=ctx.provider[:64],
@@ -54,7 +87,7 @@ async def emit_log(ctx: RequestContext) -> LogRecord:
         endpoint=ctx.endpoint[:200],
         method=ctx.method,
         is_stream=ctx.is_stream,
-        latency_ms=round((time.perf_counter() - ctx.started) * 1000, 3),
+        latency_ms=round((ended - ctx.started) * 1000, 3),
         ttft_ms=round(ctx.ttft_ms, 3) if ctx.ttft_ms is not None else None,
         upstream_latency_ms=round(ctx.upstream_ms, 3) if ctx.upstream_ms is not None else None,
         cost=cost,
@@ -77,8 +110,25 @@ async def emit_log(ctx: RequestContext) -> LogRecord:
         record["body"] = log_body(
             headers, ctx.body.decode("utf-8", "replace"), ctx.response_body.decode("utf-8", "replace")
         )
-    get_log_buffer().emit(record)
     return record
+
+
+def iso_utc(timestamp: float) -> str:
+    """``datetime.fromtimestamp(timestamp, UTC).isoformat()``, with the date and time of day
+    formatted once per second (every request of that second shares them)."""
+    second = int(timestamp)
+    prefix = _iso_seconds.get(second)
+    if prefix is None:
+        if len(_iso_seconds) >= 64:
+            _iso_seconds.clear()
+        prefix = _iso_seconds[second] = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    micros = round((timestamp - second) * 1_000_000)
+    if micros >= 1_000_000:  # rounding reached the next second
+        return iso_utc(float(second + 1))
+    return f"{prefix}.{micros:06d}+00:00" if micros else f"{prefix}+00:00"
+
+
+_iso_seconds: dict[int, str] = {}
 
 
 async def _price(ctx: RequestContext, model: str) -> Priced:

@@ -22,7 +22,7 @@ def _load(_: object) -> PriceBook:
 price_cache: TTLCache[PriceBook] = TTLCache(sync_to_async(_load), lambda: 60.0)
 
 
-def _price(book: PriceBook, workspace_id: int, provider: str, model: str, usage: TokenCounts) -> Priced:
+def price_from_book(book: PriceBook, workspace_id: int, provider: str, model: str, usage: TokenCounts) -> Priced:
     cost, version = price_usage(book, workspace_id, provider, model, usage)
     return (None, "") if cost is None else (str(cost), version)
 
@@ -34,9 +34,9 @@ def cached_price(
     book = price_cache.peek("all", _MISSING)
     if book is _MISSING or book is None:
         return default
-    return _price(book, workspace_id, provider, model, usage)
+    return price_from_book(book, workspace_id, provider, model, usage)
 
 
 async def price_of(workspace_id: int, provider: str, model: str, usage: TokenCounts) -> Priced:
     """(cost, price version) of a call; (None, "") when the model has no price (unknown is not free)."""
-    return _price(await price_cache.get("all"), workspace_id, provider, model, usage)
+    return price_from_book(await price_cache.get("all"), workspace_id, provider, model, usage)

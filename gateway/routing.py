@@ -297,6 +297,7 @@ class Router:
         ctx.response_body = b""
         ctx.ttft_ms = None
         ctx.usage = UsageTracker()
+        ctx.answer = None
         # The config's request_timeout is this target's x-portkey-request-timeout; a target
         # without one has the request's own.
         if target.request_timeout_ms:

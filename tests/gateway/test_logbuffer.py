@@ -119,6 +119,42 @@ def test_emit_never_raises_and_a_bad_record_does_not_sink_the_batch(workspace, s
     assert list(RequestLog.objects.values_list("id", flat=True)) == [uuid.UUID(good["id"])]
 
 
+def test_a_queued_builder_is_built_at_the_flush_and_a_failing_one_is_dropped(workspace, spool_dir, caplog):
+    built = []
+
+    def builder(record):
+        def build():
+            built.append(record["id"])
+            return record
+
+        return build
+
+    def broken():
+        raise ValueError("no record")
+
+    async def scenario():
+        buffer = LogBuffer(redis_url=None, flush_interval_ms=60_000, batch_size=1000)
+        await buffer.start()
+        records = [log_record(workspace) for _ in range(3)]
+        buffer.emit(records[0])
+        buffer.emit(builder(records[1]))
+        buffer.emit(broken)
+        buffer.emit(builder(records[2]))
+        before_flush = list(built)
+        await buffer.flush()
+        stats = buffer.stats
+        await buffer.close()
+        return records, before_flush, stats
+
+    records, before_flush, stats = run(scenario())
+    assert before_flush == []  # emit only queues the builder
+    assert built == [records[1]["id"], records[2]["id"]]
+    assert set(RequestLog.objects.values_list("id", flat=True)) == {uuid.UUID(r["id"]) for r in records}
+    assert stats["to_database"] == 3
+    assert stats["dropped"] == 1
+    assert "Could not build a log record" in caplog.text
+
+
 # --- fallbacks -------------------------------------------------------------------------------
 
 
