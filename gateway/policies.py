@@ -57,6 +57,7 @@ _FROM_SETTINGS = object()
 _DOWN = object()
 _DOWN_SECONDS = 5.0
 _REQUESTS, _TOKENS, _COST = "requests", "tokens", "cost"
+_NO_ESTIMATE = (0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,37 @@ class Hold:
 
     budgets: list[tuple[Lease | Counter, float]] = field(default_factory=list)  # (counter, reserved)
     local: bool = False
+
+
+class _Group:
+    """The (policy, counter value) pairs one request shape counts against, with what each
+    counts (0: requests, 1: tokens, 2: cost), the budgets' positions and, cached until a lease
+    is retired or one's bucket ends, their leases and the amounts of the last estimate."""
+
+    __slots__ = ("amounts", "budgets", "estimate", "generation", "kinds", "leases", "pairs", "until")
+
+    def __init__(self, pairs: tuple[tuple[ActivePolicy, str], ...]) -> None:
+        self.pairs = pairs
+        self.kinds = tuple({_REQUESTS: 0, _TOKENS: 1}.get(policy.kind, 2) for policy, _ in pairs)
+        self.budgets = tuple(i for i, kind in enumerate(self.kinds) if kind)
+        self.leases: list[Lease] = []
+        self.generation = -1
+        self.until = 0.0
+        self.estimate: tuple[float, float] | None = None
+        self.amounts: list[float] = []
+
+    def renew(self, book: LeaseBook, now: float) -> list[Lease]:
+        lease_of = book.lease
+        leases = self.leases = [lease_of(policy, value, now) for policy, value in self.pairs]
+        self.generation = book.generation
+        self.until = min(lease.end for lease in leases)
+        return leases
+
+    def price(self, estimate: tuple[float, float]) -> list[float]:
+        choices = (1.0, *estimate)
+        self.amounts = [choices[kind] for kind in self.kinds]
+        self.estimate = estimate
+        return self.amounts
 
 
 def _load(workspace_id: object) -> tuple[ActivePolicy, ...]:
@@ -209,34 +241,35 @@ class PolicyEnforcer:
             return await self._check_embedded(
                 policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now
             )
-        matched, kinds, budgets = self._matched(policies, metadata, model, provider, key_id)
-        if not matched:
+        group = self._matched(policies, metadata, model, provider, key_id)
+        if group is None:
             return None
         book = self._book
-        lease_of = book.lease
-        leases = [lease_of(policy, value, now) for policy, value in matched]
-        estimate = (0.0, 0.0)
-        if budgets:
+        leases = group.leases
+        if group.generation != book.generation or now >= group.until:
+            leases = group.renew(book, now)
+        estimate = _NO_ESTIMATE
+        if group.budgets:
             estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
             if estimate is None:
                 estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
-        choices = (1.0, *estimate)
-        amounts = [choices[kind] for kind in kinds]
+        amounts = group.amounts if group.estimate is estimate else group.price(estimate)
         if not book.try_take(leases, amounts, now):  # a lease is short: ask Redis
+            leases = list(leases)  # take() replaces the leases retired while it waits
             try:
                 await book.take(leases, amounts, now)
             except Refused as refused:
                 raise _refusal(refused.lease, refused.used, now) from None
             except Unreachable:
                 return self._unavailable(leases)
-        if not budgets:
+        if not group.budgets:
             return None  # rate limits only: nothing to settle
-        return Hold([(lease, amount) for lease, amount, kind in zip(leases, amounts, kinds, strict=True) if kind])
+        return Hold([(leases[i], amounts[i]) for i in group.budgets])
 
-    def _matched(self, policies, metadata, model, provider, key_id) -> tuple[tuple, tuple[int, ...], bool]:
-        """The (policy, counter value) pairs a request counts against, what each counts (0:
-        requests, 1: tokens, 2: cost) and whether any is a budget; memoised per request shape
-        (most requests repeat a few metadata sets) and policy cache fill."""
+    def _matched(self, policies, metadata, model, provider, key_id) -> _Group | None:
+        """The policies a request counts against (with their counter values and leases), None
+        when none matches; memoised per request shape (most requests repeat a few metadata
+        sets) and policy cache fill."""
         memo_key = (id(policies), model, provider, key_id, *metadata.items())
         try:
             entry = self._memo.get(memo_key)
@@ -250,8 +283,7 @@ class PolicyEnforcer:
                 value = policy.value_of(metadata, model, provider, key_id)
                 if value is not None:
                     matched.append((policy, value))
-        kinds = tuple({_REQUESTS: 0, _TOKENS: 1}.get(policy.kind, 2) for policy, _ in matched)
-        found = (tuple(matched), kinds, any(kinds))
+        found = _Group(tuple(matched)) if matched else None
         if memo_key is not None:
             if len(self._memo) >= 4096:
                 self._memo.clear()
@@ -285,13 +317,17 @@ class PolicyEnforcer:
         if hold is None or not hold.budgets:
             return
         spent = float(cost) if cost else 0.0
+        if not hold.local:
+            self._book.give_back_all(
+                [
+                    (lease, (spent if lease.policy.kind == _COST else tokens) - reserved)
+                    for lease, reserved in hold.budgets
+                ]
+            )
+            return
         for counter, reserved in hold.budgets:
             delta = (spent if counter.policy.kind == _COST else tokens) - reserved
-            if not delta:
-                continue
-            if not hold.local:
-                self._book.give_back(counter, delta)
-            elif counter.key in self._local:
+            if delta and counter.key in self._local:
                 value, expires = self._local[counter.key]
                 self._local[counter.key] = (value + delta, expires)
 
@@ -380,16 +416,18 @@ class PolicyEnforcer:
     ) -> tuple[float, float] | None:
         """(tokens, USD) reserved for a request before its usage is known; None when the
         price is not cached (then ``_estimate``)."""
-        usage = _usage_estimate(doc, body_size)
+        completion = _completion_estimate(doc)
+        prompt = -(-body_size // 4)
         book = price_cache.peek("all", None)
-        memo_key = (workspace_id, provider, model, usage.prompt_tokens, usage.completion_tokens)
+        memo_key = (workspace_id, provider, model, prompt, completion)
         memo = self._estimates.get(memo_key)
         if memo is not None and memo[0] is book:  # same price book: same estimate
             return memo[1]
+        usage = TokenCount(prompt, completion)
         priced = cached_price(workspace_id, provider, model, usage, _MISSING)
         if priced is _MISSING:
             return None
-        estimate = float(usage.prompt_tokens + usage.completion_tokens), float(priced[0]) if priced[0] else 0.0
+        estimate = float(prompt + completion), float(priced[0]) if priced[0] else 0.0
         if len(self._estimates) >= 4096:
             self._estimates.clear()
         self._estimates[memo_key] = (book, estimate)
@@ -431,14 +469,16 @@ class PolicyEnforcer:
 
 def _usage_estimate(doc: dict | None, body_size: int) -> TokenCount:
     """Prompt ~ body bytes / 4; completion = max_tokens (or its aliases), else 1024."""
-    completion = DEFAULT_COMPLETION_ESTIMATE
+    return TokenCount(-(-body_size // 4), _completion_estimate(doc))
+
+
+def _completion_estimate(doc: dict | None) -> int:
     if doc:
         for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
             value = doc.get(name)
             if value.__class__ is int and value > 0:
-                completion = value
-                break
-    return TokenCount(-(-body_size // 4), completion)
+                return value
+    return DEFAULT_COMPLETION_ESTIMATE
 
 
 def _buckets(counter: Counter | Lease) -> list[tuple[str, float, float]]:

@@ -134,6 +134,7 @@ class LeaseBook:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._swept = 0.0
+        self.generation = 0  # changes whenever a lease is retired: leases cached by callers are stale
 
     # --- the request path -----------------------------------------------------------------
     def lease(self, policy, value: str, now: float) -> Lease:
@@ -165,11 +166,16 @@ class LeaseBook:
                 return False
         if asyncio.get_running_loop() is not self._loop:
             return False
+        low = None
         for lease, amount in zip(leases, amounts, strict=True):
-            lease.available -= amount
+            available = lease.available = lease.available - amount
             lease.used_at = now
-            if lease.available < lease.granted * REFILL_BELOW and lease.refill is None:
-                self._start_refill([lease], [0.0])
+            if available < lease.granted * REFILL_BELOW and lease.refill is None:
+                if low is None:
+                    low = []
+                low.append(lease)
+        if low is not None:  # one background grant (one task, one EVAL) for all of them
+            self._start_refill(low, [0.0] * len(low))
         return True
 
     async def take(self, leases: list[Lease], amounts: list[float], now: float) -> None:
@@ -209,14 +215,22 @@ class LeaseBook:
         """A settled reservation: ``delta`` = actual - reserved. An unused estimate goes back
         into the live lease; an overrun comes out of it first (that quota is counted in Redis
         already), the rest is queued for Redis."""
-        if lease.dead or lease.end <= time.time():
-            self._queue(lease.key, delta)
-        elif delta < 0 or lease.available >= delta:
-            lease.available -= delta
-        else:
-            delta -= max(lease.available, 0.0)
-            lease.available = min(lease.available, 0.0)
-            self._queue(lease.key, delta)
+        self.give_back_all([(lease, delta)])
+
+    def give_back_all(self, changes: list[tuple[Lease, float]]) -> None:
+        """``give_back`` of each (lease, delta)."""
+        now = time.time()
+        for lease, delta in changes:
+            if not delta:
+                continue
+            if lease.dead or lease.end <= now:
+                self._queue(lease.key, delta)
+            elif delta < 0 or lease.available >= delta:
+                lease.available -= delta
+            else:
+                delta -= max(lease.available, 0.0)
+                lease.available = min(lease.available, 0.0)
+                self._queue(lease.key, delta)
 
     # --- refills --------------------------------------------------------------------------
     def _start_refill(self, leases: list[Lease], needs: list[float]) -> asyncio.Future:
@@ -288,6 +302,7 @@ class LeaseBook:
     def retire(self, lease: Lease) -> None:
         """Forget a lease (bucket ended, policy edited, idle) and return its unused part."""
         lease.dead = True
+        self.generation += 1
         if self.leases.get((lease.policy.id, lease.value)) is lease:
             del self.leases[(lease.policy.id, lease.value)]
         if lease.available > 0:
@@ -369,6 +384,7 @@ class LeaseBook:
             self.retire(lease)
 
     def clear(self) -> None:
+        self.generation += 1
         self.leases.clear()
         self._pending.clear()
         self._task = None
