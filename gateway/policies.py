@@ -45,6 +45,7 @@ from analytics.policies import rules
 from analytics.policies.models import Policy
 from analytics.pricing import TokenCount
 from gateway.auth import TTLCache
+from gateway.conf import conf
 from gateway.policy_leases import Lease, LeaseBook, Refused, Unreachable
 from gateway.pricing import cached_price, price_cache, price_of
 from gateway.redis_wire import RedisWire
@@ -335,7 +336,7 @@ class PolicyEnforcer:
     def _client(self) -> RedisWire | object | None:
         """The counters' Redis connection; None in embedded mode, _DOWN for a few seconds after
         a failure (then policies fail open or closed without trying)."""
-        url = settings.REDIS_URL if self._redis_url is _FROM_SETTINGS else self._redis_url
+        url = conf.redis_url if self._redis_url is _FROM_SETTINGS else self._redis_url
         if not url:
             return None
         if self._down_until and time.monotonic() < self._down_until:

@@ -107,7 +107,8 @@ class Lease:
     ttl: int
     minimum: float = 1.0  # of a grant: one request, or one estimate
     available: float = 0.0
-    granted: float = 0.0  # the last grant, for the background refill threshold
+    granted: float = 0.0  # the last grant
+    refill_below: float = 0.0  # REFILL_BELOW of the last grant: refill in the background
     granted_at: float = 0.0
     cap: float = CAP  # of a grant, in requests (estimates): adapts to the rate of use
     used_at: float = 0.0
@@ -170,7 +171,7 @@ class LeaseBook:
         for lease, amount in zip(leases, amounts, strict=True):
             available = lease.available = lease.available - amount
             lease.used_at = now
-            if available < lease.granted * REFILL_BELOW and lease.refill is None:
+            if available < lease.refill_below and lease.refill is None:
                 if low is None:
                     low = []
                 low.append(lease)
@@ -193,7 +194,7 @@ class LeaseBook:
                 for lease, amount in zip(leases, amounts, strict=True):
                     lease.available -= amount
                     lease.used_at = now
-                    if lease.available < lease.granted * REFILL_BELOW and lease.refill is None:
+                    if lease.available < lease.refill_below and lease.refill is None:
                         self._start_refill([lease], [0.0])
                 return
             busy = {leases[i].refill for i in short if leases[i].refill is not None}
@@ -285,6 +286,7 @@ class LeaseBook:
                 lease.available += grant
                 if grant:
                     lease.granted, lease.granted_at = grant, now
+                    lease.refill_below = grant * REFILL_BELOW
                     lease.refused = None
                 elif need > 0:
                     lease.refused = used
