@@ -46,7 +46,7 @@ from analytics.policies.models import Policy
 from analytics.pricing import TokenCount
 from gateway.auth import TTLCache
 from gateway.conf import conf
-from gateway.policy_leases import Lease, LeaseBook, Refused, Unreachable
+from gateway.policy_leases import Lease, LeaseBook, LeaseGroup, Refused, Unreachable
 from gateway.pricing import cached_price, price_cache, price_of
 from gateway.redis_wire import RedisWire
 from workspaces.errors import GatewayError
@@ -113,39 +113,9 @@ class Counter:
 class Hold:
     """The reservations of one admitted request, settled by ``settle`` once it is logged."""
 
-    budgets: list[tuple[Lease | Counter, float]] = field(default_factory=list)  # (counter, reserved)
+    budgets: list[tuple[Counter, float]] = field(default_factory=list)  # embedded: (counter, reserved)
     local: bool = False
-
-
-class _Group:
-    """The (policy, counter value) pairs one request shape counts against, with what each
-    counts (0: requests, 1: tokens, 2: cost), the budgets' positions and, cached until a lease
-    is retired or one's bucket ends, their leases and the amounts of the last estimate."""
-
-    __slots__ = ("amounts", "budgets", "estimate", "generation", "kinds", "leases", "pairs", "until")
-
-    def __init__(self, pairs: tuple[tuple[ActivePolicy, str], ...]) -> None:
-        self.pairs = pairs
-        self.kinds = tuple({_REQUESTS: 0, _TOKENS: 1}.get(policy.kind, 2) for policy, _ in pairs)
-        self.budgets = tuple(i for i, kind in enumerate(self.kinds) if kind)
-        self.leases: list[Lease] = []
-        self.generation = -1
-        self.until = 0.0
-        self.estimate: tuple[float, float] | None = None
-        self.amounts: list[float] = []
-
-    def renew(self, book: LeaseBook, now: float) -> list[Lease]:
-        lease_of = book.lease
-        leases = self.leases = [lease_of(policy, value, now) for policy, value in self.pairs]
-        self.generation = book.generation
-        self.until = min(lease.end for lease in leases)
-        return leases
-
-    def price(self, estimate: tuple[float, float]) -> list[float]:
-        choices = (1.0, *estimate)
-        self.amounts = [choices[kind] for kind in self.kinds]
-        self.estimate = estimate
-        return self.amounts
+    reserved: list[tuple[Lease, float, bool]] | None = None  # with Redis: (lease, reserved, cost?)
 
 
 def _load(workspace_id: object) -> tuple[ActivePolicy, ...]:
@@ -246,28 +216,29 @@ class PolicyEnforcer:
         if group is None:
             return None
         book = self._book
-        leases = group.leases
         if group.generation != book.generation or now >= group.until:
-            leases = group.renew(book, now)
+            group.renew(book, now)
         estimate = _NO_ESTIMATE
         if group.budgets:
             estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
             if estimate is None:
                 estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
-        amounts = group.amounts if group.estimate is estimate else group.price(estimate)
-        if not book.try_take(leases, amounts, now):  # a lease is short: ask Redis
-            leases = list(leases)  # take() replaces the leases retired while it waits
-            try:
-                await book.take(leases, amounts, now)
-            except Refused as refused:
-                raise _refusal(refused.lease, refused.used, now) from None
-            except Unreachable:
-                return self._unavailable(leases)
+        if group.estimate is not estimate:
+            group.price(estimate)
+        if book.try_take(group.takes, now):
+            return Hold(reserved=group.reserved) if group.budgets else None
+        leases, amounts = list(group.leases), group.amounts  # a lease is short: ask Redis
+        try:
+            await book.take(leases, amounts, now)  # (replaces the leases retired while it waits)
+        except Refused as refused:
+            raise _refusal(refused.lease, refused.used, now) from None
+        except Unreachable:
+            return self._unavailable(leases)
         if not group.budgets:
             return None  # rate limits only: nothing to settle
-        return Hold([(leases[i], amounts[i]) for i in group.budgets])
+        return Hold(reserved=[(leases[i], amounts[i], group.kinds[i] == 2) for i in group.budgets])
 
-    def _matched(self, policies, metadata, model, provider, key_id) -> _Group | None:
+    def _matched(self, policies, metadata, model, provider, key_id) -> LeaseGroup | None:
         """The policies a request counts against (with their counter values and leases), None
         when none matches; memoised per request shape (most requests repeat a few metadata
         sets) and policy cache fill."""
@@ -284,7 +255,7 @@ class PolicyEnforcer:
                 value = policy.value_of(metadata, model, provider, key_id)
                 if value is not None:
                     matched.append((policy, value))
-        found = _Group(tuple(matched)) if matched else None
+        found = LeaseGroup(tuple(matched)) if matched else None
         if memo_key is not None:
             if len(self._memo) >= 4096:
                 self._memo.clear()
@@ -315,16 +286,11 @@ class PolicyEnforcer:
     async def settle(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
         """Replace the request's reserved estimates by what it used (nothing for a refusal):
         an unused estimate goes back to the lease, an overrun to Redis with the next flush."""
-        if hold is None or not hold.budgets:
+        if hold is None:
             return
         spent = float(cost) if cost else 0.0
-        if not hold.local:
-            self._book.give_back_all(
-                [
-                    (lease, (spent if lease.policy.kind == _COST else tokens) - reserved)
-                    for lease, reserved in hold.budgets
-                ]
-            )
+        if hold.reserved is not None:
+            self._book.give_back_all(hold.reserved, spent, tokens)
             return
         for counter, reserved in hold.budgets:
             delta = (spent if counter.policy.kind == _COST else tokens) - reserved
@@ -440,7 +406,7 @@ class PolicyEnforcer:
         estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
         if estimate is not None:
             return estimate
-        usage = _usage_estimate(doc, body_size)
+        usage = TokenCount(-(-body_size // 4), _completion_estimate(doc))  # prompt ~ body bytes / 4
         try:
             priced = await price_of(workspace_id, provider, model, usage)
         except Exception:
@@ -468,12 +434,8 @@ class PolicyEnforcer:
             self._wire = None
 
 
-def _usage_estimate(doc: dict | None, body_size: int) -> TokenCount:
-    """Prompt ~ body bytes / 4; completion = max_tokens (or its aliases), else 1024."""
-    return TokenCount(-(-body_size // 4), _completion_estimate(doc))
-
-
 def _completion_estimate(doc: dict | None) -> int:
+    """max_tokens (or its aliases), else 1024."""
     if doc:
         for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
             value = doc.get(name)

@@ -159,16 +159,16 @@ class LeaseBook:
         self.leases[(policy.id, value)] = lease
         return lease
 
-    def try_take(self, leases: list[Lease], amounts: list[float], now: float) -> bool:
-        """Consume ``amounts`` from the local leases, all or none, without Redis: False when
-        one of them is short (then ``take``)."""
-        for lease, amount in zip(leases, amounts, strict=True):
+    def try_take(self, takes: list[tuple[Lease, float]], now: float) -> bool:
+        """Consume each (lease, amount) from the local leases, all or none, without Redis:
+        False when one of them is short (then ``take``)."""
+        for lease, amount in takes:
             if lease.available < amount or lease.dead:
                 return False
         if asyncio.get_running_loop() is not self._loop:
             return False
         low = None
-        for lease, amount in zip(leases, amounts, strict=True):
+        for lease, amount in takes:
             available = lease.available = lease.available - amount
             lease.used_at = now
             if available < lease.refill_below and lease.refill is None:
@@ -216,22 +216,27 @@ class LeaseBook:
         """A settled reservation: ``delta`` = actual - reserved. An unused estimate goes back
         into the live lease; an overrun comes out of it first (that quota is counted in Redis
         already), the rest is queued for Redis."""
-        self.give_back_all([(lease, delta)])
+        if lease.dead or lease.end <= time.time():
+            self._queue(lease.key, delta)
+        elif delta < 0 or lease.available >= delta:
+            lease.available -= delta
+        else:
+            delta -= max(lease.available, 0.0)
+            lease.available = min(lease.available, 0.0)
+            self._queue(lease.key, delta)
 
-    def give_back_all(self, changes: list[tuple[Lease, float]]) -> None:
-        """``give_back`` of each (lease, delta)."""
+    def give_back_all(self, reserved: list[tuple[Lease, float, bool]], cost: float, tokens: float) -> None:
+        """``give_back`` for each (lease, reserved, counts cost): the actual is ``cost`` for
+        a cost budget's lease, else ``tokens``."""
         now = time.time()
-        for lease, delta in changes:
+        for lease, amount, counts_cost in reserved:
+            delta = (cost if counts_cost else tokens) - amount
             if not delta:
                 continue
-            if lease.dead or lease.end <= now:
-                self._queue(lease.key, delta)
-            elif delta < 0 or lease.available >= delta:
+            if not lease.dead and lease.end > now and (delta < 0 or lease.available >= delta):
                 lease.available -= delta
             else:
-                delta -= max(lease.available, 0.0)
-                lease.available = min(lease.available, 0.0)
-                self._queue(lease.key, delta)
+                self.give_back(lease, delta)
 
     # --- refills --------------------------------------------------------------------------
     def _start_refill(self, leases: list[Lease], needs: list[float]) -> asyncio.Future:
@@ -391,6 +396,56 @@ class LeaseBook:
         self._pending.clear()
         self._task = None
         self._loop = None
+
+
+class LeaseGroup:
+    """The (policy, counter value) pairs one request shape counts against (gateway.policies
+    memoises one per shape) and what each counts (0: requests, 1: tokens, 2: cost); cached until a lease is retired or one's bucket ends,
+    their leases and, for the last estimate, what each takes (``takes``: LeaseBook.try_take's
+    pairs; ``reserved``: the budgets', what ``settle`` gives back)."""
+
+    __slots__ = (
+        "amounts",
+        "budgets",
+        "estimate",
+        "generation",
+        "kinds",
+        "leases",
+        "pairs",
+        "reserved",
+        "takes",
+        "until",
+    )
+
+    def __init__(self, pairs: tuple[tuple[object, str], ...]) -> None:
+        self.pairs = pairs
+        self.kinds = tuple({"requests": 0, "tokens": 1}.get(policy.kind, 2) for policy, _ in pairs)
+        self.budgets = tuple(i for i, kind in enumerate(self.kinds) if kind)
+        self.leases: list[Lease] = []
+        self.generation = -1
+        self.until = 0.0
+        self.estimate: tuple[float, float] | None = None
+        self.amounts: list[float] = []
+        self.takes: list[tuple[Lease, float]] = []
+        self.reserved: list[tuple[Lease, float, bool]] = []
+
+    def renew(self, book: LeaseBook, now: float) -> None:
+        lease_of = book.lease
+        self.leases = [lease_of(policy, value, now) for policy, value in self.pairs]
+        self.generation = book.generation
+        self.until = min(lease.end for lease in self.leases)
+        self._link()
+
+    def price(self, estimate: tuple[float, float]) -> None:
+        choices = (1.0, *estimate)
+        self.amounts = [choices[kind] for kind in self.kinds]
+        self.estimate = estimate
+        self._link()
+
+    def _link(self) -> None:
+        if len(self.amounts) == len(self.leases):  # (both lists are replaced, never changed)
+            self.takes = list(zip(self.leases, self.amounts, strict=True))
+            self.reserved = [(self.leases[i], self.amounts[i], self.kinds[i] == 2) for i in self.budgets]
 
 
 def _retrieve(future: asyncio.Future) -> None:
