@@ -400,9 +400,10 @@ class LeaseBook:
 
 class LeaseGroup:
     """The (policy, counter value) pairs one request shape counts against (gateway.policies
-    memoises one per shape) and what each counts (0: requests, 1: tokens, 2: cost); cached until a lease is retired or one's bucket ends,
-    their leases and, for the last estimate, what each takes (``takes``: LeaseBook.try_take's
-    pairs; ``reserved``: the budgets', what ``settle`` gives back)."""
+    memoises one per shape) and what each counts (0: requests, 1: tokens, 2: cost). Cached
+    until a lease is retired (``LeaseBook.generation``) or one's bucket ends: their leases and,
+    for the last estimate, what each takes (``takes``: try_take's pairs) and the budgets'
+    reservations (``reserved``: what ``settle`` gives back). Lists are replaced, never changed."""
 
     __slots__ = (
         "amounts",
