@@ -29,6 +29,7 @@ class Conf:
         "max_body_bytes",
         "max_header_bytes",
         "metadata_max_keys",
+        "redis_url",
         "request_first",
         "strict",
         "upstream_timeout",
@@ -44,6 +45,7 @@ class Conf:
         self.strict = settings.METADATA_VALIDATION == "strict"
         self.request_first = settings.METADATA_PRECEDENCE == "request_first"
         self.metadata_max_keys = settings.METADATA_MAX_KEYS
+        self.redis_url = settings.REDIS_URL
         self.allow_custom_hosts = settings.PORTICO_ALLOW_CUSTOM_HOSTS
         self.upstream_timeout = timeout_for(settings.GATEWAY_UPSTREAM_TIMEOUT)
         self.allowed_networks = tuple(settings.UPSTREAM_ALLOWED_NETWORKS)

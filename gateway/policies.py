@@ -45,7 +45,8 @@ from analytics.policies import rules
 from analytics.policies.models import Policy
 from analytics.pricing import TokenCount
 from gateway.auth import TTLCache
-from gateway.policy_leases import Lease, LeaseBook, Refused, Unreachable
+from gateway.conf import conf
+from gateway.policy_leases import Lease, LeaseBook, LeaseGroup, Refused, Unreachable
 from gateway.pricing import cached_price, price_cache, price_of
 from gateway.redis_wire import RedisWire
 from workspaces.errors import GatewayError
@@ -57,6 +58,7 @@ _FROM_SETTINGS = object()
 _DOWN = object()
 _DOWN_SECONDS = 5.0
 _REQUESTS, _TOKENS, _COST = "requests", "tokens", "cost"
+_NO_ESTIMATE = (0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +113,9 @@ class Counter:
 class Hold:
     """The reservations of one admitted request, settled by ``settle`` once it is logged."""
 
-    budgets: list[tuple[Lease | Counter, float]] = field(default_factory=list)  # (counter, reserved)
+    budgets: list[tuple[Counter, float]] = field(default_factory=list)  # embedded: (counter, reserved)
     local: bool = False
+    reserved: list[tuple[Lease, float, bool]] | None = None  # with Redis: (lease, reserved, cost?)
 
 
 def _load(workspace_id: object) -> tuple[ActivePolicy, ...]:
@@ -209,34 +212,36 @@ class PolicyEnforcer:
             return await self._check_embedded(
                 policies, workspace_id, metadata, model, provider, key_id, doc, body_size, now
             )
-        matched, kinds, budgets = self._matched(policies, metadata, model, provider, key_id)
-        if not matched:
+        group = self._matched(policies, metadata, model, provider, key_id)
+        if group is None:
             return None
         book = self._book
-        lease_of = book.lease
-        leases = [lease_of(policy, value, now) for policy, value in matched]
-        estimate = (0.0, 0.0)
-        if budgets:
+        if group.generation != book.generation or now >= group.until:
+            group.renew(book, now)
+        estimate = _NO_ESTIMATE
+        if group.budgets:
             estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
             if estimate is None:
                 estimate = await self._estimate(workspace_id, provider, model, doc, body_size)
-        choices = (1.0, *estimate)
-        amounts = [choices[kind] for kind in kinds]
-        if not book.try_take(leases, amounts, now):  # a lease is short: ask Redis
-            try:
-                await book.take(leases, amounts, now)
-            except Refused as refused:
-                raise _refusal(refused.lease, refused.used, now) from None
-            except Unreachable:
-                return self._unavailable(leases)
-        if not budgets:
+        if group.estimate is not estimate:
+            group.price(estimate)
+        if book.try_take(group.takes, now):
+            return Hold(reserved=group.reserved) if group.budgets else None
+        leases, amounts = list(group.leases), group.amounts  # a lease is short: ask Redis
+        try:
+            await book.take(leases, amounts, now)  # (replaces the leases retired while it waits)
+        except Refused as refused:
+            raise _refusal(refused.lease, refused.used, now) from None
+        except Unreachable:
+            return self._unavailable(leases)
+        if not group.budgets:
             return None  # rate limits only: nothing to settle
-        return Hold([(lease, amount) for lease, amount, kind in zip(leases, amounts, kinds, strict=True) if kind])
+        return Hold(reserved=[(leases[i], amounts[i], group.kinds[i] == 2) for i in group.budgets])
 
-    def _matched(self, policies, metadata, model, provider, key_id) -> tuple[tuple, tuple[int, ...], bool]:
-        """The (policy, counter value) pairs a request counts against, what each counts (0:
-        requests, 1: tokens, 2: cost) and whether any is a budget; memoised per request shape
-        (most requests repeat a few metadata sets) and policy cache fill."""
+    def _matched(self, policies, metadata, model, provider, key_id) -> LeaseGroup | None:
+        """The policies a request counts against (with their counter values and leases), None
+        when none matches; memoised per request shape (most requests repeat a few metadata
+        sets) and policy cache fill."""
         memo_key = (id(policies), model, provider, key_id, *metadata.items())
         try:
             entry = self._memo.get(memo_key)
@@ -250,8 +255,7 @@ class PolicyEnforcer:
                 value = policy.value_of(metadata, model, provider, key_id)
                 if value is not None:
                     matched.append((policy, value))
-        kinds = tuple({_REQUESTS: 0, _TOKENS: 1}.get(policy.kind, 2) for policy, _ in matched)
-        found = (tuple(matched), kinds, any(kinds))
+        found = LeaseGroup(tuple(matched)) if matched else None
         if memo_key is not None:
             if len(self._memo) >= 4096:
                 self._memo.clear()
@@ -282,16 +286,15 @@ class PolicyEnforcer:
     async def settle(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
         """Replace the request's reserved estimates by what it used (nothing for a refusal):
         an unused estimate goes back to the lease, an overrun to Redis with the next flush."""
-        if hold is None or not hold.budgets:
+        if hold is None:
             return
         spent = float(cost) if cost else 0.0
+        if hold.reserved is not None:
+            self._book.give_back_all(hold.reserved, spent, tokens)
+            return
         for counter, reserved in hold.budgets:
             delta = (spent if counter.policy.kind == _COST else tokens) - reserved
-            if not delta:
-                continue
-            if not hold.local:
-                self._book.give_back(counter, delta)
-            elif counter.key in self._local:
+            if delta and counter.key in self._local:
                 value, expires = self._local[counter.key]
                 self._local[counter.key] = (value + delta, expires)
 
@@ -299,7 +302,7 @@ class PolicyEnforcer:
     def _client(self) -> RedisWire | object | None:
         """The counters' Redis connection; None in embedded mode, _DOWN for a few seconds after
         a failure (then policies fail open or closed without trying)."""
-        url = settings.REDIS_URL if self._redis_url is _FROM_SETTINGS else self._redis_url
+        url = conf.redis_url if self._redis_url is _FROM_SETTINGS else self._redis_url
         if not url:
             return None
         if self._down_until and time.monotonic() < self._down_until:
@@ -380,16 +383,18 @@ class PolicyEnforcer:
     ) -> tuple[float, float] | None:
         """(tokens, USD) reserved for a request before its usage is known; None when the
         price is not cached (then ``_estimate``)."""
-        usage = _usage_estimate(doc, body_size)
+        completion = _completion_estimate(doc)
+        prompt = -(-body_size // 4)
         book = price_cache.peek("all", None)
-        memo_key = (workspace_id, provider, model, usage.prompt_tokens, usage.completion_tokens)
+        memo_key = (workspace_id, provider, model, prompt, completion)
         memo = self._estimates.get(memo_key)
         if memo is not None and memo[0] is book:  # same price book: same estimate
             return memo[1]
+        usage = TokenCount(prompt, completion)
         priced = cached_price(workspace_id, provider, model, usage, _MISSING)
         if priced is _MISSING:
             return None
-        estimate = float(usage.prompt_tokens + usage.completion_tokens), float(priced[0]) if priced[0] else 0.0
+        estimate = float(prompt + completion), float(priced[0]) if priced[0] else 0.0
         if len(self._estimates) >= 4096:
             self._estimates.clear()
         self._estimates[memo_key] = (book, estimate)
@@ -401,7 +406,7 @@ class PolicyEnforcer:
         estimate = self._estimate_now(workspace_id, provider, model, doc, body_size)
         if estimate is not None:
             return estimate
-        usage = _usage_estimate(doc, body_size)
+        usage = TokenCount(-(-body_size // 4), _completion_estimate(doc))  # prompt ~ body bytes / 4
         try:
             priced = await price_of(workspace_id, provider, model, usage)
         except Exception:
@@ -429,16 +434,14 @@ class PolicyEnforcer:
             self._wire = None
 
 
-def _usage_estimate(doc: dict | None, body_size: int) -> TokenCount:
-    """Prompt ~ body bytes / 4; completion = max_tokens (or its aliases), else 1024."""
-    completion = DEFAULT_COMPLETION_ESTIMATE
+def _completion_estimate(doc: dict | None) -> int:
+    """max_tokens (or its aliases), else 1024."""
     if doc:
         for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
             value = doc.get(name)
             if value.__class__ is int and value > 0:
-                completion = value
-                break
-    return TokenCount(-(-body_size // 4), completion)
+                return value
+    return DEFAULT_COMPLETION_ESTIMATE
 
 
 def _buckets(counter: Counter | Lease) -> list[tuple[str, float, float]]:

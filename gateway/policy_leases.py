@@ -107,7 +107,8 @@ class Lease:
     ttl: int
     minimum: float = 1.0  # of a grant: one request, or one estimate
     available: float = 0.0
-    granted: float = 0.0  # the last grant, for the background refill threshold
+    granted: float = 0.0  # the last grant
+    refill_below: float = 0.0  # REFILL_BELOW of the last grant: refill in the background
     granted_at: float = 0.0
     cap: float = CAP  # of a grant, in requests (estimates): adapts to the rate of use
     used_at: float = 0.0
@@ -134,6 +135,7 @@ class LeaseBook:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._swept = 0.0
+        self.generation = 0  # changes whenever a lease is retired: leases cached by callers are stale
 
     # --- the request path -----------------------------------------------------------------
     def lease(self, policy, value: str, now: float) -> Lease:
@@ -157,19 +159,24 @@ class LeaseBook:
         self.leases[(policy.id, value)] = lease
         return lease
 
-    def try_take(self, leases: list[Lease], amounts: list[float], now: float) -> bool:
-        """Consume ``amounts`` from the local leases, all or none, without Redis: False when
-        one of them is short (then ``take``)."""
-        for lease, amount in zip(leases, amounts, strict=True):
+    def try_take(self, takes: list[tuple[Lease, float]], now: float) -> bool:
+        """Consume each (lease, amount) from the local leases, all or none, without Redis:
+        False when one of them is short (then ``take``)."""
+        for lease, amount in takes:
             if lease.available < amount or lease.dead:
                 return False
         if asyncio.get_running_loop() is not self._loop:
             return False
-        for lease, amount in zip(leases, amounts, strict=True):
-            lease.available -= amount
+        low = None
+        for lease, amount in takes:
+            available = lease.available = lease.available - amount
             lease.used_at = now
-            if lease.available < lease.granted * REFILL_BELOW and lease.refill is None:
-                self._start_refill([lease], [0.0])
+            if available < lease.refill_below and lease.refill is None:
+                if low is None:
+                    low = []
+                low.append(lease)
+        if low is not None:  # one background grant (one task, one EVAL) for all of them
+            self._start_refill(low, [0.0] * len(low))
         return True
 
     async def take(self, leases: list[Lease], amounts: list[float], now: float) -> None:
@@ -187,7 +194,7 @@ class LeaseBook:
                 for lease, amount in zip(leases, amounts, strict=True):
                     lease.available -= amount
                     lease.used_at = now
-                    if lease.available < lease.granted * REFILL_BELOW and lease.refill is None:
+                    if lease.available < lease.refill_below and lease.refill is None:
                         self._start_refill([lease], [0.0])
                 return
             busy = {leases[i].refill for i in short if leases[i].refill is not None}
@@ -217,6 +224,19 @@ class LeaseBook:
             delta -= max(lease.available, 0.0)
             lease.available = min(lease.available, 0.0)
             self._queue(lease.key, delta)
+
+    def give_back_all(self, reserved: list[tuple[Lease, float, bool]], cost: float, tokens: float) -> None:
+        """``give_back`` for each (lease, reserved, counts cost): the actual is ``cost`` for
+        a cost budget's lease, else ``tokens``."""
+        now = time.time()
+        for lease, amount, counts_cost in reserved:
+            delta = (cost if counts_cost else tokens) - amount
+            if not delta:
+                continue
+            if not lease.dead and lease.end > now and (delta < 0 or lease.available >= delta):
+                lease.available -= delta
+            else:
+                self.give_back(lease, delta)
 
     # --- refills --------------------------------------------------------------------------
     def _start_refill(self, leases: list[Lease], needs: list[float]) -> asyncio.Future:
@@ -271,6 +291,7 @@ class LeaseBook:
                 lease.available += grant
                 if grant:
                     lease.granted, lease.granted_at = grant, now
+                    lease.refill_below = grant * REFILL_BELOW
                     lease.refused = None
                 elif need > 0:
                     lease.refused = used
@@ -288,6 +309,7 @@ class LeaseBook:
     def retire(self, lease: Lease) -> None:
         """Forget a lease (bucket ended, policy edited, idle) and return its unused part."""
         lease.dead = True
+        self.generation += 1
         if self.leases.get((lease.policy.id, lease.value)) is lease:
             del self.leases[(lease.policy.id, lease.value)]
         if lease.available > 0:
@@ -369,10 +391,62 @@ class LeaseBook:
             self.retire(lease)
 
     def clear(self) -> None:
+        self.generation += 1
         self.leases.clear()
         self._pending.clear()
         self._task = None
         self._loop = None
+
+
+class LeaseGroup:
+    """The (policy, counter value) pairs one request shape counts against (gateway.policies
+    memoises one per shape) and what each counts (0: requests, 1: tokens, 2: cost). Cached
+    until a lease is retired (``LeaseBook.generation``) or one's bucket ends: their leases and,
+    for the last estimate, what each takes (``takes``: try_take's pairs) and the budgets'
+    reservations (``reserved``: what ``settle`` gives back). Lists are replaced, never changed."""
+
+    __slots__ = (
+        "amounts",
+        "budgets",
+        "estimate",
+        "generation",
+        "kinds",
+        "leases",
+        "pairs",
+        "reserved",
+        "takes",
+        "until",
+    )
+
+    def __init__(self, pairs: tuple[tuple[object, str], ...]) -> None:
+        self.pairs = pairs
+        self.kinds = tuple({"requests": 0, "tokens": 1}.get(policy.kind, 2) for policy, _ in pairs)
+        self.budgets = tuple(i for i, kind in enumerate(self.kinds) if kind)
+        self.leases: list[Lease] = []
+        self.generation = -1
+        self.until = 0.0
+        self.estimate: tuple[float, float] | None = None
+        self.amounts: list[float] = []
+        self.takes: list[tuple[Lease, float]] = []
+        self.reserved: list[tuple[Lease, float, bool]] = []
+
+    def renew(self, book: LeaseBook, now: float) -> None:
+        lease_of = book.lease
+        self.leases = [lease_of(policy, value, now) for policy, value in self.pairs]
+        self.generation = book.generation
+        self.until = min(lease.end for lease in self.leases)
+        self._link()
+
+    def price(self, estimate: tuple[float, float]) -> None:
+        choices = (1.0, *estimate)
+        self.amounts = [choices[kind] for kind in self.kinds]
+        self.estimate = estimate
+        self._link()
+
+    def _link(self) -> None:
+        if len(self.amounts) == len(self.leases):  # (both lists are replaced, never changed)
+            self.takes = list(zip(self.leases, self.amounts, strict=True))
+            self.reserved = [(self.leases[i], self.amounts[i], self.kinds[i] == 2) for i in self.budgets]
 
 
 def _retrieve(future: asyncio.Future) -> None:
