@@ -28,13 +28,15 @@ async def emit_log(ctx: RequestContext) -> None:
     """Build, price and buffer the record of ``ctx``; counts its cost against the key's usage
     limit and settles its policy reservations.
 
-    The common request (no usage limit, no policy reservation, metadata resolved, prices
-    cached) needs its cost only for the log: its record is built at the log buffer's next
-    flush, in a batch, so the work after the answer does not hold the event loop between
-    requests (bench/RESULTS.md, 2026-12-06 h-hot2)."""
+    The common request (no usage limit, metadata resolved, prices cached) has its record built
+    at the log buffer's next flush, in a batch, so the work after the answer does not hold the
+    event loop between requests (bench/RESULTS.md, 2026-12-06 h-hot2). Its policy reservations
+    are settled there too: until then they count as their estimates, so a budget's correction
+    waits at most one flush interval (LOG_FLUSH_INTERVAL_MS). A key's usage limit is checked
+    against settled cost on the next request, so those requests settle here."""
     ended = time.perf_counter()
     snapshot = ctx.snapshot
-    if snapshot.usage_limit_cost is None and ctx.policy_hold is None and ctx.metadata is not None:
+    if snapshot.usage_limit_cost is None and ctx.metadata is not None:
         book = price_cache.peek("all", _MISSING)
         if book is not _MISSING and book is not None:
             ctx.doc = None  # not needed for the record: fewer objects kept alive until the flush
@@ -62,6 +64,9 @@ def _deferred_record(ctx: RequestContext, book: PriceBook, ended: float) -> LogR
         if usage.total_tokens
         else (None, "")
     )
+    if ctx.policy_hold is not None:
+        counted = "0" if ctx.cache_status == "HIT" else cost
+        enforcer.settle_now(ctx.policy_hold, cost=counted, tokens=usage.total_tokens)
     return build_record(ctx, model, cost, price_version, ended)
 
 

@@ -286,6 +286,11 @@ class PolicyEnforcer:
     async def settle(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
         """Replace the request's reserved estimates by what it used (nothing for a refusal):
         an unused estimate goes back to the lease, an overrun to Redis with the next flush."""
+        self.settle_now(hold, cost=cost, tokens=tokens)
+
+    def settle_now(self, hold: Hold | None, *, cost: str | None, tokens: int) -> None:
+        """``settle`` without awaiting anything: for the log buffer's flush, which builds the
+        records of requests that need no usage-limit check (gateway/logrecord.py)."""
         if hold is None:
             return
         spent = float(cost) if cost else 0.0
