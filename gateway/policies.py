@@ -14,8 +14,9 @@ the local lease with no Redis I/O, and a request waits for Redis only when a lea
 - tokens / cost: the estimate (prompt ~ body bytes / 4, completion = max_tokens or 1024, priced
   at the model's rates) comes out of the lease; ``settle`` replaces it by the actual (unused
   estimate back into the lease, overruns to Redis in batches). Bound: the final total exceeds
-  the limit by at most the one estimate admitted last plus, for requests in flight, what their
-  actual usage exceeds their estimates.
+  the limit by at most the one estimate admitted last plus, for requests in flight or not yet
+  settled (settled with their log record, at the log buffer's next flush), what their actual
+  usage exceeds their estimates.
 
 A policy edit: leases are keyed by the policy's shape and limit, so once the cache holds the
 edited policy its old lease is returned and not used (before that, at most one chunk).
