@@ -10,9 +10,12 @@ import time
 from decimal import Decimal
 
 import pytest
+from django.urls import reverse
 
 from analytics.policies import services as policy_services
 from gateway.policies import enforcer, policy_cache
+from workspaces import services
+from workspaces.models import Membership
 
 
 @pytest.fixture
@@ -127,3 +130,20 @@ def test_an_edited_policy_takes_effect_within_the_cache_ttl(pol, settings):
 def test_policies_of_another_workspace_do_not_apply(pol, other_workspace):
     policy_services.policy_create(workspace=other_workspace, name="theirs", kind="requests", limit=1)
     assert [pol.post().status_code for _ in range(3)] == [200, 200, 200]
+
+
+def test_blocked_requests_show_on_the_errors_page_by_metadata(pol, client, django_user_model):
+    policy_services.policy_create(
+        workspace=pol.workspace, name="feature rpm", per="metadata.feature", kind="requests", limit=2, window="minute"
+    )
+    _not_at_minute_end()
+    chat = pol.headers(x_portkey_metadata=_meta(feature="chat", _user="ann"))
+    assert [pol.post(headers=chat).status_code for _ in range(5)] == [200, 200, 429, 429, 429]
+    pol.wait_for_logs(5)
+    owner = django_user_model.objects.create_user("errors-owner", "o@example.com", "owner-pass-123")
+    services.membership_add(workspace=pol.workspace, user=owner, role=Membership.Role.OWNER)
+    client.force_login(owner)
+    page = client.get(f"{reverse('dashboard:errors', args=[pol.workspace.slug])}?range=24h")
+    assert page.status_code == 200
+    assert ("429", 3) in [(row["status"], row["requests"]) for row in page.context["status_codes"]]
+    assert ("feature", "chat") in {(row["key"], row["value"]) for row in page.context["failing_metadata"]}
