@@ -48,7 +48,7 @@ from django.db import close_old_connections, connection
 from analytics import otel_metrics
 from analytics import otel_proto as pb
 from analytics.otel_http import GuardedPoster
-from analytics.otel_spans import INGESTED_SDK_VERSION, SCOPE_NAME, SCOPE_VERSION, encode_span
+from analytics.otel_spans import INGESTED_SDK_VERSION, SCOPE_NAME, SCOPE_VERSION, encode_span, encode_spans
 from workspaces.upstream.netguard import BlockedUpstreamError
 
 logger = logging.getLogger(__name__)
@@ -276,26 +276,24 @@ class OtelExporter:
     def _send(self, target: _Target) -> None:
         if target.inflight is None:
             batch = [target.pending.popleft() for _ in range(min(len(target.pending), settings.OTEL_EXPORT_BATCH_SIZE))]
-            spans = []
-            for number, row in enumerate(batch, start=1):
-                if number % 32 == 0:
-                    # Let a waiting writer thread have the GIL now rather than at the next
-                    # switch interval (5 ms): the writer's commit must not queue behind encoding.
-                    time.sleep(0)
-                try:
-                    spans.append(encode_span(row))
-                except Exception:
-                    _count("unencodable")
-                    logger.exception("OpenTelemetry export: cannot encode log %s", row.get("id"))
-            if not spans:
+            spans, count = [], 0
+            for start in range(0, len(batch), _ENCODE_CHUNK):
+                # Let a waiting writer thread have the GIL now rather than at the next switch
+                # interval (5 ms): the writer's commit must not queue behind encoding.
+                time.sleep(0)
+                chunk = batch[start : start + _ENCODE_CHUNK]
+                encoded, encoded_count = _encode(chunk)
+                spans.extend(encoded)
+                count += encoded_count
+            if not count:
                 return
-            body = pb.export_request(
+            body = pb.framed_export_request(
                 resource_attributes=[("service.name", "portico"), ("portico.workspace", target.slug)],
                 scope_name=SCOPE_NAME,
                 scope_version=SCOPE_VERSION,
-                spans=spans,
+                framed_spans=spans,
             )
-            target.inflight = (body, len(spans))
+            target.inflight = (body, count)
             target.attempt = 0
             target.give_up_at = time.monotonic() + settings.OTEL_EXPORT_RETRY_SECONDS
         body, count = target.inflight
@@ -333,6 +331,25 @@ class OtelExporter:
         )
         target.inflight, target.attempt = None, 0
         target.next_attempt = now + (0.0 if not retryable else 0.5)
+
+
+_ENCODE_CHUNK = 64
+
+
+def _encode(rows: list[dict]) -> tuple[list[bytes], int]:
+    """(the rows' spans framed for the request, how many): all at once, or one by one when one
+    of them cannot be encoded (counted, logged, left out)."""
+    try:
+        return encode_spans(rows), len(rows)
+    except Exception:
+        spans = []
+        for row in rows:
+            try:
+                spans.append(pb.span_field(encode_span(row)))
+            except Exception:
+                _count("unencodable")
+                logger.exception("OpenTelemetry export: cannot encode log %s", row.get("id"))
+        return spans, len(spans)
 
 
 _exporter = OtelExporter()

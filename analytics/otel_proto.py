@@ -150,14 +150,38 @@ def span(
     return b"".join(parts)
 
 
+def span_field(span_bytes: bytes) -> bytes:
+    """A Span as a ScopeSpans.spans field (tag 2): what ``framed_export_request`` joins."""
+    return field(b"\x12", span_bytes)
+
+
 def export_request(
     *, resource_attributes: list[tuple[str, str]], scope_name: str, scope_version: str, spans: list[bytes]
 ) -> bytes:
     """ExportTraceServiceRequest with one ResourceSpans holding one ScopeSpans."""
+    return framed_export_request(
+        resource_attributes=resource_attributes,
+        scope_name=scope_name,
+        scope_version=scope_version,
+        framed_spans=[span_field(s) for s in spans],
+    )
+
+
+def framed_export_request(
+    *, resource_attributes: list[tuple[str, str]], scope_name: str, scope_version: str, framed_spans: list[bytes]
+) -> bytes:
+    """``export_request`` of spans already framed as ScopeSpans.spans fields (``span_field``, or
+    analytics.otel_spans.encode_spans' parts), written with one join: the outer messages only
+    need the spans' total length, so their bytes are copied once."""
     resource = b"".join(  # Resource.attributes = 1
         _key_value(k, field(b"\x0a", v.encode("utf-8", "replace")), b"\x0a") for k, v in resource_attributes
     )
     scope = field(b"\x0a", scope_name.encode()) + field(b"\x12", scope_version.encode())
-    scope_spans = field(b"\x0a", scope) + b"".join(field(b"\x12", s) for s in spans)  # scope = 1, spans = 2
-    resource_spans = field(b"\x0a", resource) + field(b"\x12", scope_spans)  # resource = 1, scope_spans = 2
-    return field(b"\x0a", resource_spans)  # resource_spans = 1
+    head = field(b"\x0a", scope)  # ScopeSpans.scope = 1; then its spans = 2
+    scope_spans_length = len(head) + sum(map(len, framed_spans))
+    resource_head = field(b"\x0a", resource)  # ResourceSpans.resource = 1; then scope_spans = 2
+    scope_spans_prefix = b"\x12" + varint(scope_spans_length)
+    resource_spans_length = len(resource_head) + len(scope_spans_prefix) + scope_spans_length
+    return b"".join(  # resource_spans = 1
+        [b"\x0a", varint(resource_spans_length), resource_head, scope_spans_prefix, head, *framed_spans]
+    )

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import struct
 import uuid
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from operator import itemgetter
 
 from analytics import otel_proto as pb
 
@@ -257,3 +259,143 @@ def encode_span(row: dict) -> bytes:
         status_code=status,
         status_message=message,
     )
+
+
+# --- A batch of rows -> spans, the common case in one pass -------------------------------
+
+# What decides a span's name, kind and shared attributes (one dict lookup per row).
+_shape = itemgetter("provider", "model", "endpoint", "status_code", "success", "cache_status", "currency", "span_name")
+_values = itemgetter(
+    "id", "trace_id", "created_at", "latency_ms", "prompt_tokens", "completion_tokens", "finish_reasons", "cost"
+)
+_more_values = itemgetter("is_stream", "ttft_ms", "user", "metadata", "success")
+# A row with any of these set takes encode_span (rare in gateway traffic).
+_rare = itemgetter("span_id", "parent_span_id", "config_id", "retry_count", "cache_saved_cost")
+_heads: dict[tuple, tuple[bytes, bytes, bytes]] = {}
+_token_attributes: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
+_frame_prefixes: dict[int, bytes] = {}
+_pack_times = struct.Struct("<BQBQ").pack  # start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # a time since it in whole microseconds: _datetime_ns exactly
+_MICROSECOND = timedelta(microseconds=1)
+_NO_SPAN_ID = bytes(8)
+
+
+def _head(shape: tuple) -> tuple[bytes, bytes, bytes]:
+    """(the span's name and kind fields, its shared attributes with a cost, without): what every
+    span of one (provider, model, endpoint, status, cache status, currency, span name) has."""
+    provider, model, endpoint, status_code, success, cache_status, currency, span_name = shape
+    heads = []
+    for with_cost in (currency, ""):  # the currency is an attribute only of spans with a cost
+        attributes, operation = _common_attributes(
+            provider, model, endpoint, status_code, success, cache_status, with_cost
+        )
+        heads.append(attributes)
+    name = span_name or f"{operation} {model}".strip()
+    name_and_kind = pb.field(b"\x2a", name.encode("utf-8", "replace")) + b"\x30" + pb.SMALL[pb.SPAN_KIND_CLIENT]
+    if len(_heads) >= 4096:
+        _heads.clear()
+    _heads[shape] = head = (name_and_kind, heads[0], heads[1])
+    return head
+
+
+def _token_attribute(which: int, value: int) -> bytes:
+    cache = _token_attributes[which]
+    encoded = cache.get(value)
+    if encoded is None:
+        headers, key = (
+            (_INPUT_TOKENS, "gen_ai.usage.input_tokens")
+            if which == 0
+            else (_OUTPUT_TOKENS, "gen_ai.usage.output_tokens")
+        )
+        encoded = _tokens(headers, key, value)
+        if 0 <= value < 16384:  # bounded: at most 16,384 entries
+            cache[value] = encoded
+    return encoded
+
+
+def _frame_prefix(length: int) -> bytes:
+    prefix = _frame_prefixes.get(length)
+    if prefix is None:
+        prefix = b"\x12" + pb.varint(length)
+        if length < 65536:
+            _frame_prefixes[length] = prefix
+    return prefix
+
+
+def encode_spans(rows: list[dict]) -> list[bytes]:
+    """The spans of ``rows``, framed as ScopeSpans.spans fields for
+    ``otel_proto.framed_export_request``: the same bytes as ``span_field(encode_span(row))``
+    for each row (tests/otel check they agree), written with far fewer Python operations.
+
+    A span is mostly bytes it shares with many others (its name, kind and the attributes of
+    its provider, model, endpoint and status: one cached head per combination); per row only
+    the ids, times, tokens, cost, log id, user and metadata are written, in encode_span's
+    order. Rows with carried span ids, a config, retries or a cache saving go through
+    encode_span. Raises what encoding a row raises (the exporter then encodes one by one)."""
+    out: list[bytes] = []
+    append = out.append
+    heads, input_tokens, output_tokens = _heads, _token_attributes[0], _token_attributes[1]
+    for row in rows:
+        span_id, parent_span_id, config_id, retry_count, cache_saved_cost = _rare(row)
+        if span_id or parent_span_id or config_id or retry_count or cache_saved_cost is not None:
+            body = encode_span(row)
+            append(_frame_prefix(len(body)))
+            append(body)
+            continue
+        log_id, trace_text, created_at, latency_ms, prompt_tokens, completion_tokens, reasons, cost = _values(row)
+        is_stream, ttft_ms, user, metadata, success = _more_values(row)
+        log_text = str(log_id)
+        own = log_id.bytes[8:]
+        if own == _NO_SPAN_ID:
+            own = _own_span_id(log_id)
+        trace_text = trace_text or log_text
+        if len(trace_text) == 36 and trace_text[8] == trace_text[13] == trace_text[18] == trace_text[23] == "-":
+            # A UUID's 16 bytes: trace_id_bytes' second case (its first never takes 36 characters).
+            try:
+                trace_id, mapped = bytes.fromhex(trace_text.replace("-", "")), False
+            except ValueError:
+                trace_id, mapped = trace_id_bytes(trace_text)
+        else:
+            trace_id, mapped = trace_id_bytes(trace_text)
+        shape = _shape(row)
+        head = heads.get(shape) or _head(shape)
+        start_us = (created_at - _EPOCH) // _MICROSECOND if created_at.tzinfo is not None else -1
+        start_ns = start_us * 1000 if start_us >= 0 else _datetime_ns(created_at)
+        parts = [
+            b"\x0a\x10",
+            trace_id,
+            b"\x12\x08",
+            own,
+            head[0],
+            _pack_times(0x39, start_ns, 0x41, start_ns + int(latency_ms * 1_000_000)),
+        ]
+        add = parts.append
+        if mapped:
+            add(pb.string_attribute("portico.trace_id", trace_text, unique=True))
+        add(head[1] if cost is not None else head[2])
+        add(input_tokens.get(prompt_tokens) or _token_attribute(0, prompt_tokens))
+        add(output_tokens.get(completion_tokens) or _token_attribute(1, completion_tokens))
+        if reasons:
+            add(_finish_cache.get(tuple(reasons)) or _finish_reasons_attribute(reasons))
+        add(_LOG_ID_HEADER)
+        add(log_text.encode())
+        if cost is not None:
+            add(_COST_HEADER)
+            add(_pack_double(cost))
+        if is_stream:
+            add(_STREAM)
+        if ttft_ms is not None:
+            add(_TTFT_HEADER)
+            add(_pack_double(ttft_ms))
+        if user:
+            add(pb.string_attribute("enduser.id", user))
+        if metadata:
+            add(_metadata_attributes(metadata))
+        if not success:
+            message = row["error_message"][:1024]
+            status = pb.field(b"\x12", message.encode("utf-8", "replace")) if message else b""
+            add(pb.field(b"\x7a", status + b"\x18" + pb.SMALL[pb.STATUS_ERROR]))
+        body = b"".join(parts)
+        append(_frame_prefix(len(body)))
+        append(body)
+    return out
