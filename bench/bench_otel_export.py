@@ -143,6 +143,9 @@ def _celery_round(client, workspace: Workspace, api_key: ApiKey | None, args, re
                 finished = time.monotonic()
             time.sleep(0.005)
         _check_drained(client, key, workspace, rows_before, total, None)
+        # Which pool processes read the stream: with N pool processes all N should have.
+        readers = len(client.xinfo_consumers(key, pipeline.CONSUMER_GROUP))
+        print(f"  stream read by {readers} consumer(s) (pool processes)", flush=True)
         if not args.exporting:
             return total / (finished - started), None
         # Spans still queued in the pool processes' exporters arrive after the drain; a span

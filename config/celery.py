@@ -43,6 +43,22 @@ def _metrics_listener(**kwargs) -> None:
     start_metrics_listener()
 
 
+@signals.worker_ready.connect
+def _start_log_consumers(sender=None, **kwargs) -> None:
+    # Beat sends consume_log_stream once a second, so a fresh worker's pool processes would
+    # start reading the log stream one by one, a second apart (a backlog waits on one writer
+    # meanwhile): one run per pool process now, and beat's keep them going.
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        return
+    from analytics.tasks import consume_log_stream
+
+    concurrency = getattr(getattr(sender, "controller", None), "concurrency", None) or 1
+    for _ in range(concurrency):
+        consume_log_stream.apply_async(expires=5)
+
+
 app.conf.beat_schedule = {
     # Log stream -> database. Each run reads for up to ~5 s; expiry drops runs that queued
     # behind a backlog instead of stacking them.
