@@ -6,9 +6,9 @@ idempotent on the record id: a batch written twice inserts nothing the second ti
 
 Records are analytics.logrecord.LogRecord dicts, as JSON from other processes (DESIGN.md, "The
 log pipeline"). They are coerced defensively (analytics.log_rows): a record that cannot be stored is skipped and counted, never allowed
-to fail the batch it travels in. On Postgres the records already stored are looked up and the
-rest COPY'd straight into the log table; if a concurrent writer stored some of them meanwhile
-(the COPY hits the primary key), that is undone and the batch goes through a temporary table
+to fail the batch it travels in. On Postgres the records are COPY'd straight into the log table;
+if some of them are stored already (a redelivered batch, a concurrent writer: the COPY hits the
+primary key), that is undone and the batch goes through a temporary table
 and ``INSERT ... ON CONFLICT (created_at, id) DO NOTHING RETURNING id`` instead (the table is
 partitioned by created_at, so its primary key is (id, created_at); a record always carries the
 same created_at, so this is idempotency on the id). Elsewhere (the SQLite embedded default)
@@ -21,7 +21,6 @@ import gc
 import logging
 import uuid
 from collections import Counter
-from datetime import datetime
 from functools import partial
 
 import psycopg
@@ -193,42 +192,28 @@ def _insert_postgres(
 def _copy_new_rows(
     cursor, rows: list[dict], json_texts: dict[uuid.UUID, list[str]]
 ) -> tuple[list[dict], BatchRollup | None] | None:
-    """The usual case, no concurrent writer of the same records: look up which (id, created_at)
-    are stored already (primary key probes, pruned to the partitions of the batch's time span)
-    and COPY the others straight into the log table. Returns (the rows inserted, their
-    rollups.prepare), or None when the COPY hit the primary key (another writer stored some of
-    them meanwhile): then nothing of it is kept (rolled back to a savepoint) and the caller
-    takes the ON CONFLICT path.
+    """The usual case, records not stored before: COPY them straight into the log table.
+    Returns (the rows inserted, their rollups.prepare), or None when the COPY hit the primary
+    key (a redelivered batch, or a concurrent writer of the same records): then nothing of it
+    is kept (rolled back to a savepoint) and the caller takes the ON CONFLICT path. Stored ids
+    are not looked up first: a batch is new nearly always, and the lookup (5,000 primary key
+    probes) cost more than the rare fallback saves.
 
     The rollups are summed after the last row is sent and before the COPY is ended: Postgres is
     then still inserting the rows (and their six index entries) sent last, so the two cores
     work at once instead of in turn."""
     log_table = RequestLog._meta.db_table
-    stored = _stored_keys(cursor, rows)
-    fresh = [row for row in rows if (row["id"], row["created_at"]) not in stored] if stored else rows
-    if not fresh:
-        return [], None
     savepoint = transaction.savepoint()
     try:
         with cursor.copy(f"COPY {log_table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
-            for row in fresh:
+            for row in rows:
                 copy.write_row([*map(row.__getitem__, _PLAIN_FIELDS), *json_texts[row["id"]]])
-            batch = rollups.prepare(fresh)
+            batch = rollups.prepare(rows)
     except psycopg.errors.UniqueViolation:
         transaction.savepoint_rollback(savepoint)
         return None
     transaction.savepoint_commit(savepoint)
-    return fresh, batch
-
-
-def _stored_keys(cursor, rows: list[dict]) -> set[tuple[uuid.UUID, datetime]]:
-    times = [row["created_at"] for row in rows]
-    cursor.execute(
-        f"SELECT id, created_at FROM {RequestLog._meta.db_table} "  # noqa: S608
-        "WHERE id = ANY(%s) AND created_at BETWEEN %s AND %s",
-        [[row["id"] for row in rows], min(times), max(times)],
-    )
-    return set(cursor.fetchall())
+    return rows, batch
 
 
 def _insert_on_conflict(cursor, rows: list[dict], json_texts: dict[uuid.UUID, list[str]]) -> set[uuid.UUID]:
