@@ -266,9 +266,9 @@ def encode_span(row: dict) -> bytes:
 # What decides a span's name, kind and shared attributes (one dict lookup per row).
 _shape = itemgetter("provider", "model", "endpoint", "status_code", "success", "cache_status", "currency", "span_name")
 _values = itemgetter(
-    "id", "trace_id", "created_at", "latency_ms", "prompt_tokens", "completion_tokens", "finish_reasons", "cost"
-)
-_more_values = itemgetter("is_stream", "ttft_ms", "user", "metadata", "success")
+    "id", "trace_id", "created_at", "latency_ms", "prompt_tokens", "completion_tokens",
+    "finish_reasons", "cost", "is_stream", "ttft_ms", "user", "metadata", "success",
+)  # fmt: skip
 # A row with any of these set takes encode_span (rare in gateway traffic).
 _rare = itemgetter("span_id", "parent_span_id", "config_id", "retry_count", "cache_saved_cost")
 _heads: dict[tuple, tuple[bytes, bytes, bytes]] = {}
@@ -342,8 +342,10 @@ def encode_spans(rows: list[dict]) -> list[bytes]:
             append(_frame_prefix(len(body)))
             append(body)
             continue
-        log_id, trace_text, created_at, latency_ms, prompt_tokens, completion_tokens, reasons, cost = _values(row)
-        is_stream, ttft_ms, user, metadata, success = _more_values(row)
+        (
+            log_id, trace_text, created_at, latency_ms, prompt_tokens, completion_tokens,
+            reasons, cost, is_stream, ttft_ms, user, metadata, success,
+        ) = _values(row)  # fmt: skip
         log_text = str(log_id)
         own = log_id.bytes[8:]
         if own == _NO_SPAN_ID:
@@ -361,6 +363,7 @@ def encode_spans(rows: list[dict]) -> list[bytes]:
         head = heads.get(shape) or _head(shape)
         start_us = (created_at - _EPOCH) // _MICROSECOND if created_at.tzinfo is not None else -1
         start_ns = start_us * 1000 if start_us >= 0 else _datetime_ns(created_at)
+        # encode_span's fields and attributes in its order; b"" where a row has none.
         parts = [
             b"\x0a\x10",
             trace_id,
@@ -368,33 +371,25 @@ def encode_spans(rows: list[dict]) -> list[bytes]:
             own,
             head[0],
             _pack_times(0x39, start_ns, 0x41, start_ns + int(latency_ms * 1_000_000)),
+            pb.string_attribute("portico.trace_id", trace_text, unique=True) if mapped else b"",
+            head[1] if cost is not None else head[2],
+            input_tokens.get(prompt_tokens) or _token_attribute(0, prompt_tokens),
+            output_tokens.get(completion_tokens) or _token_attribute(1, completion_tokens),
+            (_finish_cache.get(tuple(reasons)) or _finish_reasons_attribute(reasons)) if reasons else b"",
+            _LOG_ID_HEADER,
+            log_text.encode(),
+            _COST_HEADER if cost is not None else b"",
+            _pack_double(cost) if cost is not None else b"",
+            _STREAM if is_stream else b"",
+            _TTFT_HEADER if ttft_ms is not None else b"",
+            _pack_double(ttft_ms) if ttft_ms is not None else b"",
+            pb.string_attribute("enduser.id", user) if user else b"",
+            _metadata_attributes(metadata) if metadata else b"",
         ]
-        add = parts.append
-        if mapped:
-            add(pb.string_attribute("portico.trace_id", trace_text, unique=True))
-        add(head[1] if cost is not None else head[2])
-        add(input_tokens.get(prompt_tokens) or _token_attribute(0, prompt_tokens))
-        add(output_tokens.get(completion_tokens) or _token_attribute(1, completion_tokens))
-        if reasons:
-            add(_finish_cache.get(tuple(reasons)) or _finish_reasons_attribute(reasons))
-        add(_LOG_ID_HEADER)
-        add(log_text.encode())
-        if cost is not None:
-            add(_COST_HEADER)
-            add(_pack_double(cost))
-        if is_stream:
-            add(_STREAM)
-        if ttft_ms is not None:
-            add(_TTFT_HEADER)
-            add(_pack_double(ttft_ms))
-        if user:
-            add(pb.string_attribute("enduser.id", user))
-        if metadata:
-            add(_metadata_attributes(metadata))
         if not success:
             message = row["error_message"][:1024]
             status = pb.field(b"\x12", message.encode("utf-8", "replace")) if message else b""
-            add(pb.field(b"\x7a", status + b"\x18" + pb.SMALL[pb.STATUS_ERROR]))
+            parts.append(pb.field(b"\x7a", status + b"\x18" + pb.SMALL[pb.STATUS_ERROR]))
         body = b"".join(parts)
         append(_frame_prefix(len(body)))
         append(body)
