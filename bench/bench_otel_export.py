@@ -129,7 +129,7 @@ def _celery_round(client, workspace: Workspace, api_key: ApiKey | None, args, re
         rows_before = RequestLog.objects.filter(workspace=workspace).count()
         before = received.value
         worker.start()
-        started = finished = None
+        started = finished = all_reading = None
         give_up = time.monotonic() + 60 + total / 1000
         while finished is None:
             worker.process.check_alive(" while draining the stream")
@@ -141,11 +141,15 @@ def _celery_round(client, workspace: Workspace, api_key: ApiKey | None, args, re
                     started = time.monotonic()
             elif client.xlen(key) == 0 and client.xpending(key, pipeline.CONSUMER_GROUP)["pending"] == 0:
                 finished = time.monotonic()
+            readers = client.xinfo_consumers(key, pipeline.CONSUMER_GROUP) if started and not all_reading else []
+            if len(readers) >= args.celery_concurrency:
+                all_reading = time.monotonic()
             time.sleep(0.005)
         _check_drained(client, key, workspace, rows_before, total, None)
-        # Which pool processes read the stream: with N pool processes all N should have.
+        # Which pool processes read the stream, and how soon: with N pool processes all N should.
         readers = len(client.xinfo_consumers(key, pipeline.CONSUMER_GROUP))
-        print(f"  stream read by {readers} consumer(s) (pool processes)", flush=True)
+        when = f", all {args.celery_concurrency} by {all_reading - started:.2f} s" if all_reading else ""
+        print(f"  stream read by {readers} consumer(s) (pool processes){when}; drained in {finished - started:.2f} s")
         if not args.exporting:
             return total / (finished - started), None
         # Spans still queued in the pool processes' exporters arrive after the drain; a span
