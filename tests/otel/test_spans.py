@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from analytics import log_rows, otel_proto
+from analytics import log_rows, otel_export, otel_proto
 from analytics.otel_spans import encode_span, encode_spans
 from tests.analytics.records import log_record
 from tests.otel.conftest import attributes
@@ -65,3 +65,16 @@ def test_the_framed_request_decodes_with_opentelemetry_proto():
     [scope_spans] = resource_spans.scope_spans
     assert [attributes(span)["portico.log_id"] for span in scope_spans.spans] == [str(r["id"]) for r in rows]
     assert scope_spans.spans[5].status.message == "upstream timed out"
+
+
+def test_a_row_that_cannot_be_encoded_is_counted_and_only_it_is_left_out():
+    ws = services.workspace_create(slug="acme", name="Acme")
+    rows = rows_of([log_record(ws) for _ in range(3)])
+    rows[1] = {**rows[1], "latency_ms": None}  # not a number: encode_span raises too
+    before = otel_export.export_counters["unencodable"]
+
+    spans, count = otel_export._encode(rows)
+
+    assert count == 2
+    assert spans == [otel_proto.span_field(encode_span(row)) for row in (rows[0], rows[2])]
+    assert otel_export.export_counters["unencodable"] == before + 1
