@@ -28,7 +28,7 @@ import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from analytics import health, log_rows, otel_export, rollups
+from analytics import health, log_rows, otel_export, pair_rollups, rollups
 from analytics.log_rows import JSON_COLUMNS, LOG_FIELDS, dump_json
 from analytics.logrecord import LogRecord
 from analytics.models import RequestBody, RequestLog
@@ -208,12 +208,13 @@ def _copy_new_rows(
     fresh = [row for row in rows if (row["id"], row["created_at"]) not in stored] if stored else rows
     if not fresh:
         return [], None
+    pair_keys = pair_rollups.pair_keys({row["workspace_id"] for row in fresh})  # no query during the COPY
     savepoint = transaction.savepoint()
     try:
         with cursor.copy(f"COPY {log_table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
             for row in fresh:
                 copy.write_row([*map(row.__getitem__, _PLAIN_FIELDS), *json_texts[row["id"]]])
-            batch = rollups.prepare(fresh)
+            batch = rollups.prepare(fresh, pair_keys)
     except psycopg.errors.UniqueViolation:
         transaction.savepoint_rollback(savepoint)
         return None

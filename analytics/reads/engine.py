@@ -28,6 +28,7 @@ from analytics import histogram
 from analytics.filters import LogFilter
 from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataRollup, RequestLog
 from analytics.reads.metrics import Metrics
+from analytics.reads.pairs import complete_pairs
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Pair:
 class Source:
     """A queryset over RollupMetrics rows or RequestLog rows, plus how to read each."""
 
-    name: str  # "rollups" or "logs"
+    name: str  # "rollups" (any rollup table) or "logs"
     queryset: QuerySet
     time_field: str
     group_expr: Callable[[Grouping], Combinable]
@@ -177,6 +178,15 @@ def _metadata_source(workspace: Workspace, window: tuple, key: str | None, value
     return Source("rollups", qs, "bucket", lambda g: F("value"), _rollup_sums(), users, signature)
 
 
+def _pair_source(workspace: Workspace, window: tuple, pair: Pair, group_key: str) -> Source | None:
+    """PairRollup's rows of ``pair`` grouped by ``group_key``, when complete (analytics.reads.pairs)."""
+    qs = complete_pairs(workspace, window, pair.key, pair.values, group_key)
+    if qs is None:
+        return None
+    signature = f"pair:{workspace.pk}:{pair.key}:{sorted(pair.values)!r}:{group_key}"
+    return Source("rollups", qs, "bucket", lambda g: F("value_b"), _rollup_sums(), signature=signature)
+
+
 def _log_group_expr(grouping: Grouping) -> Combinable:
     if grouping.kind == "metadata":
         return KeyTextTransform(grouping.key, "metadata")
@@ -248,6 +258,8 @@ def choose_source(
         elif grouping is not None and group_key is not None:
             if not dims and not users and (pair is None or pair.key == group_key):
                 return _metadata_source(workspace, window, group_key, pair.values if pair else ())
+            if not dims and not users and (source := _pair_source(workspace, window, pair, group_key)):
+                return source
         elif grouping is not None:
             if pair is None and not users:
                 return _dimension_source(workspace, window, dims)

@@ -1,0 +1,44 @@
+"""Reading two-key rollups: "group by B where A = v" from PairRollup, when it is complete.
+
+PairRollup skips logs past its caps and hours written before A and B were pair keys
+(analytics.pair_rollups), so its rows for A = v are used only when, over the whole window, they
+add up exactly to MetadataRollup's count for A = v (with no A value folded into "(other)",
+which the caller checks): pair counts never exceed the true count in any hour, so equal sums
+mean every hour is complete. Anything less and the caller reads the raw logs. The "not set"
+rows take part in that sum but are not a group: like the raw logs grouped by B, the cells
+hold the logs that carry B, and a Summary's "(not set)" row is the total minus the groups.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet, Sum
+
+from analytics.models import MetadataRollup, PairRollup
+from workspaces.models import Workspace
+
+
+def complete_pairs(
+    workspace: Workspace, window: tuple, key_a: str, values_a: tuple[str, ...], key_b: str
+) -> QuerySet | None:
+    """PairRollup rows of (A in ``values_a``, B = any value) over ``window``, or None when they
+    do not account for every log with A in ``values_a`` in it (or B is A)."""
+    if key_a == key_b:
+        return None
+    pairs = PairRollup.objects.filter(
+        workspace=workspace,
+        key_a=key_a,
+        bucket__gte=window[0],
+        bucket__lt=window[1],
+        value_a__in=values_a,
+        key_b=key_b,
+    )
+    counted = pairs.aggregate(n=Sum("requests"))["n"] or 0
+    total = (
+        MetadataRollup.objects.filter(
+            workspace=workspace, key=key_a, value__in=values_a, bucket__gte=window[0], bucket__lt=window[1]
+        ).aggregate(n=Sum("requests"))["n"]
+        or 0
+    )
+    if counted != total:
+        return None
+    return pairs.filter(b_missing=False)
