@@ -11,6 +11,7 @@ hold the logs that carry B, and a Summary's "(not set)" row is the total minus t
 
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import QuerySet, Sum
 
 from analytics.models import MetadataRollup, PairRollup
@@ -32,13 +33,17 @@ def complete_pairs(
         value_a__in=values_a,
         key_b=key_b,
     )
-    counted = pairs.aggregate(n=Sum("requests"))["n"] or 0
-    total = (
-        MetadataRollup.objects.filter(
-            workspace=workspace, key=key_a, value__in=values_a, bucket__gte=window[0], bucket__lt=window[1]
-        ).aggregate(n=Sum("requests"))["n"]
-        or 0
+    rollups = MetadataRollup.objects.filter(
+        workspace=workspace, key=key_a, value__in=values_a, bucket__gte=window[0], bucket__lt=window[1]
     )
+    # Both sums in one round trip (a Summary asks this once per cached piece of its window).
+    parts = [
+        qs.values("workspace_id").annotate(n=Sum("requests")).values("n").query.sql_with_params()
+        for qs in (pairs, rollups)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT ({parts[0][0]}), ({parts[1][0]})", [*parts[0][1], *parts[1][1]])
+        counted, total = cursor.fetchone()
     if counted != total:
         return None
     return pairs.filter(b_missing=False)
