@@ -47,6 +47,7 @@ from django.test import Client  # noqa: E402
 from analytics.filters import LogFilter  # noqa: E402
 from analytics.forms import log_filter_data, parse_window  # noqa: E402
 from analytics.models import DimensionRollup, PairRollup, RequestLog  # noqa: E402
+from analytics.reads import engine  # noqa: E402
 from analytics.reads.cache import clear_memo  # noqa: E402
 from analytics.reads.engine import Grouping, choose_source  # noqa: E402
 from bench.bench_dashboard import measure  # noqa: E402  (sets Django up, freezes the start-up heap)
@@ -105,8 +106,18 @@ def main() -> int:
     parser.add_argument(
         "--cold", type=int, default=0, metavar="N", help="N cache-miss views per page (flushes the cache)"
     )
+    parser.add_argument("--pages", default="", help="only pages whose name holds one of these (separated by |)")
+    parser.add_argument(
+        "--no-pairs",
+        action="store_true",
+        help="read as if there were no pair rollups (the raw-log path): a before/after",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "out"))
     args = parser.parse_args()
+    if args.no_pairs:
+        engine.complete_pairs = lambda *args, **kwargs: None
+    wanted = [part.strip() for part in args.pages.split("|") if part.strip()]
+    pages = [page for page in PAGES if not wanted or any(part in page[0] for part in wanted)]
 
     workspace = Workspace.objects.get(slug=args.workspace)
     user, _ = get_user_model().objects.get_or_create(username="bench-filtered")
@@ -115,7 +126,7 @@ def main() -> int:
     client.force_login(user)
     logs = DimensionRollup.objects.filter(workspace=workspace).aggregate(n=Sum("requests"))["n"] or 0
     rows = []
-    for name, query, extra in PAGES:
+    for name, query, extra in pages:
         url = f"/w/{workspace.slug}/{query}"
         plain = measure(client, url, args.iterations, {})
         narrowed = measure(client, f"{url}&{extra}", args.iterations, {})
@@ -146,6 +157,7 @@ def main() -> int:
         "logs": logs,
         "iterations": args.iterations,
         "cold_iterations": args.cold,
+        "no_pairs": args.no_pairs,
         "pages": rows,
     }
     out = Path(args.out)
