@@ -218,3 +218,13 @@ def test_retention_prunes_pairs_with_the_other_rollups(workspace, settings):
     retention.apply_retention(T0 + timedelta(days=500))
     assert not PairRollup.objects.exists()
     assert not MetadataRollup.objects.exists()
+
+
+def test_an_admin_flags_a_key_without_touching_its_counters(workspace, admin_client):
+    write(workspace, {"environment": "production"})
+    key = MetadataKey.objects.get(key="environment")
+    MetadataKey.objects.filter(pk=key.pk).update(requests=99)  # the writer moved on meanwhile
+    response = admin_client.post(f"/admin/analytics/metadatakey/{key.pk}/change/", {"paired": "on"})
+    assert response.status_code == 302, response.content
+    key.refresh_from_db()
+    assert (key.paired, key.requests) == (True, 99)
