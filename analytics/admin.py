@@ -143,10 +143,19 @@ class MetadataKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # derived from the logs (rebuild_rollups); retention removes what is gone
+
     def save_model(self, request: HttpRequest, obj: MetadataKey, form: forms.ModelForm, change: bool) -> None:
-        # The flag alone (also from the changelist's list_editable): save() would write back
-        # counters the log writer has moved on since the page was loaded.
-        pair_rollups.set_paired(workspace_id=obj.workspace_id, keys=[obj.key], paired=obj.paired)
+        # The flag alone (also from the changelist's list_editable), audited: save() would write
+        # back counters the log writer has moved on since the page was loaded.
+        pair_rollups.set_paired(
+            workspace_id=obj.workspace_id,
+            keys=[obj.key],
+            paired=obj.paired,
+            actor=request.user,
+            via=AuditEvent.Via.ADMIN,
+        )
 
 
 # Alert rules and their history (analytics/alerts/admin.py), registered on import.

@@ -23,9 +23,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from django.conf import settings
+from django.db import transaction
 
 from analytics.models import MetadataKey, PairRollup
 from analytics.rollup_batch import Contribution, MetadataGroup, PairCell
+from workspaces.audit import Actor, audit_record, register_audited
+from workspaces.models import AuditEvent
+
+register_audited(MetadataKey, object_type="metadata_key", fields=["key", "paired"])
 
 # (workspace, key A, value A, key B, bucket, value B, b_missing): PairRollup's unique key.
 PairKey = tuple
@@ -110,9 +115,31 @@ def fold_pairs(
     return result
 
 
-def set_paired(*, workspace_id: int, keys: Iterable[str], paired: bool = True) -> int:
-    """Flag (or unflag) registry keys as pair keys; return how many rows changed. Updates the
-    flag alone: the log writer rewrites the registry's counters beside it. Hours written
-    before the change are incomplete for the new pairs until ``rebuild_rollups`` runs."""
-    rows = MetadataKey.objects.filter(workspace_id=workspace_id, key__in=list(keys))
-    return rows.exclude(paired=paired).update(paired=paired)
+def set_paired(
+    *,
+    workspace_id: int,
+    keys: Iterable[str],
+    paired: bool = True,
+    actor: Actor = None,
+    via: str = AuditEvent.Via.SYSTEM,
+) -> int:
+    """Flag (or unflag) registry keys as pair keys, audited; return how many rows changed.
+    Updates the flag alone: the log writer rewrites the registry's counters beside it. Hours
+    written before the change are incomplete for the new pairs until ``rebuild_rollups`` runs."""
+    changed = 0
+    rows = MetadataKey.objects.filter(workspace_id=workspace_id, key__in=list(keys)).exclude(paired=paired)
+    with transaction.atomic():
+        for row in rows.select_related("workspace"):
+            MetadataKey.objects.filter(pk=row.pk).update(paired=paired)
+            after = {"key": row.key, "paired": paired}
+            audit_record(
+                workspace=row.workspace,
+                action="metadata_key.update",
+                obj=row,
+                before={**after, "paired": row.paired},
+                after=after,
+                actor=actor,
+                via=via,
+            )
+            changed += 1
+    return changed

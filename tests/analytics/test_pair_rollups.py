@@ -22,6 +22,7 @@ from analytics.reads.cache import Question, compute
 from analytics.reads.engine import Grouping, choose_source
 from analytics.reads.window import Window
 from tests.analytics.records import log_record
+from workspaces.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -228,3 +229,5 @@ def test_an_admin_flags_a_key_without_touching_its_counters(workspace, admin_cli
     assert response.status_code == 302, response.content
     key.refresh_from_db()
     assert (key.paired, key.requests) == (True, 99)
+    event = AuditEvent.objects.get(action="metadata_key.update")
+    assert (event.via, event.before["paired"], event.after["paired"]) == ("admin", False, True)
