@@ -1,4 +1,5 @@
-"""Reading two-key rollups: "group by B where A = v" from PairRollup, when it is complete.
+"""Whether rollups hold every log a filter selects: a metadata value folded into "(other)"
+(``has_overflow``), and two-key rollups for "group by B where A = v" (``complete_pairs``).
 
 PairRollup skips logs past its caps and hours written before A and B were pair keys
 (analytics.pair_rollups), so its rows for A = v are used only when, over the whole window, they
@@ -16,6 +17,14 @@ from django.db.models import QuerySet, Sum
 
 from analytics.models import MetadataRollup, PairRollup
 from workspaces.models import Workspace
+
+
+def has_overflow(workspace: Workspace, window: tuple, key: str) -> bool:
+    """Values past the rollups' per-hour cap are counted under OTHER: a value filter on such a
+    key cannot be answered from rollups."""
+    return MetadataRollup.objects.filter(
+        workspace=workspace, key=key, value=MetadataRollup.OTHER_VALUE, bucket__gte=window[0], bucket__lt=window[1]
+    ).exists()
 
 
 def complete_pairs(
