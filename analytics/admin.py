@@ -1,5 +1,6 @@
-"""Admin for request logs (read-only: logs are evidence and are never edited) and model prices
-(written through ``analytics.pricing``'s services, so every change is audited)."""
+"""Admin for request logs (read-only: logs are evidence and are never edited), model prices
+(written through ``analytics.pricing``'s services, so every change is audited) and the metadata
+key registry (read-only but its ``paired`` flag, analytics.pair_rollups)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from analytics import pricing
-from analytics.models import ModelPrice, RequestBody, RequestLog
+from analytics import pair_rollups, pricing
+from analytics.models import MetadataKey, ModelPrice, RequestBody, RequestLog
 from workspaces.models import AuditEvent
 
 
@@ -125,6 +126,36 @@ class ModelPriceAdmin(admin.ModelAdmin):
         with transaction.atomic():
             for price in queryset:
                 pricing.price_delete(price=price, actor=request.user, via=AuditEvent.Via.ADMIN)
+
+
+@admin.register(MetadataKey)
+class MetadataKeyAdmin(admin.ModelAdmin):
+    """The registry is kept by the log writer; an admin only chooses the pair keys."""
+
+    list_display = ["key", "workspace", "requests", "distinct_values", "last_seen", "paired"]
+    list_editable = ["paired"]
+    list_filter = ["paired", "workspace"]
+    list_select_related = ["workspace"]
+    search_fields = ["key"]
+    fields = ["workspace", "key", "requests", "distinct_values", "first_seen", "last_seen", "paired"]
+    readonly_fields = ["workspace", "key", "requests", "distinct_values", "first_seen", "last_seen"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # derived from the logs (rebuild_rollups); retention removes what is gone
+
+    def save_model(self, request: HttpRequest, obj: MetadataKey, form: forms.ModelForm, change: bool) -> None:
+        # The flag alone (also from the changelist's list_editable), audited: save() would write
+        # back counters the log writer has moved on since the page was loaded.
+        pair_rollups.set_paired(
+            workspace_id=obj.workspace_id,
+            keys=[obj.key],
+            paired=obj.paired,
+            actor=request.user,
+            via=AuditEvent.Via.ADMIN,
+        )
 
 
 # Alert rules and their history (analytics/alerts/admin.py), registered on import.

@@ -222,9 +222,9 @@ def group_report(
     rows that make them add up to ``total``: the values past GROUP_LIMIT, and "(not set)" for
     requests without the grouped key (total minus every value, metrics subtracted exactly)."""
     cells = _group_cells(workspace, window, dimension, log_filter, hist=True)
-    total = Metrics()
-    for cell in hourly(workspace, window, log_filter=log_filter).values():
-        total.add(cell)
+    # One cell, not the hours summed here: on a cache miss, per-hour histograms were thousands
+    # of rows to read and merge for a single total.
+    total = _read(workspace, window, Question(hist=True), log_filter).get(()) or Metrics()
     rows = _top_rows(workspace, dimension, cells)
     for row in rows:
         row["share"] = row["requests"] / total.requests if total.requests else None

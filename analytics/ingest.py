@@ -27,7 +27,7 @@ import psycopg
 from django.db import connection, models, transaction
 from django.utils import timezone
 
-from analytics import health, log_rows, otel_export, rollups
+from analytics import health, log_rows, otel_export, pair_rollups, rollups
 from analytics.log_rows import JSON_COLUMNS, LOG_FIELDS, dump_json
 from analytics.logrecord import LogRecord
 from analytics.models import RequestBody, RequestLog
@@ -203,12 +203,13 @@ def _copy_new_rows(
     then still inserting the rows (and their six index entries) sent last, so the two cores
     work at once instead of in turn."""
     log_table = RequestLog._meta.db_table
+    pair_keys = pair_rollups.pair_keys({row["workspace_id"] for row in rows})  # no query during the COPY
     savepoint = transaction.savepoint()
     try:
         with cursor.copy(f"COPY {log_table} ({_COPY_COLUMNS}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row([*map(row.__getitem__, _PLAIN_FIELDS), *json_texts[row["id"]]])
-            batch = rollups.prepare(rows)
+            batch = rollups.prepare(rows, pair_keys)
     except psycopg.errors.UniqueViolation:
         transaction.savepoint_rollback(savepoint)
         return None

@@ -298,9 +298,42 @@ class DimensionRollup(RollupMetrics):
         return f"{self.bucket:%Y-%m-%d %H}h {self.provider} {self.model} {self.status_code or f'{self.status_class}xx'}"
 
 
+class PairRollup(RollupMetrics):
+    """Per hour, per (key A = value A, key B = value B): what answers "group by B where A = v"
+    (a filtered Summary) without scanning logs. Kept for a bounded set only (see
+    analytics.pair_rollups): the workspace's pair keys (``MetadataKey.paired``, else the most
+    used), at most ``settings.ROLLUP_PAIR_MAX_VALUES`` values of A per hour and of B per (A = v,
+    hour); a log past either cap is not stored here, so that hour's pairs stop adding up to
+    MetadataRollup's count and the engine reads the raw logs instead. ``b_missing`` rows count
+    the logs with A = v and no B (``value_b`` empty), so complete rows add up to A = v's count."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key_a = models.CharField(max_length=128)
+    value_a = models.CharField(max_length=128)
+    key_b = models.CharField(max_length=128)
+    value_b = models.CharField(max_length=128)
+    b_missing = models.BooleanField(default=False, help_text="Logs with A = value A and no key B.")
+
+    class Meta:
+        constraints = [
+            # Also the index of both queries: the writer's look-up of a batch's hours per key A
+            # (analytics.pair_rollups.existing_pairs) and the engine's window of one key A
+            # (analytics.reads.pairs), value A and key B checked in the index.
+            models.UniqueConstraint(
+                fields=["workspace", "key_a", "bucket", "value_a", "key_b", "value_b", "b_missing"],
+                name="pair_rollup_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        b = "(not set)" if self.b_missing else self.value_b
+        return f"{self.bucket:%Y-%m-%d %H}h {self.key_a}={self.value_a} {self.key_b}={b}"
+
+
 class MetadataKey(models.Model):
     """Registry of metadata keys seen per workspace; feeds filter dropdowns and the
-    metadata-keys page. ``top_values`` holds up to VALUE_CAP values by request count."""
+    metadata-keys page. ``top_values`` holds up to VALUE_CAP values by request count.
+    ``paired``: an admin's choice of the keys PairRollup is kept for (analytics.pair_rollups)."""
 
     VALUE_CAP = 100
 
@@ -311,6 +344,9 @@ class MetadataKey(models.Model):
     requests = models.BigIntegerField(default=0)
     distinct_values = models.PositiveIntegerField(default=0, help_text="Capped at VALUE_CAP (then 'at least').")
     top_values = models.JSONField(default=dict, help_text="{value: requests}, at most VALUE_CAP entries.")
+    paired = models.BooleanField(
+        default=False, help_text="Keep two-key rollups for this key (filtered Summary); see ROLLUP_PAIR_KEYS."
+    )
 
     class Meta:
         ordering = ["key"]

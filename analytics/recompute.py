@@ -15,10 +15,19 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.db.models import Max, Min, Q, Sum
 
-from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup, RequestLog
+from analytics import pair_rollups
+from analytics.models import (
+    TOKEN_PARTS,
+    DimensionRollup,
+    MetadataKey,
+    MetadataKeySender,
+    MetadataRollup,
+    PairRollup,
+    RequestLog,
+)
 from analytics.pricing import load_price_book, price_usage
 from analytics.reads import cache as dashboard_cache
-from analytics.rollup_batch import LOG_FIELDS, OTHER, hour_of
+from analytics.rollup_batch import LOG_FIELDS, OTHER, hour_of, metadata_items
 from analytics.rollups import apply_rows, lock_for_writing, lock_workspace
 from workspaces.audit import Actor, audit_record
 from workspaces.models import AuditEvent, Workspace
@@ -91,6 +100,7 @@ class RebuildResult:
     logs: int
     metadata_rows: int
     dimension_rows: int
+    pair_rows: int = 0
 
 
 def rebuild_rollups(
@@ -98,7 +108,9 @@ def rebuild_rollups(
 ) -> RebuildResult:
     """Delete the rollups in scope (whole hours from ``since``'s hour) and recompute them, and
     the registry, from RequestLog, reading logs in (created_at, id) keyset chunks: memory stays
-    constant.
+    constant. Pair rollups are rebuilt for the workspace's pair keys as chosen when it starts
+    (from the registry; a workspace without one: from its first chunk of logs), one choice for
+    every hour.
 
     One transaction per workspace, holding that workspace's rollup lock exclusively (see the
     analytics.rollups docstring): its log writers wait at their rollup step, other workspaces are not held
@@ -113,16 +125,32 @@ def rebuild_rollups(
                 lock_workspace(workspace)
             MetadataRollup.objects.filter(scope).delete()
             DimensionRollup.objects.filter(scope).delete()
+            PairRollup.objects.filter(scope).delete()
             if start is None:
                 MetadataKeySender.objects.filter(workspace_id=workspace).delete()
+            keys = pair_rollups.pair_keys([workspace])
             for chunk in _log_chunks(workspace, start, chunk_size):
-                apply_rows(chunk, lock=False, senders=start is None)
+                if not keys:
+                    keys = {workspace: _pair_keys_of(chunk)}
+                apply_rows(chunk, lock=False, senders=start is None, pair_keys=keys)
                 result.logs += len(chunk)
             refresh_metadata_keys(workspace_id=workspace, discover=True, lock=False)
             result.metadata_rows += MetadataRollup.objects.filter(scope).count()
             result.dimension_rows += DimensionRollup.objects.filter(scope).count()
+            result.pair_rows += PairRollup.objects.filter(scope).count()
         dashboard_cache.note_changed([workspace])
     return result
+
+
+def _pair_keys_of(logs: list[dict]) -> tuple[str, ...]:
+    """Pair keys chosen from a chunk of logs, for a workspace that has no registry yet."""
+    requests: dict[str, int] = {}
+    values: dict[str, set[str]] = {}
+    for log in logs:
+        for key, value in metadata_items(log["metadata"]):
+            requests[key] = requests.get(key, 0) + 1
+            values.setdefault(key, set()).add(value)
+    return pair_rollups.choose_pair_keys((key, False, n, len(values[key])) for key, n in requests.items())
 
 
 def _workspaces(workspace_id: int | None) -> list[int]:

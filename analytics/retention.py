@@ -35,7 +35,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, RequestBody, RequestLog
+from analytics.models import DimensionRollup, MetadataKey, MetadataRollup, PairRollup, RequestBody, RequestLog
 from analytics.reads import cache as dashboard_cache
 from workspaces.models import Workspace
 
@@ -188,13 +188,14 @@ def delete_expired_logs(workspace_id: int, cutoff: datetime, chunk: int = DELETE
 def delete_expired_rollups(workspace_id: int, cutoff: datetime) -> int:
     """Delete a workspace's rollup rows for hours before ``cutoff``; return how many went.
 
-    Metadata rollups are deleted key by key (from the registry, which holds every key that has
-    rollups) so the delete is a range on the (workspace, key, bucket) index.
+    Metadata and pair rollups are deleted key by key (from the registry, which holds every key
+    that has rollups) so the delete is a range on the (workspace, key, bucket) index.
     """
     keys = list(MetadataKey.objects.filter(workspace_id=workspace_id).values_list("key", flat=True))
     deleted = 0
     if keys:
         deleted += MetadataRollup.objects.filter(workspace_id=workspace_id, key__in=keys, bucket__lt=cutoff).delete()[0]
+        deleted += PairRollup.objects.filter(workspace_id=workspace_id, key_a__in=keys, bucket__lt=cutoff).delete()[0]
     deleted += DimensionRollup.objects.filter(workspace_id=workspace_id, bucket__lt=cutoff).delete()[0]
     return deleted
 

@@ -6,7 +6,9 @@ A row counts:
   status_code);
 - once in MetadataRollup per metadata key, under (workspace, key, hour, value). String values are
   used as they are, numbers and booleans as their JSON text, cut to 128 characters; null,
-  objects and arrays, and keys longer than 128 characters, are not grouped.
+  objects and arrays, and keys longer than 128 characters, are not grouped;
+- once in PairRollup per ordered pair (A, B) of its workspace's pair keys (``pair_keys``) it
+  carries A of, under (workspace, A, hour, value of A, B, value of B or None when it has no B).
 
 Each rollup row's metrics are an analytics.reads.metrics.Metrics (``metrics_of``): ``errors``
 counts rows with ``success`` false; ``cost`` sums priced rows only (``cost`` not NULL) and
@@ -62,6 +64,7 @@ LOG_FIELDS = (
 
 
 MetadataGroup = tuple[int, str, datetime]  # workspace_id, key, bucket
+PairCell = tuple[str, str, str | None]  # value of A, key B, value of B (None: not set)
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -147,6 +150,9 @@ class BatchRollup:
     # (workspace, api key or 0, the row's metadata keys) -> [first, last, requests]: rows of one
     # client mostly carry the same keys, so this is one dict update per row, expanded per key later.
     senders: dict[tuple[int, int, tuple[str, ...]], list] = field(default_factory=dict)
+    # (workspace, key A, bucket) -> {(value A, key B, value B or None): contributions}, in order
+    # of first appearance (the pair caps are first come, first served too).
+    pairs: dict[MetadataGroup, dict[PairCell, list[Contribution]]] = field(default_factory=dict)
 
     @cached_property
     def dimension_metrics(self) -> list[tuple[DimensionKey, Metrics]]:
@@ -187,8 +193,9 @@ def _metadata_item(key: Any, value: Any) -> tuple[str, str] | None:
     return items[0] if items else None
 
 
-def aggregate(rows: Iterable[dict]) -> BatchRollup:
+def aggregate(rows: Iterable[dict], pair_keys: dict[int, tuple[str, ...]] | None = None) -> BatchRollup:
     """Group rows' (dicts with LOG_FIELDS) contributions per rollup row, before the cap.
+    ``pair_keys``: each workspace's pair keys (analytics.pair_rollups.pair_keys); none: no pairs.
 
     Contributions are summed per row only after the cap folded the groups (summing lists with
     sum() runs in C; adding field by field per log and key costs several times more). This
@@ -198,6 +205,7 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
     """
     batch = BatchRollup()
     metadata, dimensions, senders = batch.metadata, batch.dimensions, batch.senders
+    pair_keys = pair_keys or {}
     hours: dict[int, datetime] = {}
     hist_keys: dict[float, str] = {}
     for row in sorted(rows, key=_by_time):
@@ -238,6 +246,8 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
         if not row_metadata or type(row_metadata) is not dict:
             continue
         keys = []
+        paired = pair_keys.get(workspace_id)
+        present: dict[str, str] = {}
         for key, value in row_metadata.items():
             if type(value) is not str or type(key) is not str or not 0 < len(key) <= KEY_MAX_LENGTH:
                 item = _metadata_item(key, value)
@@ -247,6 +257,8 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
             elif len(value) > VALUE_MAX_LENGTH:
                 value = value[:VALUE_MAX_LENGTH]
             keys.append(key)
+            if paired and key in paired:
+                present[key] = value
             values = metadata.get((workspace_id, key, bucket))
             if values is None:
                 metadata[(workspace_id, key, bucket)] = {value: [contribution]}
@@ -256,6 +268,8 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
                     values[value] = [contribution]
                 else:
                     group.append(contribution)
+        if present:
+            _add_pairs(batch.pairs, workspace_id, bucket, paired, present, contribution)
         if keys:
             signature = (workspace_id, api_key_id, tuple(keys))
             sender = senders.get(signature)
@@ -265,6 +279,24 @@ def aggregate(rows: Iterable[dict]) -> BatchRollup:
                 sender[1] = created_at  # rows are in created_at order
                 sender[2] += 1
     return batch
+
+
+def _add_pairs(
+    pairs: dict, workspace_id: int, bucket: datetime, paired: tuple[str, ...], present: dict[str, str], contribution
+) -> None:
+    """One log's contribution to each (A = its value, B = its value or not set) of the pair keys."""
+    for key_a, value_a in present.items():
+        cells = pairs.get((workspace_id, key_a, bucket))
+        if cells is None:
+            cells = pairs[(workspace_id, key_a, bucket)] = {}
+        for key_b in paired:
+            if key_b != key_a:
+                cell = (value_a, key_b, present.get(key_b))
+                group = cells.get(cell)
+                if group is None:
+                    cells[cell] = [contribution]
+                else:
+                    group.append(contribution)
 
 
 def _by_time(row: dict) -> tuple:

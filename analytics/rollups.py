@@ -29,6 +29,9 @@ from deadlocking. A hash collision between lock ids only makes two workspaces or
 lock (more waiting, never a wrong count). On SQLite writers are serialised by the database
 (BEGIN IMMEDIATE): plain select-then-update/insert.
 
+PairRollup (two-key rows for a workspace's pair keys, analytics.pair_rollups) is written under
+the key locks of its key A, which every log it counts carries; its caps are counted there too.
+
 MetadataKeySender (which API keys send a key: first/last seen, requests) is updated under the same
 key locks. A partial rebuild (``since``) leaves it as it is; a full rebuild recomputes it.
 
@@ -51,8 +54,16 @@ from django.conf import settings
 from django.db import connection, models
 from django.db.models import Q
 
-from analytics import histogram
-from analytics.models import ROLLUP_TOTALS, TOKEN_PARTS, DimensionRollup, MetadataKey, MetadataKeySender, MetadataRollup
+from analytics import histogram, pair_rollups
+from analytics.models import (
+    ROLLUP_TOTALS,
+    TOKEN_PARTS,
+    DimensionRollup,
+    MetadataKey,
+    MetadataKeySender,
+    MetadataRollup,
+    PairRollup,
+)
 from analytics.reads.metrics import Metrics
 from analytics.rollup_batch import (
     OTHER,
@@ -68,33 +79,48 @@ from analytics.rollup_batch import (
 # --- Applying a batch ---------------------------------------------------------------------
 
 
-def prepare(rows: list[dict]) -> BatchRollup:
+def prepare(rows: list[dict], pair_keys: dict[int, tuple[str, ...]]) -> BatchRollup:
     """The database-free part of ``apply_rows(rows)``: grouping and summing. The writer runs it
     while Postgres still works through the batch's COPY (two cores, one each) and hands the
-    result to ``apply_rows(rows, batch=...)``."""
-    batch = aggregate(rows)
+    result to ``apply_rows(rows, batch=...)``; ``pair_keys``: pair_rollups.pair_keys of the
+    rows' workspaces, looked up before the COPY."""
+    batch = aggregate(rows, pair_keys)
     batch.dimension_metrics  # noqa: B018 (computed now, cached on the batch)
     return batch
 
 
-def apply_rows(rows: list[dict], *, lock: bool = True, senders: bool = True, batch: BatchRollup | None = None) -> None:
+def apply_rows(
+    rows: list[dict],
+    *,
+    lock: bool = True,
+    senders: bool = True,
+    batch: BatchRollup | None = None,
+    pair_keys: dict[int, tuple[str, ...]] | None = None,
+) -> None:
     """Add ``rows`` (new RequestLog rows, as dicts with LOG_FIELDS) to the rollups and registry.
 
     Must run inside the transaction that wrote the rows. ``lock=False`` is for callers that
     already exclude concurrent writers (a rebuild holds its workspace's lock exclusively);
     ``senders=False`` leaves MetadataKeySender alone (a partial rebuild). ``batch``: what
-    ``prepare(rows)`` returned, for exactly these rows.
+    ``prepare(rows)`` returned, for exactly these rows. ``pair_keys``: the workspaces' pair keys
+    (default: pair_rollups.pair_keys now; a rebuild passes the ones it chose once).
     """
     if not rows:
         return
     if batch is None:
-        batch = aggregate(rows)
+        if pair_keys is None:
+            pair_keys = pair_rollups.pair_keys({row["workspace_id"] for row in rows})
+        batch = aggregate(rows, pair_keys)
     keys = batch.key_stats()
     if lock and connection.vendor == "postgresql":
         lock_for_writing({dimension[0] for dimension in batch.dimensions}, keys)
     folded = fold_capped(batch.metadata, existing_values(batch.metadata), settings.ROLLUP_VALUE_CAP)
     upsert(MetadataRollup, [(key, metrics_of(group)) for key, group in folded])
     upsert(DimensionRollup, batch.dimension_metrics)
+    if batch.pairs:
+        existing = pair_rollups.existing_pairs(batch.pairs)
+        folded_pairs = pair_rollups.fold_pairs(batch.pairs, existing, settings.ROLLUP_PAIR_MAX_VALUES)
+        upsert(PairRollup, [(key, metrics_of(group)) for key, group in folded_pairs])
     update_registry(keys)
     if senders:
         update_senders(batch.sender_stats())
@@ -146,12 +172,18 @@ def existing_values(groups: Iterable[MetadataGroup]) -> dict[MetadataGroup, set[
 _KEY_FIELDS = {
     MetadataRollup: ("workspace_id", "key", "bucket", "value"),
     DimensionRollup: ("workspace_id", "bucket", "provider", "model", "api_key_id", "status_class", "status_code"),
+    PairRollup: ("workspace_id", "key_a", "value_a", "key_b", "bucket", "value_b", "b_missing"),
 }
 _PG_TYPES = {
     "workspace_id": "bigint",
     "key": "text",
     "bucket": "timestamptz",
     "value": "text",
+    "key_a": "text",
+    "value_a": "text",
+    "key_b": "text",
+    "value_b": "text",
+    "b_missing": "boolean",
     "provider": "text",
     "model": "text",
     "api_key_id": "bigint",

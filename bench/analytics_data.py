@@ -14,7 +14,10 @@ Postgres: rows are generated as COPY text and streamed with psycopg's ``COPY ...
 into analytics_requestlog by ``--jobs`` processes, each loading a time slice (the daily
 partitions are created first). SQLite (no ``--database-url`` and no DATABASE_URL, for trying it
 out): rows go through the ORM in bulk. Rollups are then built by ``analytics.recompute.rebuild_rollups``,
-the code ``manage.py rebuild_rollups`` runs, one process per workspace (``--no-rollups`` skips).
+the code ``manage.py rebuild_rollups`` runs, one process per workspace (``--no-rollups`` skips),
+pair rollups included: the registry rows of PAIR_KEYS are created first, flagged ``paired`` (as an
+admin would), so the pairs are the ones bench/bench_filtered.py filters and groups by (every log
+carries 9 of the 10 keys, so "the most used keys" would be a tie broken by name).
 
 Prints the load and rollup times and rates.
 """
@@ -60,6 +63,8 @@ MODELS = [
     ("openai", "text-embedding-3-small", 0.10),
     ("together", "llama-3.1-70b", 0.05),
 ]
+# The bench workspaces' pair keys (analytics.pair_rollups), flagged before the rollups are built.
+PAIR_KEYS = ("environment", "feature", "team")
 ERROR_STATUSES = [429, 429, 500, 502, 503, 400]
 ERROR_RATE = 0.03
 COPY_COLUMNS = [
@@ -206,11 +211,14 @@ def _prices() -> dict[str, tuple[Decimal, Decimal]]:
 def bench_workspaces(count: int, days: int, *, keep_logs: bool = False) -> list[tuple[int, list[int]]]:
     """(workspace id, [api key ids]) of the bench workspaces, emptied of earlier bench data
     (``keep_logs``: their rollups and registry only)."""
+    from django.utils import timezone
+
     from analytics.models import (
         DimensionRollup,
         MetadataKey,
         MetadataKeySender,
         MetadataRollup,
+        PairRollup,
         RequestBody,
         RequestLog,
     )
@@ -228,8 +236,13 @@ def bench_workspaces(count: int, days: int, *, keep_logs: bool = False) -> list[
             workspace = services.workspace_create(slug=slug, name=f"Bench data {n + 1}", owner=owner)
         # Longer than the data so the retention task leaves it alone.
         Workspace.objects.filter(id=workspace.id).update(log_retention_days=max(days + 30, 60))
-        for model in (MetadataRollup, DimensionRollup, MetadataKey, MetadataKeySender):
+        for model in (MetadataRollup, DimensionRollup, PairRollup, MetadataKey, MetadataKeySender):
             model.objects.filter(workspace=workspace).delete()
+        # The rebuild keeps these rows' flag and recomputes the rest from the rollups.
+        now = timezone.now()
+        MetadataKey.objects.bulk_create(
+            MetadataKey(workspace=workspace, key=key, first_seen=now, last_seen=now, paired=True) for key in PAIR_KEYS
+        )
         if not keep_logs:
             logs = RequestLog.objects.filter(workspace=workspace)
             RequestBody.objects.filter(log_id__in=logs.values("id")).delete()
@@ -435,7 +448,12 @@ def main() -> None:
             # What autovacuum does on a live system: statistics for the planner and a visibility
             # map for index-only scans of the freshly written rollups.
             with connection.cursor() as cursor:
-                for table in ("analytics_metadatarollup", "analytics_dimensionrollup", "analytics_metadatakey"):
+                for table in (
+                    "analytics_metadatarollup",
+                    "analytics_dimensionrollup",
+                    "analytics_pairrollup",
+                    "analytics_metadatakey",
+                ):
                     cursor.execute(f"VACUUM ANALYZE {table}")
     print(f"total:   {total:7.1f} s")
 

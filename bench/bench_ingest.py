@@ -304,7 +304,7 @@ def clean_workspace(workspace: Workspace) -> None:
     analytics_models.RequestBody.objects.filter(log_id__in=logs.values("id"))._raw_delete(connection.alias)
     logs._raw_delete(connection.alias)
     tables = set(connection.introspection.table_names())
-    for name in ("MetadataRollup", "DimensionRollup", "MetadataKey", "MetadataKeySender"):
+    for name in ("MetadataRollup", "DimensionRollup", "PairRollup", "MetadataKey", "MetadataKeySender"):
         model = getattr(analytics_models, name, None)
         if model is not None and model._meta.db_table in tables:  # a model may be newer than its migration
             model.objects.filter(workspace=workspace).delete()

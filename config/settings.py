@@ -350,6 +350,11 @@ LOG_SPOOL_DIR = Path(env_str("LOG_SPOOL_DIR") or VAR_DIR / "spool")
 # Hourly metadata rollups keep at most this many distinct values per (workspace, key, hour);
 # later new values are counted under "(other)" (see analytics/rollups.py).
 ROLLUP_VALUE_CAP = env_int("ROLLUP_VALUE_CAP", 50, minimum=1, maximum=10_000)
+# Two-key rollups (analytics/pair_rollups.py) for at most this many metadata keys per workspace
+# (the keys flagged ``paired`` first, then the most used), and at most ROLLUP_PAIR_MAX_VALUES
+# values of a key per hour; 0 turns them off.
+ROLLUP_PAIR_KEYS = env_int("ROLLUP_PAIR_KEYS", 3, minimum=0, maximum=10)
+ROLLUP_PAIR_MAX_VALUES = env_int("ROLLUP_PAIR_MAX_VALUES", 32, minimum=1, maximum=1000)
 # Rollups are kept this many days, or as long as the workspace keeps its logs if that is longer.
 ROLLUP_RETENTION_DAYS = env_int("ROLLUP_RETENTION_DAYS", 400, minimum=1, maximum=100_000)
 # Portkey-style log export jobs (POST /v1/logs/exports) hold at most this many logs, as Portkey's.

@@ -2,8 +2,9 @@
 
 A page asks ``read(workspace, start, end, Question(...), log_filter)``. The answer is computed by
 one code path (``compute``): analytics.reads.engine.choose_source picks the source that answers
-exactly (DimensionRollup, MetadataRollup, or the raw logs when a filter is not a rolled-up
-dimension), and the engine aggregates it; rollup histograms are merged inside the database, raw
+exactly (DimensionRollup, MetadataRollup, PairRollup when complete for the piece of the window
+asked (analytics.reads.pairs), or the raw logs when a filter is not a rolled-up dimension), and
+the engine aggregates it; rollup histograms are merged inside the database, raw
 logs are read once for sums and histograms together (``log_cells_one_pass``).
 
 Hours that ended more than STABLE_AFTER ago no longer change: logs reach the database within

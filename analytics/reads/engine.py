@@ -28,6 +28,7 @@ from analytics import histogram
 from analytics.filters import LogFilter
 from analytics.models import TOKEN_PARTS, DimensionRollup, MetadataRollup, RequestLog
 from analytics.reads.metrics import Metrics
+from analytics.reads.pairs import complete_pairs, has_overflow
 from workspaces.models import Workspace
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class Pair:
 class Source:
     """A queryset over RollupMetrics rows or RequestLog rows, plus how to read each."""
 
-    name: str  # "rollups" or "logs"
+    name: str  # "rollups" (any rollup table) or "logs"
     queryset: QuerySet
     time_field: str
     group_expr: Callable[[Grouping], Combinable]
@@ -177,6 +178,15 @@ def _metadata_source(workspace: Workspace, window: tuple, key: str | None, value
     return Source("rollups", qs, "bucket", lambda g: F("value"), _rollup_sums(), users, signature)
 
 
+def _pair_source(workspace: Workspace, window: tuple, pair: Pair, group_key: str) -> Source | None:
+    """PairRollup's rows of ``pair`` grouped by ``group_key``, when complete (analytics.reads.pairs)."""
+    qs = complete_pairs(workspace, window, pair.key, pair.values, group_key)
+    if qs is None:
+        return None
+    signature = f"pair:{workspace.pk}:{pair.key}:{sorted(pair.values)!r}:{group_key}"
+    return Source("rollups", qs, "bucket", lambda g: F("value_b"), _rollup_sums(), signature=signature)
+
+
 def _log_group_expr(grouping: Grouping) -> Combinable:
     if grouping.kind == "metadata":
         return KeyTextTransform(grouping.key, "metadata")
@@ -218,14 +228,6 @@ def _metadata_pairs(log_filter: LogFilter | None) -> list[Pair] | None:
     return pairs
 
 
-def _has_overflow(workspace: Workspace, window: tuple, key: str) -> bool:
-    """Values past the rollups' per-hour cap are counted under OTHER: a value filter on such a
-    key cannot be answered from rollups."""
-    return MetadataRollup.objects.filter(
-        workspace=workspace, key=key, value=OTHER, bucket__gte=window[0], bucket__lt=window[1]
-    ).exists()
-
-
 def choose_source(
     *,
     workspace: Workspace,
@@ -243,17 +245,19 @@ def choose_source(
     pair = pairs[0] if answerable and pairs else None
     if answerable and not (pair and dims):
         group_key = grouping.metadata_key if grouping else None
-        if pair and _has_overflow(workspace, window, pair.key):
+        if pair and has_overflow(workspace, window, pair.key):
             pass
         elif grouping is not None and group_key is not None:
             if not dims and not users and (pair is None or pair.key == group_key):
                 return _metadata_source(workspace, window, group_key, pair.values if pair else ())
+            if not dims and not users and (source := _pair_source(workspace, window, pair, group_key)):
+                return source
         elif grouping is not None:
             if pair is None and not users:
                 return _dimension_source(workspace, window, dims)
         elif users:
             # Users folded into OTHER by the rollups' per-hour cap cannot be told apart.
-            if not dims and (pair is None or pair.key == USER_KEY) and not _has_overflow(workspace, window, USER_KEY):
+            if not dims and (pair is None or pair.key == USER_KEY) and not has_overflow(workspace, window, USER_KEY):
                 return _metadata_source(workspace, window, USER_KEY, pair.values if pair else ())
         elif pair is not None:
             return _metadata_source(workspace, window, pair.key, pair.values)

@@ -40,5 +40,5 @@ class Command(BaseCommand):
         result = recompute.rebuild_rollups(workspace_id=workspace_id, since=since, chunk_size=options["chunk_size"])
         self.stdout.write(
             f"Rebuilt rollups from {result.logs} log(s): {result.metadata_rows} metadata row(s), "
-            f"{result.dimension_rows} dimension row(s)."
+            f"{result.dimension_rows} dimension row(s), {result.pair_rows} pair row(s)."
         )
