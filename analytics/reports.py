@@ -85,7 +85,7 @@ def graph(
     if metric == "users":
         source_name, chart = _user_chart(workspace, log_filter, window, interval, grouping)
     else:
-        source_name, chart = _cached_chart(workspace, log_filter, window, interval, grouping)
+        source_name, chart = _cached_chart(workspace, log_filter, window, interval, grouping, metric == "latency")
     stamps = _timestamps(window, interval)
     result = {
         "object": "analytics.graph",
@@ -116,10 +116,11 @@ class _Chart:
     series_users: dict[str, int] = field(default_factory=dict)
 
 
-def _cached_chart(workspace, log_filter, window, interval, grouping) -> tuple[str, _Chart]:
+def _cached_chart(workspace, log_filter, window, interval, grouping, hist: bool) -> tuple[str, _Chart]:
     """Additive metrics through the closed-period cache, under the key a dashboard chart of the
-    same question uses (latency histograms included, so every metric shares one entry)."""
-    question = Question((interval, "group") if grouping else (interval,), grouping and grouping.text, hist=True)
+    same question uses (with latency histograms for the latency graph, as the Overview and
+    Summary charts read them; without, as the Errors page does)."""
+    question = Question((interval, "group") if grouping else (interval,), grouping and grouping.text, hist=hist)
     cells = read(workspace, *window, question, log_filter)
     names: list[str] = []
     if grouping is not None:

@@ -100,7 +100,7 @@ def test_a_filtered_page_reads_closed_days_from_the_cache_and_sees_late_logs(wor
 
 def test_rest_groups_and_graphs_after_a_page_are_answered_from_its_cache(workspace, api_key, owner_client):
     """REST asks the cache what the page asked (same question, filter and window): after the
-    Summary page has read a closed window, neither the groups nor the requests graph reads a
+    Summary page has read a closed window, neither the groups nor the latency graph reads a
     log; a late log in a closed hour (a new data generation) shows in the next answer."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -124,16 +124,17 @@ def test_rest_groups_and_graphs_after_a_page_are_answered_from_its_cache(workspa
     def rest_answers():
         with CaptureQueriesContext(connection) as queries:
             groups = get(owner_client, "/api/v1/analytics/groups/metadata/feature", api_key[1], **rest)
-            graph = get(owner_client, "/api/v1/analytics/graphs/requests", api_key[1], **rest)
+            graph = get(owner_client, "/api/v1/analytics/graphs/latency", api_key[1], **rest)
         assert groups.status_code == graph.status_code == 200, (groups.json(), graph.json())
         assert groups.json()["source"] == graph.json()["source"] == "logs"
         chat = next(row for row in groups.json()["data"] if row["value"] == "chat")
         logs_read = [q["sql"] for q in queries if RequestLog._meta.db_table in q["sql"]]
-        return chat["requests"], graph.json()["summary"]["total"], logs_read
+        hours = sum(point["p50"] is not None for point in graph.json()["data_points"])
+        return chat["requests"], hours, logs_read
 
     assert rest_answers() == (3, 3, [])
-    write_logs(workspace, api_key[0], [{"created_at": days[1], **prod_chat}])
-    requests, total, logs_read = rest_answers()
-    assert (requests, total) == (4, 4)
+    write_logs(workspace, api_key[0], [{"created_at": days[1] + timedelta(hours=1), **prod_chat}])
+    requests, hours, logs_read = rest_answers()
+    assert (requests, hours) == (4, 4)
     assert logs_read  # the new generation's cells were read from the logs once
     assert rest_answers() == (4, 4, [])
