@@ -99,9 +99,10 @@ def test_a_filtered_page_reads_closed_days_from_the_cache_and_sees_late_logs(wor
 
 
 def test_rest_groups_and_graphs_after_a_page_are_answered_from_its_cache(workspace, api_key, owner_client):
-    """REST asks the cache what the page asked (same question, filter and window): after the
-    Summary page has read a closed window, neither the groups nor the latency graph reads a
-    log; a late log in a closed hour (a new data generation) shows in the next answer."""
+    """REST asks the cache what the pages asked (same question, filter and window): after the
+    Summary and Overview pages have read a closed window, neither the groups nor the latency
+    graph reads a log; a late log in a closed hour (a new data generation) shows in the next
+    answer."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -119,6 +120,8 @@ def test_rest_groups_and_graphs_after_a_page_are_answered_from_its_cache(workspa
     )
     assert page.status_code == 200
     assert next(r for r in page.context["rows"] if r["raw"] == "chat")["requests"] == 3
+    # The Overview's hourly chart (with latency) asks what the hourly latency graph asks.
+    assert owner_client.get(f"/w/{workspace.slug}/", {**window, "end": end.isoformat()}).status_code == 200
     rest = {**window, "end": (end - timedelta(seconds=1)).isoformat()}  # REST's end is inclusive
 
     def rest_answers():
