@@ -14,6 +14,11 @@ Any other combination (ranges, status codes, two metadata pairs, a pair plus a p
 so: ``source`` is ``"rollups"`` or ``"logs"``. Both paths compute the same additive metrics and
 the same latency histograms (analytics.histogram), so their numbers agree.
 
+Both are read through ``analytics.reads.cache.read``, the dashboard's closed-period cache, with
+the questions the dashboard's charts and tables ask (same cache keys), and only shaped here:
+top series, sorting and pages. Distinct users do not add up across the cache's pieces of a
+window, so the ``users`` graph alone is counted by the engine over the whole window.
+
 Windows are aligned to whole hours, [floor(start), ceil(end)), because a rollup hour cannot be
 split. Derived values: total_tokens = prompt + completion; avg cost is per priced request;
 rates are fractions in [0, 1].
@@ -22,17 +27,18 @@ rates are fractions in [0, 1].
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Case, CharField, F, FloatField, Value, When
+from django.db.models import Case, CharField, Value, When
 from django.db.models.expressions import Combinable
 from django.db.models.functions import Cast
 from django.db.models.lookups import In
 
 from analytics import histogram
 from analytics.filters import LogFilter
-from analytics.reads.engine import OTHER, Grouping, ReportError, Source, aggregate, choose_source, histograms
+from analytics.reads.cache import Question, merge_cells, read, source_name
+from analytics.reads.engine import OTHER, Grouping, ReportError, aggregate, choose_source
 from analytics.reads.metrics import SORT_COLUMNS, Metrics, aware, rounded
 from analytics.reads.window import align_to_hours
 from workspaces.models import ApiKey, Workspace
@@ -76,8 +82,75 @@ def graph(
     window = align_to_hours(*log_filter.window)
     interval = _interval_for(window, interval)
     grouping = Grouping.parse(group_by) if group_by else None
-    users = metric == "users"
-    source = choose_source(workspace=workspace, log_filter=log_filter, window=window, grouping=grouping, users=users)
+    if metric == "users":
+        source_name, chart = _user_chart(workspace, log_filter, window, interval, grouping)
+    else:
+        source_name, chart = _cached_chart(workspace, log_filter, window, interval, grouping, metric == "latency")
+    stamps = _timestamps(window, interval)
+    result = {
+        "object": "analytics.graph",
+        "metric": metric,
+        "source": source_name,
+        "interval": interval,
+        "start": window[0],
+        "end": window[1],
+        "summary": chart.summary.metric(metric),
+        "data_points": _points(stamps, chart.overall, metric, lambda key: True),
+    }
+    if grouping is not None:
+        result["group_by"] = group_by
+        result["series"] = _series(stamps, chart, metric)
+    return result
+
+
+@dataclass
+class _Chart:
+    """A graph's cells per (bucket,) or (bucket, series name), what the data points add up
+    (``overall``), the window's total and the series names in order; ``series_users`` holds
+    each series' distinct users (they do not add up from the cells)."""
+
+    cells: dict[tuple, Metrics]
+    overall: dict[tuple, Metrics]
+    summary: Metrics
+    names: list[str] = field(default_factory=list)
+    series_users: dict[str, int] = field(default_factory=dict)
+
+
+def _cached_chart(workspace, log_filter, window, interval, grouping, hist: bool) -> tuple[str, _Chart]:
+    """Additive metrics through the closed-period cache, under the key a dashboard chart of the
+    same question uses (with latency histograms for the latency graph, as the Overview and
+    Summary charts read them; without, as the Errors page does)."""
+    question = Question((interval, "group") if grouping else (interval,), grouping and grouping.text, hist=hist)
+    cells = read(workspace, *window, question, log_filter)
+    names: list[str] = []
+    if grouping is not None:
+        ranked = merge_cells([cells], key=lambda group: group[1])
+        top = [value for value, _ in sorted(ranked.items(), key=lambda i: (-i[1].requests, str(i[0])))][:TOP_SERIES]
+        has_rest = len(ranked) > len(top)
+        cells = merge_cells([cells], key=lambda group: (group[0], _series_name(group[1], top, has_rest)))
+        names = _names(top, cells)
+    return source_name(workspace, *window, question, log_filter), _Chart(cells, cells, _sum(cells.values()), names)
+
+
+def _series_name(value: object, top: list, has_rest: bool) -> str | None:
+    """The series a group value is drawn in: its text, or OTHER past the top values (a NULL
+    value is never among them, as SQL's IN never matches NULL)."""
+    if has_rest and (value is None or value not in top):
+        return OTHER
+    return None if value is None else str(value)
+
+
+def _names(top: list, cells: dict[tuple, Metrics]) -> list[str]:
+    names = [str(v) for v in top]
+    if any(key[1] == OTHER for key in cells) and OTHER not in names:
+        names.append(OTHER)
+    return names
+
+
+def _user_chart(workspace, log_filter, window, interval, grouping) -> tuple[str, _Chart]:
+    """Distinct users, from the engine: a distinct count does not add up across the cached
+    pieces of a window, so it is counted over the whole window each time."""
+    source = choose_source(workspace=workspace, log_filter=log_filter, window=window, grouping=grouping, users=True)
     keys: dict[str, Combinable] = {"t": source.bucket_expr(interval)}
     top: list = []
     if grouping is not None:
@@ -86,29 +159,16 @@ def graph(
         top = [g for g, _ in sorted(ranked.items(), key=lambda i: (-i[1].requests, str(i[0][0])))][:TOP_SERIES]
         top = [g[0] for g in top]
         keys["g"] = _top_or_other(group_expr, top, len(ranked) > len(top))
-    cells = aggregate(source, keys, users=users, with_histograms=metric == "latency")
-    # Totals add up from the cells; distinct users do not, so they are counted again.
+    cells = aggregate(source, keys, users=True)
     summary = _sum(cells.values())
-    overall = cells
-    if users:
-        summary.users = aggregate(source, {}, users=True)[()].users
-        if grouping is not None:
-            overall = aggregate(source, {"t": keys["t"]}, users=True)
-    stamps = _timestamps(window, interval)
-    result = {
-        "object": "analytics.graph",
-        "metric": metric,
-        "source": source.name,
-        "interval": interval,
-        "start": window[0],
-        "end": window[1],
-        "summary": summary.metric(metric),
-        "data_points": _points(stamps, overall, metric, lambda key: True),
-    }
+    summary.users = aggregate(source, {}, users=True)[()].users
+    chart = _Chart(cells, cells, summary)
     if grouping is not None:
-        result["group_by"] = group_by
-        result["series"] = _series(stamps, cells, metric, top, source, keys, users)
-    return result
+        chart.overall = aggregate(source, {"t": keys["t"]}, users=True)
+        chart.names = _names(top, cells)
+        distinct = aggregate(source, {"g": keys["g"]}, users=True)
+        chart.series_users = {name: distinct.get((name,), Metrics()).users for name in chart.names}
+    return source.name, chart
 
 
 def _top_or_other(expr: Combinable, top: list, has_rest: bool) -> Combinable:
@@ -133,42 +193,38 @@ def _sum(cells) -> Metrics:
     return total
 
 
-def _series(stamps, cells, metric, top, source, keys, users) -> list[dict]:
-    names = [str(v) for v in top]
-    if any(key[1] == OTHER for key in cells) and OTHER not in names:
-        names.append(OTHER)
-    distinct_users = aggregate(source, {"g": keys["g"]}, users=True) if users else {}
+def _series(stamps: list[datetime], chart: _Chart, metric: str) -> list[dict]:
     series = []
-    for name in names:
-        summary = _sum(totals for key, totals in cells.items() if key[1] == name)
-        if users:
-            summary.users = distinct_users.get((name,), Metrics()).users
-        points = _points(stamps, cells, metric, lambda key, name=name: key[1] == name)
+    for name in chart.names:
+        summary = _sum(totals for key, totals in chart.cells.items() if key[1] == name)
+        if metric == "users":
+            summary.users = chart.series_users.get(name, 0)
+        points = _points(stamps, chart.cells, metric, lambda key, name=name: key[1] == name)
         series.append({"value": name, "summary": summary.metric(metric), "data_points": points})
     return series
 
 
 # --- Groups ------------------------------------------------------------------------------
 
-# The SQL alias that sorts each of the group columns (analytics.reads.metrics.SORT_COLUMNS)
-# ``ordering`` accepts (p95 is read from histograms, so it sorts in Python).
-_ORDER_ALIASES = {
-    "value": "g",
-    "requests": "m_requests",
-    "errors": "m_errors",
-    "cost": "m_cost",
-    "prompt_tokens": "m_prompt_tokens",
-    "completion_tokens": "m_completion_tokens",
-    "p95_latency_ms": None,
-    "last_seen": "m_last_seen",
+# The group columns (analytics.reads.metrics.SORT_COLUMNS) ``ordering`` accepts, each with how a
+# group's Metrics sorts by it.
+GROUP_ORDERING: dict[str, Callable[[Metrics], object]] = {
+    "value": lambda cell: None,  # sorted by the value itself
+    "requests": lambda cell: cell.requests,
+    "errors": lambda cell: cell.errors,
+    "success_rate": lambda cell: 1.0 - cell.errors / cell.requests,
+    "cost": lambda cell: cell.cost,
+    "prompt_tokens": lambda cell: cell.prompt_tokens,
+    "completion_tokens": lambda cell: cell.completion_tokens,
+    "total_tokens": lambda cell: cell.total_tokens,
+    "avg_tokens": lambda cell: cell.total_tokens / cell.requests,
+    "avg_latency_ms": lambda cell: cell.latency_sum_ms / cell.requests,
+    "p95_latency_ms": lambda cell: histogram.percentile(cell.hist, 95),
+    "last_seen": lambda cell: cell.last_seen,
 }
-GROUP_ORDERING = {name: _ORDER_ALIASES.get(name, name) for name in SORT_COLUMNS if name != "share"}
+assert set(GROUP_ORDERING) == set(SORT_COLUMNS) - {"share"}
 # The dimension-specific name each group row also carries (Portkey's field names).
 GROUP_VALUE_NAMES = {"metadata": "metadata_value", "user": "user", "model": "model", "provider": "provider"}
-
-
-def _per_request(expr: Combinable) -> Combinable:
-    return Cast(expr, FloatField()) / Cast(F("m_requests"), FloatField())
 
 
 def groups(
@@ -180,84 +236,55 @@ def groups(
     page: int = 1,
     page_size: int = 50,
 ) -> dict:
-    """Totals per value of ``grouping`` over the filtered window, sorted and paginated."""
+    """Totals per value of ``grouping`` over the filtered window, sorted and paginated. Read
+    through the closed-period cache under the key of the dashboard's table of the same
+    grouping and filter, so either one warms the other."""
     descending = ordering.startswith("-")
     column = ordering.lstrip("-")  # the canonical names only: the aliases are old dashboard links
     if column not in GROUP_ORDERING:
         raise ReportError("ordering", f"Order by one of: {', '.join(GROUP_ORDERING)} (prefix - for descending).")
     window = align_to_hours(*log_filter.window)
-    source = choose_source(workspace=workspace, log_filter=log_filter, window=window, grouping=grouping)
-    expr = source.group_expr(grouping)
-    rows = (
-        source.queryset.annotate(g=expr)
-        .values("g")
-        .annotate(**source.sums)
-        .annotate(
-            total_tokens=F("m_prompt_tokens") + F("m_completion_tokens"),
-            avg_tokens=_per_request(F("m_prompt_tokens") + F("m_completion_tokens")),
-            avg_latency_ms=_per_request(F("m_latency_sum_ms")),
-            success_rate=1.0 - _per_request(F("m_errors")),
-        )
-        .filter(m_requests__gt=0)
-    )
+    question = Question(("group",), grouping.text, hist=True)
+    cells = {value: cell for (value,), cell in read(workspace, *window, question, log_filter).items()}
+    rows = _sorted_groups(cells, column, descending)
     offset = (page - 1) * page_size
-    if GROUP_ORDERING[column] is None:
-        every = list(rows)
-        total = len(every)
-        page_rows = _sorted_by_p95(source, expr, every, descending)[offset : offset + page_size]
-    else:
-        order = f"{'-' if descending else ''}{GROUP_ORDERING[column]}"
-        tie = "g" if column != "value" else None
-        # One row past the page: when it is missing, the total is known without a COUNT.
-        fetched = list(rows.order_by(*[o for o in (order, tie) if o])[offset : offset + page_size + 1])
-        page_rows = fetched[:page_size]
-        complete = len(fetched) <= page_size and (fetched or offset == 0)
-        total = offset + len(fetched) if complete else rows.count()
-        _attachhistograms(source, expr, page_rows)
+    page_rows = rows[offset : offset + page_size]
     names = _api_key_names(workspace, page_rows) if grouping.kind == "api_key" else {}
     return {
         "object": "list",
-        "source": source.name,
+        "source": source_name(workspace, *window, question, log_filter),
         "start": window[0],
         "end": window[1],
-        "total": total,
+        "total": len(rows),
         "page": page,
         "page_size": page_size,
-        "has_more": offset + len(page_rows) < total,
-        "data": [_group_row(grouping, row, names) for row in page_rows],
+        "has_more": offset + len(page_rows) < len(rows),
+        "data": [_group_row(grouping, value, cell, names) for value, cell in page_rows],
     }
 
 
-def _attachhistograms(source: Source, expr: Combinable, rows: list[dict]) -> None:
-    if not rows:
-        return
-    values = [row["g"] for row in rows]
-    subset = replace(source, queryset=source.queryset.filter(In(expr, values)))
-    hists = histograms(subset, {"g": expr})
-    for row in rows:
-        row["hist"] = hists.get((row["g"],), {})
+def _sorted_groups(cells: dict[object, Metrics], column: str, descending: bool) -> list[tuple[object, Metrics]]:
+    """Groups by ``column``, ties by value, as PostgreSQL ordered them when this was SQL: a NULL
+    value is last ascending and first descending. Groups without a p95 go last either way."""
+    if column == "p95_latency_ms":
+        p95 = GROUP_ORDERING[column]
+        rows = sorted(cells.items(), key=lambda item: str(item[0]))
+        rows.sort(key=lambda r: (p95(r[1]) is None, -(p95(r[1]) or 0) if descending else (p95(r[1]) or 0)))
+        return rows
+    rows = sorted(cells.items(), key=lambda item: (item[0] is None, item[0] if item[0] is not None else ""))
+    if column == "value":
+        return rows[::-1] if descending else rows
+    sort_key = GROUP_ORDERING[column]
+    # A stable sort keeps the ties in value order, also when reversed.
+    return sorted(rows, key=lambda row: sort_key(row[1]), reverse=descending)
 
 
-def _sorted_by_p95(source: Source, expr: Combinable, rows: list[dict], descending: bool) -> list[dict]:
-    hists = histograms(source, {"g": expr})
-    for row in rows:
-        row["hist"] = hists.get((row["g"],), {})
-        row["p95"] = histogram.percentile(row["hist"], 95)
-    # Groups without a percentile sort last either way; ties by value.
-    rows.sort(key=lambda r: str(r["g"]))
-    rows.sort(key=lambda r: (r["p95"] is None, -(r["p95"] or 0) if descending else (r["p95"] or 0)))
-    return rows
-
-
-def _api_key_names(workspace: Workspace, rows: list[dict]) -> dict[int, str]:
-    ids = [row["g"] for row in rows if row["g"]]
+def _api_key_names(workspace: Workspace, rows: list[tuple[object, Metrics]]) -> dict[int, str]:
+    ids = [value for value, _ in rows if value]
     return dict(ApiKey.objects.filter(workspace=workspace, id__in=ids).values_list("id", "name"))
 
 
-def _group_row(grouping: Grouping, row: dict, names: dict[int, str]) -> dict:
-    totals = Metrics.from_row(row)
-    totals.hist = row.get("hist", {})
-    value = row["g"]
+def _group_row(grouping: Grouping, value: object, totals: Metrics, names: dict[int, str]) -> dict:
     result = {"value": value}
     if grouping.kind == "api_key":
         result.update(api_key_id=value or None, name=names.get(value, ""))

@@ -102,6 +102,11 @@ class LogBuffer:
         for retry); dropped counts records given up past ``max_pending``."""
         return {**self._counters, "pending": len(self._pending) + sum(map(len, self._retry))}
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no flush delivering (tests wait for this from another thread)."""
+        return not self.stats["pending"] and not (self._lock is not None and self._lock.locked())
+
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Start the background flusher in the running loop (idempotent)."""

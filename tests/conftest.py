@@ -81,6 +81,27 @@ SLOW_FILES = frozenset(
 )
 
 
+def pytest_ignore_collect(collection_path, config):
+    # When the marker expression leaves out every slow test (`make test-fast`), their files are
+    # not imported at all: they would only be deselected, after importing hypothesis and
+    # schemathesis (seconds per worker).
+    if f"{collection_path.parent.name}/{collection_path.name}" in SLOW_FILES and _deselects_slow(config):
+        return True
+    return None
+
+
+def _deselects_slow(config) -> bool:
+    from _pytest.mark.expression import Expression
+
+    if not config.option.markexpr:
+        return False
+    expression = Expression.compile(config.option.markexpr)
+    # False for a slow test whatever its other markers (checked with all of them on, all off).
+    return not any(
+        expression.evaluate(lambda name, others=others: name == "slow" or others) for others in (True, False)
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     # Postgres- and Redis-only tests are skipped in the embedded pass only; in the
     # Postgres+Redis pass nothing skips.
@@ -106,6 +127,30 @@ def collected_static():
     from django.core.management import call_command
 
     call_command("collectstatic", interactive=False, verbosity=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files_scanned_once(collected_static):
+    """WhiteNoise lists STATIC_ROOT (a stat and a content type per file) whenever its middleware
+    is built, and Django's test client builds the middleware for every client: ~25 ms a test.
+    STATIC_ROOT is collected once per run, so its listing is made once and every middleware
+    built afterwards serves from a copy of it, exactly as it would from its own."""
+    from whitenoise.middleware import WhiteNoiseMiddleware
+
+    scan = WhiteNoiseMiddleware.update_files_dictionary
+    listings: dict[tuple, dict] = {}
+
+    def update_files_dictionary(self, root, prefix):
+        key = (root, prefix, self.max_age, self.allow_all_origins, self.charset, self.add_headers_function)
+        if key not in listings:
+            own, self.files = self.files, {}
+            scan(self, root, prefix)
+            listings[key], self.files = self.files, own
+        self.files.update(listings[key])
+
+    WhiteNoiseMiddleware.update_files_dictionary = update_files_dictionary
+    yield
+    WhiteNoiseMiddleware.update_files_dictionary = scan
 
 
 @pytest.fixture(scope="session")

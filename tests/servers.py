@@ -10,6 +10,10 @@ from collections.abc import Iterator
 
 import uvicorn
 
+# For socketserver's serve_forever: shutdown() waits for the loop's next poll, every 0.5 s by
+# default, and test servers are stopped after every test that starts one.
+QUICK_SHUTDOWN = {"poll_interval": 0.02}
+
 
 @contextlib.contextmanager
 def serve_asgi(application, *, lifespan: str = "on") -> Iterator[str]:

@@ -102,6 +102,15 @@ def _source(workspace: Workspace, start: datetime, end: datetime, question: Ques
     return choose_source(workspace=workspace, log_filter=log_filter, window=(start, end), grouping=grouping)
 
 
+def source_name(
+    workspace: Workspace, start: datetime, end: datetime, question: Question, log_filter: LogFilter | None = None
+) -> str:
+    """The source ``read`` answers ``question`` over [start, end) from ("rollups" or "logs"),
+    without reading it (REST answers name it)."""
+    log_filter = log_filter if is_filtered(log_filter) else None
+    return _source(workspace, start, end, question, log_filter).name
+
+
 def _expr(source: Source, question: Question, column: str) -> Combinable:
     if column == "group":
         return source.group_expr(Grouping.parse(question.grouping))

@@ -71,6 +71,11 @@ class Grouping:
         raise ReportError(param, "Use metadata.<key>, user, model, provider or api_key.")
 
     @property
+    def text(self) -> str:
+        """What ``parse`` reads back: the spelling the closed-period cache keys a question by."""
+        return f"metadata.{self.key}" if self.kind == "metadata" else self.kind
+
+    @property
     def metadata_key(self) -> str | None:
         return self.key if self.kind == "metadata" else USER_KEY if self.kind == "user" else None
 

@@ -4,16 +4,13 @@ second mock that answers 503 to everything."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from bench.mock_upstream import MockUpstream
 from gateway.auth import config_cache, key_cache, provider_cache
-from gateway.logbuffer import get_log_buffer
 from gateway.pricing import price_cache
 from gateway.response_cache import response_cache
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, wait_for_the_log_buffer
 from workspaces import services
 
 SECRETS = {"sk-mock": "@mock", "sk-backup": "@backup", "sk-broken": "@broken"}
@@ -47,11 +44,7 @@ def gw(transactional_db, gateway_url, upstream, broken):
         broken=broken,
     )
     yield gateway
-    buffer = get_log_buffer()
-    deadline = time.monotonic() + 5
-    while buffer.stats["pending"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
+    wait_for_the_log_buffer()
 
 
 def answered_by(upstream: MockUpstream) -> list[str]:

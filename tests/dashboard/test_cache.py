@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from analytics.models import RequestLog
 from analytics.reads import cache as dashboard_cache
 from analytics.reads.cache import Question
 from tests.dashboard.conftest import write_logs
@@ -95,3 +96,48 @@ def test_a_filtered_page_reads_closed_days_from_the_cache_and_sees_late_logs(wor
     assert warm < cold
     write_logs(workspace, api_key[0], [{"created_at": days[1], "metadata": {"env": "prod", "feature": "chat"}}])
     assert chat_requests()[0] == 4
+
+
+def test_rest_groups_and_graphs_after_a_page_are_answered_from_its_cache(workspace, api_key, owner_client):
+    """REST asks the cache what the pages asked (same question, filter and window): after the
+    Summary and Overview pages have read a closed window, neither the groups nor the latency
+    graph reads a log; a late log in a closed hour (a new data generation) shows in the next
+    answer."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.analytics.api_helpers import get
+
+    end = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    start = end - timedelta(days=3)
+    days = [end - timedelta(days=d, hours=2) for d in (0, 1, 2)]
+    prod_chat = {"metadata": {"env": "prod", "feature": "chat"}}
+    write_logs(workspace, api_key[0], [{"created_at": t, **prod_chat} for t in days])
+    # A filter the rollups cannot answer, so that a miss would read the logs table.
+    window = {"start": start.isoformat(), "metadata.env__ne": "dev"}
+    page = owner_client.get(
+        f"/w/{workspace.slug}/summary/", {**window, "end": end.isoformat(), "group": "metadata.feature"}
+    )
+    assert page.status_code == 200
+    assert next(r for r in page.context["rows"] if r["raw"] == "chat")["requests"] == 3
+    # The Overview's hourly chart (with latency) asks what the hourly latency graph asks.
+    assert owner_client.get(f"/w/{workspace.slug}/", {**window, "end": end.isoformat()}).status_code == 200
+    rest = {**window, "end": (end - timedelta(seconds=1)).isoformat()}  # REST's end is inclusive
+
+    def rest_answers():
+        with CaptureQueriesContext(connection) as queries:
+            groups = get(owner_client, "/api/v1/analytics/groups/metadata/feature", api_key[1], **rest)
+            graph = get(owner_client, "/api/v1/analytics/graphs/latency", api_key[1], **rest)
+        assert groups.status_code == graph.status_code == 200, (groups.json(), graph.json())
+        assert groups.json()["source"] == graph.json()["source"] == "logs"
+        chat = next(row for row in groups.json()["data"] if row["value"] == "chat")
+        logs_read = [q["sql"] for q in queries if RequestLog._meta.db_table in q["sql"]]
+        hours = sum(point["p50"] is not None for point in graph.json()["data_points"])
+        return chat["requests"], hours, logs_read
+
+    assert rest_answers() == (3, 3, [])
+    write_logs(workspace, api_key[0], [{"created_at": days[1] + timedelta(hours=1), **prod_chat}])
+    requests, hours, logs_read = rest_answers()
+    assert (requests, hours) == (4, 4)
+    assert logs_read  # the new generation's cells were read from the logs once
+    assert rest_answers() == (4, 4, [])

@@ -14,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from analytics import otel_export
 from tests.monitoring.conftest import metrics_on  # noqa: F401 - a fixture for the /metrics counters
+from tests.servers import QUICK_SHUTDOWN
 
 
 class Receiver:
@@ -59,7 +60,7 @@ class Receiver:
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs=QUICK_SHUTDOWN, daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:

@@ -12,7 +12,7 @@ import pytest
 from analytics.models import RequestLog
 from bench.mock_providers import MockProviders
 from gateway.auth import key_cache, provider_cache
-from gateway.logbuffer import get_log_buffer
+from tests.gateway.conftest import wait_for_the_log_buffer
 from workspaces import services
 
 SECRETS = {"claude": "sk-ant-stored", "azure": "azure-stored", "azure-fixed": "azure-stored", "gemini": "goog-stored"}
@@ -73,8 +73,4 @@ def pgw(transactional_db, gateway_url, providers_mock):
             **extra,
         )
     yield ProvidersGateway(gateway_url, full_key, ws, providers_mock)
-    buffer = get_log_buffer()
-    deadline = time.monotonic() + 5
-    while buffer.stats["pending"] and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.1)
+    wait_for_the_log_buffer()
