@@ -214,7 +214,9 @@ def window_totals(
     if hours is not None:
         rollup = choose_source(workspace=workspace, log_filter=scope, window=hours, grouping=grouping)
         grouped_by_key = grouping is not None and grouping.metadata_key is not None
-        if not rollup.is_rollup or (grouped_by_key and rollup.queryset.filter(value=OTHER).exists()):
+        # A value folded into "(other)" by the rollups' cap is not a scope value: read the logs.
+        folded = grouped_by_key and rollup.queryset.annotate(g=rollup.group_expr(grouping)).filter(g=OTHER).exists()
+        if not rollup.is_rollup or folded:
             rollup = None  # raw logs answer: one scan of the whole window
     if rollup is None:
         sources = [log_source(workspace, window, scope, grouping)]
