@@ -35,10 +35,11 @@ test: venv
 # start processes: tests/conftest.py SLOW_FILES). CI runs the whole suite (make test).
 # Only the slow tests use hypothesis and schemathesis, so their pytest plugins stay unloaded;
 # compiled (and assertion-rewritten) modules are kept under var/pycache, even when
-# PYTHONDONTWRITEBYTECODE is set, so each worker does not compile every test file again.
+# PYTHONDONTWRITEBYTECODE is set, so each worker does not compile every test file again;
+# --dist worksteal: a worker that finishes early takes tests from the other one's queue.
 test-fast: venv
 	PYTHONPYCACHEPREFIX=$(CURDIR)/var/pycache PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -n $(TEST_WORKERS) \
-		-p no:schemathesis -p no:hypothesispytest -m "not browser and not reliability and not slow"
+		--dist worksteal -p no:schemathesis -p no:hypothesispytest -m "not browser and not reliability and not slow"
 
 lint: venv
 	$(BIN)/ruff check .
