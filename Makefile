@@ -32,7 +32,7 @@ test: venv
 
 # The quick loop while developing: the same without the browser tests, the fault drills
 # (tests/browser, tests/reliability) and the slow tests (long generated-input runs, tests that
-# start processes: tests/conftest.py SLOW_FILES). CI runs the whole suite (make test).
+# start processes: tests/conftest.py SLOW_FILES; tests that wait seconds on a real timer). CI runs the whole suite (make test).
 # Only the slow tests use hypothesis and schemathesis, so their pytest plugins stay unloaded;
 # compiled (and assertion-rewritten) modules are kept under var/pycache, even when
 # PYTHONDONTWRITEBYTECODE is set, so each worker does not compile every test file again;

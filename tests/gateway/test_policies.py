@@ -108,6 +108,7 @@ def test_alert_only_and_disabled_policies_do_not_block(pol):
     assert [pol.post().status_code for _ in range(3)] == [200, 200, 200]
 
 
+@pytest.mark.slow  # waits out the 1 s cache TTL in real time (~3 s): not in make test-fast
 def test_an_edited_policy_takes_effect_within_the_cache_ttl(pol, settings):
     settings.GATEWAY_AUTH_CACHE_TTL = 1
     _not_at_minute_end()

@@ -115,6 +115,7 @@ def test_connections_per_host_are_capped(settings, cap, most_open):
     assert seen == most_open
 
 
+@pytest.mark.slow  # waits on the upstream's real 1 s delay and the timeout (~2 s): not in make test-fast
 def test_waiting_for_a_capped_host_counts_against_the_total_timeout(settings):
     settings.UPSTREAM_MAX_CONNECTIONS_PER_HOST = 1
 
