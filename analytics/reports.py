@@ -245,7 +245,8 @@ def groups(
         raise ReportError("ordering", f"Order by one of: {', '.join(GROUP_ORDERING)} (prefix - for descending).")
     window = align_to_hours(*log_filter.window)
     question = Question(("group",), grouping.text, hist=True)
-    cells = {value: cell for (value,), cell in read(workspace, *window, question, log_filter).items()}
+    # Groups without requests are not listed (nor divided by), as when this was SQL.
+    cells = {value: cell for (value,), cell in read(workspace, *window, question, log_filter).items() if cell.requests}
     rows = _sorted_groups(cells, column, descending)
     offset = (page - 1) * page_size
     page_rows = rows[offset : offset + page_size]
