@@ -97,8 +97,9 @@ def _round(workspace: Workspace, api_key: ApiKey | None, args, received) -> tupl
     batches = [make_records(workspace, api_key, args.batch_size) for _ in range(args.batches)]
     total = args.batches * args.batch_size
     before = received.value
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     elapsed = timed(write_log_batch, batches)
+    args.cpu_us = (time.process_time() - cpu_started) / total * 1e6
     if received is None or not args.exporting:
         return total / elapsed, None
     otel_export.exporter().flush(timeout=120)
@@ -221,6 +222,9 @@ def main() -> None:
                     rate, export_rate = _round(workspace, api_key, args, received)
                 results[mode].append(rate)
                 line = f"round {round_no} export {mode:3}: writer {rate:>9,.0f} logs/s"
+                if args.mode == "writer":
+                    # This process's CPU (writer and exporter thread) per log, until the last commit.
+                    line += f" ({args.cpu_us:.1f} us CPU/log)"
                 if export_rate is not None:
                     exported.append(export_rate)
                     line += f", exported {export_rate:>9,.0f} spans/s"

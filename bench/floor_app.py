@@ -17,9 +17,11 @@ from yarl import URL
 
 django.setup()
 
+from config.response_head import install  # noqa: E402
 from workspaces.upstream import netguard  # noqa: E402
 from workspaces.upstream.native import NativeClient  # noqa: E402
 
+install()  # the same server as Portico's (config.asgi installs it there)
 UPSTREAM = os.environ.get("FLOOR_UPSTREAM", "http://127.0.0.1:8001/v1")
 TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=600)
 _DROP = {"host", "content-length", "connection", "authorization", "accept-encoding"}

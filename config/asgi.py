@@ -22,10 +22,12 @@ gateway_application = GatewayApp()
 
 from analytics.metrics_listener import start_metrics_listener  # noqa: E402
 from config.checks import warn_at_startup  # noqa: E402
+from config.response_head import install as install_one_write_answers  # noqa: E402
 from config.scheduler import start_embedded_scheduler  # noqa: E402
 from config.startup import freeze_startup_heap  # noqa: E402
 
 freeze_startup_heap()
+install_one_write_answers()  # uvicorn's httptools protocol: head and body in one write
 DJANGO_V1_PATHS = ("/v1/logs", "/v1/feedback", "/v1/analytics", "/v1/otel/")
 
 

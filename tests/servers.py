@@ -16,7 +16,7 @@ QUICK_SHUTDOWN = {"poll_interval": 0.02}
 
 
 @contextlib.contextmanager
-def serve_asgi(application, *, lifespan: str = "on") -> Iterator[str]:
+def serve_asgi(application, *, lifespan: str = "on", http: str = "h11", loop: str = "asyncio") -> Iterator[str]:
     """Yield the base URL (``http://127.0.0.1:<port>``) while uvicorn serves ``application``.
     The socket is bound before the server starts, so the port is known and never raced for."""
     # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets of a
@@ -25,7 +25,7 @@ def serve_asgi(application, *, lifespan: str = "on") -> Iterator[str]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(application, lifespan=lifespan, log_level="warning", loop="asyncio", http="h11")
+    config = uvicorn.Config(application, lifespan=lifespan, log_level="warning", loop=loop, http=http)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
