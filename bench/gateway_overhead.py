@@ -29,8 +29,11 @@ One command does everything:
     .venv/bin/python bench/gateway_overhead.py [--peers [litellm,portkey]] [--workers 1] [--litellm-workers N]
         [--concurrency 1,8,32,128] [--requests 2000] [--duration 5] [--scenarios chat,chat-stream]
         [--postgres URL | --database-url URL | --embedded] [--redis-url URL]
-        [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot] [--floor]
+        [--wait-quiet SECONDS] [--out bench/out] [--profile] [--no-plot] [--floor] [--baseline REF]
 
+--baseline REF adds Portico as of a git commit (``git archive REF``: its own code, fresh database,
+Celery worker and beat, same venv) as a target in the same run: whether a change made the
+gateway slower, measured side by side instead of against numbers from another day.
 --floor adds bench/floor_app.py as a target (same server command line and upstream client, no
 gateway work): the part of the added latency that is not the gateway's.
 --workers takes a list (``1,2``) to run several Portico configurations side by side; LiteLLM
@@ -96,6 +99,7 @@ REFERENCE = {
     "portkey": {"added_p50_ms": 0.6, "rps_c32": 1900.0},
     "litellm": {"added_p50_ms": 6.5, "rps_c32": 160.0},
 }
+BASELINE_TOLERANCE_MS = 0.02  # --baseline: what counts as slower than the baseline at c=1 p50
 TARGETS = {  # the issue's targets
     "added_p50_c1_ms": 0.5,
     "ttfc_added_p50_ms": 1.0,
@@ -418,7 +422,7 @@ def cleanup_redis(redis_url: str, stream_key: str) -> None:
 @dataclass
 class Target:
     name: str
-    kind: str  # direct | portico | peer | floor
+    kind: str  # direct | portico | peer | floor | baseline
     url: str
     headers: dict[str, str]
     pids: list[int] = field(default_factory=list)  # process tree roots, for CPU accounting
@@ -745,6 +749,18 @@ def check_targets(targets: list[Target], summary: dict, logs: dict, failed_peers
                     "basis": "same run",
                 }
             )
+            if "baseline" in c1:
+                # A regression check independent of the machine's speed: both in this run.
+                base = c1["baseline"]["added_p50_ms"]
+                checks.append(
+                    {
+                        "what": f"{label}: added p50 at c=1 minus the baseline's ({base:.3f} ms) (ms)",
+                        "value": round(added - base, 3),
+                        "goal": f"<= +{BASELINE_TOLERANCE_MS}",
+                        "ok": added - base <= BASELINE_TOLERANCE_MS,
+                        "basis": "same run",
+                    }
+                )
             if "portkey" in present and "portkey" in c1:
                 pk = c1["portkey"]["added_p50_ms"]
                 checks.append(
@@ -1026,6 +1042,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also run bench/floor_app.py (the same server and upstream client, no gateway work) as a target",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run Portico as of this git commit (same run, own database and Celery) as a target",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG plot (no matplotlib needed)")
     args = parser.parse_args(argv)
     try:
@@ -1043,6 +1064,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--requests must be >= 1")
     if args.embedded:
         args.redis_url = None
+        if args.baseline:
+            parser.error("--baseline runs against Postgres (the default), not --embedded")
     return args
 
 
@@ -1073,16 +1096,49 @@ def portico_command(port: int, workers: int) -> list[str]:
     ]
 
 
-def start_celery(procs: Processes, env: dict[str, str], tmp: Path, run_id: str) -> list[subprocess.Popen]:
+def start_celery(
+    procs: Processes, env: dict[str, str], tmp: Path, run_id: str, cwd: Path = BASE_DIR, prefix: str = ""
+) -> list[subprocess.Popen]:
     """Celery worker + beat as in production (docker-compose.yml), one worker process."""
     celery = [sys.executable, "-m", "celery", "-A", "config"]
     worker = procs.start(
-        "celery-worker",
-        [*celery, "worker", "--loglevel", "warning", "--concurrency", "1", "-n", f"bench-{run_id}@%h"],
+        f"{prefix}celery-worker",
+        [*celery, "worker", "--loglevel", "warning", "--concurrency", "1", "-n", f"bench-{prefix}{run_id}@%h"],
         env,
+        cwd=cwd,
     )
-    beat = procs.start("celery-beat", [*celery, "beat", "--loglevel", "warning", "-s", str(tmp / "beat-schedule")], env)
+    schedule = str(tmp / f"{prefix}beat-schedule")
+    beat = procs.start(f"{prefix}celery-beat", [*celery, "beat", "--loglevel", "warning", "-s", schedule], env, cwd=cwd)
     return [worker, beat]
+
+
+_BASELINE_SETUP = """
+from workspaces import services
+workspace = services.workspace_create(slug="bench-baseline", name="Gateway overhead baseline")
+_, key = services.api_key_create(workspace=workspace, name="bench key")
+services.provider_create(workspace=workspace, slug="mock", base_url={base_url!r}, api_key="sk-mock-bench")
+print("BASELINE-KEY", key)
+"""
+
+
+def prepare_baseline(ref: str, tmp: Path, env: dict[str, str], mock_base_url: str) -> tuple[Path, str]:
+    """Portico's code as of ``ref`` in tmp/baseline, migrated into env's database, with the
+    bench workspace, key and @mock provider made by its own services; (its directory, key)."""
+    code = tmp / "baseline"
+    code.mkdir()
+    archive = subprocess.run(["git", "-C", str(BASE_DIR), "archive", ref], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: git archive failed: {archive.stderr.decode(errors='replace')}")
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
+    migrate = [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"]
+    if subprocess.run(migrate, cwd=code, env=env, check=False).returncode != 0:
+        raise SystemExit(f"--baseline {ref}: manage.py migrate failed (see above)")
+    setup = [sys.executable, "manage.py", "shell", "-c", _BASELINE_SETUP.format(base_url=mock_base_url)]
+    done = subprocess.run(setup, cwd=code, env=env, capture_output=True, text=True, check=False)
+    keys = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("BASELINE-KEY ")]
+    if done.returncode != 0 or not keys:
+        raise SystemExit(f"--baseline {ref}: setting up its workspace failed:\n{done.stderr[-2000:]}")
+    return code, keys[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1099,6 +1155,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:10]
     stream_key = f"portico:bench:{run_id}:logs"
     created_db: str | None = None
+    baseline_db: str | None = None
     if args.embedded:
         database_url = f"sqlite:///{tmp / 'bench.sqlite3'}"
     elif args.database_url:
@@ -1170,6 +1227,37 @@ def main(argv: list[str] | None = None) -> int:
             print(f"floor on {url} (pid {proc.pid})", flush=True)
             targets.append(
                 Target("floor", "floor", url + "/v1/chat/completions", {"content-type": "application/json"}, [proc.pid])
+            )
+        if args.baseline:
+            baseline_db = f"portico_gwbase_{run_id}"
+            baseline_env = child_env(
+                tmp / "baseline-var", create_database(args.postgres, baseline_db), args.redis_url, stream_key + ":base"
+            )
+            (tmp / "baseline-var").mkdir()
+            print(f"preparing the baseline ({args.baseline}) in its own database", flush=True)
+            code, baseline_key = prepare_baseline(args.baseline, tmp, baseline_env, mock_url + "/v1")
+            if args.redis_url:
+                start_celery(procs, baseline_env, tmp, run_id, cwd=code, prefix="baseline-")
+            port = free_port()
+            proc = procs.start("baseline", portico_command(port, 1), baseline_env, cwd=code)
+            url = f"http://{HOST}:{port}"
+            wait_until(lambda url=url: http_ok(url + "/healthz"), "baseline", proc, procs.log_of("baseline"))
+            print(f"baseline ({args.baseline}) on {url} (pid {proc.pid})", flush=True)
+            baseline_headers = {
+                "content-type": "application/json",
+                "x-portkey-api-key": baseline_key,
+                "x-portkey-provider": "@mock",
+                "x-portkey-metadata": METADATA,
+            }
+            targets.append(
+                Target(
+                    "baseline",
+                    "baseline",
+                    url + "/v1/chat/completions",
+                    baseline_headers,
+                    [proc.pid],
+                    version=args.baseline,
+                )
             )
         portico_cmd = "uvicorn config.asgi:application --workers " + "/".join(map(str, args.workers))
         portico_cmd += " --loop uvloop --http httptools --no-access-log --lifespan on"
@@ -1339,11 +1427,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.redis_url:
             with contextlib.suppress(Exception):
                 cleanup_redis(args.redis_url, stream_key)
-        if created_db:
-            try:
-                drop_database(args.postgres, created_db)
-            except Exception as exc:
-                print(f"could not drop database {created_db}: {exc}", file=sys.stderr)
+        for name in (created_db, baseline_db):
+            if name:
+                try:
+                    drop_database(args.postgres, name)
+                except Exception as exc:
+                    print(f"could not drop database {name}: {exc}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
