@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 
 from analytics.models import MetadataKey, PairRollup
-from analytics.rollup_batch import Contribution, MetadataGroup, PairCell
+from analytics.rollup_batch import MetadataGroup, PairCell, PairCombo
 from workspaces.audit import Actor, audit_record, register_audited
 from workspaces.models import AuditEvent
 
@@ -84,10 +84,10 @@ def existing_pairs(groups: Iterable[MetadataGroup]) -> dict[MetadataGroup, dict[
 
 
 def fold_pairs(
-    pairs: dict[MetadataGroup, dict[PairCell, list[Contribution]]],
+    pairs: dict[MetadataGroup, dict[PairCell, list[PairCombo]]],
     existing: dict[MetadataGroup, dict[str, dict[str, set[str]]]],
     cap: int,
-) -> list[tuple[PairKey, list[Contribution]]]:
+) -> list[tuple[PairKey, list[PairCombo]]]:
     """Pair rows to upsert, in key order, with the caps applied (module docstring)."""
     result = []
     for group, cells in pairs.items():
@@ -95,13 +95,13 @@ def fold_pairs(
         have = existing.get(group, {})
         values_a = set(have)
         values_b: dict[tuple[str, str], set[str]] = {}
-        for (value_a, key_b, value_b), contributions in cells.items():
+        for (value_a, key_b, value_b), combos in cells.items():
             if value_a not in values_a:
                 if len(values_a) >= cap:
                     continue
                 values_a.add(value_a)
             if value_b is None:
-                result.append(((workspace_id, key_a, value_a, key_b, bucket, "", True), contributions))
+                result.append(((workspace_id, key_a, value_a, key_b, bucket, "", True), combos))
                 continue
             seen = values_b.get((value_a, key_b))
             if seen is None:
@@ -110,7 +110,7 @@ def fold_pairs(
                 if len(seen) >= cap:
                     continue
                 seen.add(value_b)
-            result.append(((workspace_id, key_a, value_a, key_b, bucket, value_b, False), contributions))
+            result.append(((workspace_id, key_a, value_a, key_b, bucket, value_b, False), combos))
     result.sort(key=lambda item: item[0])
     return result
 

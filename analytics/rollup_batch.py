@@ -9,6 +9,10 @@ A row counts:
   objects and arrays, and keys longer than 128 characters, are not grouped;
 - once in PairRollup per ordered pair (A, B) of its workspace's pair keys (``pair_keys``) it
   carries A of, under (workspace, A, hour, value of A, B, value of B or None when it has no B).
+  A log is added once, to its PairCombo (the logs of its workspace and hour with the same
+  values of every pair key), not once per pair: each pair row is the union of the combos that
+  hold its two values, summed per combo and then merged (``cell_metrics``). With three pair keys
+  that is one contribution per log instead of six.
 
 Each rollup row's metrics are an analytics.reads.metrics.Metrics (``metrics_of``): ``errors``
 counts rows with ``success`` false; ``cost`` sums priced rows only (``cost`` not NULL) and
@@ -130,6 +134,30 @@ def metrics_of(contributions: list[Contribution]) -> Metrics:
     return metrics
 
 
+class PairCombo:
+    """The logs of one batch, workspace and hour with the same value (or none) of each pair key;
+    its metrics are summed once, however many pair rows it belongs to."""
+
+    __slots__ = ("_metrics", "contributions")
+
+    def __init__(self) -> None:
+        self.contributions: list[Contribution] = []
+        self._metrics: Metrics | None = None
+
+    def metrics(self) -> Metrics:
+        if self._metrics is None:
+            self._metrics = metrics_of(self.contributions)
+        return self._metrics
+
+
+def cell_metrics(combos: list[PairCombo]) -> Metrics:
+    """One pair row's metrics: its combos' metrics merged (a fresh object: combos are shared)."""
+    metrics = Metrics()
+    for combo in combos:
+        metrics.add(combo.metrics())
+    return metrics
+
+
 @dataclass
 class KeyStats:
     """What one batch adds to a registry row."""
@@ -150,9 +178,9 @@ class BatchRollup:
     # (workspace, api key or 0, the row's metadata keys) -> [first, last, requests]: rows of one
     # client mostly carry the same keys, so this is one dict update per row, expanded per key later.
     senders: dict[tuple[int, int, tuple[str, ...]], list] = field(default_factory=dict)
-    # (workspace, key A, bucket) -> {(value A, key B, value B or None): contributions}, in order
-    # of first appearance (the pair caps are first come, first served too).
-    pairs: dict[MetadataGroup, dict[PairCell, list[Contribution]]] = field(default_factory=dict)
+    # (workspace, key A, bucket) -> {(value A, key B, value B or None): the PairCombos holding
+    # it}, in order of first appearance (the pair caps are first come, first served too).
+    pairs: dict[MetadataGroup, dict[PairCell, list[PairCombo]]] = field(default_factory=dict)
 
     @cached_property
     def dimension_metrics(self) -> list[tuple[DimensionKey, Metrics]]:
@@ -208,6 +236,8 @@ def aggregate(rows: Iterable[dict], pair_keys: dict[int, tuple[str, ...]] | None
     pair_keys = pair_keys or {}
     hours: dict[int, datetime] = {}
     hist_keys: dict[float, str] = {}
+    # (workspace, bucket, each pair key's value or None) -> its logs, in order of first appearance.
+    combos: dict[tuple, PairCombo] = {}
     for row in sorted(rows, key=_by_time):
         workspace_id, created_at = row["workspace_id"], row["created_at"]
         hour_number = int(created_at.timestamp()) // 3600
@@ -269,7 +299,11 @@ def aggregate(rows: Iterable[dict], pair_keys: dict[int, tuple[str, ...]] | None
                 else:
                     group.append(contribution)
         if present:
-            _add_pairs(batch.pairs, workspace_id, bucket, paired, present, contribution)
+            combo_key = (workspace_id, bucket, tuple(map(present.get, paired)))
+            combo = combos.get(combo_key)
+            if combo is None:
+                combo = combos[combo_key] = PairCombo()
+            combo.contributions.append(contribution)
         if keys:
             signature = (workspace_id, api_key_id, tuple(keys))
             sender = senders.get(signature)
@@ -278,25 +312,30 @@ def aggregate(rows: Iterable[dict], pair_keys: dict[int, tuple[str, ...]] | None
             else:
                 sender[1] = created_at  # rows are in created_at order
                 sender[2] += 1
+    _add_pairs(batch.pairs, combos, pair_keys)
     return batch
 
 
-def _add_pairs(
-    pairs: dict, workspace_id: int, bucket: datetime, paired: tuple[str, ...], present: dict[str, str], contribution
-) -> None:
-    """One log's contribution to each (A = its value, B = its value or not set) of the pair keys."""
-    for key_a, value_a in present.items():
-        cells = pairs.get((workspace_id, key_a, bucket))
-        if cells is None:
-            cells = pairs[(workspace_id, key_a, bucket)] = {}
-        for key_b in paired:
-            if key_b != key_a:
-                cell = (value_a, key_b, present.get(key_b))
-                group = cells.get(cell)
-                if group is None:
-                    cells[cell] = [contribution]
-                else:
-                    group.append(contribution)
+def _add_pairs(pairs: dict, combos: dict[tuple, PairCombo], pair_keys: dict[int, tuple[str, ...]]) -> None:
+    """Each combo into every (A = its value, B = its value or not set) of its pair keys. Combos
+    come in order of first appearance, so cells do too (a cell first appears with the first log
+    of the first combo holding it, and within one combo in pair key order, as per log)."""
+    for (workspace_id, bucket, values), combo in combos.items():
+        paired = pair_keys[workspace_id]
+        for key_a, value_a in zip(paired, values, strict=True):
+            if value_a is None:
+                continue
+            cells = pairs.get((workspace_id, key_a, bucket))
+            if cells is None:
+                cells = pairs[(workspace_id, key_a, bucket)] = {}
+            for key_b, value_b in zip(paired, values, strict=True):
+                if key_b != key_a:
+                    cell = (value_a, key_b, value_b)
+                    group = cells.get(cell)
+                    if group is None:
+                        cells[cell] = [combo]
+                    else:
+                        group.append(combo)
 
 
 def _by_time(row: dict) -> tuple:

@@ -72,6 +72,7 @@ from analytics.rollup_batch import (
     MetadataGroup,
     SenderKey,
     aggregate,
+    cell_metrics,
     fold_capped,
     metrics_of,
 )
@@ -120,7 +121,7 @@ def apply_rows(
     if batch.pairs:
         existing = pair_rollups.existing_pairs(batch.pairs)
         folded_pairs = pair_rollups.fold_pairs(batch.pairs, existing, settings.ROLLUP_PAIR_MAX_VALUES)
-        upsert(PairRollup, [(key, metrics_of(group)) for key, group in folded_pairs])
+        upsert(PairRollup, [(key, cell_metrics(combos)) for key, combos in folded_pairs])
     update_registry(keys)
     if senders:
         update_senders(batch.sender_stats())

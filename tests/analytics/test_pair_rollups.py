@@ -231,3 +231,79 @@ def test_an_admin_flags_a_key_without_touching_its_counters(workspace, admin_cli
     assert (key.paired, key.requests) == (True, 99)
     event = AuditEvent.objects.get(action="metadata_key.update")
     assert (event.via, event.before["paired"], event.after["paired"]) == ("admin", False, True)
+
+
+def test_pair_rows_sum_each_log_once_per_pair_as_a_per_log_count_would():
+    """The writer adds a log once, to its combination of pair key values, and sums each pair row
+    from the combinations holding it: the same rows, order and metrics as adding every log to
+    every pair it belongs to (the reference below), over missing keys, odd values, two
+    workspaces and two hours."""
+    import random
+    from decimal import Decimal
+
+    from analytics.reads.metrics import Metrics
+    from analytics.rollup_batch import aggregate, cell_metrics, hour_of, metadata_items
+
+    rng = random.Random(7)
+    keys = ("environment", "feature", "team")
+    rows = []
+    for i in range(600):
+        metadata = {}
+        for key in keys:
+            if rng.random() < 0.8:
+                metadata[key] = rng.choice(["a", "b", "c", "d" * 200, 5, True])
+        metadata["other"] = f"x{i % 5}"
+        rows.append(
+            {
+                "id": __import__("uuid").UUID(int=i + 1),
+                "created_at": T0 + timedelta(minutes=rng.randrange(0, 120)),
+                "workspace_id": 1 + i % 2,
+                "api_key_id": None,
+                "provider": "openai",
+                "model": "m",
+                "status_code": 200 if i % 7 else 500,
+                "success": bool(i % 7),
+                "latency_ms": rng.choice([12.5, 250.0, 1200.0]),
+                "prompt_tokens": rng.randrange(0, 50),
+                "completion_tokens": rng.randrange(0, 50),
+                "cached_prompt_tokens": rng.choice([0, 0, 3]),
+                "cache_write_tokens": 0,
+                "reasoning_tokens": rng.choice([0, 2]),
+                "audio_prompt_tokens": 0,
+                "audio_completion_tokens": 0,
+                "cost": rng.choice([None, Decimal("0.00001234")]),
+                "metadata": metadata,
+            }
+        )
+    pair_keys = {1: keys, 2: keys[:2]}
+    batch = aggregate(rows, pair_keys)
+
+    # The reference: every log into every (A = its value, B = its value or not set), in time order.
+    reference: dict[tuple, dict[tuple, list]] = {}
+    for row in sorted(rows, key=lambda row: (row["created_at"], row["id"].int)):
+        workspace_id, bucket = row["workspace_id"], hour_of(row["created_at"])
+        present = dict(metadata_items(row["metadata"]))
+        paired = pair_keys[workspace_id]
+        for key_a in paired:
+            if key_a not in present:
+                continue
+            cells = reference.setdefault((workspace_id, key_a, bucket), {})
+            for key_b in paired:
+                if key_b != key_a:
+                    cells.setdefault((present[key_a], key_b, present.get(key_b)), []).append(row)
+
+    def metrics_of_rows(cell_rows: list[dict]) -> Metrics:
+        metrics = Metrics()
+        for _key, part in aggregate(cell_rows).dimension_metrics:
+            metrics.add(part)
+        return metrics
+
+    assert list(batch.pairs) == list(reference)
+    for group, cells in reference.items():
+        assert list(batch.pairs[group]) == list(cells)  # same cells, same first-come order
+        for cell, expected in cells.items():
+            got, want = cell_metrics(batch.pairs[group][cell]), metrics_of_rows(expected)
+            assert got.latency_sum_ms == pytest.approx(want.latency_sum_ms)
+            got.latency_sum_ms = want.latency_sum_ms
+            assert got == want, (group, cell)
+    assert cell_metrics([]) == Metrics()
