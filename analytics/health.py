@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
@@ -64,25 +64,10 @@ def writer_counts() -> dict[str, int]:
     return {result: ingest_counters[result] for result in _RESULTS}
 
 
-def _oldest_created_at(records: list) -> float | None:
-    oldest = None
-    for record in records:
-        created_at = record.get("created_at") if type(record) is dict else None
-        if type(created_at) is str:
-            try:
-                moment = datetime.fromisoformat(created_at)
-            except ValueError:
-                continue
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)  # as ingest reads it
-            stamp = moment.timestamp()
-            oldest = stamp if oldest is None else min(oldest, stamp)
-    return oldest
-
-
-def observe_write(before: dict[str, int], records: list) -> None:
-    """After a committed batch of ``records``; ``before`` is ``writer_counts()`` taken before
-    it. Never raises: the batch is written, a metrics fault must not make it look failed."""
+def observe_write(before: dict[str, int], oldest: datetime | None) -> None:
+    """After a committed batch whose oldest storable record was created at ``oldest`` (None:
+    it had none); ``before`` is ``writer_counts()`` taken before it. Never raises: the batch is
+    written, a metrics fault must not make it look failed."""
     global _writer
     if not settings.METRICS_ENABLED:
         return
@@ -93,8 +78,8 @@ def observe_write(before: dict[str, int], records: list) -> None:
         for result, count in writer_counts().items():
             if delta := count - before[result]:
                 _writer.records.labels(result).inc(delta)
-        if (oldest := _oldest_created_at(records)) is not None:
-            _writer.delay.observe(max(0.0, time.time() - oldest))
+        if oldest is not None:
+            _writer.delay.observe(max(0.0, time.time() - oldest.timestamp()))
     except Exception:
         logger.exception("Could not update the log writer metrics")
 

@@ -21,7 +21,9 @@ import gc
 import logging
 import uuid
 from collections import Counter
+from datetime import datetime
 from functools import partial
+from operator import itemgetter
 
 import psycopg
 from django.db import connection, models, transaction
@@ -62,23 +64,28 @@ def write_log_batch(records: list[LogRecord]) -> list[str]:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        inserted = _write_log_batch(records)
+        inserted, oldest = _write_log_batch(records)
     finally:
         if collecting:
             gc.enable()
-    health.observe_write(counts_before, records)  # committed: counted in /metrics
+    health.observe_write(counts_before, oldest)  # committed: counted in /metrics
     return inserted
 
 
-def _write_log_batch(records: list[LogRecord]) -> list[str]:
+_created_at = itemgetter("created_at")
+
+
+def _write_log_batch(records: list[LogRecord]) -> tuple[list[str], datetime | None]:
+    """(the ids inserted now, the oldest created_at of the batch's storable records)."""
     rows, bodies, json_texts, malformed = log_rows.prepare(records)
     ingest_counters["malformed"] += malformed
     if not rows:
-        return []
+        return [], None
+    oldest = min(map(_created_at, rows))
     with transaction.atomic():
         rows = _drop_orphans(rows)
         if not rows:
-            return []
+            return [], oldest
         if connection.vendor == "postgresql":
             new_rows, batch = _insert_postgres(rows, bodies, json_texts)
         else:
@@ -88,7 +95,7 @@ def _write_log_batch(records: list[LogRecord]) -> list[str]:
         if new_rows:
             # Spans go out after the commit, from a background queue that never raises here.
             transaction.on_commit(partial(otel_export.enqueue, new_rows), robust=True)
-    if new_rows and dashboard_cache.is_closed(min(row["created_at"] for row in new_rows)):
+    if new_rows and dashboard_cache.is_closed(oldest if new_rows is rows else min(map(_created_at, new_rows))):
         # Late logs (a spool replayed hours after an outage) changed hours the dashboard caches.
         now = timezone.now()
         dashboard_cache.note_changed(
@@ -96,7 +103,7 @@ def _write_log_batch(records: list[LogRecord]) -> list[str]:
         )
     ingest_counters["inserted"] += len(new_rows)
     ingest_counters["duplicate"] += len(rows) - len(new_rows)
-    return [str(row["id"]) for row in new_rows]
+    return [str(row["id"]) for row in new_rows], oldest
 
 
 def _update_rollups(new_records: list[dict], batch: BatchRollup | None = None) -> None:
