@@ -55,7 +55,8 @@ class HeldHeadTransport:
         held = self._held
         if held is not None:
             self._held = None
-            self._transport.write(held)
+            if not self._transport.is_closing():  # the client left in the meantime
+                self._transport.write(held)
 
     def close(self) -> None:
         self.flush()

@@ -59,6 +59,18 @@ def test_a_head_without_a_body_in_its_turn_goes_out_at_the_end_of_the_turn():
     assert writes[1:] == [b"5\r\nhello\r\n", b"0\r\n\r\n"]  # later writes are not held
 
 
+def test_a_head_held_when_the_client_left_is_dropped():
+    async def answer() -> RecordingTransport:
+        transport = RecordingTransport()
+        held = HeldHeadTransport(transport)
+        held.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        transport.closed = True  # connection lost before the end of the turn
+        await asyncio.sleep(0)
+        return transport
+
+    assert asyncio.run(answer()).writes == []
+
+
 def test_close_writes_what_is_held_first():
     async def answer() -> RecordingTransport:
         transport = RecordingTransport()
