@@ -13,10 +13,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-# Gateway + admin on http://127.0.0.1:8000 with a demo workspace, key and mock provider (SQLite, no Redis).
+# Gateway + admin on http://127.0.0.1:$(PORT) with a demo workspace, key and mock provider (SQLite,
+# no Redis); the mock provider listens on $(MOCK_PORT). Another port: make run PORT=8001.
+PORT      ?= 8000
+MOCK_PORT ?= 9100
 run: venv
 	DEBUG=true $(BIN)/python manage.py migrate --noinput
-	DEBUG=true $(BIN)/python manage.py run_demo
+	DEBUG=true $(BIN)/python manage.py run_demo --port $(PORT) --mock-port $(MOCK_PORT)
 
 # Any management command with this checkout's settings, e.g. make manage ARGS=createsuperuser.
 # (`.venv/bin/python manage.py ...` is the same: the secret make run generated is in var/.)

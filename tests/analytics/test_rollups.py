@@ -206,8 +206,15 @@ def test_rebuild_is_limited_to_the_workspace_and_hours_asked_for(workspace, othe
 def test_rebuild_refuses_an_unknown_workspace_or_a_bad_time(workspace):
     with pytest.raises(CommandError, match="No workspace"):
         call_command("rebuild_rollups", workspace="nope")
-    with pytest.raises(CommandError, match="ISO-8601"):
+    with pytest.raises(CommandError, match="--since: enter an ISO 8601 date-time"):
         call_command("rebuild_rollups", since="last tuesday")
+
+
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00+23:59", "9999-12-31T23:00", "2025-01-01\x00junk"])
+def test_rebuild_refuses_a_time_outside_the_stored_range_by_name(workspace, since):
+    # 0001-01-01T00:00+23:59 was an OverflowError traceback (before year 1 in UTC).
+    with pytest.raises(CommandError, match=r"^--since: enter"):
+        call_command("rebuild_rollups", since=since, stdout=StringIO())
 
 
 # --- Postgres -------------------------------------------------------------------------------

@@ -102,3 +102,20 @@ def test_a_production_server_on_the_development_secret_says_so(settings, caplog)
     with caplog.at_level(logging.WARNING, logger="config.checks"):
         warn_at_startup()
     assert "SECRET_KEY is not set: using this checkout's development secret" in caplog.text
+
+
+def test_make_run_on_sqlite_prints_no_system_check_warnings(tmp_path):
+    # `make run` migrates first; on SQLite Django warned (models.W040) that the rollup index's
+    # INCLUDE columns are ignored: a WARNINGS block as the first thing a newcomer reads.
+    env = {**deployment_env("REDIS_URL"), "DEBUG": "true", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--database", "default"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "WARNINGS" not in result.stderr and "W040" not in result.stderr, result.stderr
+    assert "no issues" in result.stdout

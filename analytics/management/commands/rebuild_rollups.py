@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from django.core.management.base import BaseCommand, CommandError
 
 from analytics import recompute
+from config.parsing import InvalidParameter, parse_timestamp
 from workspaces.models import Workspace
 
 
@@ -30,11 +29,10 @@ class Command(BaseCommand):
             workspace_id = workspace.id
         since = None
         if options["since"]:
-            try:
-                since = datetime.fromisoformat(options["since"])
-            except ValueError:
-                raise CommandError(f"--since: expected an ISO-8601 time, got {options['since']!r}.") from None
-            since = since if since.tzinfo else since.replace(tzinfo=UTC)
+            try:  # the same reading of times as recompute_cost and the dashboard (naive = UTC)
+                since = parse_timestamp(options["since"], param="--since")
+            except InvalidParameter as exc:
+                raise CommandError(exc.message) from None
         if options["chunk_size"] < 1:
             raise CommandError("--chunk-size must be at least 1.")
         result = recompute.rebuild_rollups(workspace_id=workspace_id, since=since, chunk_size=options["chunk_size"])

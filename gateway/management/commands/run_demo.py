@@ -8,6 +8,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +46,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, host: str, port: int, mock_port: int, no_traffic: bool, seed_logs: int, **options):
+        # Before anything starts: with a port taken, the health check and the demo traffic would
+        # reach whatever listens there and the banner would claim a server that never started.
+        _require_free_port(host, port, "PORT")
+        _require_free_port("127.0.0.1", mock_port, "MOCK_PORT")
+        # `kill`, `timeout` and `docker stop` send SIGTERM: stop the children as Ctrl-C does
+        # instead of leaving them holding the ports.
+        signal.signal(signal.SIGTERM, _interrupt)
         mock_url = f"http://127.0.0.1:{mock_port}/v1"
         workspace, key = self._demo_data(mock_url)
         if seed_logs and not RequestLog.objects.filter(workspace=workspace).exists():
@@ -82,7 +90,7 @@ class Command(BaseCommand):
         ]
         base = f"http://{host}:{port}"
         try:
-            self._wait_for(base + "/healthz")
+            self._wait_for(base + "/healthz", procs)
             if not no_traffic:
                 self._send_traffic(base, key)
             self._banner(base, workspace, key)
@@ -157,9 +165,11 @@ class Command(BaseCommand):
         path.chmod(0o600)
         return key
 
-    def _wait_for(self, url: str, timeout: float = 30.0) -> None:
+    def _wait_for(self, url: str, procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if any(proc.poll() is not None for proc in procs):
+                raise SystemExit("the mock upstream or the server stopped while starting: see its error above")
             try:
                 httpx.get(url, timeout=1).raise_for_status()
                 return
@@ -204,3 +214,19 @@ Press Ctrl-C to stop.
 """
         )
         self.stdout.flush()
+
+
+def _require_free_port(host: str, port: int, variable: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise SystemExit(
+                f"Port {port} on {host} is in use (another `make run`?). Stop what listens there, "
+                f"or pick a free port: make run {variable}={port + 1}"
+            ) from None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
