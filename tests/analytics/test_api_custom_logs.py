@@ -3,8 +3,10 @@ log writer (so rollups count custom logs too)."""
 
 from __future__ import annotations
 
+import gzip
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from analytics.models import DimensionRollup, MetadataRollup, ModelPrice, RequestBody, RequestLog
@@ -184,6 +186,18 @@ def test_a_body_that_is_no_log_is_a_400(client, api_key, payload):
     response = post(client, payload, api_key[1])
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("url", [URL, "/v1/feedback"])
+def test_a_compressed_body_is_a_415_naming_content_encoding(client, api_key, url):
+    """It was a 400 "JSON parse error - str is not valid UTF-8" (gzip bytes read as JSON)."""
+    body = gzip.compress(orjson.dumps(item()))
+    headers = {"x-portkey-api-key": api_key[1], "content-encoding": "gzip"}
+    response = client.post(url, body, content_type="application/json", headers=headers)
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["param"] == "Content-Encoding" and "send the JSON body uncompressed" in error["message"]
+    assert RequestLog.objects.count() == 0
 
 
 def test_invalid_json_is_a_400(client, api_key):
