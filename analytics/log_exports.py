@@ -94,7 +94,7 @@ def _requested(requested_data: object) -> list[str]:
     if not isinstance(requested_data, list):
         raise InvalidParameter("requested_data", "Send a list of field names.")
     for index, name in enumerate(requested_data):
-        if name not in FIELDS:
+        if not isinstance(name, str) or name not in FIELDS:  # a list or object is unhashable: a 500
             raise InvalidParameter(f"requested_data[{index}]", f"Unknown field; use: {', '.join(FIELDS)}.")
     return list(dict.fromkeys(requested_data))
 

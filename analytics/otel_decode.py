@@ -14,6 +14,8 @@ import orjson
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from config.parsing import BIGINT_MIN, InvalidParameter, parse_int
+
 
 class OtlpError(ValueError):
     """A malformed payload; ``param`` is where, e.g. ``resourceSpans[0].scopeSpans[0].spans[3].traceId``."""
@@ -158,14 +160,17 @@ def _json_attributes(obj: dict, where: str, key: str = "values") -> dict:
     return attributes
 
 
-def _json_int(value: object, where: str) -> int:
-    # OTLP/JSON writes 64-bit integers as decimal strings; numbers are accepted too.
+def _json_int(value: object, where: str, minimum: int = BIGINT_MIN) -> int:
+    """A 64-bit integer: OTLP/JSON writes them as decimal strings; numbers are accepted too.
+    Through config.parsing like every other integer a request carries: "²", 5,000 digits and,
+    for times (``minimum=0``: protobuf's fixed64 has no negatives), -1 are refused by name."""
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise OtlpError(where, "Must be an integer (or a decimal string).")
     try:
-        return int(value)
-    except ValueError:
-        raise OtlpError(where, "Must be an integer (or a decimal string).") from None
+        return parse_int(value, param=where, minimum=minimum)
+    except InvalidParameter:
+        expected = "a whole number of at least 0" if minimum == 0 else "a 64-bit integer"
+        raise OtlpError(where, f"Must be {expected} (a number or a decimal string).") from None
 
 
 def _hex_id(value: object, size: int, where: str, optional: bool = False) -> str:
@@ -220,10 +225,14 @@ def decode_json(body: bytes) -> list[SpanIn]:
                         ),
                         name=str(span.get("name") or ""),
                         start_ns=_json_int(
-                            _get(span, "startTimeUnixNano", "start_time_unix_nano") or 0, f"{where}.startTimeUnixNano"
+                            _get(span, "startTimeUnixNano", "start_time_unix_nano") or 0,
+                            f"{where}.startTimeUnixNano",
+                            minimum=0,
                         ),
                         end_ns=_json_int(
-                            _get(span, "endTimeUnixNano", "end_time_unix_nano") or 0, f"{where}.endTimeUnixNano"
+                            _get(span, "endTimeUnixNano", "end_time_unix_nano") or 0,
+                            f"{where}.endTimeUnixNano",
+                            minimum=0,
                         ),
                         status_code=code,
                         status_message=str(message),

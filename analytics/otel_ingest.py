@@ -46,7 +46,7 @@ from analytics.logrecord import LogRecord, log_body, log_record
 from analytics.otel_decode import OtlpError, SpanIn
 from analytics.otel_spans import INGESTED_SDK_VERSION
 from analytics.pricing import PriceBook, load_price_book, price_usage
-from analytics.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS, UsageTracker
+from analytics.usage import FINISH_REASON_LENGTH, MAX_FINISH_REASONS, UsageTracker, token_count
 from workspaces.errors import GatewayError
 from workspaces.metadata import resolve_metadata
 from workspaces.models import ApiKey
@@ -127,12 +127,13 @@ def _first(attributes: dict, keys: tuple[str, ...]) -> object:
 
 
 def _tokens(attributes: dict, keys: tuple[str, ...]) -> int:
-    value = _first(attributes, keys)
+    """The first count among ``keys``; one that is not a count (negative, past the log's
+    columns, 1.5, or a doubleValue of Infinity, which int() refused with OverflowError: a
+    500) is read as 0, as the gateway reads a provider's usage that is no count."""
     try:
-        number = int(value) if value is not None and not isinstance(value, bool) else 0
-    except (TypeError, ValueError):
+        return token_count(_first(attributes, keys), keys[0])
+    except ValueError:
         return 0
-    return min(max(number, 0), 2_147_483_647)
 
 
 def _finish_reasons(attributes: dict) -> list[str] | None:

@@ -95,10 +95,25 @@ class OrjsonParser(JSONParser):
     column could store) and fast."""
 
     def parse(self, stream, media_type=None, parser_context=None) -> object:
+        request = (parser_context or {}).get("request")
+        encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower() if request is not None else ""
+        if encoding not in ("", "identity"):
+            # Compressed bytes read as JSON failed as "str is not valid UTF-8: surrogates not
+            # allowed", which names neither the header nor what to do.
+            raise UnsupportedContentEncoding(encoding)
         try:
             return orjson.loads(stream.read())
         except orjson.JSONDecodeError as exc:
             raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
+class UnsupportedContentEncoding(exceptions.APIException):
+    status_code = 415
+    default_code = "unsupported_content_encoding"
+
+    def __init__(self, encoding: str) -> None:
+        message = f"Content-Encoding {encoding[:40]!r} is not supported here; send the JSON body uncompressed."
+        super().__init__({"Content-Encoding": [message]})
 
 
 class PayloadTooLarge(exceptions.APIException):

@@ -23,6 +23,7 @@ from analytics.logrecord import LogRecord, log_body, log_record
 from analytics.models import Feedback
 from analytics.pricing import PriceBook, load_price_book, price_usage
 from analytics.usage import UsageTracker
+from config.parsing import InvalidParameter
 from workspaces.errors import GatewayError
 from workspaces.metadata import HEADER as METADATA_HEADER
 from workspaces.metadata import MetadataPolicy, resolve_metadata
@@ -179,6 +180,8 @@ def _usage(response_doc: dict) -> UsageTracker:
     usage = UsageTracker()
     try:
         usage.read_usage(response_doc)
+    except InvalidParameter as exc:  # a count that is no count, named: usage.prompt_tokens
+        raise CustomLogError(f"response.body.{exc.param}", exc.reason) from None
     except (TypeError, ValueError, OverflowError):
         raise CustomLogError("response.body.usage", "Token counts in usage must be integers.") from None
     if not isinstance(usage.model, str):

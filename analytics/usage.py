@@ -15,6 +15,15 @@ import re
 
 import orjson
 
+from config.parsing import parse_int
+
+# A token count is a whole number from 0 to what RequestLog's token columns hold. Anything else
+# (a negative count, 1.5, true, 10**30, 1e308) is not a count: read_usage raises ValueError
+# (config.parsing.InvalidParameter naming the field), so the gateway logs the answer without
+# tokens and a custom log is a 400, instead of pricing a negative cost or failing the record
+# (a count past Decimal's precision made pricing raise and the log was dropped).
+MAX_TOKEN_COUNT = 2**31 - 1
+
 # At most this many finish reasons per log (one per choice; OpenAI allows n up to 128), each cut to
 # this length: the column is read by people and OTLP collectors, not an archive of the answer.
 MAX_FINISH_REASONS = 128
@@ -124,15 +133,20 @@ class UsageTracker:
                 usage.get("prompt_tokens_details"),
                 usage.get("completion_tokens_details"),
             )
-        # Raises TypeError/ValueError for counts that are not numbers (custom logs answer 400).
-        prompt_tokens, completion_tokens = int(prompt or 0), int(completion or 0)
-        cached, audio_prompt = _details(prompt_details, "cached_tokens", "audio_tokens")
-        reasoning, audio_completion = _details(completion_details, "reasoning_tokens", "audio_tokens")
+        # Raises ValueError (InvalidParameter) for counts that are not counts (custom logs answer 400).
+        openai = "prompt_tokens" in usage or "input_tokens" not in usage
+        prompt_tokens = token_count(prompt, "prompt_tokens" if openai else "input_tokens")
+        completion_tokens = token_count(completion, "completion_tokens" if openai else "output_tokens")
+        prompt_where = "prompt_tokens_details" if openai else "input_tokens_details"
+        completion_where = "completion_tokens_details" if openai else "output_tokens_details"
+        cached, audio_prompt = _details(prompt_details, prompt_where, "cached_tokens", "audio_tokens")
+        reasoning, audio_completion = _details(completion_details, completion_where, "reasoning_tokens", "audio_tokens")
         anthropic_read, anthropic_write = usage.get("cache_read_input_tokens"), usage.get("cache_creation_input_tokens")
         if anthropic_read is not None or anthropic_write is not None:
-            cached, cache_write = max(int(anthropic_read or 0), 0), max(int(anthropic_write or 0), 0)
+            cached = token_count(anthropic_read, "cache_read_input_tokens")
+            cache_write = token_count(anthropic_write, "cache_creation_input_tokens")
             prompt_tokens += cached + cache_write
-        total_tokens = int(usage.get("total_tokens") or 0) or prompt_tokens + completion_tokens
+        total_tokens = token_count(usage.get("total_tokens"), "total_tokens") or prompt_tokens + completion_tokens
         self.prompt_tokens, self.completion_tokens, self.total_tokens = prompt_tokens, completion_tokens, total_tokens
         self.cached_prompt_tokens, self.cache_write_tokens = cached, cache_write
         self.reasoning_tokens = reasoning
@@ -157,12 +171,26 @@ class UsageTracker:
             self.total_tokens = self.prompt_tokens + self.completion_tokens
 
 
-def _details(details: object, first: str, second: str) -> tuple[int, int]:
+def token_count(value: object, field: str) -> int:
+    """A token count read from an answer's usage (absent or null: 0); raises InvalidParameter
+    (a ValueError) whose param is ``usage.<field>``. Integral floats (``12.0``) are taken."""
+    if type(value) is int and 0 <= value <= MAX_TOKEN_COUNT:
+        return value  # the common case, without formatting it as text
+    if value is None:
+        return 0
+    if type(value) is float and value.is_integer() and 0 <= value <= MAX_TOKEN_COUNT:
+        return int(value)
+    if type(value) is not int and type(value) is not str:
+        value = "-"  # true, 1.5, lists and objects are not counts; str() of them could parse
+    return parse_int(value, param=f"usage.{field}", minimum=0, maximum=MAX_TOKEN_COUNT)
+
+
+def _details(details: object, where: str, first: str, second: str) -> tuple[int, int]:
     """Two counts of a ``*_tokens_details`` object (absent or null: 0; never negative, so a
     part never adds to the price of its whole)."""
     if not isinstance(details, dict):
         return 0, 0
-    return max(int(details.get(first) or 0), 0), max(int(details.get(second) or 0), 0)
+    return token_count(details.get(first), f"{where}.{first}"), token_count(details.get(second), f"{where}.{second}")
 
 
 class StreamRelay:

@@ -267,6 +267,16 @@ class GatewayApp:
         content_type = ctx.client_headers.get("content-type", "application/json")
         if "json" not in content_type:
             return
+        encoding = ctx.client_headers.get("content-encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            # Compressed bytes read as JSON failed as "str is not valid UTF-8: surrogates not
+            # allowed", naming neither the header nor what to do. (The request is logged.)
+            raise GatewayError(
+                415,
+                f"Content-Encoding {encoding[:40]!r} is not supported on the gateway; send the JSON body uncompressed.",
+                param="content-encoding",
+                code="unsupported_content_encoding",
+            )
         try:
             doc = orjson.loads(ctx.body)
         except orjson.JSONDecodeError as exc:

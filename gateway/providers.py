@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import orjson
 
-from analytics.usage import StreamRelay, UsageTracker
+from analytics.usage import StreamRelay, UsageTracker, token_count
 from gateway import anthropic_translate, proxy
 from gateway.auth import ProviderSnapshot
 from workspaces.errors import GatewayError
@@ -321,13 +321,13 @@ class AnthropicUsage(UsageTracker):
             return
         # Present fields replace what an earlier event said (message_delta's are cumulative).
         if usage.get("input_tokens") is not None:
-            self.input_tokens = int(usage["input_tokens"])
+            self.input_tokens = token_count(usage["input_tokens"], "input_tokens")
         if usage.get("cache_read_input_tokens") is not None:
-            self.cached_prompt_tokens = int(usage["cache_read_input_tokens"])
+            self.cached_prompt_tokens = token_count(usage["cache_read_input_tokens"], "cache_read_input_tokens")
         if usage.get("cache_creation_input_tokens") is not None:
-            self.cache_write_tokens = int(usage["cache_creation_input_tokens"])
+            self.cache_write_tokens = token_count(usage["cache_creation_input_tokens"], "cache_creation_input_tokens")
         if usage.get("output_tokens") is not None:
-            self.completion_tokens = int(usage["output_tokens"])
+            self.completion_tokens = token_count(usage["output_tokens"], "output_tokens")
         self.prompt_tokens = self.input_tokens + self.cached_prompt_tokens + self.cache_write_tokens
         self.total_tokens = self.prompt_tokens + self.completion_tokens
         self.saw_usage = True
@@ -357,12 +357,14 @@ class GeminiUsage(UsageTracker):
         usage = doc.get("usageMetadata")
         if not isinstance(usage, dict):
             return
-        prompt = int(usage.get("promptTokenCount") or 0) + int(usage.get("toolUsePromptTokenCount") or 0)
-        thoughts = int(usage.get("thoughtsTokenCount") or 0)
-        completion = int(usage.get("candidatesTokenCount") or 0) + thoughts
+        prompt = token_count(usage.get("promptTokenCount"), "promptTokenCount") + token_count(
+            usage.get("toolUsePromptTokenCount"), "toolUsePromptTokenCount"
+        )
+        thoughts = token_count(usage.get("thoughtsTokenCount"), "thoughtsTokenCount")
+        completion = token_count(usage.get("candidatesTokenCount"), "candidatesTokenCount") + thoughts
         self.prompt_tokens, self.completion_tokens = prompt, completion
-        self.total_tokens = int(usage.get("totalTokenCount") or prompt + completion)
-        self.cached_prompt_tokens = int(usage.get("cachedContentTokenCount") or 0)
+        self.total_tokens = token_count(usage.get("totalTokenCount"), "totalTokenCount") or prompt + completion
+        self.cached_prompt_tokens = token_count(usage.get("cachedContentTokenCount"), "cachedContentTokenCount")
         self.reasoning_tokens = thoughts
         self.saw_usage = True
 

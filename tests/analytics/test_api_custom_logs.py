@@ -3,8 +3,10 @@ log writer (so rollups count custom logs too)."""
 
 from __future__ import annotations
 
+import gzip
 from decimal import Decimal
 
+import orjson
 import pytest
 
 from analytics.models import DimensionRollup, MetadataRollup, ModelPrice, RequestBody, RequestLog
@@ -133,7 +135,7 @@ def test_invalid_metadata_in_an_array_names_the_item(client, api_key):
         (item(response={"status": 99}), "response.status"),
         (item(response={"status": "ok"}), "response.status"),
         (item(response={"response_time": -1}), "response.response_time"),
-        (item(response={"body": {"usage": {"prompt_tokens": "many"}}}), "response.body.usage"),
+        (item(response={"body": {"usage": {"prompt_tokens": "many"}}}), "response.body.usage.prompt_tokens"),
         (item(metadata=["not", "an", "object"]), "metadata"),
         ([item(), {"request": {}}], "[1].request.url"),
         (item(request={"url": "http://[::1"}), "request.url"),
@@ -146,11 +148,56 @@ def test_validation_errors_name_the_field(client, api_key, payload, param):
     assert RequestLog.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("usage", "param"),
+    [
+        # 10**30 and 1e308 made pricing raise decimal.InvalidOperation (a 500); -5 was priced
+        # as a negative cost; 1.5 and true were taken as 1.
+        ({"prompt_tokens": 10**30}, "prompt_tokens"),
+        ({"completion_tokens": 1e308}, "completion_tokens"),
+        ({"completion_tokens": -5}, "completion_tokens"),
+        ({"prompt_tokens": 1.5}, "prompt_tokens"),
+        ({"prompt_tokens": True}, "prompt_tokens"),
+        ({"prompt_tokens": 1, "total_tokens": 2**31}, "total_tokens"),
+        ({"prompt_tokens": 1, "prompt_tokens_details": {"cached_tokens": [1]}}, "prompt_tokens_details.cached_tokens"),
+        ({"input_tokens": 1, "output_tokens": {"n": 1}}, "output_tokens"),
+        ({"input_tokens": 1, "cache_read_input_tokens": -1}, "cache_read_input_tokens"),
+    ],
+)
+def test_token_counts_that_are_no_counts_are_a_400_naming_the_count(client, api_key, usage, param):
+    # A priced model: the counts reach the cost computation unless refused first.
+    ModelPrice.objects.create(model="gpt-4o-mini", input_per_million=1, output_per_million=2)
+    response = post(client, item(response={"status": 200, "body": {"usage": usage}}), api_key[1])
+    assert response.status_code == 400, response.json()
+    error = response.json()["error"]
+    assert error["param"] == f"response.body.usage.{param}"
+    assert "whole number from 0 to 2147483647" in error["message"]
+    assert RequestLog.objects.count() == 0
+
+
+def test_integral_float_token_counts_are_taken(client, api_key):
+    response = post(client, item(response={"status": 200, "body": {"usage": {"prompt_tokens": 12.0}}}), api_key[1])
+    assert response.status_code == 200, response.json()
+    assert RequestLog.objects.get().prompt_tokens == 12
+
+
 @pytest.mark.parametrize("payload", ["just text", 42, [], None])
 def test_a_body_that_is_no_log_is_a_400(client, api_key, payload):
     response = post(client, payload, api_key[1])
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("url", [URL, "/v1/feedback"])
+def test_a_compressed_body_is_a_415_naming_content_encoding(client, api_key, url):
+    """It was a 400 "JSON parse error - str is not valid UTF-8" (gzip bytes read as JSON)."""
+    body = gzip.compress(orjson.dumps(item()))
+    headers = {"x-portkey-api-key": api_key[1], "content-encoding": "gzip"}
+    response = client.post(url, body, content_type="application/json", headers=headers)
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert error["param"] == "Content-Encoding" and "send the JSON body uncompressed" in error["message"]
+    assert RequestLog.objects.count() == 0
 
 
 def test_invalid_json_is_a_400(client, api_key):

@@ -3,6 +3,7 @@ log and are priced at their own rates, with the price version recorded."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import orjson
@@ -72,3 +73,24 @@ def test_an_unknown_model_is_logged_with_null_cost(gw):
     gw.post(json={"model": "my-finetune-7b", "messages": [{"role": "user", "content": "hi"}]})
     (log,) = gw.wait_for_logs(1)
     assert log.total_tokens > 0 and log.cost is None and log.price_version == ""
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["body", "stream"])
+@pytest.mark.parametrize("count", [10**30, 1e308, -5], ids=["10**30", "1e308", "negative"])
+def test_a_providers_token_count_that_is_no_count_still_gives_a_log(gw, stream, count):
+    """A count past Decimal's precision made pricing raise inside the log buffer ("Could not
+    build a log record; dropped"): the request was answered and never logged. A negative one
+    was priced as a negative cost. Now the answer is logged as one whose usage is unknown."""
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    usage = json.dumps({"prompt_tokens": count, "completion_tokens": 5})
+    response = gw.post(json=body, headers=gw.headers(x_mock_usage=usage))
+    assert response.status_code == 200
+    (log,) = gw.wait_for_logs(1)
+    assert str(log.id) == response.headers["x-portico-log-id"]
+    assert (log.status_code, log.prompt_tokens) == (200, 0)
+    if stream:  # as for a stream cut short: the relayed content chunks, a lower bound
+        assert log.total_tokens == log.completion_tokens > 0 and log.cost > 0
+    else:
+        assert (log.total_tokens, log.cost) == (0, None)

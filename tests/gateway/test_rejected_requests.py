@@ -4,6 +4,7 @@ values, the valid part of the request metadata and ``_user``, with what was refu
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -39,9 +40,9 @@ def post(gw, metadata: object = None, *, body: bytes | None = None, **headers: s
     return gw.post(headers=sent, content=body if body is not None else orjson.dumps(BODY), json=None)
 
 
-def only_log(gw) -> RequestLog:
+def only_log(gw, status: int = 400) -> RequestLog:
     [log] = gw.wait_for_logs(1)
-    assert (log.status_code, log.success) == (400, False)
+    assert (log.status_code, log.success) == (status, False)
     return log
 
 
@@ -65,6 +66,17 @@ def test_a_malformed_body_is_logged_with_the_header_metadata(ctx_gw):
     log = only_log(ctx_gw)
     assert log.metadata == {**CONTEXT, "feature": "chat", "_user": "u2"}
     assert log.user == "u2"
+
+
+def test_a_compressed_json_body_is_a_415_naming_content_encoding_and_logged(ctx_gw):
+    """It was a 400 "str is not valid UTF-8: surrogates not allowed" (gzip bytes read as JSON)."""
+    body = gzip.compress(orjson.dumps(BODY))
+    resp = post(ctx_gw, {"feature": "chat"}, body=body, **{"content-encoding": "gzip"})
+    assert resp.status_code == 415
+    error = resp.json()["error"]
+    assert (error["param"], error["code"]) == ("content-encoding", "unsupported_content_encoding")
+    assert "uncompressed" in error["message"]
+    assert only_log(ctx_gw, 415).metadata == {**CONTEXT, "feature": "chat"}  # the body could not be read
 
 
 @pytest.mark.parametrize(

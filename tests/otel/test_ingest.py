@@ -253,6 +253,20 @@ def test_spans_the_schema_refuses_are_rejected_others_written(live):
             "resourceSpans[0].scopeSpans[0].spans[0].startTimeUnixNano",
         ),
         (b"\xff\xff\xff\xff", "application/x-protobuf", "body"),
+        # Negative times were a 500 (the log id's 6-byte time could not hold them).
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c",'
+            b' "spanId": "0102030405060708", "startTimeUnixNano": "-1", "endTimeUnixNano": "5",'
+            b' "attributes": [{"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}}]}]}]}]}',
+            "application/json",
+            "resourceSpans[0].scopeSpans[0].spans[0].startTimeUnixNano",
+        ),
+        (
+            b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c",'
+            b' "spanId": "0102030405060708", "startTimeUnixNano": "' + b"9" * 5000 + b'"}]}]}]}',
+            "application/json",
+            "resourceSpans[0].scopeSpans[0].spans[0].startTimeUnixNano",
+        ),
     ],
 )
 def test_bad_payloads_are_a_400_naming_what_is_wrong(live, body, content_type, param):
@@ -282,3 +296,25 @@ def test_it_refuses_missing_keys_wrong_types_and_oversized_bodies(live, settings
 def test_asgi_sends_otlp_ingest_to_django_not_the_gateway():
     assert not routes_to_gateway("/v1/otel/v1/traces")
     assert routes_to_gateway("/v1/chat/completions")
+
+
+@pytest.mark.parametrize("count", [{"doubleValue": "Infinity"}, {"doubleValue": -3}, {"intValue": "-7"}])
+def test_a_token_count_that_is_no_count_is_logged_as_zero(live, count):
+    """A doubleValue of Infinity made int() raise OverflowError: the whole payload was a 500."""
+    now = time.time_ns()
+    span = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
+        "startTimeUnixNano": now - 10**6,
+        "endTimeUnixNano": now,
+        "attributes": [
+            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o-mini"}},
+            {"key": "gen_ai.usage.input_tokens", "value": count},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "4"}},
+        ],
+    }
+    document = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    response = post(live, orjson.dumps(document), "application/json")
+    assert response.status_code == 200, response.text
+    [log] = rest_logs(live)
+    assert (log["prompt_tokens"], log["completion_tokens"]) == (0, 4)

@@ -241,6 +241,8 @@ def test_the_signed_link_is_bound_to_its_job_and_expires(api, client, logs, wind
         ({"filters": "everything"}, "filters"),
         ({"requested_data": ["id", "secrets"]}, "requested_data[1]"),
         ({"requested_data": "id"}, "requested_data"),
+        ({"requested_data": ["id", ["metadata"]]}, "requested_data[1]"),  # unhashable: was a 500
+        ({"requested_data": [{"id": 1}]}, "requested_data[0]"),
         ({"description": "x" * 501}, "description"),
         ({"format": "csv"}, "format"),
     ],
