@@ -148,3 +148,12 @@ def test_logs_cannot_be_edited_from_the_dashboard(owner_client, workspace, logs)
     url = reverse("dashboard:log_detail", args=[workspace.slug, logs[0]["id"]])
     assert owner_client.post(url, {"status_code": 200}).status_code == 405
     assert owner_client.delete(url).status_code == 405
+
+
+def test_an_empty_window_says_so_and_a_filter_without_matches_names_the_filters(owner_client, workspace):
+    unfiltered = _logs(owner_client, workspace, "range=24h").content.decode()
+    assert "No logs yet" in unfiltered and "No logs match" not in unfiltered
+    assert reverse("dashboard:overview", args=[workspace.slug]) in unfiltered  # where to start
+    filtered = _logs(owner_client, workspace, "range=24h&metadata.environment=production").content.decode()
+    assert "No logs match" in filtered and "matches these filters" in filtered
+    assert "No logs yet" not in filtered
