@@ -29,6 +29,7 @@ from analytics.reads.metrics import sort_column
 from analytics.reads.window import PRESETS, Window
 from config.parsing import InvalidParameter, clean_text
 from dashboard.templatetags.dashboard import logs_query
+from dashboard.views import fragments
 from dashboard.views.filters import (
     added_metadata_redirect,
     filter_chips,
@@ -36,6 +37,7 @@ from dashboard.views.filters import (
     page_filter,
     request_log_filter,
 )
+from dashboard.views.fragments import page_for_navigation
 from workspaces.access import WorkspaceAccess, user_memberships, workspace_view
 from workspaces.models import ApiKey
 
@@ -213,6 +215,7 @@ def logs(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
 
 @workspace_view()
 @require_GET
+@page_for_navigation(fragments.logs_page)
 def log_rows(request: HttpRequest, access: WorkspaceAccess) -> HttpResponse:
     """The next page of the log table ("load more"), as table rows."""
     window, errors = parse_window(request.GET)

@@ -17,6 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from analytics.policies import rules, selectors, services
 from analytics.policies.models import Policy
 from dashboard.forms import PolicyForm
+from dashboard.views import fragments
+from dashboard.views.fragments import page_for_navigation
 from dashboard.views.workspace_settings import VIA, _apply_errors, _context, _require_edit
 from workspaces.access import WorkspaceAccess, workspace_view
 
@@ -86,6 +88,7 @@ def _usage_context(policy: Policy) -> dict:
 
 @workspace_view()
 @require_GET
+@page_for_navigation(fragments.policy_page)
 def policy_usage(request: HttpRequest, access: WorkspaceAccess, policy_id: int) -> HttpResponse:
     """The usage table of a saved policy (the edit page refreshes it)."""
     policy = _policy(access, policy_id)

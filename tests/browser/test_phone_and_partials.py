@@ -69,3 +69,14 @@ def test_a_partial_opened_by_hand_logs_no_console_error(open_page, live_server, 
     assert response.status == 200
     page.wait_for_load_state("networkidle")
     assert page.request.get(f"{live_server.url}/favicon.ico").status == 204
+
+
+def test_more_log_rows_typed_into_the_address_bar_open_the_logs_page(open_page, live_server, demo):
+    # The "load more" fragment is a bare <tr> list; a browser navigating to it (Chromium sends
+    # Sec-Fetch-Dest: document) is taken to the Logs page with the same filters instead.
+    page = open_page()
+    login(page, live_server)
+    page.goto(f"{live_server.url}/w/acme/logs/rows/?range=24h&cursor=abc")
+    page.wait_for_load_state("networkidle")
+    assert page.url == f"{live_server.url}/w/acme/logs/?range=24h"
+    expect(page.get_by_role("heading", name="Logs", level=1)).to_be_visible()

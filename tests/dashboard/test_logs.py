@@ -157,3 +157,21 @@ def test_an_empty_window_says_so_and_a_filter_without_matches_names_the_filters(
     filtered = _logs(owner_client, workspace, "range=24h&metadata.environment=production").content.decode()
     assert "No logs match" in filtered and "matches these filters" in filtered
     assert "No logs yet" not in filtered
+
+
+NAVIGATION = {"Sec-Fetch-Dest": "document", "Sec-Fetch-Mode": "navigate"}
+
+
+def test_more_rows_opened_as_a_page_lead_to_the_logs_page_with_the_same_filters(owner_client, workspace, logs):
+    response = _logs(owner_client, workspace, "range=24h&metadata.feature=chat&cursor=x", name="log_rows", **NAVIGATION)
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('dashboard:logs', args=[workspace.slug])}?range=24h&metadata.feature=chat"
+    # htmx's own request (and any client that is not a browser navigating) gets the rows.
+    rows = _logs(owner_client, workspace, "range=24h", name="log_rows", HX_Request="true", **NAVIGATION)
+    assert rows.status_code == 200 and b"<tr" in rows.content
+    assert _logs(owner_client, workspace, "range=24h", name="log_rows").status_code == 200
+
+
+def test_an_outsider_navigating_to_more_rows_gets_404_not_a_redirect(client, outsider, workspace, logs):
+    client.force_login(outsider)
+    assert _logs(client, workspace, "range=24h", name="log_rows", **NAVIGATION).status_code == 404

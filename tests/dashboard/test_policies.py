@@ -70,6 +70,9 @@ def test_the_edit_page_shows_usage_per_value_against_the_limit(owner_client, wor
     assert 'data-value="x"' not in page and "15.0%" in page
     partial = owner_client.get(url("policy_usage", policy.pk))
     assert partial.status_code == 200 and 'data-value="u3"' in partial.content.decode()
+    # The usage table typed into the address bar leads to its policy's page, not a bare fragment.
+    opened = owner_client.get(url("policy_usage", policy.pk), headers={"Sec-Fetch-Dest": "document"})
+    assert opened.status_code == 302 and opened["Location"] == url("policy_edit", policy.pk)
     changed = owner_client.post(url("policy_edit", policy.pk), {**FORM, "limit": "0.5"})
     assert changed.status_code == 302
     policy.refresh_from_db()
