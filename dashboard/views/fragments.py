@@ -1,5 +1,5 @@
-"""Fragment endpoints (htmx partials: more log rows, a policy's usage table)
-opened as a page. The browser then shows a bare, unstyled piece of a page. When the browser says
+"""Fragment endpoints (htmx partials: more log rows, a policy's usage table) opened as a page.
+The browser then shows a bare, unstyled piece of a page. When the browser says
 the request is a top-level navigation (``Sec-Fetch-Dest: document``, sent by every current
 browser on typing a URL, following a link or reloading) and htmx did not send it, the user is
 redirected to the page the fragment belongs to, with the same filters. htmx requests and other
@@ -22,8 +22,9 @@ def opened_as_page(request: HttpRequest) -> bool:
 
 
 def page_for_navigation(page_url: Callable[..., str]):
-    """Decorate a fragment view: a navigation to it redirects to ``page_url(request, **kwargs)``
-    (the view's URL arguments, the workspace slug included)."""
+    """Decorate a fragment view (inside ``workspace_view``, so outsiders still get 404): a
+    navigation to it redirects to ``page_url(request, access, *args, **kwargs)``, called with the
+    view's own arguments."""
 
     def decorate(view):
         @wraps(view)
